@@ -1,0 +1,255 @@
+"""One typed configuration for PEACE.
+
+Defaults are the paper's A.3 values (batch 512, d = 64, Adam with learning rate 1e-4, two GNN layers,
+sequence length H = 200, MLPs with two ReLU hidden layers, tau = 0.2, gamma = 1.0, M = 10 interest
+kernels, n = 900 prototypes, K = 160). A configuration loads from TOML, is overridable from the
+command line (``--set model.n_prototypes=64``) and is saved beside every checkpoint and result, so
+any reported number can be reproduced.
+
+Example::
+
+    cfg = PeaceConfig.from_toml("my.toml").override(["pretrain.epochs=3"])
+    cfg.save("run/config.toml")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A configuration value or file that cannot be used; the message says which and why."""
+
+
+@dataclass
+class ModelConfig:
+    """Sizes and switches of the PEACE network (Sec. 4, A.3)."""
+
+    dim: int = 64
+    """d: width of entity, interest, user and prototype vectors."""
+    gnn_layers: int = 2
+    """Graph attention layers of the entity encoder (A.3: 2)."""
+    gat_heads: int = 1
+    """Attention heads per graph attention layer (outputs are averaged, width stays d)."""
+    use_relation_types: bool = True
+    """Feed relation-type embeddings to the attention as edge features."""
+    undirected: bool = True
+    """Pass messages both ways along every triplet (DESIGN.md: the entity graph is undirected)."""
+    history_length: int = 200
+    """H: last H entity tokens per source domain (A.3: 200)."""
+    n_interests: int = 10
+    """M: interest kernels of Eq. 1 (A.3: 10)."""
+    attention_dim: int = 64
+    """Rows of W^A in Eq. 1 and W in Eq. 2."""
+    n_prototypes: int = 900
+    """n: learnable prototypes of Eq. 5-9 (A.3: 900)."""
+    top_k_prototypes: int = 160
+    """K: prototypes kept by the mask of Eq. 8 (A.3: 160)."""
+    mlp_hidden: tuple[int, int] = (64, 32)
+    """Two ReLU hidden layers of every MLP (A.3)."""
+    dropout: float = 0.0
+    use_graph: bool = True
+    """False gives the ablation "w/o GL": entity vectors are the input embeddings, no message passing."""
+    use_cpl: bool = True
+    """False gives the ablation "w/o CPL": no contrastive prototype loss (Eq. 7 dropped from Eq. 10)."""
+    use_pea: bool = True
+    """False gives the ablation "w/o PEA": Eq. 2 fuses the plain interests of Eq. 1."""
+    graph_sampling: Literal["full", "sampled"] = "full"
+    """Run the GAT on the whole entity graph each step, or on a sampled subgraph around the batch."""
+    fanout: tuple[int, int] = (15, 10)
+    """Neighbours sampled per hop when ``graph_sampling = "sampled"``."""
+
+
+@dataclass
+class PretrainConfig:
+    """Entity-oriented pre-training on the source domains (Eq. 3-4, 7, 10)."""
+
+    batch_size: int = 512
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    epochs: int = 10
+    tau: float = 0.2
+    """Temperature of Eq. 7."""
+    gamma: float = 1.0
+    """Weight of the contrastive prototype loss in Eq. 10."""
+    neg_ratio: int = 1
+    """Negative items sampled per positive from the same source domain (DESIGN.md, decision 2)."""
+    cutoff: str = "auto"
+    """Pre-train on source rows strictly before this timestamp; "auto" = the earliest test-period
+    start over the target domains (DESIGN.md, decision 1)."""
+    max_steps: int = 0
+    """Stop after this many optimiser steps (0 = no limit)."""
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning on a target domain (Eq. 11-12)."""
+
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 30
+    patience: int = 5
+    """Early stopping on validation NDCG@10, checked every epoch."""
+    neg_ratio: int = 4
+    freeze_encoders: bool = True
+    """Lightweight mode of Sec. 4.5: only the MLP and DeepFM are trained."""
+    deepfm_hidden: tuple[int, int, int] = (64, 32, 8)
+    """DeepFM deep part (A.3: 64-32-8)."""
+    fm_dim: int = 8
+    """DeepFM latent dimension (A.3: 8)."""
+    profile_bins: int = 10
+    """Numeric profile columns are cut into this many quantile bins, then embedded."""
+
+
+@dataclass
+class EvalConfig:
+    """Protocol of A.2 and DESIGN.md decisions 1 and 9."""
+
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    ks: tuple[int, ...] = (5, 10)
+    zero_shot_scorer: Literal["inner", "decoder"] = "inner"
+    """Zero-shot score: inner product of user and item vectors (Sec. 4.4), or the pre-training
+    decoder of Eq. 3 applied to the pair."""
+
+
+@dataclass
+class PeaceConfig:
+    """Everything a run needs; ``seed`` fixes every random choice."""
+
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> PeaceConfig:
+        return _build(cls, data, source, prefix="")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> PeaceConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such configuration file; pass the path of a TOML file.")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax.") from exc
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def preset(cls, name: str) -> PeaceConfig:
+        """A configuration shipped with peace (``peace/configs/NAME.toml``)."""
+        path = Path(__file__).parent / "configs" / f"{name}.toml"
+        if not path.is_file():
+            shipped = sorted(p.stem for p in path.parent.glob("*.toml"))
+            raise ConfigError(f"no preset named {name!r}; shipped presets: {shipped}.")
+        return cls.from_toml(path)
+
+    def to_toml(self) -> str:
+        return _dump_toml(self.to_dict())
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_toml(), encoding="utf-8")
+
+    def override(self, assignments: list[str]) -> PeaceConfig:
+        """Return a copy with ``section.key=value`` assignments applied (values parsed as TOML)."""
+        data = self.to_dict()
+        for item in assignments:
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. model.dim=32.")
+            key, raw = item.split("=", 1)
+            try:
+                value = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = raw  # a bare string
+            node = data
+            parts = key.strip().split(".")
+            for part in parts[:-1]:
+                if part not in node or not isinstance(node[part], dict):
+                    raise ConfigError(f"--set {item!r}: unknown section {part!r}.")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ConfigError(f"--set {item!r}: unknown key {parts[-1]!r}; see `peace config`.")
+            node[parts[-1]] = value
+        return PeaceConfig.from_dict(data, source="--set")
+
+
+def _build(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {[prefix + k for k in unknown]}; "
+            f"valid keys here are {sorted(prefix + k for k in known)}."
+        )
+    kwargs: dict[str, Any] = {}
+    defaults = cls()
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [{prefix}{name}] must be a table.")
+            kwargs[name] = _build(type(default), value, source, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, default, f"{source}: {prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} = {value!r}: expected true or false.")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} = {value!r}: expected an integer.")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} = {value!r}: expected a number.")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} = {value!r}: expected a list like {list(default)}.")
+        return tuple(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{where} = {value!r}: expected a string.")
+    return value
+
+
+def _dump_toml(data: dict[str, Any]) -> str:
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for name, table in tables:
+        lines.append("")
+        lines.append(f"[{name}]")
+        for key, value in table.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")

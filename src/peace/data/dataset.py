@@ -1,0 +1,356 @@
+"""Load a dataset folder, validate it against the contract, and map ids to contiguous integers.
+
+Example::
+
+    ds = load_dataset("data/synthetic-small")
+    ds.source_domains, ds.target_domains   # domain indices
+    ds.item_entities                       # [num_items, 3] entity indices, -1 = none
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from peace.data.contract import (
+    MAX_ENTITIES_PER_ITEM,
+    ROLES,
+    DataContractError,
+    read_table,
+)
+
+
+@dataclass
+class ProfileTable:
+    """Categorical codes of profile columns (x_u or x_i of Eq. 11); code 0 means unknown."""
+
+    columns: list[str]
+    codes: np.ndarray
+    """[num_rows, num_columns] int64."""
+    cardinalities: list[int]
+    """Codes per column, unknown included."""
+
+
+@dataclass
+class Dataset:
+    """A validated dataset with contiguous integer ids (index -> original string id)."""
+
+    root: Path
+    users: np.ndarray
+    items: np.ndarray
+    entities: np.ndarray
+    relations: np.ndarray
+    domains: list[str]
+    roles: list[str]
+    interactions: pd.DataFrame
+    """Columns user, item, domain (ints), timestamp (float64), label (int8)."""
+    item_domain: np.ndarray
+    item_entities: np.ndarray
+    """[num_items, MAX_ENTITIES_PER_ITEM] entity indices in rank order, -1 padded."""
+    triplets: np.ndarray
+    """[num_triplets, 3] head, relation, tail indices."""
+    entity_features: np.ndarray | None = None
+    user_profiles: ProfileTable | None = None
+    item_profiles: ProfileTable | None = None
+    _lookup: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def num_entities(self) -> int:
+        return len(self.entities)
+
+    @property
+    def num_relations(self) -> int:
+        return len(self.relations)
+
+    @property
+    def source_domains(self) -> list[int]:
+        return [d for d, role in enumerate(self.roles) if role == "source"]
+
+    @property
+    def target_domains(self) -> list[int]:
+        return [d for d, role in enumerate(self.roles) if role == "target"]
+
+    def domain_index(self, name: str) -> int:
+        if name not in self.domains:
+            raise KeyError(f"unknown domain {name!r}; this dataset has {self.domains}.")
+        return self.domains.index(name)
+
+    def domain_items(self, domain: int) -> np.ndarray:
+        """Indices of the items of one domain (its catalogue), ascending."""
+        return np.flatnonzero(self.item_domain == domain)
+
+    def index_of(self, kind: str, ids: list[str] | np.ndarray) -> np.ndarray:
+        """Integer indices of string ids of ``kind`` (user, item, entity); -1 where unknown."""
+        if kind not in self._lookup:
+            names = {"user": self.users, "item": self.items, "entity": self.entities}[kind]
+            self._lookup[kind] = {name: i for i, name in enumerate(names)}
+        table = self._lookup[kind]
+        return np.array([table.get(str(x), -1) for x in ids], dtype=np.int64)
+
+    def summary(self) -> pd.DataFrame:
+        """Per-domain counts, like Table 1 of the paper."""
+        inter = self.interactions
+        rows = []
+        for d, name in enumerate(self.domains):
+            part = inter[inter["domain"] == d]
+            rows.append(
+                {
+                    "domain": name,
+                    "role": self.roles[d],
+                    "users": part["user"].nunique(),
+                    "items": int((self.item_domain == d).sum()),
+                    "interactions": len(part),
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def _fail(frame: pd.DataFrame, message: str) -> DataContractError:
+    return DataContractError(f"{frame.attrs.get('path', '<table>')}: {message}")
+
+
+def _first_row(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
+    """Read, validate and index the dataset in ``root``.
+
+    Raises:
+        DataContractError: on any violation of the data contract, naming file, value and fix.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataContractError(
+            f"{root}: no such dataset folder; create one with `peace data synth --out {root}` "
+            "or `peace data import ...`."
+        )
+    inter = read_table(root, "interactions")
+    dom = read_table(root, "domains")
+    phi = read_table(root, "item_entities")
+    trip = read_table(root, "triplets")
+    feats = read_table(root, "entity_features", required=False)
+    uprof = read_table(root, "user_profiles", required=False)
+    iprof = read_table(root, "item_profiles", required=False)
+
+    # -- domains
+    bad_role = ~dom["role"].isin(ROLES)
+    if bad_role.any():
+        row = _first_row(bad_role.to_numpy())
+        raise _fail(
+            dom,
+            f"row {row}: role {dom['role'].iloc[row]!r} of domain {dom['domain'].iloc[row]!r} "
+            f"is not one of {list(ROLES)}; set it to source or target.",
+        )
+    dup = dom["domain"].duplicated()
+    if dup.any():
+        name = dom["domain"][dup].iloc[0]
+        raise _fail(dom, f"domain {name!r} is listed twice; keep one row per domain.")
+    for role in ROLES:
+        if not (dom["role"] == role).any():
+            raise _fail(dom, f"no domain has role {role!r}; a dataset needs at least one of each.")
+    domains = dom["domain"].tolist()
+    roles = dom["role"].tolist()
+    domain_of = {name: i for i, name in enumerate(domains)}
+
+    # -- interactions
+    unknown_domain = ~inter["domain"].isin(domain_of)
+    if unknown_domain.any():
+        row = _first_row(unknown_domain.to_numpy())
+        raise _fail(
+            inter,
+            f"row {row}: domain {inter['domain'].iloc[row]!r} is not in domains "
+            f"({domains}); add it to the domains table or fix the row.",
+        )
+    ts = pd.to_numeric(inter["timestamp"], errors="coerce")
+    bad_ts = ts.isna() | ~np.isfinite(ts.to_numpy(dtype=np.float64, na_value=np.nan))
+    if bad_ts.any():
+        row = _first_row(bad_ts.to_numpy())
+        raise _fail(
+            inter,
+            f"row {row}: timestamp {inter['timestamp'].iloc[row]!r} is missing or not a number; "
+            "every interaction needs a numeric timestamp (e.g. seconds since the epoch).",
+        )
+    label = pd.to_numeric(inter["label"], errors="coerce")
+    bad_label = ~label.isin([0, 1])
+    if bad_label.any():
+        row = _first_row(bad_label.to_numpy())
+        raise _fail(
+            inter,
+            f"row {row}: label {inter['label'].iloc[row]!r} is not 0 or 1; use 1 for a positive "
+            "(click, purchase) and 0 for an observed negative.",
+        )
+    inter = inter.assign(timestamp=ts.astype(np.float64), label=label.astype(np.int8))
+    dup = inter.duplicated(["user", "item", "domain", "timestamp"])
+    if dup.any():
+        row = _first_row(dup.to_numpy())
+        r = inter.iloc[row]
+        raise _fail(
+            inter,
+            f"row {row} repeats (user={r['user']!r}, item={r['item']!r}, domain={r['domain']!r}, "
+            f"timestamp={r['timestamp']!r}); drop duplicate rows (e.g. "
+            "DataFrame.drop_duplicates) before loading.",
+        )
+    item_domains = inter.groupby("item", sort=False)["domain"].nunique()
+    multi = item_domains[item_domains > 1]
+    if len(multi):
+        item = multi.index[0]
+        where = sorted(inter.loc[inter["item"] == item, "domain"].unique())
+        raise _fail(
+            inter,
+            f"item {item!r} appears in several domains {where}; items must not be shared across "
+            "domains (give each domain's copy its own id).",
+        )
+    used = set(inter["domain"].unique())
+    empty = [d for d in domains if d not in used]
+    if empty:
+        raise _fail(
+            inter,
+            f"domain {empty[0]!r} has no interactions; remove it from domains or add its rows.",
+        )
+
+    # -- the entity graph and phi
+    relations = np.array(sorted(trip["relation"].unique()), dtype=object)
+    graph_entities = pd.unique(pd.concat([trip["head"], trip["tail"]], ignore_index=True))
+    entity_set = set(graph_entities)
+    if feats is not None:
+        entity_set |= set(feats["entity"])
+    unknown_entity = ~phi["entity"].isin(entity_set)
+    if unknown_entity.any():
+        row = _first_row(unknown_entity.to_numpy())
+        raise _fail(
+            phi,
+            f"row {row}: entity {phi['entity'].iloc[row]!r} (item {phi['item'].iloc[row]!r}) is "
+            "unknown to the entity graph; add a triplet for it or map the item to a known entity.",
+        )
+    rank = pd.to_numeric(phi["rank"], errors="coerce")
+    if rank.isna().any():
+        row = _first_row(rank.isna().to_numpy())
+        raise _fail(phi, f"row {row}: rank {phi['rank'].iloc[row]!r} is not an integer.")
+    phi = phi.assign(rank=rank.astype(np.int64))
+    dup = phi.duplicated(["item", "entity"])
+    if dup.any():
+        row = _first_row(dup.to_numpy())
+        raise _fail(phi, f"row {row}: item {phi['item'].iloc[row]!r} lists entity "
+                    f"{phi['entity'].iloc[row]!r} twice; keep one row.")
+    per_item = phi.groupby("item")["entity"].size()
+    too_many = per_item[per_item > MAX_ENTITIES_PER_ITEM]
+    if len(too_many):
+        raise _fail(
+            phi,
+            f"item {too_many.index[0]!r} maps to {int(too_many.iloc[0])} entities; at most "
+            f"{MAX_ENTITIES_PER_ITEM} are allowed (keep the ones of lowest rank).",
+        )
+    items_seen = pd.unique(inter["item"])
+    mapped = set(phi["item"])
+    missing = [i for i in items_seen if i not in mapped]
+    if missing:
+        raise _fail(
+            phi,
+            f"item {missing[0]!r} (and {len(missing) - 1} more) has no entity; map every item "
+            "of interactions to at least one entity.",
+        )
+
+    # -- contiguous ids
+    users = np.array(sorted(inter["user"].unique()), dtype=object)
+    items = np.array(sorted(items_seen), dtype=object)
+    entities = np.array(sorted(entity_set), dtype=object)
+    uidx = pd.Index(users)
+    iidx = pd.Index(items)
+    eidx = pd.Index(entities)
+    ridx = pd.Index(relations)
+
+    codes = pd.DataFrame(
+        {
+            "user": uidx.get_indexer(inter["user"]).astype(np.int64),
+            "item": iidx.get_indexer(inter["item"]).astype(np.int64),
+            "domain": inter["domain"].map(domain_of).to_numpy(np.int64),
+            "timestamp": inter["timestamp"].to_numpy(np.float64),
+            "label": inter["label"].to_numpy(np.int8),
+        }
+    )
+    item_domain = np.full(len(items), -1, dtype=np.int64)
+    item_domain[codes["item"].to_numpy()] = codes["domain"].to_numpy()
+
+    phi = phi[phi["item"].isin(iidx)].sort_values(["item", "rank", "entity"])
+    item_entities = np.full((len(items), MAX_ENTITIES_PER_ITEM), -1, dtype=np.int64)
+    pi = iidx.get_indexer(phi["item"])
+    slot = phi.groupby("item").cumcount().to_numpy()
+    item_entities[pi, slot] = eidx.get_indexer(phi["entity"])
+
+    triplets = np.stack(
+        [
+            eidx.get_indexer(trip["head"]),
+            ridx.get_indexer(trip["relation"]),
+            eidx.get_indexer(trip["tail"]),
+        ],
+        axis=1,
+    ).astype(np.int64)
+
+    entity_features = None
+    if feats is not None:
+        cols = [c for c in feats.columns if c != "entity"]
+        values = feats[cols].apply(pd.to_numeric, errors="coerce")
+        if values.isna().any().any():
+            row = _first_row(values.isna().any(axis=1).to_numpy())
+            raise _fail(feats, f"row {row}: a feature is missing or not a number; fill it.")
+        entity_features = np.zeros((len(entities), len(cols)), dtype=np.float32)
+        entity_features[eidx.get_indexer(feats["entity"])] = values.to_numpy(np.float32)
+
+    return Dataset(
+        root=root,
+        users=users,
+        items=items,
+        entities=entities,
+        relations=relations,
+        domains=domains,
+        roles=roles,
+        interactions=codes,
+        item_domain=item_domain,
+        item_entities=item_entities,
+        triplets=triplets,
+        entity_features=entity_features,
+        user_profiles=_encode_profiles(uprof, "user", uidx, profile_bins),
+        item_profiles=_encode_profiles(iprof, "item", iidx, profile_bins),
+    )
+
+
+def _encode_profiles(
+    frame: pd.DataFrame | None, key: str, index: pd.Index, bins: int
+) -> ProfileTable | None:
+    """Profile columns as categorical codes: strings by value, numbers by quantile bin."""
+    if frame is None:
+        return None
+    dup = frame[key].duplicated()
+    if dup.any():
+        raise _fail(frame, f"{key} {frame[key][dup].iloc[0]!r} has two profile rows; keep one.")
+    frame = frame[frame[key].isin(index)]
+    rows = index.get_indexer(frame[key])
+    columns = [c for c in frame.columns if c != key]
+    codes = np.zeros((len(index), len(columns)), dtype=np.int64)
+    cards = []
+    for j, column in enumerate(columns):
+        values = frame[column]
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.notna().all() and numeric.nunique() > bins:
+            edges = np.unique(np.quantile(numeric, np.linspace(0, 1, bins + 1)[1:-1]))
+            col_codes = np.searchsorted(edges, numeric.to_numpy(), side="right") + 1
+            card = len(edges) + 2
+        else:
+            cats, inverse = np.unique(values.astype(str).to_numpy(), return_inverse=True)
+            col_codes = inverse + 1
+            card = len(cats) + 1
+        codes[rows, j] = col_codes
+        cards.append(int(card))
+    return ProfileTable(columns=columns, codes=codes, cardinalities=cards)

@@ -1,0 +1,155 @@
+"""The evaluation protocol of A.2 for every target domain, for PEACE and the references.
+
+* normal: fine-tune on the first 70% of the target's rows, choose on the next 15%, test on the
+  last 15% (per-user full ranking, items seen in earlier splits excluded);
+* zero-shot: the pre-trained model, no target row for training or choice; every row of the domain
+  is test data (``zero-shot``), and the normal test split alone (``zero-shot-test``).
+
+Results are rows ``{"model", "setting", "domain", "metric", "mean", "std"}`` over seeds, the schema
+of ``metrics.json`` and of the benchmark reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+
+from peace.config import PeaceConfig
+from peace.data.dataset import Dataset
+from peace.data.splits import TargetSplit, split_targets
+from peace.flows.finetune import evaluate_ranker, fit_ranker, ranking_task
+from peace.flows.pretrain import Pretrained, pretrain
+from peace.flows.rankers import (
+    DeepFMRanker,
+    PeaceRanker,
+    PopularityRanker,
+    TargetDomain,
+    ZeroShotRanker,
+)
+
+# name -> ModelConfig switches of the PEACE variants (Sec. 5.3.1)
+PEACE_VARIANTS: dict[str, dict[str, bool]] = {
+    "PEACE": {},
+    "PEACE w/o GL": {"use_graph": False},
+    "PEACE w/o CPL": {"use_cpl": False},
+    "PEACE w/o PEA": {"use_pea": False},
+}
+REFERENCES = ("Popularity", "DeepFM")
+DEFAULT_MODELS = ("PEACE", "Popularity", "DeepFM")
+
+Result = dict[tuple[str, str, str, str], list[float]]
+
+
+def variant_config(cfg: PeaceConfig, name: str) -> PeaceConfig:
+    switches = PEACE_VARIANTS[name]
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **switches))
+
+
+def _record(results: Result, model: str, setting: str, domain: str, metrics: dict) -> None:
+    for metric, value in metrics.items():
+        results[(model, setting, domain, metric)].append(value)
+
+
+def run_seed(
+    ds: Dataset,
+    cfg: PeaceConfig,
+    models: tuple[str, ...] = DEFAULT_MODELS,
+    show_progress: bool = True,
+    on_pretrained: Callable[[str, Pretrained], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[Result, dict]:
+    """Every model of ``models`` on every target domain for ``cfg.seed``."""
+    results: Result = defaultdict(list)
+    timings: dict[str, float] = {}
+    splits = split_targets(ds, cfg.eval.split)
+    ks = cfg.eval.ks
+    for name in models:
+        if name in PEACE_VARIANTS:
+            vcfg = variant_config(cfg, name)
+            t0 = time.perf_counter()
+            pre = pretrain(ds, vcfg, show_progress=show_progress)
+            timings[f"{name} pre-train"] = time.perf_counter() - t0
+            log(f"[seed {cfg.seed}] {name}: pre-trained in {timings[f'{name} pre-train']:.1f}s")
+            if on_pretrained is not None:
+                on_pretrained(name, pre)
+            for d, split in splits.items():
+                t0 = time.perf_counter()
+                _peace_domain(results, name, pre, ds, d, split, vcfg, ks, show_progress)
+                timings[f"{name} {ds.domains[d]}"] = time.perf_counter() - t0
+        elif name in REFERENCES:
+            for d, split in splits.items():
+                target = TargetDomain(ds, d)
+                valid = ranking_task(split.valid, split.train)
+                test = ranking_task(split.test, _concat(split.train, split.valid))
+                if name == "Popularity":
+                    ranker = PopularityRanker(target, split.train)
+                else:
+                    ranker = DeepFMRanker(target, cfg)
+                    fit_ranker(ranker, target, split.train, valid, cfg.finetune, cfg.seed, ks,
+                               show_progress)
+                _record(results, name, "normal", ds.domains[d],
+                        evaluate_ranker(ranker, target, test, ks, cfg.seed))
+        else:
+            known = list(PEACE_VARIANTS) + list(REFERENCES)
+            raise ValueError(f"unknown model {name!r}; choose from {known}.")
+    return results, timings
+
+
+def _concat(a, b):
+    import pandas as pd
+
+    return pd.concat([a, b], ignore_index=True)
+
+
+def _peace_domain(results: Result, name: str, pre: Pretrained, ds: Dataset, d: int,
+                  split: TargetSplit, cfg: PeaceConfig, ks: tuple[int, ...],
+                  show_progress: bool) -> None:
+    target = TargetDomain(ds, d)
+    domain = ds.domains[d]
+    valid = ranking_task(split.valid, split.train)
+    test = ranking_task(split.test, _concat(split.train, split.valid))
+    zero = ZeroShotRanker(pre, target, cfg.eval.zero_shot_scorer)
+    _record(results, name, "zero-shot", domain,
+            evaluate_ranker(zero, target, ranking_task(split.all), ks, cfg.seed))
+    _record(results, name, "zero-shot-test", domain,
+            evaluate_ranker(zero, target, test, ks, cfg.seed))
+    ranker = PeaceRanker(pre, target, cfg)
+    fit_ranker(ranker, target, split.train, valid, cfg.finetune, cfg.seed, ks, show_progress)
+    _record(results, name, "normal", domain, evaluate_ranker(ranker, target, test, ks, cfg.seed))
+
+
+def aggregate(results: list[Result]) -> list[dict]:
+    """Mean and (population) std over seeds, one row per model, setting, domain and metric."""
+    merged: Result = defaultdict(list)
+    for res in results:
+        for key, values in res.items():
+            merged[key].extend(values)
+    rows = []
+    for (model, setting, domain, metric), values in sorted(merged.items()):
+        arr = np.asarray(values, dtype=np.float64)
+        rows.append({
+            "model": model, "setting": setting, "domain": domain, "metric": metric,
+            "mean": float(arr.mean()), "std": float(arr.std()), "n": int(len(arr)),
+        })
+    return rows
+
+
+def run_protocol(
+    ds: Dataset,
+    cfg: PeaceConfig,
+    seeds: list[int],
+    models: tuple[str, ...] = DEFAULT_MODELS,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict], dict]:
+    per_seed = []
+    timings = {}
+    for seed in seeds:
+        res, t = run_seed(ds, dataclasses.replace(cfg, seed=seed), models, show_progress, log=log)
+        per_seed.append(res)
+        timings[seed] = t
+    return aggregate(per_seed), timings

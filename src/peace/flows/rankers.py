@@ -1,0 +1,170 @@
+"""Rankers of a target domain, all behind one small interface.
+
+A ranker scores (user, item) pairs of one target domain's catalogue:
+
+* ``states(users, times)``: what the ranker knows of each user at a time (e.g. the interest
+  vectors of Eq. 1 from source behaviour strictly before that time), or None;
+* ``forward(users, states, items)``: logits ``[B, C]`` for local item columns ``[B, C]``;
+* ``trainable``: whether :func:`peace.flows.finetune.fit_ranker` should train it.
+
+:class:`PeaceRanker` is the normal ranker (Eq. 11), :class:`ZeroShotRanker` the zero-shot one
+(inner product, Sec. 4.4); :class:`DeepFMRanker` and :class:`PopularityRanker` are the references.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from peace.config import PeaceConfig
+from peace.data.dataset import Dataset
+from peace.flows.pretrain import Pretrained
+from peace.nn.deepfm import DeepFM
+from peace.nn.heads import FineTuneHead
+
+
+class TargetDomain:
+    """A target domain's catalogue and profile codes, with local item columns 0..I-1."""
+
+    def __init__(self, ds: Dataset, domain: int) -> None:
+        self.domain = domain
+        self.name = ds.domains[domain]
+        self.catalogue = ds.domain_items(domain)
+        self.column = np.full(ds.num_items, -1, dtype=np.int64)
+        self.column[self.catalogue] = np.arange(len(self.catalogue))
+        n_users = ds.num_users
+        up = ds.user_profiles
+        self.user_codes = torch.as_tensor(up.codes if up else np.zeros((n_users, 0), np.int64))
+        user_cards = list(up.cardinalities) if up else []
+        ip = ds.item_profiles
+        item_codes = ip.codes[self.catalogue] if ip else np.zeros((len(self.catalogue), 0))
+        # The item id is a field too (A.3: "item-side attributes contain item id").
+        local_id = np.arange(1, len(self.catalogue) + 1)[:, None]
+        self.item_codes = torch.as_tensor(np.hstack([item_codes, local_id]).astype(np.int64))
+        self.cardinalities = user_cards + (list(ip.cardinalities) if ip else []) + [
+            len(self.catalogue) + 1
+        ]
+        self.item_entities = torch.as_tensor(ds.item_entities[self.catalogue], dtype=torch.long)
+
+    def codes(self, users: Tensor, items: Tensor) -> Tensor:
+        """Profile codes ``[B, C, F]`` of user-item pairs (users ``[B]``, items ``[B, C]``)."""
+        u = self.user_codes[users].unsqueeze(1).expand(-1, items.shape[1], -1)
+        return torch.cat([u, self.item_codes[items]], dim=-1)
+
+    def to_local(self, items: np.ndarray) -> np.ndarray:
+        return self.column[items]
+
+
+def item_vectors(entity_table: Tensor, item_entities: Tensor) -> Tensor:
+    """z_i^T: mean of the item's entity vectors (Sec. 4.4, footnote 4); ``[I, 3] -> [I, d]``."""
+    valid = (item_entities >= 0).unsqueeze(-1).float()
+    vecs = entity_table[item_entities.clamp(min=0)] * valid
+    return vecs.sum(1) / valid.sum(1).clamp(min=1.0)
+
+
+class PeaceRanker(nn.Module):
+    """The normal ranker: Eq. 11 on frozen (default) or trainable pre-trained encoders."""
+
+    trainable = True
+
+    def __init__(self, pre: Pretrained, target: TargetDomain, cfg: PeaceConfig) -> None:
+        super().__init__()
+        self.pre, self.target = pre, target
+        self.frozen = cfg.finetune.freeze_encoders
+        fc = cfg.finetune
+        self.head = FineTuneHead(
+            cfg.model.dim, target.cardinalities, cfg.model.mlp_hidden, fc.fm_dim,
+            fc.deepfm_hidden,
+        )
+        if self.frozen:
+            self.pre.model.requires_grad_(False)
+            self._table = pre.entity_table()
+            self._items = item_vectors(self._table, target.item_entities)
+        else:
+            self.encoder = pre.model  # registered, so its parameters train too
+
+    def states(self, users: np.ndarray, times: np.ndarray) -> Tensor:
+        if self.frozen:
+            return self.pre.interests(users, times, self._table)
+        return torch.as_tensor(self.pre.history.positions(users, times))
+
+    def _interests_and_items(self, states: Tensor) -> tuple[Tensor, Tensor]:
+        if self.frozen:
+            return states, self._items
+        table = self.pre.model.entity_encoder(self.pre.graph)
+        tokens, mask = self.pre.history.gather(states)
+        interests = self.pre.model.encode_interests(table, tokens, mask)
+        return interests, item_vectors(table, self.target.item_entities)
+
+    def forward(self, users: Tensor, states: Tensor, items: Tensor) -> Tensor:
+        interests, all_items = self._interests_and_items(states)
+        item_vecs = all_items[items]
+        if self.frozen:
+            with torch.no_grad():
+                user_vecs = self.pre.model.user_vectors(interests, item_vecs)
+        else:
+            user_vecs = self.pre.model.user_vectors(interests, item_vecs)
+        return self.head(user_vecs, item_vecs, self.target.codes(users, items))
+
+    def train(self, mode: bool = True) -> PeaceRanker:
+        super().train(mode)
+        if self.frozen:
+            self.pre.model.eval()
+        return self
+
+
+class ZeroShotRanker(nn.Module):
+    """Zero-shot ranker: inner product of user and item vectors; no target row is used."""
+
+    trainable = False
+
+    def __init__(self, pre: Pretrained, target: TargetDomain, scorer: str = "inner") -> None:
+        super().__init__()
+        self.pre, self.target, self.scorer = pre, target, scorer
+        self._table = pre.entity_table()
+        self._items = item_vectors(self._table, target.item_entities)
+
+    def states(self, users: np.ndarray, times: np.ndarray) -> Tensor:
+        return self.pre.interests(users, times, self._table)
+
+    @torch.no_grad()
+    def forward(self, users: Tensor, states: Tensor, items: Tensor) -> Tensor:
+        return self.pre.model.zero_shot_scores(states, self._items[items], self.scorer)
+
+
+class DeepFMRanker(nn.Module):
+    """Reference: DeepFM on the target domain's profile features alone (Sec. 5.1.2)."""
+
+    trainable = True
+
+    def __init__(self, target: TargetDomain, cfg: PeaceConfig) -> None:
+        super().__init__()
+        self.target = target
+        self.deepfm = DeepFM(target.cardinalities, cfg.finetune.fm_dim, cfg.finetune.deepfm_hidden)
+
+    def states(self, users: np.ndarray, times: np.ndarray) -> None:
+        return None
+
+    def forward(self, users: Tensor, states: Tensor | None, items: Tensor) -> Tensor:
+        return self.deepfm(self.target.codes(users, items))
+
+
+class PopularityRanker(nn.Module):
+    """Reference: items ranked by their row count in the target's training split."""
+
+    trainable = False
+
+    def __init__(self, target: TargetDomain, train_rows: pd.DataFrame) -> None:
+        super().__init__()
+        pos = train_rows[train_rows["label"] == 1]
+        counts = np.bincount(target.to_local(pos["item"].to_numpy()),
+                             minlength=len(target.catalogue))
+        self.counts = torch.as_tensor(counts, dtype=torch.float32)
+
+    def states(self, users: np.ndarray, times: np.ndarray) -> None:
+        return None
+
+    def forward(self, users: Tensor, states: Tensor | None, items: Tensor) -> Tensor:
+        return self.counts[items]

@@ -1,0 +1,184 @@
+"""Entity encoder: graph attention over the entity graph (Sec. 4.1, H^G).
+
+Two GAT layers (A.3) over the entity graph G = {E, R} turn input entity vectors (learned id
+embeddings, or a linear map of the original ``entity_features``) into H^G in R^{|E| x d}.
+Relation types enter the attention as edge features; triplets are used in both directions unless
+configured otherwise. With ``use_graph = False`` (ablation "w/o GL") the inputs are returned as they
+are. The encoder runs either on the full graph or on a sampled subgraph around a batch's entities
+(:class:`NeighbourSampler`), so very large graphs stay tractable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv
+
+
+class EntityGraph:
+    """The entity graph as message-passing edges (source -> destination) with relation types.
+
+    Args:
+        triplets: ``[T, 3]`` head, relation, tail indices.
+        num_entities: |E|.
+        num_relations: |R|.
+        undirected: add every triplet reversed too, with its own inverse relation type.
+    """
+
+    def __init__(
+        self, triplets: np.ndarray, num_entities: int, num_relations: int, undirected: bool = True
+    ) -> None:
+        head, rel, tail = (torch.as_tensor(triplets[:, k], dtype=torch.long) for k in range(3))
+        src, dst, types = [head], [tail], [rel]
+        if undirected:
+            src.append(tail)
+            dst.append(head)
+            types.append(rel + num_relations)
+        src_t, dst_t, type_t = torch.cat(src), torch.cat(dst), torch.cat(types)
+        order = torch.argsort(dst_t * (num_entities + 1) + src_t, stable=True)
+        self.edge_index = torch.stack([src_t[order], dst_t[order]])
+        self.edge_type = type_t[order]
+        self.num_entities = num_entities
+        self.num_edge_types = num_relations * (2 if undirected else 1)
+        counts = torch.bincount(self.edge_index[1], minlength=num_entities)
+        self.indptr = torch.zeros(num_entities + 1, dtype=torch.long)
+        self.indptr[1:] = torch.cumsum(counts, 0)  # incoming edges of v: indptr[v]:indptr[v+1]
+
+
+class NeighbourSampler:
+    """Samples the L-hop incoming neighbourhood of seed entities, ``fanout[l]`` edges per node.
+
+    Plain torch; deterministic for a given ``torch.Generator``. Returns the subgraph's nodes
+    (seeds first) and its edges in local indices.
+    """
+
+    def __init__(self, graph: EntityGraph, fanout: tuple[int, ...]) -> None:
+        self.graph = graph
+        self.fanout = tuple(fanout)
+
+    def sample(
+        self, seeds: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        g = self.graph
+        nodes = torch.unique(seeds)
+        frontier = nodes
+        edge_ids: list[Tensor] = []
+        for fan in self.fanout:
+            start, stop = g.indptr[frontier], g.indptr[frontier + 1]
+            deg = stop - start
+            if deg.sum() == 0:
+                break
+            owner = torch.repeat_interleave(torch.arange(len(frontier)), deg)
+            offset = torch.arange(int(deg.sum())) - torch.repeat_interleave(
+                torch.cumsum(deg, 0) - deg, deg
+            )
+            eids = start[owner] + offset
+            keys = torch.rand(len(eids), generator=generator)
+            order = torch.argsort(owner.double() + keys.double() * 0.5, stable=True)
+            owner, eids = owner[order], eids[order]
+            rank = torch.arange(len(eids)) - torch.repeat_interleave(
+                torch.cumsum(deg, 0) - deg, deg
+            )
+            picked = eids[rank < fan]
+            edge_ids.append(picked)
+            new = torch.unique(g.edge_index[0, picked])
+            frontier = new[~torch.isin(new, nodes)]
+            nodes = torch.cat([nodes, frontier])
+        eid = torch.unique(torch.cat(edge_ids)) if edge_ids else torch.empty(0, dtype=torch.long)
+        local = torch.full((g.num_entities,), -1, dtype=torch.long)
+        local[nodes] = torch.arange(len(nodes))
+        edge_index = local[g.edge_index[:, eid]]
+        return nodes, edge_index, g.edge_type[eid]
+
+
+class EntityEncoder(nn.Module):
+    """Input entity vectors followed by ``layers`` GAT layers.
+
+    Args:
+        num_entities: |E|; row |E| of every output is a zero padding vector.
+        num_edge_types: relation types seen by the attention (0 = none).
+        dim: d.
+        layers: GAT layers (A.3: 2).
+        heads: attention heads per layer (averaged).
+        feature_dim: width of original entity features, or None for learned id embeddings.
+        use_graph: False skips message passing (ablation "w/o GL").
+
+    Shapes:
+        ``forward(graph) -> [|E| + 1, d]``; ``forward_subgraph(nodes, edge_index, edge_type)``
+        ``-> [len(nodes), d]``.
+    """
+
+    def __init__(
+        self,
+        num_entities: int,
+        num_edge_types: int,
+        dim: int = 64,
+        layers: int = 2,
+        heads: int = 1,
+        feature_dim: int | None = None,
+        use_graph: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_entities, self.dim, self.layers = num_entities, dim, layers
+        self.use_graph = use_graph
+        self.dropout = dropout
+        self.features: Tensor | None = None
+        if feature_dim is None:
+            self.embedding = nn.Embedding(num_entities, dim)
+            self.project = None
+        else:
+            self.embedding = None
+            self.project = nn.Linear(feature_dim, dim)
+        self.relation = nn.Embedding(max(num_edge_types, 1), dim) if num_edge_types else None
+        edge_dim = dim if num_edge_types else None
+        self.convs = nn.ModuleList(
+            GATConv(dim, dim, heads=heads, concat=False, edge_dim=edge_dim) for _ in range(layers)
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.embedding is not None:
+            nn.init.normal_(self.embedding.weight, std=0.1)
+        if self.relation is not None:
+            nn.init.normal_(self.relation.weight, std=0.1)
+        for conv in self.convs:
+            conv.reset_parameters()
+
+    def set_features(self, features: np.ndarray | Tensor | None) -> None:
+        """Original entity features [|E|, D] (kept outside the state dict: they are data)."""
+        self.features = None if features is None else torch.as_tensor(features).float()
+
+    def inputs(self, nodes: Tensor | None = None) -> Tensor:
+        if self.embedding is not None:
+            return self.embedding.weight if nodes is None else self.embedding(nodes)
+        assert self.features is not None, "entity features were not set (set_features)"
+        x = self.features if nodes is None else self.features[nodes]
+        return self.project(x)
+
+    def propagate(self, x: Tensor, edge_index: Tensor, edge_type: Tensor) -> Tensor:
+        if not self.use_graph:
+            return x
+        edge_attr = self.relation(edge_type) if self.relation is not None else None
+        for k, conv in enumerate(self.convs):
+            x = conv(x, edge_index, edge_attr=edge_attr)
+            if k < len(self.convs) - 1:
+                x = F.elu(x)
+                x = F.dropout(x, self.dropout, self.training)
+        return x
+
+    def forward(self, graph: EntityGraph) -> Tensor:
+        h = self.propagate(self.inputs(), graph.edge_index, graph.edge_type)
+        return torch.cat([h, h.new_zeros(1, self.dim)])
+
+    def forward_subgraph(self, nodes: Tensor, edge_index: Tensor, edge_type: Tensor) -> Tensor:
+        return self.propagate(self.inputs(nodes), edge_index, edge_type)
+
+    def __repr__(self) -> str:
+        kind = "id" if self.embedding is not None else "features"
+        return (
+            f"EntityEncoder({self.num_entities}, dim={self.dim}, layers={self.layers}, "
+            f"inputs={kind}, use_graph={self.use_graph})"
+        )

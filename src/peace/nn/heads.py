@@ -1,0 +1,51 @@
+"""The normal ranker of a target domain (Sec. 4.4, Eq. 11-12).
+
+Eq. 11:  y^_ui = sigma( MLP( z_u^T || z_i^T || DeepFM(x_u^T || x_i^T) ) )
+Eq. 12:  L_FT = sum C(y_ui, y^_ui)   (binary cross-entropy over positives and sampled negatives)
+
+z_u^T is the user's universal encoding (prototype-enhanced towards the item when PEA is on),
+z_i^T the mean of the item's entity vectors (footnote 4). DeepFM contributes its FM term and the
+output of its 64-32-8 deep network (A.3).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from peace.nn.deepfm import DeepFM
+from peace.nn.mlp import MLP
+
+
+class FineTuneHead(nn.Module):
+    """MLP over ``[z_u || z_i || DeepFM(x_u || x_i)]`` (Eq. 11).
+
+    Args:
+        dim: d of user and item vectors.
+        cardinalities: codes per profile field (user fields then item fields).
+        mlp_hidden: two hidden widths of the MLP.
+        fm_dim, deepfm_hidden: DeepFM sizes (A.3: 8 and 64-32-8).
+
+    Shapes:
+        users ``[B, C, d]``, items ``[B, C, d]``, codes ``[B, C, F]`` -> logits ``[B, C]``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        cardinalities: list[int],
+        mlp_hidden: tuple[int, ...] = (64, 32),
+        fm_dim: int = 8,
+        deepfm_hidden: tuple[int, ...] = (64, 32, 8),
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.deepfm = DeepFM(cardinalities, fm_dim, deepfm_hidden)
+        self.mlp = MLP(2 * dim + self.deepfm.out_dim, mlp_hidden, 1)
+
+    def forward(self, users: Tensor, items: Tensor, codes: Tensor) -> Tensor:
+        x = torch.cat([users, items, self.deepfm.representation(codes)], dim=-1)
+        return self.mlp(x).squeeze(-1)  # Eq. 11 (the sigmoid lives in the loss, Eq. 12)
+
+    def __repr__(self) -> str:
+        return f"FineTuneHead({self.dim}, {self.deepfm!r})"

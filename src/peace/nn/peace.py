@@ -1,0 +1,139 @@
+"""The PEACE network (Sec. 4, Figure 2): entity encoder, user encoder, prototypes, decoder.
+
+* H^G from the entity encoder (graph attention, Sec. 4.1).
+* Interests z^A from the user's entity sequences (Eq. 1), optionally prototype-enhanced for each
+  target entity (Eq. 8-9), fused into the user vector (Eq. 2).
+* Eq. 3, the pre-training decoder:    y^_ue = sigma( MLP(z_u || h_e) )
+* Eq. 4, entity-oriented loss:        L_ET = sum C(y_ue, y^_ue)     (binary cross-entropy)
+* Eq. 7, contrastive prototype loss   (see :mod:`peace.nn.prototypes`)
+* Eq. 10, the pre-training objective: L = L_ET + gamma * L_CP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from peace.config import ModelConfig
+from peace.nn.entity_encoder import EntityEncoder
+from peace.nn.mlp import MLP
+from peace.nn.prototypes import Prototypes
+from peace.nn.user_encoder import AttentiveFusion, InterestExtractor
+
+
+@dataclass
+class PretrainBatch:
+    """One batch of pre-training records, each expanded to C user-entity pairs.
+
+    tokens/mask: ``[B, L]`` history entity ids (padding = |E|) and validity.
+    targets: ``[B, C]`` target entity ids (padding = |E|); labels ``[B, C]`` in {0, 1};
+    valid: ``[B, C]`` True for real pairs.
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    targets: Tensor
+    labels: Tensor
+    valid: Tensor
+
+
+class PEACE(nn.Module):
+    """Prototype lEarning Augmented transferable framework for Cross-domain rEcommendation.
+
+    Args:
+        num_entities: |E|.
+        num_edge_types: relation types of the message-passing graph.
+        config: sizes and ablation switches.
+        feature_dim: width of original entity features, or None for learned id embeddings.
+    """
+
+    def __init__(
+        self,
+        num_entities: int,
+        num_edge_types: int,
+        config: ModelConfig,
+        feature_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.entity_encoder = EntityEncoder(
+            num_entities,
+            num_edge_types if config.use_relation_types else 0,
+            dim=d,
+            layers=config.gnn_layers,
+            heads=config.gat_heads,
+            feature_dim=feature_dim,
+            use_graph=config.use_graph,
+            dropout=config.dropout,
+        )
+        self.interests = InterestExtractor(d, config.n_interests, config.attention_dim)
+        self.fusion = AttentiveFusion(d, config.attention_dim)
+        self.prototypes = Prototypes(d, config.n_prototypes, config.top_k_prototypes,
+                                     config.mlp_hidden)
+        self.decoder = MLP(2 * d, config.mlp_hidden, 1, config.dropout)
+
+    # ------------------------------------------------------------ encoders
+    def encode_interests(self, entity_table: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        """Eq. 1 on the concatenated source-domain sequences: ``[B, L] -> [B, M, d]``."""
+        return self.interests(entity_table[tokens], mask)
+
+    def user_vectors(self, interests: Tensor, targets: Tensor) -> Tensor:
+        """User vectors for C targets each: Eq. 8-9 then Eq. 2 (Eq. 2 alone without PEA).
+
+        Args:
+            interests: ``[B, M, d]``.
+            targets: ``[B, C, d]`` target entity (or item) vectors.
+
+        Returns:
+            ``[B, C, d]``.
+        """
+        if not self.config.use_pea:
+            z = self.fusion(interests)  # Eq. 2
+            return z.unsqueeze(1).expand(-1, targets.shape[1], -1)
+        enhanced = self.prototypes.enhance(interests, self.prototypes.similarity(targets))
+        return self.fusion(enhanced)  # Eq. 2 on {z^^A}
+
+    def universal(self, interests: Tensor) -> Tensor:
+        """Eq. 2 on the plain interests: the target-independent universal encoding z_u."""
+        return self.fusion(interests)
+
+    # Eq. 3
+    def decode(self, users: Tensor, targets: Tensor) -> Tensor:
+        """Logit of y^_ue = sigma(MLP(z_u || h_e)); shapes ``[*, d], [*, d] -> [*]``."""
+        return self.decoder(torch.cat([users, targets], dim=-1)).squeeze(-1)
+
+    def zero_shot_scores(self, interests: Tensor, items: Tensor, scorer: str = "inner") -> Tensor:
+        """Zero-shot ranker (Sec. 4.4): ``[B, M, d]`` users x ``[B, C, d]`` items -> ``[B, C]``.
+
+        ``inner``: inner product of the user vector and the item vector, as the paper serves it;
+        ``decoder``: the pre-training decoder of Eq. 3 applied to the pair.
+        """
+        users = self.user_vectors(interests, items)
+        if scorer == "decoder":
+            return self.decode(users, items)
+        return (users * items).sum(-1)
+
+    # -------------------------------------------------------------- losses
+    def pretrain_losses(
+        self, entity_table: Tensor, batch: PretrainBatch, tau: float, gamma: float
+    ) -> dict[str, Tensor]:
+        """Eq. 4, Eq. 7 and their sum Eq. 10 for one batch (means over pairs and entities)."""
+        interests = self.encode_interests(entity_table, batch.tokens, batch.mask)
+        targets = entity_table[batch.targets]  # [B, C, d]
+        users = self.user_vectors(interests, targets)
+        logits = self.decode(users, targets)
+        valid = batch.valid
+        loss_et = F.binary_cross_entropy_with_logits(logits[valid], batch.labels[valid])  # Eq. 4
+        losses = {"et": loss_et}
+        if self.config.use_cpl and gamma > 0:
+            distinct = torch.unique(batch.targets[valid])
+            loss_cp = self.prototypes.contrastive_loss(entity_table[distinct], tau)  # Eq. 7
+            losses["cp"] = loss_cp
+            losses["total"] = loss_et + gamma * loss_cp  # Eq. 10
+        else:
+            losses["total"] = loss_et
+        return losses

@@ -1,0 +1,86 @@
+"""Hierarchical-attentive user representation across domains (Sec. 4.1.1, Eq. 1 and Eq. 2).
+
+Eq. 1, interest extraction with M kernels over the concatenated entity sequence H_u:
+
+    z_u^(i) = SoftMax( w_i^T tanh(W^A H_u^T) ) H_u            i = 1..M
+
+Eq. 2, attentive fusion of the interest-specific encodings into the universal encoding:
+
+    z_u = sum_A SoftMax_A( v^T tanh(W z_u^A) ) z_u^A
+
+Padding tokens are masked out of the softmax of Eq. 1; a user with no history at all gets zero
+interest vectors (and so a zero universal vector), never NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+    """Softmax over ``dim`` ignoring positions where ``mask`` is False; all-masked rows give 0."""
+    scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=dim)
+    return torch.nan_to_num(weights, nan=0.0)
+
+
+class InterestExtractor(nn.Module):
+    """Eq. 1: M attentive-pooling interest kernels over an entity sequence.
+
+    Args:
+        dim: d, width of the entity vectors.
+        n_interests: M.
+        attention_dim: rows of W^A.
+
+    Shapes:
+        sequence ``[B, L, d]``, mask ``[B, L]`` (True = token) -> interests ``[B, M, d]``.
+    """
+
+    def __init__(self, dim: int, n_interests: int, attention_dim: int) -> None:
+        super().__init__()
+        self.dim, self.n_interests, self.attention_dim = dim, n_interests, attention_dim
+        self.W_A = nn.Linear(dim, attention_dim, bias=False)
+        self.kernels = nn.Linear(attention_dim, n_interests, bias=False)  # rows are w_1..w_M
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.W_A.weight)
+        nn.init.xavier_uniform_(self.kernels.weight)
+
+    def attention(self, sequence: Tensor, mask: Tensor) -> Tensor:
+        """[B, M, L] attention of each interest kernel over the sequence."""
+        scores = self.kernels(torch.tanh(self.W_A(sequence)))  # [B, L, M]
+        return masked_softmax(scores.transpose(1, 2), mask.unsqueeze(1), dim=-1)
+
+    def forward(self, sequence: Tensor, mask: Tensor) -> Tensor:
+        return self.attention(sequence, mask) @ sequence  # Eq. 1
+
+    def __repr__(self) -> str:
+        return f"InterestExtractor({self.dim}, n_interests={self.n_interests})"
+
+
+class AttentiveFusion(nn.Module):
+    """Eq. 2: fuse M interest vectors into one universal user vector.
+
+    Shapes:
+        interests ``[*, M, d]`` -> ``[*, d]``.
+    """
+
+    def __init__(self, dim: int, attention_dim: int) -> None:
+        super().__init__()
+        self.dim, self.attention_dim = dim, attention_dim
+        self.W = nn.Linear(dim, attention_dim, bias=False)
+        self.v = nn.Linear(attention_dim, 1, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.W.weight)
+        nn.init.xavier_uniform_(self.v.weight)
+
+    def forward(self, interests: Tensor) -> Tensor:
+        weights = torch.softmax(self.v(torch.tanh(self.W(interests))), dim=-2)  # [*, M, 1]
+        return (weights * interests).sum(dim=-2)  # Eq. 2
+
+    def __repr__(self) -> str:
+        return f"AttentiveFusion({self.dim})"

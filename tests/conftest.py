@@ -1,0 +1,73 @@
+"""Fixtures that build tiny datasets in memory (no shared data needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from peace.config import PeaceConfig
+from peace.data.contract import write_dataset
+
+
+def toy_tables(seed: int = 0, n_users: int = 60) -> dict[str, pd.DataFrame]:
+    """Three source and two target domains over 8 concepts; users like 2 concepts each."""
+    rng = np.random.default_rng(seed)
+    n_concepts, per_concept = 8, 6
+    entities = [f"e{c}_{k}" for c in range(n_concepts) for k in range(per_concept)]
+    trip = []
+    for c in range(n_concepts):
+        hub = f"e{c}_0"
+        for k in range(1, per_concept):
+            trip.append((f"e{c}_{k}", "category", hub))
+        trip.append((f"e{c}_1", "related", f"e{(c + 1) % n_concepts}_2"))
+    domains = {"s1": "source", "s2": "source", "s3": "source", "t1": "target", "t2": "target"}
+    items, phi, iprof = [], [], []
+    for d in domains:
+        for j in range(12):
+            concept = j % n_concepts
+            item = f"{d}_i{j}"
+            items.append((item, d, concept))
+            phi.append((item, f"e{concept}_{1 + j % (per_concept - 1)}", 0))
+            phi.append((item, f"e{concept}_0", 1))
+            iprof.append((item, str(j % 3), float(j)))
+    likes = {f"u{u}": rng.choice(n_concepts, 2, replace=False) for u in range(n_users)}
+    rows = []
+    for u, concepts in likes.items():
+        for d, role in domains.items():
+            cands = [i for i, dd, c in items if dd == d and c in concepts]
+            n = 8 if role == "source" else 4
+            times = rng.integers(0 if role == "source" else 500, 1000, n)
+            for item, t in zip(rng.choice(cands, n), times, strict=True):
+                rows.append((u, item, d, int(t), 1))
+    inter = pd.DataFrame(rows, columns=["user", "item", "domain", "timestamp", "label"])
+    inter = inter.drop_duplicates(["user", "item", "domain", "timestamp"])
+    return {
+        "interactions": inter,
+        "domains": pd.DataFrame(list(domains.items()), columns=["domain", "role"]),
+        "item_entities": pd.DataFrame(phi, columns=["item", "entity", "rank"]),
+        "triplets": pd.DataFrame(trip, columns=["head", "relation", "tail"]),
+        "user_profiles": pd.DataFrame(
+            {"user": list(likes), "group": [str(int(c[0]) % 2) for c in likes.values()]}
+        ),
+        "item_profiles": pd.DataFrame(iprof, columns=["item", "brand", "price"]),
+    }
+
+
+@pytest.fixture
+def toy_dir(tmp_path: Path) -> Path:
+    return write_dataset(toy_tables(), tmp_path / "toy")
+
+
+@pytest.fixture
+def tiny_config() -> PeaceConfig:
+    cfg = PeaceConfig()
+    return cfg.override([
+        "model.dim=16", "model.history_length=10", "model.n_interests=3", "model.attention_dim=16",
+        "model.n_prototypes=8", "model.top_k_prototypes=3", "model.mlp_hidden=[16, 8]",
+        "pretrain.batch_size=64", "pretrain.epochs=2", "pretrain.lr=0.01",
+        "finetune.epochs=3", "finetune.batch_size=64", "finetune.deepfm_hidden=[16, 8, 4]",
+        "finetune.fm_dim=4",
+    ])
