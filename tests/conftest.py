@@ -16,7 +16,6 @@ def toy_tables(seed: int = 0, n_users: int = 60) -> dict[str, pd.DataFrame]:
     """Three source and two target domains over 8 concepts; users like 2 concepts each."""
     rng = np.random.default_rng(seed)
     n_concepts, per_concept = 8, 6
-    entities = [f"e{c}_{k}" for c in range(n_concepts) for k in range(per_concept)]
     trip = []
     for c in range(n_concepts):
         hub = f"e{c}_0"

@@ -18,7 +18,7 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 
 class ConfigError(ValueError):
@@ -194,6 +194,7 @@ def _build(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
         )
     kwargs: dict[str, Any] = {}
     defaults = cls()
+    hints = get_type_hints(cls)
     for name, value in data.items():
         default = getattr(defaults, name)
         if dataclasses.is_dataclass(default):
@@ -201,11 +202,16 @@ def _build(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
                 raise ConfigError(f"{source}: [{prefix}{name}] must be a table.")
             kwargs[name] = _build(type(default), value, source, prefix=f"{prefix}{name}.")
         else:
-            kwargs[name] = _coerce(value, default, f"{source}: {prefix}{name}")
+            kwargs[name] = _coerce(value, default, f"{source}: {prefix}{name}", hints[name])
     return cls(**kwargs)
 
 
-def _coerce(value: Any, default: Any, where: str) -> Any:
+def _coerce(value: Any, default: Any, where: str, hint: Any = None) -> Any:
+    if get_origin(hint) is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{where} = {value!r}: expected one of {list(choices)}.")
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{where} = {value!r}: expected true or false.")
@@ -221,8 +227,14 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     if isinstance(default, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where} = {value!r}: expected a list like {list(default)}.")
+        element = get_args(hint)[0] if get_args(hint) else None
+        if element in (int, float):
+            # Each element is checked like a scalar of its annotated type (ints become floats).
+            return tuple(_coerce(v, element(), f"{where}[{k}]") for k, v in enumerate(value))
         return tuple(value)
     if isinstance(default, str) and not isinstance(value, str):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # e.g. pretrain.cutoff=978300760, a timestamp written bare
         raise ConfigError(f"{where} = {value!r}: expected a string.")
     return value
 

@@ -124,6 +124,11 @@ def _first_row(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def _show(value: object) -> str:
+    """``repr`` of a cell as a person wrote it: ``2``, not ``np.int64(2)``."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     """Read, validate and index the dataset in ``root``.
 
@@ -179,8 +184,8 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
         row = _first_row(bad_ts.to_numpy())
         raise _fail(
             inter,
-            f"row {row}: timestamp {inter['timestamp'].iloc[row]!r} is missing or not a number; "
-            "every interaction needs a numeric timestamp (e.g. seconds since the epoch).",
+            f"row {row}: timestamp {_show(inter['timestamp'].iloc[row])} is missing or not a "
+            "number; every interaction needs a numeric timestamp (e.g. seconds since the epoch).",
         )
     label = pd.to_numeric(inter["label"], errors="coerce")
     bad_label = ~label.isin([0, 1])
@@ -188,8 +193,8 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
         row = _first_row(bad_label.to_numpy())
         raise _fail(
             inter,
-            f"row {row}: label {inter['label'].iloc[row]!r} is not 0 or 1; use 1 for a positive "
-            "(click, purchase) and 0 for an observed negative.",
+            f"row {row}: label {_show(inter['label'].iloc[row])} is not 0 or 1; use 1 for a "
+            "positive (click, purchase) and 0 for an observed negative.",
         )
     inter = inter.assign(timestamp=ts.astype(np.float64), label=label.astype(np.int8))
     dup = inter.duplicated(["user", "item", "domain", "timestamp"])
@@ -199,7 +204,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
         raise _fail(
             inter,
             f"row {row} repeats (user={r['user']!r}, item={r['item']!r}, domain={r['domain']!r}, "
-            f"timestamp={r['timestamp']!r}); drop duplicate rows (e.g. "
+            f"timestamp={_show(r['timestamp'])}); drop duplicate rows (e.g. "
             "DataFrame.drop_duplicates) before loading.",
         )
     item_domains = inter.groupby("item", sort=False)["domain"].nunique()
@@ -237,7 +242,11 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     rank = pd.to_numeric(phi["rank"], errors="coerce")
     if rank.isna().any():
         row = _first_row(rank.isna().to_numpy())
-        raise _fail(phi, f"row {row}: rank {phi['rank'].iloc[row]!r} is not an integer.")
+        raise _fail(
+            phi,
+            f"row {row}: rank {_show(phi['rank'].iloc[row])} is not an integer; number each "
+            "item's entities 0, 1, 2 from the most to the least telling.",
+        )
     phi = phi.assign(rank=rank.astype(np.int64))
     dup = phi.duplicated(["item", "entity"])
     if dup.any():
@@ -341,15 +350,19 @@ def _encode_profiles(
     codes = np.zeros((len(index), len(columns)), dtype=np.int64)
     cards = []
     for j, column in enumerate(columns):
-        values = frame[column]
+        # A missing value is unknown (code 0), not a category of its own, and does not stop a
+        # numeric column from being binned.
+        present = frame[column].notna().to_numpy()
+        values = frame[column][present]
         numeric = pd.to_numeric(values, errors="coerce")
-        if numeric.notna().all() and numeric.nunique() > bins:
+        col_codes = np.zeros(len(present), dtype=np.int64)
+        if len(numeric) and numeric.notna().all() and numeric.nunique() > bins:
             edges = np.unique(np.quantile(numeric, np.linspace(0, 1, bins + 1)[1:-1]))
-            col_codes = np.searchsorted(edges, numeric.to_numpy(), side="right") + 1
+            col_codes[present] = np.searchsorted(edges, numeric.to_numpy(), side="right") + 1
             card = len(edges) + 2
         else:
             cats, inverse = np.unique(values.astype(str).to_numpy(), return_inverse=True)
-            col_codes = inverse + 1
+            col_codes[present] = inverse + 1
             card = len(cats) + 1
         codes[rows, j] = col_codes
         cards.append(int(card))

@@ -27,6 +27,7 @@ def hit_ndcg(ranked: np.ndarray, relevant: list[np.ndarray], k: int) -> tuple[np
     hits = np.zeros(len(relevant))
     ndcg = np.zeros(len(relevant))
     for u, rel in enumerate(relevant):
+        rel = np.unique(rel)  # a set: an id listed twice is still one relevant item
         gains = np.isin(ranked[u, :k], rel)
         if not len(rel):
             continue

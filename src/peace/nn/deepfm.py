@@ -71,4 +71,4 @@ class DeepFM(nn.Module):
         return fm + self.readout(self.deep(v.flatten(-2))).squeeze(-1) + self.bias
 
     def __repr__(self) -> str:
-        return f"DeepFM(fields={len(self.cardinalities)}, fm_dim={self.fm_dim}, hidden={list(self.hidden)})"
+        return f"DeepFM({self.cardinalities}, fm_dim={self.fm_dim}, hidden={list(self.hidden)})"

@@ -123,6 +123,7 @@ class EntityEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.num_entities, self.dim, self.layers = num_entities, dim, layers
+        self.num_edge_types, self.heads, self.feature_dim = num_edge_types, heads, feature_dim
         self.use_graph = use_graph
         self.dropout = dropout
         self.features: Tensor | None = None
@@ -177,8 +178,8 @@ class EntityEncoder(nn.Module):
         return self.propagate(self.inputs(nodes), edge_index, edge_type)
 
     def __repr__(self) -> str:
-        kind = "id" if self.embedding is not None else "features"
         return (
-            f"EntityEncoder({self.num_entities}, dim={self.dim}, layers={self.layers}, "
-            f"inputs={kind}, use_graph={self.use_graph})"
+            f"EntityEncoder({self.num_entities}, {self.num_edge_types}, dim={self.dim}, "
+            f"layers={self.layers}, heads={self.heads}, feature_dim={self.feature_dim}, "
+            f"use_graph={self.use_graph}, dropout={self.dropout})"
         )

@@ -48,4 +48,8 @@ class FineTuneHead(nn.Module):
         return self.mlp(x).squeeze(-1)  # Eq. 11 (the sigmoid lives in the loss, Eq. 12)
 
     def __repr__(self) -> str:
-        return f"FineTuneHead({self.dim}, {self.deepfm!r})"
+        d = self.deepfm
+        return (
+            f"FineTuneHead({self.dim}, {d.cardinalities}, mlp_hidden={list(self.mlp.hidden)}, "
+            f"fm_dim={d.fm_dim}, deepfm_hidden={list(d.hidden)})"
+        )

@@ -23,6 +23,7 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         self.in_dim, self.hidden, self.out_dim = in_dim, tuple(hidden), out_dim
+        self.dropout = dropout
         layers: list[nn.Module] = []
         width = in_dim
         for h in hidden:
@@ -37,4 +38,5 @@ class MLP(nn.Module):
         return self.net(x)
 
     def __repr__(self) -> str:
-        return f"MLP({self.in_dim}, {list(self.hidden)}, {self.out_dim})"
+        extra = f", dropout={self.dropout}" if self.dropout > 0 else ""
+        return f"MLP({self.in_dim}, {list(self.hidden)}, {self.out_dim}{extra})"

@@ -79,7 +79,7 @@ class PEACE(nn.Module):
     # ------------------------------------------------------------ encoders
     def encode_interests(self, entity_table: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
         """Eq. 1 on the concatenated source-domain sequences: ``[B, L] -> [B, M, d]``."""
-        return self.interests(entity_table[tokens], mask)
+        return self.interests.forward_tokens(entity_table, tokens, mask)
 
     def user_vectors(self, interests: Tensor, targets: Tensor) -> Tensor:
         """User vectors for C targets each: Eq. 8-9 then Eq. 2 (Eq. 2 alone without PEA).
@@ -123,7 +123,7 @@ class PEACE(nn.Module):
     ) -> dict[str, Tensor]:
         """Eq. 4, Eq. 7 and their sum Eq. 10 for one batch (means over pairs and entities)."""
         interests = self.encode_interests(entity_table, batch.tokens, batch.mask)
-        targets = entity_table[batch.targets]  # [B, C, d]
+        targets = F.embedding(batch.targets, entity_table)  # [B, C, d]
         users = self.user_vectors(interests, targets)
         logits = self.decode(users, targets)
         valid = batch.valid

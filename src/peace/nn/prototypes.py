@@ -102,4 +102,7 @@ class Prototypes(nn.Module):
         return self.enhance_mlp(attn @ self.weight + interests.unsqueeze(1))
 
     def __repr__(self) -> str:
-        return f"Prototypes({self.dim}, n_prototypes={self.n_prototypes}, top_k={self.top_k})"
+        return (
+            f"Prototypes({self.dim}, n_prototypes={self.n_prototypes}, top_k={self.top_k}, "
+            f"mlp_hidden={list(self.enhance_mlp.hidden)})"
+        )

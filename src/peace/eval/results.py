@@ -1,0 +1,59 @@
+"""The results file shared by ``peace quickstart`` and ``peace benchmark``.
+
+``{"dataset": str, "seeds": [int], "rows": [{"model", "setting", "domain", "metric", "mean",
+"std"}], ...}``; further top-level keys (configuration, timings, versions) are allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from peace.utils import atomic_write_text
+
+ROW_KEYS = ("model", "setting", "domain", "metric", "mean", "std")
+SETTINGS = ("normal", "zero-shot", "zero-shot-test")
+METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def write_results(path: str | Path, dataset: str, seeds: list[int], rows: list[dict],
+                  **extra: Any) -> dict:
+    doc = {
+        "dataset": dataset,
+        "seeds": list(seeds),
+        "rows": [{k: r[k] for k in ROW_KEYS} for r in rows],
+        **extra,
+    }
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def results_table(rows: list[dict], domain: str) -> list[list[str]]:
+    """Rows ``[model, setting, hit@5, hit@10, ndcg@5, ndcg@10]`` of one domain, mean ± std."""
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for r in rows:
+        if r["domain"] != domain:
+            continue
+        cells.setdefault((r["model"], r["setting"]), {})[r["metric"]] = (
+            f"{r['mean']:.4f} ± {r['std']:.4f}"
+        )
+    order = {s: i for i, s in enumerate(SETTINGS)}
+    out = []
+    for (model, setting), vals in sorted(cells.items(), key=lambda kv: (order[kv[0][1]], kv[0][0])):
+        out.append([model, setting] + [vals.get(m, "-") for m in METRICS])
+    return out

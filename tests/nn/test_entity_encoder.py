@@ -1,0 +1,156 @@
+"""The entity encoder (graph attention over the entity graph) and the neighbour sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from peace.nn.entity_encoder import EntityEncoder, EntityGraph, NeighbourSampler
+
+
+def _random_graph(seed: int, n: int = 30, m: int = 70, relations: int = 3, undirected=True):
+    rng = np.random.default_rng(seed)
+    heads, tails = rng.integers(0, n, m), rng.integers(0, n, m)
+    trip = np.stack([heads, rng.integers(0, relations, m), tails], 1)
+    return EntityGraph(trip, n, relations, undirected=undirected)
+
+
+def _edge_set(edge_index: torch.Tensor, edge_type: torch.Tensor) -> set[tuple[int, int, int]]:
+    return set(zip(*edge_index.tolist(), edge_type.tolist(), strict=True))
+
+
+def test_graph_edges_and_csr() -> None:
+    trip = np.array([[0, 0, 1], [1, 1, 2], [3, 0, 1]])
+    g = EntityGraph(trip, num_entities=4, num_relations=2, undirected=True)
+    assert g.num_edge_types == 4
+    expected = {(0, 1, 0), (1, 2, 1), (3, 1, 0), (1, 0, 2), (2, 1, 3), (1, 3, 2)}
+    assert _edge_set(g.edge_index, g.edge_type) == expected
+    for v in range(4):  # indptr slices are exactly the incoming edges of v
+        assert (g.edge_index[1, g.indptr[v] : g.indptr[v + 1]] == v).all()
+    assert g.indptr[-1] == 6
+    directed = EntityGraph(trip, num_entities=4, num_relations=2, undirected=False)
+    assert directed.num_edge_types == 2
+    assert _edge_set(directed.edge_index, directed.edge_type) == {(0, 1, 0), (1, 2, 1), (3, 1, 0)}
+
+
+@pytest.mark.parametrize("feature_dim", [None, 5])
+def test_shapes(feature_dim: int | None) -> None:
+    torch.manual_seed(0)
+    g = _random_graph(0)
+    enc = EntityEncoder(30, g.num_edge_types, dim=8, layers=2, feature_dim=feature_dim)
+    if feature_dim is not None:
+        enc.set_features(np.random.default_rng(0).normal(size=(30, feature_dim)))
+    out = enc(g)
+    assert out.shape == (31, 8)
+    assert (out[30] == 0).all()  # padding row
+    nodes, ei, et = NeighbourSampler(g, (3, 2)).sample(torch.tensor([1, 2]))
+    assert enc.forward_subgraph(nodes, ei, et).shape == (len(nodes), 8)
+
+
+def test_without_graph_the_table_is_the_input_embeddings() -> None:
+    torch.manual_seed(0)
+    g = _random_graph(1)
+    enc = EntityEncoder(30, g.num_edge_types, dim=8, use_graph=False)
+    out = enc(g)
+    torch.testing.assert_close(out[:30], enc.embedding.weight)
+    assert (out[30] == 0).all()
+    with_graph = EntityEncoder(30, g.num_edge_types, dim=8, use_graph=True)
+    with_graph.load_state_dict(enc.state_dict())
+    assert not torch.allclose(with_graph(g)[:30], enc.embedding.weight)
+
+
+def test_relation_types_enter_the_attention() -> None:
+    torch.manual_seed(0)
+    g = _random_graph(2)
+    enc = EntityEncoder(30, g.num_edge_types, dim=8).eval()
+    assert all(conv.lin_edge is not None for conv in enc.convs)
+    base = enc(g)
+    g.edge_type = (g.edge_type + 1) % g.num_edge_types
+    assert not torch.allclose(enc(g), base)
+    # Without relation types the output ignores them.
+    plain = EntityEncoder(30, 0, dim=8).eval()
+    assert plain.relation is None
+    before = plain(g)
+    g.edge_type = torch.zeros_like(g.edge_type)
+    torch.testing.assert_close(plain(g), before)
+
+
+def test_sampled_edges_exist_and_respect_fanout() -> None:
+    g = _random_graph(3, n=60, m=300)
+    full = _edge_set(g.edge_index, g.edge_type)
+    fanout = (3, 2)
+    sampler = NeighbourSampler(g, fanout)
+    seeds = torch.tensor([4, 17, 4, 31])
+    nodes, ei, et = sampler.sample(seeds, torch.Generator().manual_seed(0))
+    assert len(set(nodes.tolist())) == len(nodes)
+    assert nodes[:3].tolist() == [4, 17, 31]  # the distinct seeds come first
+    global_edges = torch.stack([nodes[ei[0]], nodes[ei[1]]])
+    sub = _edge_set(global_edges, et)
+    assert sub <= full and len(sub) == ei.shape[1]
+    # Hop 1: incoming edges of the seeds; hop 2: of the nodes hop 1 found.
+    indeg = torch.bincount(ei[1], minlength=len(nodes))
+    true_indeg = torch.bincount(g.edge_index[1], minlength=60)[nodes]
+    hop1 = torch.unique(nodes[ei[0][torch.isin(ei[1], torch.arange(3))]])
+    hop1 = hop1[~torch.isin(hop1, nodes[:3])]
+    for local, node in enumerate(nodes.tolist()):
+        if local < 3:
+            assert indeg[local] == min(fanout[0], true_indeg[local])
+        elif node in hop1.tolist():
+            assert indeg[local] == min(fanout[1], true_indeg[local])
+        else:
+            assert indeg[local] == 0  # the last hop's nodes are not expanded
+    assert (indeg[3:] <= fanout[1]).all()
+
+
+def test_sampler_is_deterministic_per_generator_seed() -> None:
+    g = _random_graph(4, n=60, m=300)
+    sampler = NeighbourSampler(g, (2, 2))
+    seeds = torch.tensor([1, 2, 3])
+    runs = [sampler.sample(seeds, torch.Generator().manual_seed(s)) for s in (7, 7, 8)]
+    for a, b in zip(runs[0], runs[1], strict=True):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(runs[0], runs[2], strict=True))
+
+
+@pytest.mark.parametrize(
+    ("seed", "layers", "undirected"), [(0, 2, True), (1, 2, False), (2, 1, True), (3, 3, True)]
+)
+def test_full_fanout_subgraph_equals_full_graph(seed: int, layers: int, undirected: bool) -> None:
+    g = _random_graph(seed, n=25, m=45, undirected=undirected)
+    max_degree = int(torch.bincount(g.edge_index[1]).max())
+    torch.manual_seed(seed)
+    enc = EntityEncoder(25, g.num_edge_types, dim=8, layers=layers).eval()
+    full = enc(g)
+    sampler = NeighbourSampler(g, (max_degree,) * layers)
+    for seeds in (torch.tensor([0]), torch.tensor([5, 3, 5]), torch.arange(0, 25, 4)):
+        nodes, ei, et = sampler.sample(seeds, torch.Generator().manual_seed(0))
+        out = enc.forward_subgraph(nodes, ei, et)
+        distinct = torch.unique(seeds)
+        torch.testing.assert_close(out[: len(distinct)], full[distinct])
+
+
+def test_two_layers_need_the_two_hop_neighbourhood() -> None:
+    # A chain 0 -> 1 -> 2 -> 3: with two layers, node 3 hears from node 1 through node 2.
+    trip = np.array([[0, 0, 1], [1, 0, 2], [2, 0, 3]])
+    g = EntityGraph(trip, 4, 1, undirected=False)
+    torch.manual_seed(0)
+    enc = EntityEncoder(4, g.num_edge_types, dim=6, layers=2).eval()
+    nodes, ei, et = NeighbourSampler(g, (5, 5)).sample(torch.tensor([3]))
+    assert set(nodes.tolist()) == {1, 2, 3}
+    torch.testing.assert_close(enc.forward_subgraph(nodes, ei, et)[0], enc(g)[3])
+    one_hop = NeighbourSampler(g, (5,)).sample(torch.tensor([3]))
+    assert not torch.allclose(enc.forward_subgraph(*one_hop)[0], enc(g)[3])
+
+
+def test_repr_reads_like_the_constructor() -> None:
+    enc = EntityEncoder(30, 6, dim=8, layers=2, heads=2, feature_dim=5, use_graph=False)
+    assert repr(enc) == (
+        "EntityEncoder(30, 6, dim=8, layers=2, heads=2, feature_dim=5, use_graph=False, "
+        "dropout=0.0)"
+    )
+    rebuilt = eval(repr(enc), {"EntityEncoder": EntityEncoder})
+    assert repr(rebuilt) == repr(enc)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in enc.state_dict().items()
+    }

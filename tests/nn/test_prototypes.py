@@ -1,0 +1,145 @@
+"""Prototype learning, Eq. 5-9."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from peace.nn.mlp import MLP
+from peace.nn.prototypes import Prototypes
+
+
+@pytest.fixture
+def protos() -> Prototypes:
+    torch.manual_seed(0)
+    return Prototypes(8, n_prototypes=12, top_k=4, mlp_hidden=(16, 8))
+
+
+def _manual_cp(entities: torch.Tensor, views: torch.Tensor, tau: float) -> torch.Tensor:
+    """Eq. 7 written out: both InfoNCE directions with cosine similarity and in-batch negatives."""
+    n = len(entities)
+    sim = torch.empty(n, n)
+    for a in range(n):
+        for b in range(n):
+            sim[a, b] = F.cosine_similarity(entities[a], views[b], dim=0) / tau
+    target = torch.arange(n)
+    entity_to_view = F.cross_entropy(sim, target)  # log exp(d(h_e, h^_e)/tau) / sum_e' ...
+    view_to_entity = F.cross_entropy(sim.T, target)  # log exp(d(h^_e, h_e)/tau) / sum_e' ...
+    return entity_to_view + view_to_entity
+
+
+@pytest.mark.parametrize("lead", [(5,), (2, 3), (2, 3, 4)])
+def test_similarity_rows_sum_to_one_and_view_is_p_transpose_s(
+    protos: Prototypes, lead: tuple[int, ...]
+) -> None:
+    entities = torch.randn(*lead, 8)
+    s = protos.similarity(entities)
+    assert s.shape == (*lead, 12)
+    assert (s > 0).all()
+    torch.testing.assert_close(s.sum(-1), torch.ones(lead))
+    torch.testing.assert_close(s, torch.softmax(entities @ protos.weight.T, dim=-1))  # Eq. 5
+    view = protos.prototype_view(s)
+    assert view.shape == (*lead, 8)
+    flat = s.reshape(-1, 12)
+    manual = torch.stack([protos.weight.T @ row for row in flat])  # Eq. 6: P^T s
+    torch.testing.assert_close(view.reshape(-1, 8), manual)
+
+
+def test_contrastive_loss_matches_manual_and_has_both_directions(protos: Prototypes) -> None:
+    entities = torch.randn(6, 8)
+    views = protos.prototype_view(protos.similarity(entities))
+    loss = protos.contrastive_loss(entities, tau=0.2)
+    torch.testing.assert_close(loss, _manual_cp(entities, views, 0.2))
+    # Each direction alone differs from the module's loss: both are present.
+    h, hv = F.normalize(entities, dim=-1), F.normalize(views, dim=-1)
+    one_way = F.cross_entropy(h @ hv.T / 0.2, torch.arange(6))
+    other_way = F.cross_entropy(hv @ h.T / 0.2, torch.arange(6))
+    assert not torch.isclose(one_way, other_way)
+    torch.testing.assert_close(loss, one_way + other_way)
+
+
+def test_contrastive_loss_is_lower_for_matching_views() -> None:
+    torch.manual_seed(0)
+    protos = Prototypes(32, n_prototypes=10, top_k=3, mlp_hidden=(8, 8))
+    # Entities that sit on the prototypes: each one's view is (almost) itself.
+    entities = 10 * protos.weight.detach().clone()
+    views = protos.prototype_view(protos.similarity(entities))
+    matched = protos.contrastive_loss(entities, tau=0.2)
+    torch.testing.assert_close(matched, _manual_cp(entities, views, 0.2))
+    for seed in range(5):
+        perm = torch.randperm(10, generator=torch.Generator().manual_seed(seed))
+        if (perm == torch.arange(10)).all():
+            continue
+        assert matched < _manual_cp(entities, views[perm], 0.2)
+
+
+def test_contrastive_loss_temperature(protos: Prototypes) -> None:
+    entities = 10 * protos.weight.detach()[:6].clone()
+    assert protos.contrastive_loss(entities, tau=0.1) < protos.contrastive_loss(entities, tau=1.0)
+
+
+@pytest.mark.parametrize("k", [1, 4, 11, 12])
+def test_top_k_mask_keeps_exactly_k(k: int) -> None:
+    protos = Prototypes(8, n_prototypes=12, top_k=k, mlp_hidden=(8, 8))
+    s = torch.softmax(torch.randn(3, 5, 12), -1)  # continuous: no ties
+    mask = protos.top_k_mask(s)
+    assert mask.shape == s.shape
+    kept = mask == 0
+    assert (kept.sum(-1) == k).all()
+    assert torch.isneginf(mask[~kept]).all()
+    # The kept ones are the K largest similarities (Eq. 8: s_i >= eps(s, K)).
+    smallest_kept = s.masked_fill(~kept, float("inf")).min(-1).values
+    largest_dropped = s.masked_fill(kept, float("-inf")).max(-1).values
+    assert (smallest_kept > largest_dropped).all()
+
+
+def test_top_k_is_clipped_to_n() -> None:
+    assert Prototypes(8, n_prototypes=5, top_k=160).top_k == 5
+    assert Prototypes(8, n_prototypes=5, top_k=0).top_k == 1
+
+
+def test_enhance_shape_formula_and_target_dependence(protos: Prototypes) -> None:
+    b, c, m = 2, 3, 4
+    interests = torch.randn(b, m, 8)
+    targets = torch.randn(b, c, 8)
+    s = protos.similarity(targets)
+    out = protos.enhance(interests, s)
+    assert out.shape == (b, c, m, 8)
+    # Eq. 9 by hand for one (user, target, interest).
+    z = interests[1, 2]
+    mask = protos.top_k_mask(s[1, 0])
+    attn = torch.softmax((protos.weight @ z + mask) / math.sqrt(8), dim=-1)
+    manual = protos.enhance_mlp(protos.weight.T @ attn + z)
+    torch.testing.assert_close(out[1, 0, 2], manual)
+    # A different target changes the enhanced interests (K < n, so the mask differs).
+    assert not torch.allclose(out[:, 0], out[:, 1])
+    other = protos.enhance(interests, protos.similarity(torch.randn(b, c, 8)))
+    assert not torch.allclose(out, other)
+    # Attention falls only on the K kept prototypes.
+    logits = protos.interest_logits(interests).unsqueeze(1) + protos.top_k_mask(s).unsqueeze(2)
+    weights = torch.softmax(logits, -1)
+    assert ((weights > 0).sum(-1) == protos.top_k).all()
+
+
+def test_gradients_reach_the_prototypes(protos: Prototypes) -> None:
+    protos.contrastive_loss(torch.randn(5, 8), tau=0.2).backward()
+    assert protos.weight.grad is not None and protos.weight.grad.abs().sum() > 0
+    protos.zero_grad()
+    protos.enhance(torch.randn(2, 3, 8), protos.similarity(torch.randn(2, 2, 8))).sum().backward()
+    assert protos.weight.grad.abs().sum() > 0
+
+
+def test_repr_reads_like_the_constructor(protos: Prototypes) -> None:
+    assert repr(protos) == "Prototypes(8, n_prototypes=12, top_k=4, mlp_hidden=[16, 8])"
+    rebuilt = eval(repr(protos), {"Prototypes": Prototypes})
+    assert repr(rebuilt) == repr(protos)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in protos.state_dict().items()
+    }
+    mlp = MLP(4, (8, 6), 2, dropout=0.1)
+    assert repr(mlp) == "MLP(4, [8, 6], 2, dropout=0.1)"
+    assert repr(MLP(4, (8, 6), 2)) == "MLP(4, [8, 6], 2)"
+    assert MLP(4, (8, 6), 2)(torch.randn(3, 5, 4)).shape == (3, 5, 2)
