@@ -1,0 +1,101 @@
+"""Decision 1 of DESIGN.md, proven end to end: nothing from the future, nothing from the test set.
+
+* Adding source behaviour at or after every query's time changes no prediction.
+* Shuffling a target domain's test rows changes no weight (pre-trained or fine-tuned).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from conftest import toy_tables
+from peace.data.contract import write_dataset
+from peace.data.dataset import load_dataset
+from peace.data.splits import split_targets
+from peace.flows.finetune import fit_ranker, ranking_task, score_catalogue
+from peace.flows.pretrain import pretrain
+from peace.flows.rankers import PeaceRanker, TargetDomain, ZeroShotRanker
+
+
+def _pipeline(root: Path, cfg):
+    """Pre-train, fine-tune the first target domain; return weights and test scores."""
+    ds = load_dataset(root)
+    pre = pretrain(ds, cfg, show_progress=False)
+    d = ds.target_domains[0]
+    split = split_targets(ds)[d]
+    target = TargetDomain(ds, d)
+    seen = pd.concat([split.train, split.valid])
+    test = ranking_task(split.test, seen)
+    ranker = PeaceRanker(pre, target, cfg)
+    fit_ranker(ranker, target, split.train, ranking_task(split.valid, split.train),
+               cfg.finetune, cfg.seed, show_progress=False)
+    zero = ZeroShotRanker(pre, target)
+    return {
+        "pretrained": {k: v.clone() for k, v in pre.model.state_dict().items()},
+        "head": {k: v.clone() for k, v in ranker.head.state_dict().items()},
+        "normal": score_catalogue(ranker, test, len(target.catalogue)),
+        "zero": score_catalogue(zero, test, len(target.catalogue)),
+        "relevant": [tuple(r) for r in test.relevant],
+    }
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_future_source_behaviour_changes_no_prediction(tmp_path: Path, tiny_config) -> None:
+    tables = toy_tables()
+    base = _pipeline(write_dataset(tables, tmp_path / "a"), tiny_config)
+
+    inter = tables["interactions"]
+    target_rows = inter[inter["domain"] == "t1"].sort_values(["timestamp", "user", "item"])
+    n = len(target_rows)
+    test_rows = target_rows.iloc[int(round(0.7 * n)) + int(round(0.15 * n)):]
+    first_test = test_rows.groupby("user")["timestamp"].min()
+    # For every test user: new source rows exactly at and after their query time.
+    rng = np.random.default_rng(1)
+    source_items = inter[inter["domain"] == "s1"]["item"].unique()
+    extra = []
+    for user, t in first_test.items():
+        for dt in (0, 1, 5000):
+            item = rng.choice(source_items)
+            extra.append((user, item, "s1", int(t) + dt, 1))
+    extra = pd.DataFrame(extra, columns=inter.columns)
+    bigger = dict(tables)
+    bigger["interactions"] = pd.concat([inter, extra]).drop_duplicates(
+        ["user", "item", "domain", "timestamp"])
+    assert len(bigger["interactions"]) > len(inter)
+    other = _pipeline(write_dataset(bigger, tmp_path / "b"), tiny_config)
+
+    _assert_same_state(base["pretrained"], other["pretrained"])
+    torch.testing.assert_close(base["zero"], other["zero"], rtol=0, atol=0)
+    torch.testing.assert_close(base["normal"], other["normal"], rtol=0, atol=0)
+
+
+def test_target_test_rows_reach_no_weight(tmp_path: Path, tiny_config) -> None:
+    tables = toy_tables()
+    base = _pipeline(write_dataset(tables, tmp_path / "a"), tiny_config)
+
+    inter = tables["interactions"].copy()
+    ds = load_dataset(tmp_path / "a")
+    split = split_targets(ds)[ds.target_domains[0]]
+    start = split.test["timestamp"].min()
+    # Shuffle items among test rows strictly after the test start: the split stays the same.
+    rows = inter.index[(inter["domain"] == "t1") & (inter["timestamp"] > start)]
+    perm = np.random.default_rng(3).permutation(len(rows))
+    inter.loc[rows, "item"] = inter.loc[rows, "item"].to_numpy()[perm]
+    shuffled = dict(tables)
+    shuffled["interactions"] = inter.drop_duplicates(["user", "item", "domain", "timestamp"])
+    other = _pipeline(write_dataset(shuffled, tmp_path / "b"), tiny_config)
+
+    _assert_same_state(base["pretrained"], other["pretrained"])
+    _assert_same_state(base["head"], other["head"])
+    torch.testing.assert_close(base["normal"], other["normal"], rtol=0, atol=0)
+    # ...while the test data itself did change.
+    assert base["relevant"] != other["relevant"]
