@@ -12,8 +12,13 @@ from peace.data.dataset import load_dataset
 from peace.eval.protocol import run_protocol
 
 TINY = [
-    "model.dim=16", "model.history_length=10", "model.n_interests=3", "model.attention_dim=16",
-    "model.n_prototypes=8", "model.top_k_prototypes=3", "pretrain.epochs=1",
+    "model.dim=16",
+    "model.history_length=10",
+    "model.n_interests=3",
+    "model.attention_dim=16",
+    "model.n_prototypes=8",
+    "model.top_k_prototypes=3",
+    "pretrain.epochs=1",
     "finetune.epochs=2",
 ]
 
@@ -42,8 +47,17 @@ def test_quickstart_writes_metrics_in_schema(toy_dir: Path, tmp_path: Path) -> N
 
 
 def test_quickstart_reports_a_broken_dataset_clearly(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "o"), "--data",
-                                      str(tmp_path / "missing"), "--quiet"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "quickstart",
+            "--out",
+            str(tmp_path / "o"),
+            "--data",
+            str(tmp_path / "missing"),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 2
     assert "no such dataset folder" in result.output
 

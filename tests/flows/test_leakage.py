@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-
 from conftest import toy_tables
+
 from peace.data.contract import write_dataset
 from peace.data.dataset import load_dataset
 from peace.data.splits import split_targets
@@ -31,8 +31,15 @@ def _pipeline(root: Path, cfg):
     seen = pd.concat([split.train, split.valid])
     test = ranking_task(split.test, seen)
     ranker = PeaceRanker(pre, target, cfg)
-    fit_ranker(ranker, target, split.train, ranking_task(split.valid, split.train),
-               cfg.finetune, cfg.seed, show_progress=False)
+    fit_ranker(
+        ranker,
+        target,
+        split.train,
+        ranking_task(split.valid, split.train),
+        cfg.finetune,
+        cfg.seed,
+        show_progress=False,
+    )
     zero = ZeroShotRanker(pre, target)
     return {
         "pretrained": {k: v.clone() for k, v in pre.model.state_dict().items()},
@@ -56,7 +63,7 @@ def test_future_source_behaviour_changes_no_prediction(tmp_path: Path, tiny_conf
     inter = tables["interactions"]
     target_rows = inter[inter["domain"] == "t1"].sort_values(["timestamp", "user", "item"])
     n = len(target_rows)
-    test_rows = target_rows.iloc[int(round(0.7 * n)) + int(round(0.15 * n)):]
+    test_rows = target_rows.iloc[int(round(0.7 * n)) + int(round(0.15 * n)) :]
     first_test = test_rows.groupby("user")["timestamp"].min()
     # For every test user: new source rows exactly at and after their query time.
     rng = np.random.default_rng(1)
@@ -69,7 +76,8 @@ def test_future_source_behaviour_changes_no_prediction(tmp_path: Path, tiny_conf
     extra = pd.DataFrame(extra, columns=inter.columns)
     bigger = dict(tables)
     bigger["interactions"] = pd.concat([inter, extra]).drop_duplicates(
-        ["user", "item", "domain", "timestamp"])
+        ["user", "item", "domain", "timestamp"]
+    )
     assert len(bigger["interactions"]) > len(inter)
     other = _pipeline(write_dataset(bigger, tmp_path / "b"), tiny_config)
 

@@ -24,8 +24,9 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def load_config(config: Path | None, assignments: list[str] | None,
-                preset: str | None = None) -> PeaceConfig:
+def load_config(
+    config: Path | None, assignments: list[str] | None, preset: str | None = None
+) -> PeaceConfig:
     try:
         if config is not None:
             cfg = PeaceConfig.from_toml(config)

@@ -11,8 +11,9 @@ from peace.cli.common import console, fail, open_dataset
 from peace.data.contract import DataContractError
 
 app = typer.Typer(help="Create, import and check datasets.", no_args_is_help=True)
-import_app = typer.Typer(help="Import users' data into a peace dataset folder.",
-                         no_args_is_help=True)
+import_app = typer.Typer(
+    help="Import users' data into a peace dataset folder.", no_args_is_help=True
+)
 app.add_typer(import_app, name="import")
 
 
@@ -74,8 +75,9 @@ def import_recbole_cmd(
 
     target_list = [t.strip() for t in targets.split(",")] if targets else None
     try:
-        report = import_recbole(atomic, out, domain_field=domain_field, domain_map=domain_map,
-                                targets=target_list)
+        report = import_recbole(
+            atomic, out, domain_field=domain_field, domain_map=domain_map, targets=target_list
+        )
     except DataContractError as exc:
         raise fail(str(exc)) from exc
     typer.echo(report.format())

@@ -61,8 +61,13 @@ def run_seed(
     show_progress: bool = True,
     on_pretrained: Callable[[str, Pretrained], None] | None = None,
     log: Callable[[str], None] = print,
+    pretrained: Pretrained | None = None,
 ) -> tuple[Result, dict]:
-    """Every model of ``models`` on every target domain for ``cfg.seed``."""
+    """Every model of ``models`` on every target domain for ``cfg.seed``.
+
+    ``pretrained`` stands in for the pre-training of a PEACE variant when it was already run
+    with the same configuration and seed.
+    """
     results: Result = defaultdict(list)
     timings: dict[str, float] = {}
     splits = split_targets(ds, cfg.eval.split)
@@ -71,7 +76,11 @@ def run_seed(
         if name in PEACE_VARIANTS:
             vcfg = variant_config(cfg, name)
             t0 = time.perf_counter()
-            pre = pretrain(ds, vcfg, show_progress=show_progress)
+            pre = (
+                pretrained
+                if pretrained is not None
+                else pretrain(ds, vcfg, show_progress=show_progress)
+            )
             timings[f"{name} pre-train"] = time.perf_counter() - t0
             log(f"[seed {cfg.seed}] {name}: pre-trained in {timings[f'{name} pre-train']:.1f}s")
             if on_pretrained is not None:
@@ -89,10 +98,23 @@ def run_seed(
                     ranker = PopularityRanker(target, split.train)
                 else:
                     ranker = DeepFMRanker(target, cfg)
-                    fit_ranker(ranker, target, split.train, valid, cfg.finetune, cfg.seed, ks,
-                               show_progress)
-                _record(results, name, "normal", ds.domains[d],
-                        evaluate_ranker(ranker, target, test, ks, cfg.seed))
+                    fit_ranker(
+                        ranker,
+                        target,
+                        split.train,
+                        valid,
+                        cfg.finetune,
+                        cfg.seed,
+                        ks,
+                        show_progress,
+                    )
+                _record(
+                    results,
+                    name,
+                    "normal",
+                    ds.domains[d],
+                    evaluate_ranker(ranker, target, test, ks, cfg.seed),
+                )
         else:
             known = list(PEACE_VARIANTS) + list(REFERENCES)
             raise ValueError(f"unknown model {name!r}; choose from {known}.")
@@ -105,18 +127,32 @@ def _concat(a, b):
     return pd.concat([a, b], ignore_index=True)
 
 
-def _peace_domain(results: Result, name: str, pre: Pretrained, ds: Dataset, d: int,
-                  split: TargetSplit, cfg: PeaceConfig, ks: tuple[int, ...],
-                  show_progress: bool) -> None:
+def _peace_domain(
+    results: Result,
+    name: str,
+    pre: Pretrained,
+    ds: Dataset,
+    d: int,
+    split: TargetSplit,
+    cfg: PeaceConfig,
+    ks: tuple[int, ...],
+    show_progress: bool,
+) -> None:
     target = TargetDomain(ds, d)
     domain = ds.domains[d]
     valid = ranking_task(split.valid, split.train)
     test = ranking_task(split.test, _concat(split.train, split.valid))
     zero = ZeroShotRanker(pre, target, cfg.eval.zero_shot_scorer)
-    _record(results, name, "zero-shot", domain,
-            evaluate_ranker(zero, target, ranking_task(split.all), ks, cfg.seed))
-    _record(results, name, "zero-shot-test", domain,
-            evaluate_ranker(zero, target, test, ks, cfg.seed))
+    _record(
+        results,
+        name,
+        "zero-shot",
+        domain,
+        evaluate_ranker(zero, target, ranking_task(split.all), ks, cfg.seed),
+    )
+    _record(
+        results, name, "zero-shot-test", domain, evaluate_ranker(zero, target, test, ks, cfg.seed)
+    )
     ranker = PeaceRanker(pre, target, cfg)
     fit_ranker(ranker, target, split.train, valid, cfg.finetune, cfg.seed, ks, show_progress)
     _record(results, name, "normal", domain, evaluate_ranker(ranker, target, test, ks, cfg.seed))
@@ -131,10 +167,17 @@ def aggregate(results: list[Result]) -> list[dict]:
     rows = []
     for (model, setting, domain, metric), values in sorted(merged.items()):
         arr = np.asarray(values, dtype=np.float64)
-        rows.append({
-            "model": model, "setting": setting, "domain": domain, "metric": metric,
-            "mean": float(arr.mean()), "std": float(arr.std()), "n": int(len(arr)),
-        })
+        rows.append(
+            {
+                "model": model,
+                "setting": setting,
+                "domain": domain,
+                "metric": metric,
+                "mean": float(arr.mean()),
+                "std": float(arr.std()),
+                "n": int(len(arr)),
+            }
+        )
     return rows
 
 

@@ -31,8 +31,9 @@ def environment() -> dict[str, Any]:
     }
 
 
-def write_results(path: str | Path, dataset: str, seeds: list[int], rows: list[dict],
-                  **extra: Any) -> dict:
+def write_results(
+    path: str | Path, dataset: str, seeds: list[int], rows: list[dict], **extra: Any
+) -> dict:
     doc = {
         "dataset": dataset,
         "seeds": list(seeds),

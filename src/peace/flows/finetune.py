@@ -53,13 +53,15 @@ def ranking_task(rows: pd.DataFrame, seen: pd.DataFrame | None = None) -> Rankin
     if seen is not None:
         seen_by_user = seen.groupby("user")["item"].unique()
         exclude = [np.asarray(seen_by_user.get(u, np.empty(0, np.int64))) for u in users]
-    return RankingTask(users=users, times=first.loc[users].to_numpy(), relevant=relevant,
-                       exclude=exclude)
+    return RankingTask(
+        users=users, times=first.loc[users].to_numpy(), relevant=relevant, exclude=exclude
+    )
 
 
 @torch.no_grad()
-def score_catalogue(ranker: nn.Module, task: RankingTask, n_items: int,
-                    pair_budget: int = 2_000_000) -> torch.Tensor:
+def score_catalogue(
+    ranker: nn.Module, task: RankingTask, n_items: int, pair_budget: int = 2_000_000
+) -> torch.Tensor:
     """Scores ``[U, I]`` of every task user against the whole catalogue, in user chunks."""
     ranker.eval()
     states = ranker.states(task.users, task.times)
@@ -73,17 +75,24 @@ def score_catalogue(ranker: nn.Module, task: RankingTask, n_items: int,
     return torch.cat(out) if out else torch.zeros(0, n_items)
 
 
-def evaluate_ranker(ranker: nn.Module, target: TargetDomain, task: RankingTask,
-                    ks: tuple[int, ...] = (5, 10), seed: int = 0) -> dict[str, float]:
+def evaluate_ranker(
+    ranker: nn.Module,
+    target: TargetDomain,
+    task: RankingTask,
+    ks: tuple[int, ...] = (5, 10),
+    seed: int = 0,
+) -> dict[str, float]:
     """Mean Hit@K / NDCG@K of ``ranker`` on ``task`` by full ranking of the catalogue."""
     if len(task) == 0:
         return {f"{m}@{k}": float("nan") for k in ks for m in ("hit", "ndcg")}
     scores = score_catalogue(ranker, task, len(target.catalogue))
     per_user = ranking_metrics(
-        scores, np.arange(len(target.catalogue)),
+        scores,
+        np.arange(len(target.catalogue)),
         [target.to_local(r) for r in task.relevant],
         None if task.exclude is None else [target.to_local(e) for e in task.exclude],
-        ks, seed,
+        ks,
+        seed,
     )
     return {name: float(values.mean()) for name, values in per_user.items()}
 
@@ -128,8 +137,12 @@ def fit_ranker(
             weight[:, 1:] = (pos_label > 0).float()  # observed negatives bring no samples
             st = None if states is None else states[idx]
             logits = ranker(users[idx], st, batch_items)
-            loss = F.binary_cross_entropy_with_logits(logits, batch_labels, weight=weight,
-                                                      reduction="sum") / weight.sum()
+            loss = (
+                F.binary_cross_entropy_with_logits(
+                    logits, batch_labels, weight=weight, reduction="sum"
+                )
+                / weight.sum()
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -53,8 +53,12 @@ class PretrainRecords:
 
     def subset(self, idx: np.ndarray) -> PretrainRecords:
         return PretrainRecords(
-            self.users[idx], self.items[idx], self.domains[idx], self.labels[idx],
-            self.times[idx], self.positions[idx],
+            self.users[idx],
+            self.items[idx],
+            self.domains[idx],
+            self.labels[idx],
+            self.times[idx],
+            self.positions[idx],
         )
 
 
@@ -77,7 +81,10 @@ class Pretrained:
 
     @torch.no_grad()
     def interests(
-        self, users: np.ndarray, times: np.ndarray, table: torch.Tensor | None = None,
+        self,
+        users: np.ndarray,
+        times: np.ndarray,
+        table: torch.Tensor | None = None,
         chunk: int = 4096,
     ) -> torch.Tensor:
         """Interest vectors z^A (Eq. 1) of users from their source history before ``times``."""
@@ -132,8 +139,9 @@ class _NegativeSampler:
         self.flat = torch.as_tensor(np.concatenate(cats), dtype=torch.long)
         sizes = np.array([len(c) for c in cats])
         self.size = torch.as_tensor(sizes, dtype=torch.long)
-        self.offset = torch.as_tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]),
-                                      dtype=torch.long)
+        self.offset = torch.as_tensor(
+            np.concatenate([[0], np.cumsum(sizes)[:-1]]), dtype=torch.long
+        )
 
     def sample(self, domains: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
         r = torch.rand(len(domains), k, generator=gen)
@@ -142,8 +150,13 @@ class _NegativeSampler:
 
 
 def _make_batch(
-    ds_item_entities: torch.Tensor, history: HistoryIndex, rec: PretrainRecords,
-    idx: np.ndarray, sampler: _NegativeSampler, neg_ratio: int, gen: torch.Generator,
+    ds_item_entities: torch.Tensor,
+    history: HistoryIndex,
+    rec: PretrainRecords,
+    idx: np.ndarray,
+    sampler: _NegativeSampler,
+    neg_ratio: int,
+    gen: torch.Generator,
 ) -> PretrainBatch:
     tokens, mask = history.gather(rec.positions[idx])
     items = torch.as_tensor(rec.items[idx], dtype=torch.long).unsqueeze(1)
@@ -169,8 +182,13 @@ def _make_batch(
     )
 
 
-def _entity_table(model: PEACE, graph: EntityGraph, batch: PretrainBatch,
-                  sampler: NeighbourSampler | None, gen: torch.Generator) -> PretrainBatch | tuple:
+def _entity_table(
+    model: PEACE,
+    graph: EntityGraph,
+    batch: PretrainBatch,
+    sampler: NeighbourSampler | None,
+    gen: torch.Generator,
+) -> PretrainBatch | tuple:
     """Full-graph table, or a subgraph table with the batch's ids remapped to it."""
     if sampler is None:
         return model.entity_encoder(graph), batch
@@ -182,8 +200,9 @@ def _entity_table(model: PEACE, graph: EntityGraph, batch: PretrainBatch,
     table = torch.cat([h, h.new_zeros(1, h.shape[1])])
     remap = torch.full((pad + 1,), len(nodes), dtype=torch.long)
     remap[nodes] = torch.arange(len(nodes))
-    local = PretrainBatch(remap[batch.tokens], batch.mask, remap[batch.targets],
-                          batch.labels, batch.valid)
+    local = PretrainBatch(
+        remap[batch.tokens], batch.mask, remap[batch.targets], batch.labels, batch.valid
+    )
     return table, local
 
 
@@ -222,8 +241,9 @@ def pretrain(
     held_out = records.subset(np.arange(len(records) - n_valid, len(records)))
     item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
     negatives = _NegativeSampler(ds, ds.source_domains)
-    sampler = (NeighbourSampler(graph, cfg.model.fanout)
-               if cfg.model.graph_sampling == "sampled" else None)
+    sampler = (
+        NeighbourSampler(graph, cfg.model.fanout) if cfg.model.graph_sampling == "sampled" else None
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
 
     run = Path(out) if out is not None else None
@@ -243,8 +263,15 @@ def pretrain(
     # Held-out batches use fixed negatives so epochs compare on the same pairs.
     valid_gen = torch.Generator().manual_seed(cfg.seed + 1)
     valid_batches = [
-        _make_batch(item_entities, history, held_out, np.arange(s, min(s + pc.batch_size,
-                    n_valid)), negatives, pc.neg_ratio, valid_gen)
+        _make_batch(
+            item_entities,
+            history,
+            held_out,
+            np.arange(s, min(s + pc.batch_size, n_valid)),
+            negatives,
+            pc.neg_ratio,
+            valid_gen,
+        )
         for s in range(0, n_valid, pc.batch_size)
     ]
     best = min((e["valid_loss"] for e in log), default=float("inf"))
@@ -257,10 +284,21 @@ def pretrain(
         batches = range(0, len(train), pc.batch_size)
         sums = {"total": 0.0, "et": 0.0, "cp": 0.0}
         n_batches = 0
-        for s in progress(batches, f"pre-train epoch {epoch + 1}/{pc.epochs}",
-                          total=len(batches), enabled=show_progress):
-            batch = _make_batch(item_entities, history, train, order[s : s + pc.batch_size],
-                                negatives, pc.neg_ratio, gen)
+        for s in progress(
+            batches,
+            f"pre-train epoch {epoch + 1}/{pc.epochs}",
+            total=len(batches),
+            enabled=show_progress,
+        ):
+            batch = _make_batch(
+                item_entities,
+                history,
+                train,
+                order[s : s + pc.batch_size],
+                negatives,
+                pc.neg_ratio,
+                gen,
+            )
             table, batch = _entity_table(model, graph, batch, sampler, gen)
             losses = model.pretrain_losses(table, batch, pc.tau, pc.gamma)
             optimizer.zero_grad(set_to_none=True)
@@ -296,13 +334,17 @@ def pretrain(
     elif run is not None and (run / "model.safetensors").exists():
         _load_weights(model, run, fingerprint)
     model.eval()
-    return Pretrained(model=model, graph=graph, history=history, config=cfg, cutoff=cutoff,
-                      log=log)
+    return Pretrained(model=model, graph=graph, history=history, config=cfg, cutoff=cutoff, log=log)
 
 
 @torch.no_grad()
-def _held_out_loss(model: PEACE, graph: EntityGraph, batches: list[PretrainBatch],
-                   sampler: NeighbourSampler | None, cfg: PeaceConfig) -> float:
+def _held_out_loss(
+    model: PEACE,
+    graph: EntityGraph,
+    batches: list[PretrainBatch],
+    sampler: NeighbourSampler | None,
+    cfg: PeaceConfig,
+) -> float:
     if not batches:
         return 0.0
     model.eval()
@@ -319,9 +361,18 @@ def _held_out_loss(model: PEACE, graph: EntityGraph, batches: list[PretrainBatch
     return total / len(batches)
 
 
-def _save_epoch(run: Path, model: PEACE, optimizer: torch.optim.Optimizer, gen: torch.Generator,
-                epoch: int, log: list[dict], cfg: PeaceConfig, ds: Dataset, cutoff: float,
-                improved: bool) -> None:
+def _save_epoch(
+    run: Path,
+    model: PEACE,
+    optimizer: torch.optim.Optimizer,
+    gen: torch.Generator,
+    epoch: int,
+    log: list[dict],
+    cfg: PeaceConfig,
+    ds: Dataset,
+    cutoff: float,
+    improved: bool,
+) -> None:
     """Write the epoch's checkpoint; each file is replaced atomically, the model last."""
     run.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -336,8 +387,9 @@ def _save_epoch(run: Path, model: PEACE, optimizer: torch.optim.Optimizer, gen: 
     with atomic_path(run / "last.safetensors") as tmp:
         save_file(state, str(tmp), metadata={"fingerprint": meta["fingerprint"]})
     with atomic_path(run / "trainer.pt") as tmp:
-        torch.save({"optimizer": optimizer.state_dict(), "generator": gen.get_state(),
-                    "epoch": epoch}, tmp)
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "generator": gen.get_state(), "epoch": epoch}, tmp
+        )
     atomic_write_text(run / "log.json", json.dumps(log, indent=2))
     if improved:
         with atomic_path(run / "model.safetensors") as tmp:
@@ -345,8 +397,9 @@ def _save_epoch(run: Path, model: PEACE, optimizer: torch.optim.Optimizer, gen: 
         atomic_write_text(run / "meta.json", json.dumps(meta, indent=2))
 
 
-def _load_weights(model: PEACE, run: Path, fingerprint: str,
-                  name: str = "model.safetensors") -> None:
+def _load_weights(
+    model: PEACE, run: Path, fingerprint: str, name: str = "model.safetensors"
+) -> None:
     path = run / name
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint; run `peace pretrain --out {run}` first.")
@@ -375,5 +428,6 @@ def load_pretrained(run: str | Path, ds: Dataset) -> Pretrained:
     model.eval()
     history = HistoryIndex(ds, cfg.model.history_length)
     log = json.loads((run / "log.json").read_text()) if (run / "log.json").exists() else []
-    return Pretrained(model=model, graph=graph, history=history, config=cfg,
-                      cutoff=float(meta["cutoff"]), log=log)
+    return Pretrained(
+        model=model, graph=graph, history=history, config=cfg, cutoff=float(meta["cutoff"]), log=log
+    )

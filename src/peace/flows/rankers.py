@@ -43,9 +43,9 @@ class TargetDomain:
         # The item id is a field too (A.3: "item-side attributes contain item id").
         local_id = np.arange(1, len(self.catalogue) + 1)[:, None]
         self.item_codes = torch.as_tensor(np.hstack([item_codes, local_id]).astype(np.int64))
-        self.cardinalities = user_cards + (list(ip.cardinalities) if ip else []) + [
-            len(self.catalogue) + 1
-        ]
+        self.cardinalities = (
+            user_cards + (list(ip.cardinalities) if ip else []) + [len(self.catalogue) + 1]
+        )
         self.item_entities = torch.as_tensor(ds.item_entities[self.catalogue], dtype=torch.long)
 
     def codes(self, users: Tensor, items: Tensor) -> Tensor:
@@ -75,7 +75,10 @@ class PeaceRanker(nn.Module):
         self.frozen = cfg.finetune.freeze_encoders
         fc = cfg.finetune
         self.head = FineTuneHead(
-            cfg.model.dim, target.cardinalities, cfg.model.mlp_hidden, fc.fm_dim,
+            cfg.model.dim,
+            target.cardinalities,
+            cfg.model.mlp_hidden,
+            fc.fm_dim,
             fc.deepfm_hidden,
         )
         if self.frozen:
@@ -159,8 +162,9 @@ class PopularityRanker(nn.Module):
     def __init__(self, target: TargetDomain, train_rows: pd.DataFrame) -> None:
         super().__init__()
         pos = train_rows[train_rows["label"] == 1]
-        counts = np.bincount(target.to_local(pos["item"].to_numpy()),
-                             minlength=len(target.catalogue))
+        counts = np.bincount(
+            target.to_local(pos["item"].to_numpy()), minlength=len(target.catalogue)
+        )
         self.counts = torch.as_tensor(counts, dtype=torch.float32)
 
     def states(self, users: np.ndarray, times: np.ndarray) -> None:
