@@ -112,9 +112,9 @@ class EvalConfig:
 
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     ks: tuple[int, ...] = (5, 10)
-    zero_shot_scorer: Literal["inner", "decoder"] = "inner"
-    """Zero-shot score: inner product of user and item vectors (Sec. 4.4), or the pre-training
-    decoder of Eq. 3 applied to the pair."""
+    zero_shot_scorer: Literal["inner", "inner-enhanced", "decoder"] = "inner"
+    """Zero-shot score (Sec. 4.4): ``inner`` = universal user encoding . item vector;
+    ``inner-enhanced`` = prototype-enhanced user vector . item vector; ``decoder`` = Eq. 3."""
 
 
 @dataclass

@@ -61,10 +61,13 @@ def test_shapes(tiny_config: PeaceConfig) -> None:
     assert users.shape == (6, 4, cfg.dim)
     assert model.universal(interests).shape == (6, cfg.dim)
     assert model.decode(users, targets).shape == (6, 4)
-    for scorer in ("inner", "decoder"):
+    for scorer in ("inner", "inner-enhanced", "decoder"):
         assert model.zero_shot_scores(interests, targets, scorer).shape == (6, 4)
     inner = model.zero_shot_scores(interests, targets, "inner")
-    torch.testing.assert_close(inner, (users * targets).sum(-1))
+    universal = model.universal(interests).unsqueeze(1)
+    torch.testing.assert_close(inner, (universal * targets).sum(-1))
+    enhanced = model.zero_shot_scores(interests, targets, "inner-enhanced")
+    torch.testing.assert_close(enhanced, (users * targets).sum(-1))
     torch.testing.assert_close(
         model.zero_shot_scores(interests, targets, "decoder"), model.decode(users, targets)
     )
@@ -170,7 +173,7 @@ def test_on_the_toy_dataset(toy_dir: Path, tiny_config: PeaceConfig) -> None:
     assert not mask.all() and mask.any()
 
 
-@pytest.mark.parametrize("scorer", ["inner", "decoder"])
+@pytest.mark.parametrize("scorer", ["inner", "inner-enhanced", "decoder"])
 def test_zero_shot_scores_rank_items_by_their_vectors(tiny_config: PeaceConfig, scorer) -> None:
     model = _model(tiny_config, use_pea=False)
     table = model.entity_encoder(_graph())

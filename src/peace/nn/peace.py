@@ -109,9 +109,13 @@ class PEACE(nn.Module):
     def zero_shot_scores(self, interests: Tensor, items: Tensor, scorer: str = "inner") -> Tensor:
         """Zero-shot ranker (Sec. 4.4): ``[B, M, d]`` users x ``[B, C, d]`` items -> ``[B, C]``.
 
-        ``inner``: inner product of the user vector and the item vector, as the paper serves it;
-        ``decoder``: the pre-training decoder of Eq. 3 applied to the pair.
+        ``inner``: inner product of the universal encoding z_u (Eq. 2 over the interests of
+        Eq. 1, which live in the entity space) and the item vector z_i, as the paper serves it;
+        ``inner-enhanced``: inner product with the prototype-enhanced user vector (Eq. 9, whose
+        MLP leaves the entity space); ``decoder``: the pre-training decoder of Eq. 3 on the pair.
         """
+        if scorer == "inner":
+            return (self.universal(interests).unsqueeze(1) * items).sum(-1)
         users = self.user_vectors(interests, items)
         if scorer == "decoder":
             return self.decode(users, items)

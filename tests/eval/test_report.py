@@ -1,0 +1,242 @@
+"""``REPORT.md`` of ``peace benchmark`` from a small, hand-made results document."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
+
+from peace.eval.report import (  # noqa: E402
+    SECTION_TITLES,
+    format_duration,
+    slug,
+    timing_rows,
+    write_report,
+)
+from peace.eval.results import METRICS, SETTINGS  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MODELS = ("PEACE", "PEACE w/o GL", "PEACE w/o CPL", "PEACE w/o PEA", "Popularity", "DeepFM")
+DOMAINS = ("Comedy", "Horror")
+BASE = {
+    "PEACE": 0.30,
+    "PEACE w/o GL": 0.25,
+    "PEACE w/o CPL": 0.22,
+    "PEACE w/o PEA": 0.26,
+    "Popularity": 0.20,
+    "DeepFM": 0.24,
+}
+
+
+def _rows() -> list[dict]:
+    """Two seeds' worth of aggregated rows; PEACE wins on Comedy and loses on Horror (normal)."""
+    rows = []
+    for mi, model in enumerate(MODELS):
+        for si, setting in enumerate(SETTINGS):
+            if setting != "normal" and not model.startswith("PEACE"):
+                continue  # the references have no zero-shot rows, as in the protocol
+            for di, domain in enumerate(DOMAINS):
+                for ki, metric in enumerate(METRICS):
+                    mean = BASE[model] - 0.05 * si + 0.01 * ki - 0.001 * di
+                    if (model, setting, domain) == ("Popularity", "normal", "Horror"):
+                        mean = 0.5 + 0.01 * ki  # Popularity is best on Horror
+                    rows.append(
+                        {
+                            "model": model,
+                            "setting": setting,
+                            "domain": domain,
+                            "metric": metric,
+                            "mean": round(mean, 6),
+                            "std": round(0.001 * (mi + 1), 6),
+                        }
+                    )
+    return rows
+
+
+def _doc(full: bool = True) -> dict:
+    doc = {"dataset": "toy-ml", "seeds": [0, 1], "rows": _rows()}
+    if full:
+        doc.update(
+            {
+                "graph": {"entities": 12345, "relations": 7, "triplets": 67890},
+                "search": [
+                    {
+                        "model": "PEACE (pre-training)",
+                        "candidate": {"model.n_prototypes": 64},
+                        "criterion": "held-out source loss",
+                        "value": 1.25,
+                    },
+                    {
+                        "model": "PEACE (pre-training)",
+                        "candidate": {"model.n_prototypes": 256},
+                        "criterion": "held-out source loss",
+                        "value": 1.5,
+                    },
+                    {
+                        "model": "DeepFM",
+                        "candidate": {"finetune.lr": 0.002},
+                        "valid_ndcg@10": 0.1234,
+                    },
+                ],
+                "chosen": {"PEACE": {"model.n_prototypes": 64}, "DeepFM": {"finetune.lr": 0.002}},
+                "wall_seconds": 5432.1,
+                "timings": {
+                    "0": {"PEACE pre-train": 100.0, "PEACE Comedy": 20.0},
+                    "1": {"PEACE pre-train": 110.0, "PEACE Comedy": 22.0},
+                },
+                "environment": {"python": "3.11.2", "torch": "2.4.0", "threads": 2},
+                "commands": ["peace benchmark --data data/ml-1m --out reports/ml-1m --seeds 2"],
+                "config": {"seed": 0, "model": {"dim": 32}},
+            }
+        )
+    return doc
+
+
+def _statistics() -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "domain": "Drama",
+                "role": "source",
+                "users": 5000,
+                "items": 900,
+                "interactions": 120000,
+            },
+            {
+                "domain": "Horror",
+                "role": "target",
+                "users": 800,
+                "items": 150,
+                "interactions": 9000,
+            },
+            {
+                "domain": "Comedy",
+                "role": "target",
+                "users": 1000,
+                "items": 200,
+                "interactions": 12000,
+            },
+        ]
+    )
+
+
+def _embeddings() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    protos = rng.normal(size=(12, 8))
+    assign = rng.integers(0, 12, size=200)
+    tight = protos[assign] + 0.1 * rng.normal(size=(200, 8))  # clustered around prototypes
+    loose = rng.normal(size=(200, 8))  # no structure
+    return {"PEACE": (tight, protos), "PEACE w/o CPL": (loose, rng.normal(size=(12, 8)))}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("report")
+    path = write_report(out, _doc(), _statistics(), _embeddings(), seed=0)
+    return path, path.read_text(encoding="utf-8")
+
+
+def test_sections_and_tables(report: tuple[Path, str]) -> None:
+    path, text = report
+    assert path.name == "REPORT.md" and path.exists()
+    for title in SECTION_TITLES:
+        assert f". {title}" in text, title
+    assert "toy-ml" in text and "12,345" in text and "67,890" in text
+    # the target domains follow the statistics frame: Horror before Comedy
+    assert text.index("Horror Hit@5") < text.index("Comedy Hit@5")
+    # both zero-shot settings are labelled
+    assert "`zero-shot`" in text and "`zero-shot-test`" in text
+    # Popularity's Horror NDCG@10 (0.53) is the known best of its normal-setting column
+    assert "**0.5300 ± 0.0050**" in text
+    # PEACE's Comedy NDCG@10 (0.33) is best in the normal setting
+    assert "**0.3300 ± 0.0010**" in text
+
+
+def test_wins_and_losses(report: tuple[Path, str]) -> None:
+    _, text = report
+    section = text[text.index("Where PEACE wins and loses") :]
+    assert re.search(r"PEACE loses on Horror \(normal\) by 0\.2010 NDCG@10 to Popularity", section)
+    assert re.search(
+        r"PEACE wins on Comedy \(normal\) by 0\.0400 NDCG@10 over PEACE w/o PEA", section
+    )
+    assert "PEACE wins on Comedy (zero-shot)" in section
+
+
+def test_search_and_reproduce(report: tuple[Path, str]) -> None:
+    _, text = report
+    assert "model.n_prototypes" in text and "✓" in text
+    assert "peace benchmark --data data/ml-1m" in text
+    assert "1 h 31 min" in text
+    assert "PEACE pre-train" in text and "1 min 45 s" in text  # mean of 100 s and 110 s
+
+
+def test_figures_are_png(report: tuple[Path, str]) -> None:
+    path, text = report
+    figures = path.parent / "figures"
+    names = ["ablation_ndcg.png", "ablation_hit.png", "tsne_peace.png", "tsne_peace-w-o-cpl.png"]
+    for name in names:
+        png = figures / name
+        assert png.exists(), name
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        assert png.stat().st_size < 200_000
+        assert f"(figures/{name})" in text
+
+
+def test_coherence_is_reported(report: tuple[Path, str]) -> None:
+    _, text = report
+    section = text[text.index("Entity embeddings and prototypes") :]
+    assert "Silhouette (vectors)" in section
+    # the clustered fake vectors of PEACE are more coherent than the unstructured ones
+    assert "PEACE are more coherent than those of PEACE w/o CPL" in section
+
+
+def test_deterministic(report: tuple[Path, str], tmp_path: Path) -> None:
+    _, first = report
+    again = write_report(tmp_path, _doc(), _statistics(), _embeddings(), seed=0)
+    assert again.read_text(encoding="utf-8") == first
+
+
+def test_minimal_document(tmp_path: Path) -> None:
+    path = write_report(tmp_path, _doc(full=False), _statistics())
+    text = path.read_text(encoding="utf-8")
+    for title in SECTION_TITLES:
+        assert f". {title}" in text
+    assert "No entity embeddings" in text
+    assert "No hyper-parameter search" in text
+    assert not list((tmp_path / "figures").glob("tsne_*.png"))
+    assert (tmp_path / "figures" / "ablation_ndcg.png").exists()
+
+
+def test_references_only_and_unknown_models(tmp_path: Path) -> None:
+    rows = [r for r in _rows() if r["model"] in ("Popularity", "DeepFM")]
+    rows += [dict(r, model="Tiger") for r in _rows() if r["model"] == "PEACE w/o GL"]
+    doc = {"dataset": "x", "seeds": [0], "rows": rows}
+    text = write_report(tmp_path, doc, pd.DataFrame(), embeddings={}).read_text(encoding="utf-8")
+    assert "Tiger" in text
+    assert "No per-domain statistics" in text
+    assert "ablation variants were not part of this run" in text
+    assert "nothing to compare" in text
+
+
+def test_helpers() -> None:
+    assert slug("PEACE w/o CPL") == "peace-w-o-cpl"
+    assert format_duration(5400) == "1 h 30 min"
+    assert format_duration(125) == "2 min 05 s"
+    assert format_duration(7.25) == "7.2 s"
+    rows = timing_rows({"a": 3.0, "b": {"c": 61.0}})
+    assert rows == [["a", "3.0 s"], ["b / c", "1 min 01 s"]]
+
+
+def test_wide_tables_split_by_metric_family(tmp_path: Path) -> None:
+    doc = _doc(full=False)
+    doc["rows"] += [dict(r, domain="Action") for r in doc["rows"] if r["domain"] == "Comedy"]
+    text = write_report(tmp_path, doc, _statistics()).read_text(encoding="utf-8")
+    normal = text[text.index("## 3. Normal setting") : text.index("## 4.")]
+    assert "*Hit@5 / Hit@10*" in normal and "*NDCG@5 / NDCG@10*" in normal
+    assert "Action NDCG@10" in normal and "Action Hit@5" in normal
