@@ -119,6 +119,7 @@ def benchmark(
         finetune_candidates=FINETUNE_CANDIDATES[1:2] if quick else None,
     )
     embeddings = doc.pop("embeddings")
+    doc.pop("seeds")
     statistics, graph = data_statistics(ds)
     command = "peace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     written = write_results(
