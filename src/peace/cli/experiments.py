@@ -116,7 +116,7 @@ def benchmark(
         show_progress=not quiet,
         log=lambda m: console.print(m),
         pretrain_candidates=PRETRAIN_CANDIDATES[:1] if quick else None,
-        finetune_candidates=FINETUNE_CANDIDATES[1:2] if quick else None,
+        finetune_candidates=FINETUNE_CANDIDATES[:1] if quick else None,
     )
     embeddings = doc.pop("embeddings")
     doc.pop("seeds")
