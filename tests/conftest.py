@@ -7,9 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from peace.config import PeaceConfig
 from peace.data.contract import write_dataset
+
+# Tiny tensors: one thread is faster and immune to oversubscribed cores.
+torch.set_num_threads(1)
 
 
 def toy_tables(seed: int = 0, n_users: int = 60) -> dict[str, pd.DataFrame]:
