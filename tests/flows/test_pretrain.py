@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import toy_tables
+
 from peace.data.contract import write_dataset
 from peace.data.dataset import load_dataset
 from peace.flows.pretrain import CheckpointError, load_pretrained, pretrain
