@@ -106,7 +106,7 @@ def test_override_applies_in_order() -> None:
         ("model.mlp_hidden=['a', 'b']", ["model.mlp_hidden[0] = 'a'", "expected an integer"]),
         ("eval.ks=[5, 2.5]", ["eval.ks[1] = 2.5", "expected an integer"]),
         ("model.graph_sampling=everything", ["expected one of ['full', 'sampled']"]),
-        ("eval.zero_shot_scorer=dot", ["expected one of ['inner', 'decoder']"]),
+        ("eval.zero_shot_scorer=dot", ["expected one of ['inner', 'inner-enhanced', 'decoder']"]),
         ("model=3", ["[model] must be a table"]),
     ],
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from peace.cli import data as data_cmd
+from peace.cli import deploy as deploy_cmd
 from peace.cli import experiments as experiments_cmd
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(data_cmd.app, name="data")
 experiments_cmd.register(app)
+deploy_cmd.register(app)
 
 
 def main() -> None:

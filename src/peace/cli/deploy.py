@@ -15,12 +15,7 @@ from typing import Annotated
 
 import typer
 
-ERROR_EXIT = 2
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(ERROR_EXIT)
+from peace.cli.common import fail as _fail
 
 
 def _dataset_of(run: Path, data: Path | None) -> Path:
@@ -39,8 +34,15 @@ def _handled() -> tuple[type[BaseException], ...]:
     from peace.flows.pretrain import CheckpointError
     from peace.serve.store import StoreError
 
-    return (ConfigError, DataContractError, CheckpointError, StoreError, KeyError, ValueError,
-            FileNotFoundError)
+    return (
+        ConfigError,
+        DataContractError,
+        CheckpointError,
+        StoreError,
+        KeyError,
+        ValueError,
+        FileNotFoundError,
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -50,14 +52,30 @@ def register(app: typer.Typer) -> None:
     def pretrain_cmd(
         data: Annotated[Path, typer.Option("--data", help="Dataset folder (data contract).")],
         out: Annotated[Path, typer.Option("--out", help="Run folder to write.")],
-        config: Annotated[Path | None, typer.Option(
-            "--config", help="TOML configuration (default: the paper's A.3 values).")] = None,
-        set_: Annotated[list[str] | None, typer.Option(
-            "--set", help="Override a value, e.g. --set model.dim=32 (repeatable).")] = None,
-        resume: Annotated[bool, typer.Option(
-            "--resume", help="Continue an interrupted run in --out.")] = False,
-        warm_start: Annotated[Path | None, typer.Option(
-            "--warm-start", help="Initialise from another run's weights (same id spaces).")
+        config: Annotated[
+            Path | None,
+            typer.Option("--config", help="TOML configuration (default: the paper's A.3 values)."),
+        ] = None,
+        preset: Annotated[
+            str | None,
+            typer.Option(
+                "--preset",
+                help="A shipped configuration instead, e.g. quickstart (scaled for the small "
+                "synthetic platform).",
+            ),
+        ] = None,
+        set_: Annotated[
+            list[str] | None,
+            typer.Option("--set", help="Override a value, e.g. --set model.dim=32 (repeatable)."),
+        ] = None,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue an interrupted run in --out.")
+        ] = False,
+        warm_start: Annotated[
+            Path | None,
+            typer.Option(
+                "--warm-start", help="Initialise from another run's weights (same id spaces)."
+            ),
         ] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
@@ -69,30 +87,40 @@ def register(app: typer.Typer) -> None:
         try:
             if config is not None:
                 cfg = PeaceConfig.from_toml(config)
+            elif preset is not None:
+                cfg = PeaceConfig.preset(preset)
             elif resume and (out / "config.toml").is_file():
                 cfg = PeaceConfig.from_toml(out / "config.toml")
             else:
                 cfg = PeaceConfig()
             cfg = cfg.override(list(set_ or []))
             ds = load_dataset(data, profile_bins=cfg.finetune.profile_bins)
-            result = pretrain(ds, cfg, out=out, show_progress=not quiet, resume=resume,
-                              warm_start=warm_start)
+            result = pretrain(
+                ds, cfg, out=out, show_progress=not quiet, resume=resume, warm_start=warm_start
+            )
         except _handled() as exc:
             raise _fail(str(exc)) from None
         last = result.log[-1] if result.log else {}
-        typer.echo(f"pre-trained {len(result.log)} epoch(s) into {out} "
-                   f"(cut-off {result.cutoff}, last loss {last.get('loss', float('nan')):.4f}, "
-                   f"held-out {last.get('valid_loss', float('nan')):.4f})")
+        typer.echo(
+            f"pre-trained {len(result.log)} epoch(s) into {out} "
+            f"(cut-off {result.cutoff}, last loss {last.get('loss', float('nan')):.4f}, "
+            f"held-out {last.get('valid_loss', float('nan')):.4f})"
+        )
 
     @app.command("export")
     def export_cmd(
         run: Annotated[Path, typer.Option("--run", help="Pre-training run folder.")],
         store: Annotated[Path, typer.Option("--store", help="Embedding store folder.")],
-        data: Annotated[Path | None, typer.Option(
-            "--data", help="Dataset folder (default: the one recorded in RUN/meta.json).")
+        data: Annotated[
+            Path | None,
+            typer.Option(
+                "--data", help="Dataset folder (default: the one recorded in RUN/meta.json)."
+            ),
         ] = None,
-        as_of: Annotated[float | None, typer.Option(
-            "--as-of", help="Data cut-off timestamp (default: after all behaviour).")] = None,
+        as_of: Annotated[
+            float | None,
+            typer.Option("--as-of", help="Data cut-off timestamp (default: after all behaviour)."),
+        ] = None,
     ) -> None:
         """Offline inference flow: compute user, entity and item vectors; publish a version."""
         from peace.data.dataset import load_dataset
@@ -110,11 +138,17 @@ def register(app: typer.Typer) -> None:
         run: Annotated[Path, typer.Option("--run", help="Pre-training run folder.")],
         store: Annotated[Path, typer.Option("--store", help="Embedding store folder.")],
         domain: Annotated[str, typer.Option("--domain", help="Target domain to fine-tune.")],
-        data: Annotated[Path | None, typer.Option(
-            "--data", help="Dataset folder (default: the one recorded in RUN/meta.json).")
+        data: Annotated[
+            Path | None,
+            typer.Option(
+                "--data", help="Dataset folder (default: the one recorded in RUN/meta.json)."
+            ),
         ] = None,
-        set_: Annotated[list[str] | None, typer.Option(
-            "--set", help="Override a fine-tuning value, e.g. --set finetune.epochs=10.")
+        set_: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set", help="Override a fine-tuning value, e.g. --set finetune.epochs=10."
+            ),
         ] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
@@ -124,49 +158,75 @@ def register(app: typer.Typer) -> None:
 
         try:
             ds = load_dataset(_dataset_of(run, data))
-            result = finetune_and_publish(run, ds, store, domain, show_progress=not quiet,
-                                          overrides=list(set_ or []))
+            result = finetune_and_publish(
+                run, ds, store, domain, show_progress=not quiet, overrides=list(set_ or [])
+            )
         except _handled() as exc:
             raise _fail(str(exc)) from None
         best = max((e.get("ndcg@10", float("nan")) for e in result.log), default=float("nan"))
-        typer.echo(f"published normal ranker {result.version} of {domain!r} (store version "
-                   f"{result.store_version}; best validation NDCG@10 {best:.4f})")
+        typer.echo(
+            f"published normal ranker {result.version} of {domain!r} (store version "
+            f"{result.store_version}; best validation NDCG@10 {best:.4f})"
+        )
 
     @app.command("serve")
     def serve_cmd(
         store: Annotated[Path, typer.Option("--store", help="Embedding store folder.")],
         host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
         port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
-        token: Annotated[str | None, typer.Option(
-            "--token", envvar="PEACE_TOKEN",
-            help="Bearer token required by every endpoint but /healthz (or $PEACE_TOKEN).")
+        token: Annotated[
+            str | None,
+            typer.Option(
+                "--token",
+                envvar="PEACE_TOKEN",
+                help="Bearer token required by every endpoint but /healthz (or $PEACE_TOKEN).",
+            ),
         ] = None,
-        threads: Annotated[int, typer.Option(
-            "--threads", help="torch threads per request.")] = 1,
-        max_candidates: Annotated[int, typer.Option(
-            "--max-candidates", help="Most candidates per rank request.")] = 1000,
+        threads: Annotated[int, typer.Option("--threads", help="torch threads per request.")] = 1,
+        max_candidates: Annotated[
+            int, typer.Option("--max-candidates", help="Most candidates per rank request.")
+        ] = 1000,
         max_k: Annotated[int, typer.Option("--max-k", help="Largest k of recommend.")] = 1000,
-        exact_threshold: Annotated[int, typer.Option(
-            "--exact-threshold", help="Catalogues above this size use the ANN index.")] = 2000,
-        reload_interval: Annotated[float, typer.Option(
-            "--reload-interval", help="Seconds between checks for a new version.")] = 0.5,
+        exact_threshold: Annotated[
+            int,
+            typer.Option("--exact-threshold", help="Catalogues above this size use the ANN index."),
+        ] = 2000,
+        ann_pool: Annotated[
+            int,
+            typer.Option("--ann-pool", help="Candidates the ANN index proposes per recommend."),
+        ] = 100,
+        reload_interval: Annotated[
+            float,
+            typer.Option("--reload-interval", help="Seconds between checks for a new version."),
+        ] = 0.5,
     ) -> None:
         """Serve the store over HTTP (FastAPI + uvicorn; OpenAPI at /docs)."""
         try:
             from peace.serve.app import run_server
         except ImportError as exc:
-            raise _fail(f"{exc}; install the serving extra: pip install 'peace-rec[serve]'") \
-                from None
+            raise _fail(
+                f"{exc}; install the serving extra: pip install 'peace-rec[serve]'"
+            ) from None
         try:
             typer.echo(f"serving {store} on http://{host}:{port} (docs at /docs)", err=True)
-            run_server(store, host=host, port=port, token=token, threads=threads,
-                       max_candidates=max_candidates, max_k=max_k,
-                       exact_threshold=exact_threshold, reload_interval_s=reload_interval)
+            run_server(
+                store,
+                host=host,
+                port=port,
+                token=token,
+                threads=threads,
+                max_candidates=max_candidates,
+                max_k=max_k,
+                exact_threshold=exact_threshold,
+                ann_pool=ann_pool,
+                reload_interval_s=reload_interval,
+            )
         except _handled() as exc:
             raise _fail(str(exc)) from None
 
-    store_app = typer.Typer(help="Inspect the embedding store and roll versions back or forth.",
-                            no_args_is_help=True)
+    store_app = typer.Typer(
+        help="Inspect the embedding store and roll versions back or forth.", no_args_is_help=True
+    )
     app.add_typer(store_app, name="store")
 
     @store_app.command("list")
@@ -176,13 +236,15 @@ def register(app: typer.Typer) -> None:
         """List published store versions and each domain's normal rankers."""
         from peace.flows.offline_inference import list_versions
         from peace.serve.publish import list_rankers
-        from peace.serve.store import current_rankers
+        from peace.serve.store import ranker_domains
 
         for v in list_versions(store):
             mark = "*" if v.get("current") else " "
-            typer.echo(f"{mark} {v['version']}  created {v.get('created')}  "
-                       f"model {str(v.get('model_hash'))[:12]}  users {v.get('users')}")
-        for domain in sorted(current_rankers(store)):
+            typer.echo(
+                f"{mark} {v['version']}  created {v.get('created')}  "
+                f"model {str(v.get('model_hash'))[:12]}  users {v.get('users')}"
+            )
+        for domain in ranker_domains(store):
             for r in list_rankers(store, domain):
                 mark = "*" if r.get("current") else " "
                 typer.echo(f"{mark} ranker {domain}/{r['version']}  store {r.get('store_version')}")
@@ -190,23 +252,39 @@ def register(app: typer.Typer) -> None:
     @store_app.command("use")
     def store_use(
         store: Annotated[Path, typer.Option("--store", help="Embedding store folder.")],
-        version: Annotated[str, typer.Option("--version", help="Version id to serve.")],
-        domain: Annotated[str | None, typer.Option(
-            "--domain", help="Switch this domain's normal ranker instead of the store version.")
+        version: Annotated[
+            str | None, typer.Option("--version", help="Version id to serve.")
         ] = None,
+        domain: Annotated[
+            str | None,
+            typer.Option(
+                "--domain", help="Switch this domain's normal ranker instead of the store version."
+            ),
+        ] = None,
+        zero_shot: Annotated[
+            bool,
+            typer.Option(
+                "--zero-shot", help="With --domain: serve the domain zero-shot (no normal ranker)."
+            ),
+        ] = False,
     ) -> None:
         """Point CURRENT at another version (a roll-back); running services pick it up."""
         from peace.flows.offline_inference import set_current
         from peace.serve.publish import set_current_ranker
 
+        if zero_shot and domain is None:
+            raise _fail("--zero-shot needs --domain.")
+        if version is None and not zero_shot:
+            raise _fail("give --version ID (see `peace store list`), or --domain D --zero-shot.")
         try:
             if domain is None:
-                set_current(store, version)
+                set_current(store, str(version))
             else:
-                set_current_ranker(store, domain, version)
+                set_current_ranker(store, domain, None if zero_shot else version)
         except _handled() as exc:
             raise _fail(str(exc)) from None
-        typer.echo(f"CURRENT -> {version}" + (f" for {domain}" if domain else ""), err=True)
+        target = "zero-shot" if zero_shot else version
+        typer.echo(f"CURRENT -> {target}" + (f" for {domain}" if domain else ""), err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

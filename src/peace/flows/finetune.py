@@ -115,7 +115,7 @@ def fit_ranker(
     states = ranker.states(users_np, rows["timestamp"].to_numpy())
     users = torch.as_tensor(users_np.copy(), dtype=torch.long)
     items = torch.as_tensor(target.to_local(rows["item"].to_numpy()), dtype=torch.long)
-    labels = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.float32)
+    labels = torch.as_tensor(rows["label"].to_numpy().copy(), dtype=torch.float32)
     params = [p for p in ranker.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_items = len(target.catalogue)

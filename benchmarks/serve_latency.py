@@ -1,0 +1,462 @@
+"""Latency and throughput of the online ranking service, on loopback, on a synthetic platform.
+
+What it does (every step bounded):
+
+1. generates the ``small`` synthetic platform (``peace.data.synthetic``), pre-trains PEACE briefly
+   with the paper's model sizes (d = 64, M = 10, n = 900, K = 160; H scaled to 50), exports a
+   store version and fine-tunes + publishes the normal ranker of ``travel``;
+2. adds run-time items to ``travel`` (normal ranker) and ``rental`` (zero-shot) so each has more
+   than 200 items, and launches a large domain (``--ann-items``, default 20,000) for the
+   approximate index;
+3. measures in-process scoring (no HTTP) of 200 candidates for both rankers, and the recall@10
+   of ``recommend`` on the large domain against exact full scoring (tie-aware: a returned item is
+   a hit when its exact score reaches the exact 10th best);
+4. starts the service as a subprocess (``python -m peace.serve.app``, uvicorn, 127.0.0.1, one
+   torch thread) and sends ``--requests`` rank requests of ``--candidates`` random candidates with
+   1 and with 16 concurrent clients (threads, one keep-alive ``httpx.Client`` each), for both
+   rankers, plus ``recommend`` on the large domain;
+5. writes ``benchmarks/results/serve_latency.json`` (p50, p90, p99, mean, throughput per case,
+   in-process timings, ANN recall, machine info, the command) and prints a table.
+
+Usage::
+
+    python benchmarks/serve_latency.py                 # the full run (a few minutes)
+    python benchmarks/serve_latency.py --requests 200 --ann-items 3000 --pretrain-steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+
+from peace.config import PeaceConfig
+from peace.data.dataset import Dataset, load_dataset
+from peace.data.synthetic import generate
+from peace.flows.offline_inference import export
+from peace.flows.pretrain import pretrain
+from peace.serve.app import ItemSpec, Service
+from peace.serve.publish import finetune_and_publish
+from peace.serve.rankers import UserVectors, faiss_available
+
+ROOT = Path(__file__).resolve().parent
+MODEL = [
+    "model.history_length=50",
+    "pretrain.batch_size=256",
+    "pretrain.lr=0.001",
+    "pretrain.epochs=1",
+    "finetune.epochs=2",
+]
+NORMAL_DOMAIN, ZERO_SHOT_DOMAIN, ANN_DOMAIN = "travel", "rental", "ann-large"
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch": torch.__version__,
+        "faiss": faiss_available(),
+    }
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "mean_ms": float(a.mean()),
+        "max_ms": float(a.max()),
+    }
+
+
+def unique_entity_sets(ds: Dataset, n: int, rng: np.random.Generator) -> list[list[str]]:
+    """``n`` distinct entity sets of 1 to 3 entities (so no two new items share a vector)."""
+    ents = [str(e) for e in ds.entities]
+    seen: set[tuple[str, ...]] = set()
+    out: list[list[str]] = []
+    for _ in range(50 * n):
+        if len(out) == n:
+            break
+        pick = tuple(
+            sorted(
+                ents[p] for p in rng.choice(len(ents), size=int(rng.integers(1, 4)), replace=False)
+            )
+        )
+        if pick not in seen:
+            seen.add(pick)
+            out.append(list(pick))
+    return out
+
+
+def build(args: argparse.Namespace, work: Path) -> tuple[Dataset, Path, dict[str, float]]:
+    """Data, pre-trained run, store with a published normal ranker; returns timings."""
+    timings: dict[str, float] = {}
+    data, run, store = work / "data", work / "run", work / "store"
+    if not (data / "interactions.parquet").exists():
+        generate(data, seed=args.seed, size="small")
+    ds = load_dataset(data)
+    if not (args.reuse and (run / "model.safetensors").exists()):
+        shutil.rmtree(run, ignore_errors=True)
+        cfg = PeaceConfig().override(
+            [*MODEL, f"pretrain.max_steps={args.pretrain_steps}", f"seed={args.seed}"]
+        )
+        t = time.perf_counter()
+        pretrain(ds, cfg, out=run, show_progress=False)
+        timings["pretrain_s"] = time.perf_counter() - t
+    shutil.rmtree(store, ignore_errors=True)
+    t = time.perf_counter()
+    export(run, ds, store)
+    timings["export_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    finetune_and_publish(run, ds, store, NORMAL_DOMAIN, overrides=["finetune.epochs=2"])
+    timings["finetune_s"] = time.perf_counter() - t
+    return ds, store, timings
+
+
+def grow_catalogues(
+    service: Service, ds: Dataset, args: argparse.Namespace, rng: np.random.Generator
+) -> tuple[dict[str, list[str]], float]:
+    """Run-time items: +200 in the normal and zero-shot domains, and the large launched one."""
+    sets = unique_entity_sets(ds, 400 + args.ann_items, rng)
+    catalogues = {}
+    for k, domain in enumerate((NORMAL_DOMAIN, ZERO_SHOT_DOMAIN)):
+        for j in range(200):
+            service.put_item(domain, f"{domain}-new-{j}", sets[k * 200 + j])
+        catalogues[domain] = list(service.snapshot().domains[domain].items)
+    specs = [ItemSpec(item=f"ann-{j}", entities=s) for j, s in enumerate(sets[400:])]
+    t = time.perf_counter()
+    service.launch(ANN_DOMAIN, specs)
+    seconds = time.perf_counter() - t
+    catalogues[ANN_DOMAIN] = list(service.snapshot().domains[ANN_DOMAIN].items)
+    return catalogues, seconds
+
+
+def in_process(
+    service: Service,
+    catalogues: dict[str, list[str]],
+    users: list[str],
+    args: argparse.Namespace,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    out = []
+    for domain in (ZERO_SHOT_DOMAIN, NORMAL_DOMAIN):
+        times, ranker = [], None
+        for i in range(args.inproc_requests + 20):
+            items = list(rng.choice(catalogues[domain], args.candidates, replace=False))
+            t = time.perf_counter()
+            r = service.rank(domain, users[i % len(users)], items, max_candidates=10_000)
+            if i >= 20:
+                times.append((time.perf_counter() - t) * 1000)
+            ranker = r["ranker"]
+        out.append(
+            {
+                "case": f"rank {ranker}",
+                "domain": domain,
+                "candidates": args.candidates,
+                "calls": len(times),
+                **percentiles(times),
+            }
+        )
+    return out
+
+
+def ann_recall(
+    store: Path, service: Service, users: list[str], k: int, pools: list[int]
+) -> dict[str, Any]:
+    """Recall@k of the index path against exact scoring of the whole large catalogue."""
+    snap = service.snapshot()
+    state = snap.domains[ANN_DOMAIN]
+    assert state.index is not None, "the large domain should be indexed"
+    exact_times, truth = [], {}
+    vectors = {}
+    for user in users:
+        row = snap.version.user_row[user]
+        vectors[user] = UserVectors(user, snap.version.interests[row], snap.version.universal[row])
+        t = time.perf_counter()
+        scores, _ = state.score_rows(snap.scorer, vectors[user], torch.arange(state.size))
+        exact_times.append((time.perf_counter() - t) * 1000)
+        truth[user] = float(torch.topk(scores, k).values[-1])
+    sweep = []
+    for pool in pools:
+        hits, times = 0, []
+        for user in users:
+            t = time.perf_counter()
+            _, scores, _, approx = state.recommend(snap.scorer, vectors[user], k, pool)
+            times.append((time.perf_counter() - t) * 1000)
+            assert approx
+            hits += sum(s >= truth[user] - 1e-6 for s in scores)
+        sweep.append({"pool": pool, "recall_at_k": hits / (k * len(users)), **percentiles(times)})
+    return {
+        "items": state.size,
+        "k": k,
+        "users": len(users),
+        "backend": state.index.backend,
+        "n_lists": state.index.n_lists,
+        "n_probe": state.index.n_probe,
+        "query": "user vector enhanced towards the user's own universal vector (Eq. 8-9, 2)",
+        "exact_full_scoring": percentiles(exact_times),
+        "sweep": sweep,
+        "served_pool": service.ann_pool,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def load(base: str, make_request: Any, n: int, clients: int) -> dict[str, Any]:
+    """Send ``n`` requests from ``clients`` threads; latency per request and throughput."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    rankers: list[set[str]] = [set() for _ in range(clients)]
+    per = [n // clients + (1 if c < n % clients else 0) for c in range(clients)]
+    barrier = threading.Barrier(clients + 1)
+
+    def worker(c: int) -> None:
+        rng = np.random.default_rng(1000 + c)
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for _ in range(10):  # warm-up, not measured
+                method, url, kwargs = make_request(rng)
+                http.request(method, url, **kwargs)
+            barrier.wait()
+            for _ in range(per[c]):
+                method, url, kwargs = make_request(rng)
+                t = time.perf_counter()
+                r = http.request(method, url, **kwargs)
+                latencies[c].append((time.perf_counter() - t) * 1000)
+                if r.status_code != 200:
+                    errors[c] += 1
+                else:
+                    rankers[c].add(r.json()["ranker"])
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    flat = [x for lat in latencies for x in lat]
+    return {
+        "requests": len(flat),
+        "clients": clients,
+        "errors": sum(errors),
+        "throughput_rps": len(flat) / wall,
+        "wall_s": wall,
+        "ranker": sorted(set().union(*rankers)),
+        **percentiles(flat),
+    }
+
+
+def http_cases(
+    store: Path, catalogues: dict[str, list[str]], users: list[str], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "peace.serve.app",
+        "--store",
+        str(store),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--threads",
+        "1",
+    ]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    results = []
+    try:
+        for _ in range(600):  # at most 60 s to start
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None:
+                raise RuntimeError(
+                    f"server exited: {server.stderr.read() if server.stderr else ''}"
+                )
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not start in 60 s")
+
+        def ranker_request(domain: str) -> Any:
+            cat = catalogues[domain]
+
+            def make(rng: np.random.Generator) -> tuple[str, str, dict]:
+                body = {
+                    "user": users[int(rng.integers(len(users)))],
+                    "items": list(rng.choice(cat, args.candidates, replace=False)),
+                }
+                return "POST", f"/v1/domains/{domain}/rank", {"json": body}
+
+            return make
+
+        def recommend_request(rng: np.random.Generator) -> tuple[str, str, dict]:
+            user = users[int(rng.integers(len(users)))]
+            return "GET", f"/v1/domains/{ANN_DOMAIN}/recommend", {"params": {"user": user, "k": 10}}
+
+        for domain in (ZERO_SHOT_DOMAIN, NORMAL_DOMAIN):
+            for clients in args.clients:
+                r = load(base, ranker_request(domain), args.requests, clients)
+                results.append(
+                    {
+                        "case": f"rank {domain}",
+                        "endpoint": "rank",
+                        "candidates": args.candidates,
+                        **r,
+                    }
+                )
+                print_row(results[-1])
+        for clients in args.clients:
+            r = load(base, recommend_request, args.recommend_requests, clients)
+            results.append(
+                {
+                    "case": f"recommend {ANN_DOMAIN} (k=10)",
+                    "endpoint": "recommend",
+                    "candidates": len(catalogues[ANN_DOMAIN]),
+                    **r,
+                }
+            )
+            print_row(results[-1])
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return results
+
+
+def print_row(r: dict[str, Any]) -> None:
+    print(
+        f"{r['case']:<34} {'/'.join(r['ranker']):<20} {r['clients']:>3} {r['requests']:>6} "
+        f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['throughput_rps']:>9.1f} {r['errors']:>4}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "peace-serve-latency",
+        help="scratch folder (data, run, store)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "serve_latency.json")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--recommend-requests", type=int, default=500)
+    parser.add_argument("--inproc-requests", type=int, default=500)
+    parser.add_argument("--candidates", type=int, default=200)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--pretrain-steps", type=int, default=30)
+    parser.add_argument("--ann-items", type=int, default=20_000)
+    parser.add_argument("--ann-users", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true", help="reuse a pre-trained run in --work")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(args.seed)
+    info = machine()
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    ds, store, timings = build(args, args.work)
+    service = Service(store)
+    catalogues, timings["launch_large_domain_s"] = grow_catalogues(service, ds, args, rng)
+    users = [str(u) for u in rng.choice(service.snapshot().version.users, 300, replace=False)]
+    print(f"setup {time.perf_counter() - t0:.1f} s; measuring in-process scoring ...", flush=True)
+    inproc = in_process(service, catalogues, users, args, rng)
+    print("ANN recall ...", flush=True)
+    ann = ann_recall(store, service, users[: args.ann_users], 10, [50, 100, 200, 400])
+    del service
+
+    print(
+        f"\n{'case':<34} {'ranker':<20} {'cli':>3} {'reqs':>6} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'req/s':>9} {'err':>4}"
+    )
+    http = http_cases(store, catalogues, users, args)
+    if hasattr(os, "getloadavg"):
+        info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": info,
+        "model": {
+            "overrides": [*MODEL, f"pretrain.max_steps={args.pretrain_steps}"],
+            "dim": 64,
+            "n_interests": 10,
+            "n_prototypes": 900,
+            "top_k_prototypes": 160,
+            "note": "paper sizes (A.3), briefly pre-trained: latency, not accuracy",
+        },
+        "data": {
+            "synthetic": "small",
+            "seed": args.seed,
+            "users": int(ds.num_users),
+            "catalogue_sizes": {d: len(c) for d, c in catalogues.items()},
+        },
+        "server": "uvicorn subprocess on 127.0.0.1, 1 worker, torch threads 1, clients on the "
+        "same machine (threads with keep-alive httpx clients)",
+        "timings_s": timings,
+        "http": http,
+        "in_process": inproc,
+        "ann": ann,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print("\nin-process scoring (no HTTP):")
+    for r in inproc:
+        print(
+            f"  {r['case']:<20} {r['candidates']} candidates: p50 {r['p50_ms']:.2f} ms, "
+            f"p99 {r['p99_ms']:.2f} ms"
+        )
+    print(
+        f"ANN ({ann['backend']}, {ann['items']} items, {ann['n_lists']} lists, probe "
+        f"{ann['n_probe']}): exact full scoring p50 {ann['exact_full_scoring']['p50_ms']:.1f} ms"
+    )
+    for s in ann["sweep"]:
+        print(
+            f"  pool {s['pool']:>4}: recall@10 {s['recall_at_k']:.3f}, p50 {s['p50_ms']:.2f} ms, "
+            f"p99 {s['p99_ms']:.2f} ms"
+        )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""Offline inference flow (Sec. 4.5): precompute what online serving needs, publish it atomically.
+
+"To ease the burden graph neural network imposes on online serving system, we aim at decoupling
+the entire procedure by inferring embeddings for users and entities in advance." This flow runs
+the pre-trained PEACE once, offline, and writes a new immutable version of the embedding store:
+
+* every entity vector H^G (the graph encoder, Sec. 4.1);
+* every user's M interest vectors z^A (Eq. 1) from their source behaviour strictly before
+  ``as_of`` (default: after all source behaviour) and their universal vector z_u (Eq. 2);
+* every item vector z_i (mean of its entities' vectors, Sec. 4.4 footnote 4);
+* the prototypes P, and the weights of the prototype-enhance MLP (Eq. 9), of the fusion (Eq. 2)
+  and of the decoder (Eq. 3) in ``scorer.safetensors``, so the online rankers reproduce the
+  model's scores exactly (DESIGN.md decision 6) with a few small tensor operations, without graph
+  or history;
+* per target domain, a catalogue (its items, their entities and vectors) and a popularity count
+  for the unknown-user fallback: the domain's positive rows with timestamp strictly before
+  ``as_of`` (all rows when ``as_of`` is None); a domain with none such is served uniformly.
+
+Publication is atomic: files are written into ``STORE/versions/.tmp-<id>-<random>/``, fsynced,
+the folder is renamed to ``STORE/versions/<id>`` and only then ``STORE/CURRENT`` is replaced
+(temporary file + ``os.replace``). A reader that follows ``CURRENT`` never sees a partial version;
+an export that dies mid-way leaves at most a ``.tmp-*`` folder, which readers ignore and the next
+export removes once it is an hour old.
+
+Example::
+
+    version = export("runs/r1", ds, "store")          # publishes and points CURRENT at it
+    list_versions("store")                             # [{"version": ..., "current": True}, ...]
+    set_current("store", older_version)                # roll back
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from safetensors.torch import save_file
+
+from peace.data.dataset import Dataset
+from peace.flows.pretrain import dataset_fingerprint, load_pretrained
+from peace.flows.rankers import item_vectors
+from peace.serve.store import (
+    FORMAT,
+    MANIFEST,
+    POINTER,
+    TEMP_PREFIX,
+    VERSIONS,
+    StoreError,
+    current_version,
+    domain_file_name,
+    file_entry,
+    fsync_dir,
+    load_manifest,
+    published_versions,
+    sha256_file,
+    vector_column,
+    version_path,
+    write_arrow,
+    write_pointer,
+)
+
+__all__ = [
+    "export",
+    "list_versions",
+    "set_current",
+    "current_version",
+    "model_hash",
+    "publish_folder",
+    "new_version_id",
+    "remove_stale_temp",
+    "STALE_TEMP_SECONDS",
+]
+
+STALE_TEMP_SECONDS = 3600.0
+"""Temporary folders older than this are left-overs of a killed writer and may be removed."""
+
+SCORER_PREFIXES = ("prototypes.", "fusion.", "decoder.")
+"""State-dict entries the online rankers need: P and the Eq. 9 MLP, the Eq. 2 fusion, and the
+Eq. 3 decoder (for ``eval.zero_shot_scorer = "decoder"``)."""
+
+# Indirection so tests can simulate a failure in the middle of a publication.
+_write_arrow = write_arrow
+
+
+def model_hash(run: str | Path) -> str:
+    """sha256 of a run's selected checkpoint (``RUN/model.safetensors``)."""
+    path = Path(run) / "model.safetensors"
+    if not path.is_file():
+        raise StoreError(f"{path}: missing; run `peace pretrain --out {run}` first.")
+    return sha256_file(path)
+
+
+def _json_number(value: float | None) -> float | None:
+    """JSON has no infinity: +-inf and NaN become null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def new_version_id(parent: Path, digest: str) -> str:
+    """A fresh, sortable id ``<UTC time>Z-<digest[:8]>`` not yet used under ``parent``."""
+    now = datetime.now(UTC)
+    for _ in range(100):
+        vid = now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond:06d}Z-{digest[:8]}"
+        if not (parent / vid).exists():
+            return vid
+        time.sleep(1e-3)
+        now = datetime.now(UTC)
+    raise StoreError(f"{parent}: could not find a free version id.")  # pragma: no cover
+
+
+def remove_stale_temp(parent: str | Path, older_than_s: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete ``.tmp-*`` folders under ``parent`` older than ``older_than_s``; return them."""
+    parent = Path(parent)
+    removed = []
+    if not parent.is_dir():
+        return removed
+    now = time.time()
+    for path in parent.iterdir():
+        if path.name.startswith(TEMP_PREFIX) and now - path.stat().st_mtime > older_than_s:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def publish_folder(parent: str | Path, name: str, build: Callable[[Path], dict[str, Any]]) -> Path:
+    """Write a folder with ``build(tmp)`` and make it appear at ``parent/name`` atomically.
+
+    ``build`` writes its files into ``tmp`` and returns the manifest (without ``files``); this
+    function adds the size and sha256 of every file, writes ``manifest.json``, fsyncs the files
+    and the folder, and renames it into place. On any failure, interruption included, the
+    temporary folder is removed and nothing becomes visible.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f"{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        manifest = build(tmp)
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest["files"] = {
+            p.relative_to(tmp).as_posix(): file_entry(tmp, str(p.relative_to(tmp))) for p in files
+        }
+        text = json.dumps(manifest, indent=2, allow_nan=False)
+        with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for p in files:
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+        for d in {p.parent for p in files} | {tmp}:
+            fsync_dir(d)
+        final = parent / name
+        os.rename(tmp, final)  # atomic; fails if ``final`` exists
+        fsync_dir(parent)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@torch.no_grad()
+def export(
+    run: str | Path,
+    ds: Dataset,
+    store: str | Path,
+    as_of: float | None = None,
+    make_current: bool = True,
+) -> str:
+    """Run the offline inference flow and publish a new store version; return its id.
+
+    Args:
+        run: a pre-training run folder (``peace pretrain --out RUN``).
+        ds: the dataset the run was trained on (same id spaces; checked by fingerprint).
+        store: the store folder (created if missing).
+        as_of: data cut-off: user histories and popularity use rows strictly before it; None
+            means after all behaviour (+inf).
+        make_current: point ``STORE/CURRENT`` at the new version (default True).
+
+    Raises:
+        peace.flows.pretrain.CheckpointError: the run does not fit the dataset.
+    """
+    run, store = Path(run), Path(store)
+    digest = model_hash(run)
+    pre = load_pretrained(run, ds)
+    cfg = pre.config
+    mc = cfg.model
+    cut = math.inf if as_of is None else float(as_of)
+    model = pre.model
+    model.eval()
+
+    table = pre.entity_table()  # [|E| + 1, d]; the last row is padding
+    n_users = ds.num_users
+    user_idx = np.arange(n_users)
+    times = np.full(n_users, cut, dtype=np.float64)
+    interests = pre.interests(user_idx, times, table)  # Eq. 1, [U, M, d]
+    universal = model.universal(interests)  # Eq. 2, [U, d]
+    positions = pre.history.positions(user_idx, times)
+    history_tokens = (positions[:, :, 1] - positions[:, :, 0]).sum(1)
+    items_vec = item_vectors(table, torch.as_tensor(ds.item_entities, dtype=torch.long))
+    prototypes = model.prototypes.weight.detach()
+    scorer_state = {
+        k: v.detach().contiguous().clone()
+        for k, v in model.state_dict().items()
+        if k.startswith(SCORER_PREFIXES)
+    }
+
+    entity_names = ds.entities
+    item_entity_names = [[str(entity_names[e]) for e in row if e >= 0] for row in ds.item_entities]
+    inter = ds.interactions
+    before = inter[(inter["timestamp"].to_numpy() < cut) & (inter["label"].to_numpy() == 1)]
+
+    versions_dir = store / VERSIONS
+    remove_stale_temp(versions_dir)
+    vid = new_version_id(versions_dir, digest)
+
+    def build(tmp: Path) -> dict[str, Any]:
+        _write_arrow(
+            tmp / "users.arrow",
+            pa.table(
+                {
+                    "user": pa.array([str(u) for u in ds.users], pa.string()),
+                    "interests": vector_column(interests.numpy()),
+                    "universal": vector_column(universal.numpy()),
+                    "history_tokens": pa.array(history_tokens.astype(np.int64)),
+                }
+            ),
+        )
+        _write_arrow(
+            tmp / "entities.arrow",
+            pa.table(
+                {
+                    "entity": pa.array([str(e) for e in entity_names], pa.string()),
+                    "vector": vector_column(table[: ds.num_entities].numpy()),
+                }
+            ),
+        )
+        _write_arrow(
+            tmp / "items.arrow",
+            pa.table(
+                {
+                    "item": pa.array([str(i) for i in ds.items], pa.string()),
+                    "domain": pa.array([ds.domains[d] for d in ds.item_domain], pa.string()),
+                    "entities": pa.array(item_entity_names, pa.list_(pa.string())),
+                    "vector": vector_column(items_vec.numpy()),
+                }
+            ),
+        )
+        _write_arrow(
+            tmp / "prototypes.arrow",
+            pa.table(
+                {
+                    "prototype": pa.array(np.arange(len(prototypes), dtype=np.int64)),
+                    "vector": vector_column(prototypes.numpy()),
+                }
+            ),
+        )
+        save_file(scorer_state, str(tmp / "scorer.safetensors"), metadata={"model_hash": digest})
+        (tmp / "catalogues").mkdir()
+        domains: dict[str, Any] = {}
+        for d in ds.target_domains:
+            name = ds.domains[d]
+            cat = ds.domain_items(d)
+            rows = before[before["domain"] == d]
+            counts = np.bincount(rows["item"].to_numpy(), minlength=ds.num_items)[cat]
+            file = f"catalogues/{domain_file_name(name)}.arrow"
+            _write_arrow(
+                tmp / file,
+                pa.table(
+                    {
+                        "item": pa.array([str(i) for i in ds.items[cat]], pa.string()),
+                        "entities": pa.array(
+                            [item_entity_names[i] for i in cat], pa.list_(pa.string())
+                        ),
+                        "vector": vector_column(items_vec[cat].numpy()),
+                        "popularity": pa.array(counts.astype(np.int64)),
+                    }
+                ),
+            )
+            domains[name] = {
+                "file": file,
+                "items": int(len(cat)),
+                "popularity": "positives before as_of" if counts.sum() > 0 else "uniform",
+                "popularity_rows": int(counts.sum()),
+            }
+        created = datetime.now(UTC)
+        return {
+            "format": FORMAT,
+            "kind": "store-version",
+            "version": vid,
+            "created": created.isoformat(timespec="seconds"),
+            "created_unix": created.timestamp(),
+            "model_hash": digest,
+            "run": str(run.resolve()),
+            "dataset": str(Path(ds.root).resolve()),
+            "dataset_fingerprint": dataset_fingerprint(ds),
+            "as_of": _json_number(as_of),
+            "pretrain_cutoff": _json_number(pre.cutoff),
+            "config": cfg.to_dict(),
+            "dims": {
+                "dim": mc.dim,
+                "n_interests": mc.n_interests,
+                "attention_dim": mc.attention_dim,
+                "n_prototypes": mc.n_prototypes,
+                "top_k_prototypes": mc.top_k_prototypes,
+                "mlp_hidden": list(mc.mlp_hidden),
+                "use_pea": mc.use_pea,
+            },
+            "zero_shot_scorer": cfg.eval.zero_shot_scorer,
+            "rows": {
+                "users": n_users,
+                "users_with_history": int((history_tokens > 0).sum()),
+                "entities": ds.num_entities,
+                "items": ds.num_items,
+                "prototypes": int(len(prototypes)),
+            },
+            "source_domains": [ds.domains[d] for d in ds.source_domains],
+            "domains": domains,
+        }
+
+    publish_folder(versions_dir, vid, build)
+    if make_current:
+        write_pointer(store / POINTER, vid)
+    return vid
+
+
+def list_versions(store: str | Path) -> list[dict[str, Any]]:
+    """Published versions, oldest first: id, created, model hash, as_of, rows, current flag."""
+    store = Path(store)
+    current = current_version(store)
+    out = []
+    for vid in published_versions(store):
+        try:
+            m = load_manifest(version_path(store, vid))
+        except StoreError as exc:
+            out.append({"version": vid, "error": str(exc), "current": vid == current})
+            continue
+        out.append(
+            {
+                "version": vid,
+                "created": m.get("created"),
+                "model_hash": m.get("model_hash"),
+                "as_of": m.get("as_of"),
+                "users": m.get("rows", {}).get("users"),
+                "domains": sorted(m.get("domains", {})),
+                "current": vid == current,
+            }
+        )
+    return out
+
+
+def set_current(store: str | Path, version: str) -> None:
+    """Point ``STORE/CURRENT`` at a published version (roll back or forward), atomically."""
+    store = Path(store)
+    path = version_path(store, version)
+    if not path.is_dir():
+        raise StoreError(
+            f"{path}: no such version; published versions are {published_versions(store)}."
+        )
+    load_manifest(path)
+    write_pointer(store / POINTER, version)

@@ -1,0 +1,663 @@
+"""Online rankers: the offline model's scores from stored vectors and a few small tensor ops.
+
+* :class:`ZeroShotScorer` is the zero-shot ranker of Sec. 4.4/4.5, exactly
+  :meth:`peace.nn.peace.PEACE.zero_shot_scores` with the run's ``eval.zero_shot_scorer``: by
+  default (``inner``) the inner product of the universal user vector z_u (Eq. 2) and the item
+  vector; ``inner-enhanced`` uses the prototype-enhanced user vector (Eq. 8-9, then Eq. 2) and
+  ``decoder`` the Eq. 3 decoder. Its inputs are the user's stored interests z^A (Eq. 1) and
+  universal vector and the stored item vectors; no graph, no history.
+* :class:`NormalRanker` is a published fine-tuned ranker (Eq. 11): the same user vectors, the
+  item vector and the DeepFM profile codes through :class:`peace.nn.heads.FineTuneHead`.
+* :class:`InnerProductIndex` is the approximate inner-product index used to pick candidates from
+  large catalogues (faiss ``IndexIVFFlat`` when faiss is installed, else an IVF in numpy).
+* :class:`DomainState` is one served domain: catalogue, item-side precomputation, optional normal
+  ranker and index; immutable once built (edits make a new one).
+
+The prototype-enhanced user vectors (used by the normal ranker, and by the zero-shot ranker in
+the ``inner-enhanced`` and ``decoder`` modes) are the costly part. Item-side work is done once
+per catalogue, not per request: the top-K prototypes of every item (Eq. 5 and 8 depend on the
+item alone). A request then gathers the user's prototype logits at
+those K columns and mixes K prototype rows, instead of a softmax over all n prototypes; the result
+equals the dense computation up to float rounding. Items whose K-th and (K+1)-th similarities
+(nearly) tie are scored by the dense code of :class:`peace.nn.prototypes.Prototypes`, which keeps
+ties exactly as the offline model does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from peace.nn.heads import FineTuneHead
+from peace.nn.mlp import MLP
+from peace.nn.prototypes import Prototypes
+from peace.nn.user_encoder import AttentiveFusion
+from peace.serve.store import (
+    StoreError,
+    StoreVersion,
+    column_array,
+    load_manifest,
+    read_arrow,
+    string_array,
+    verify_files,
+)
+
+TIE_TOLERANCE = 1e-6
+"""Relative gap below which the K-th and (K+1)-th prototype similarities count as a tie."""
+
+CHUNK = 256
+"""Candidates scored together; larger requests are processed in chunks (bounded memory)."""
+
+RankerName = Literal["normal", "zero-shot", "popularity-fallback"]
+
+
+# --------------------------------------------------------------------------- zero-shot ranker
+@dataclass(frozen=True)
+class ItemKeys:
+    """Item-side part of Eq. 8: each item's top-K prototypes, and items with (near) ties."""
+
+    top: Tensor
+    """[I, K] prototype indices."""
+    ties: Tensor
+    """[I] bool: the K-th and (K+1)-th similarities (nearly) tie; score densely."""
+
+    def take(self, rows: Tensor | slice) -> ItemKeys:
+        return ItemKeys(self.top[rows], self.ties[rows])
+
+    @staticmethod
+    def cat(a: ItemKeys | None, b: ItemKeys | None) -> ItemKeys | None:
+        if a is None or b is None:
+            return None
+        return ItemKeys(torch.cat([a.top, b.top]), torch.cat([a.ties, b.ties]))
+
+
+ZeroShotMode = Literal["inner", "inner-enhanced", "decoder"]
+ZERO_SHOT_MODES: tuple[str, ...] = ("inner", "inner-enhanced", "decoder")
+
+
+class ZeroShotScorer(nn.Module):
+    """The zero-shot ranker on stored vectors, for each scorer of ``eval.zero_shot_scorer``.
+
+    * ``inner`` (default): the universal encoding z_u (Eq. 2 over the plain interests) . z_i;
+    * ``inner-enhanced``: the prototype-enhanced user vector (Eq. 8-9, then Eq. 2) . z_i;
+    * ``decoder``: the pre-training decoder of Eq. 3 on (enhanced user vector, z_i).
+
+    Each equals :meth:`peace.nn.peace.PEACE.zero_shot_scores` with the same scorer. The normal
+    ranker uses :meth:`user_vectors` (the enhanced vectors) whatever the mode.
+
+    Args:
+        dim: d.
+        n_prototypes: n.
+        top_k: K of Eq. 8.
+        mlp_hidden: hidden widths of the Eq. 9 MLP (and of the Eq. 3 decoder).
+        attention_dim: rows of W in Eq. 2.
+        use_pea: prototype-enhanced attention on (off: Eq. 2 on the plain interests).
+        mode: the zero-shot scorer.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_prototypes: int,
+        top_k: int,
+        mlp_hidden: tuple[int, ...],
+        attention_dim: int,
+        use_pea: bool = True,
+        mode: str = "inner",
+    ) -> None:
+        super().__init__()
+        if mode not in ZERO_SHOT_MODES:
+            raise StoreError(f"zero-shot scorer {mode!r}: expected one of {ZERO_SHOT_MODES}.")
+        self.dim, self.use_pea, self.mode = dim, use_pea, mode
+        self.prototypes = Prototypes(dim, n_prototypes, top_k, mlp_hidden)
+        self.fusion = AttentiveFusion(dim, attention_dim)
+        self.decoder = MLP(2 * dim, mlp_hidden, 1)
+
+    @classmethod
+    def from_version(cls, version: StoreVersion, mode: str | None = None) -> ZeroShotScorer:
+        """The scorer of a store version (weights from ``scorer.safetensors``); ``mode``
+        defaults to the run's ``eval.zero_shot_scorer``."""
+        dims = version.manifest["dims"]
+        if mode is None:
+            mode = (
+                version.manifest.get("config", {}).get("eval", {}).get("zero_shot_scorer", "inner")
+            )
+        scorer = cls(
+            int(dims["dim"]),
+            int(dims["n_prototypes"]),
+            int(dims["top_k_prototypes"]),
+            tuple(dims["mlp_hidden"]),
+            int(dims["attention_dim"]),
+            bool(dims["use_pea"]),
+            str(mode),
+        )
+        scorer.load_state_dict(version.scorer_state, strict=True)
+        scorer.eval()
+        scorer.requires_grad_(False)
+        return scorer
+
+    @property
+    def top_k(self) -> int:
+        return self.prototypes.top_k
+
+    @torch.no_grad()
+    def item_keys(self, items: Tensor) -> ItemKeys | None:
+        """Top-K prototypes of items ``[I, d]`` (Eq. 5, 8); None when PEA is off."""
+        if not self.use_pea:
+            return None
+        k, n = self.prototypes.top_k, self.prototypes.n_prototypes
+        if len(items) == 0:
+            return ItemKeys(torch.zeros(0, k, dtype=torch.long), torch.zeros(0, dtype=torch.bool))
+        sim = self.prototypes.similarity(items)  # Eq. 5
+        if k >= n:
+            top = torch.arange(n).expand(len(items), -1).contiguous()
+            return ItemKeys(top, torch.zeros(len(items), dtype=torch.bool))
+        values, top = sim.topk(k + 1, dim=-1)
+        kth, nxt = values[:, k - 1], values[:, k]
+        ties = (kth - nxt) <= TIE_TOLERANCE * kth.abs().clamp(min=1e-30)
+        return ItemKeys(top[:, :k].contiguous(), ties)
+
+    @torch.no_grad()
+    def universal(self, interests: Tensor) -> Tensor:
+        """Eq. 2 on the plain interests ``[*, M, d] -> [*, d]`` (target independent)."""
+        return self.fusion(interests)
+
+    @torch.no_grad()
+    def user_vectors(
+        self, interests: Tensor, items: Tensor, keys: ItemKeys | None = None
+    ) -> Tensor:
+        """One user's vector towards each item: ``[M, d]``, ``[C, d]`` -> ``[C, d]``.
+
+        Equals ``PEACE.user_vectors(interests[None], items[None])[0]``. Large ``C`` is processed
+        in chunks of :data:`CHUNK` items to bound memory.
+        """
+        c = items.shape[0]
+        if not self.use_pea:
+            return self.fusion(interests).unsqueeze(0).expand(c, -1)
+        if c > CHUNK:
+            return torch.cat(
+                [
+                    self.user_vectors(
+                        interests,
+                        items[s : s + CHUNK],
+                        None if keys is None else keys.take(slice(s, s + CHUNK)),
+                    )
+                    for s in range(0, c, CHUNK)
+                ]
+            )
+        if keys is None:
+            return self._dense(interests, items)
+        out = self._sparse(interests, items, keys)
+        if bool(keys.ties.any()):  # the few items with (near) ties: exactly the offline code
+            rows = torch.nonzero(keys.ties).squeeze(1)
+            out[rows] = self._dense(interests, items[rows])
+        return out
+
+    def _dense(self, interests: Tensor, items: Tensor) -> Tensor:
+        """Eq. 8-9 over all n prototypes (:meth:`Prototypes.enhance`), then Eq. 2."""
+        protos = self.prototypes
+        enhanced = protos.enhance(interests.unsqueeze(0), protos.similarity(items.unsqueeze(0)))
+        return self.fusion(enhanced[0])  # [C, d]
+
+    def _sparse(self, interests: Tensor, items: Tensor, keys: ItemKeys) -> Tensor:
+        """Eq. 8-9 on each item's K kept prototypes only (the others have weight 0), then Eq. 2."""
+        protos = self.prototypes
+        c = items.shape[0]
+        m, k = interests.shape[0], keys.top.shape[1]
+        flat = keys.top.reshape(-1)
+        logits = protos.interest_logits(interests.unsqueeze(0))[0]  # [M, n], P z^A / sqrt(d)
+        selected = logits.index_select(1, flat).view(m, c, k)  # unmasked entries of Eq. 8
+        attn = torch.softmax(selected, dim=-1).transpose(0, 1)  # [C, M, K]
+        chosen = protos.weight.index_select(0, flat).view(c, k, -1)  # [C, K, d]
+        mixed = torch.bmm(attn, chosen)  # [C, M, d] = P^T SoftMax((P z^A + m) / sqrt(d))
+        enhanced = protos.enhance_mlp(mixed + interests.unsqueeze(0))  # Eq. 9
+        return self.fusion(enhanced)  # Eq. 2 on the enhanced interests
+
+    @torch.no_grad()
+    def scores(
+        self,
+        interests: Tensor,
+        items: Tensor,
+        keys: ItemKeys | None = None,
+        universal: Tensor | None = None,
+    ) -> Tensor:
+        """Zero-shot scores ``[C]`` of one user (interests ``[M, d]``, optionally their stored
+        universal vector ``[d]``) for items ``[C, d]``."""
+        if self.mode == "inner":
+            z = self.universal(interests) if universal is None else universal
+            return items @ z
+        users = self.user_vectors(interests, items, keys)
+        if self.mode == "decoder":
+            return self.decoder(torch.cat([users, items], dim=-1)).squeeze(-1)
+        return (users * items).sum(-1)
+
+    @torch.no_grad()
+    def query(self, interests: Tensor, universal: Tensor | None = None) -> Tensor:
+        """A single query vector for inner-product retrieval of candidates. ``inner``: z_u
+        itself (retrieval is then exact up to the index's probing); otherwise the user vector
+        enhanced towards the user's own universal vector (Eq. 8-9 with z_u as the target)."""
+        z = self.universal(interests) if universal is None else universal
+        if self.mode == "inner" or not self.use_pea:
+            return z
+        return self.user_vectors(interests, z.unsqueeze(0), None)[0]
+
+
+def mean_entity_vectors(entity_vectors: Tensor, rows: Tensor) -> Tensor:
+    """Item vectors from entity rows ``[I, 3]`` (-1 = none): mean of the entities' vectors.
+
+    The same operations as :func:`peace.flows.rankers.item_vectors` (Sec. 4.4, footnote 4), so an
+    item added at run time gets the vector the offline flow would have given it.
+    """
+    valid = (rows >= 0).unsqueeze(-1).float()
+    vecs = entity_vectors[rows.clamp(min=0)] * valid
+    return vecs.sum(1) / valid.sum(1).clamp(min=1.0)
+
+
+# --------------------------------------------------------------------------- normal ranker
+class NormalRanker:
+    """A published fine-tuned ranker of one domain (Eq. 11), loaded without pickle.
+
+    Attributes:
+        manifest: the ranker's manifest (domain, store version, model hash, sizes, metrics).
+        head: the :class:`FineTuneHead` with its trained weights.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        head: FineTuneHead,
+        user_rows: dict[str, int],
+        user_codes: Tensor,
+        item_rows: dict[str, int],
+        item_codes: Tensor,
+    ) -> None:
+        self.path, self.manifest, self.head = path, manifest, head
+        self.user_rows, self.user_codes = user_rows, user_codes  # [U + 1, F_u]
+        self.item_rows, self.item_codes = item_rows, item_codes  # [I + 1, F_i]
+        # The last row of each code table is "unknown" (all zero codes).
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @classmethod
+    def load(cls, folder: str | Path, verify: bool = True) -> NormalRanker:
+        """Read a ranker folder written by :func:`peace.serve.publish.finetune_and_publish`."""
+        folder = Path(folder)
+        manifest = load_manifest(folder)
+        if manifest.get("kind") != "normal-ranker":
+            raise StoreError(f"{folder}: not a published normal ranker.")
+        if verify:
+            verify_files(folder, manifest)
+        h = manifest["head"]
+        head = FineTuneHead(
+            int(h["dim"]),
+            [int(c) for c in h["cardinalities"]],
+            tuple(h["mlp_hidden"]),
+            int(h["fm_dim"]),
+            tuple(h["deepfm_hidden"]),
+        )
+        head.load_state_dict(load_file(str(folder / "head.safetensors")), strict=True)
+        head.eval()
+        head.requires_grad_(False)
+        fu, fi = int(h["user_fields"]), int(h["item_fields"])
+        users = read_arrow(folder / "user_codes.arrow")
+        ucodes = column_array(users, "codes", (fu,), np.int64)
+        user_codes = torch.from_numpy(np.vstack([ucodes, np.zeros((1, fu), np.int64)]))
+        user_rows = {u: i for i, u in enumerate(string_array(users, "user"))}
+        items = read_arrow(folder / "item_codes.arrow")
+        icodes = column_array(items, "codes", (fi,), np.int64)
+        item_codes = torch.from_numpy(np.vstack([icodes, np.zeros((1, fi), np.int64)]))
+        item_rows = {it: i for i, it in enumerate(string_array(items, "item"))}
+        return cls(folder, manifest, head, user_rows, user_codes, item_rows, item_codes)
+
+    def code_rows(self, items: list[str]) -> Tensor:
+        """Rows of ``item_codes`` for item ids (unknown items -> the all-zero row)."""
+        unknown = len(self.item_codes) - 1
+        return torch.as_tensor([self.item_rows.get(i, unknown) for i in items], dtype=torch.long)
+
+    @torch.no_grad()
+    def scores(self, user: str, user_vecs: Tensor, item_vecs: Tensor, code_rows: Tensor) -> Tensor:
+        """Eq. 11 logits ``[C]`` (sigmoid gives the probability)."""
+        c = item_vecs.shape[0]
+        row = self.user_rows.get(user, len(self.user_codes) - 1)
+        ucodes = self.user_codes[row].unsqueeze(0).expand(c, -1)
+        codes = torch.cat([ucodes, self.item_codes[code_rows]], dim=-1)
+        return self.head(user_vecs.unsqueeze(0), item_vecs.unsqueeze(0), codes.unsqueeze(0))[0]
+
+
+# --------------------------------------------------------------------------- ANN index
+def faiss_available() -> bool:
+    """Whether ``import faiss`` works (the ``faiss-cpu`` wheel)."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class InnerProductIndex:
+    """Approximate maximum-inner-product search over ``[N, d]`` vectors (an inverted file).
+
+    k-means (L2) cuts the vectors into ``n_lists`` lists, each vector goes to the list whose
+    centroid has the largest inner product with it; a query probes the ``n_probe`` lists with the
+    largest inner products with their centroids and ranks their members exactly.
+
+    Args:
+        vectors: ``[N, d]`` float32.
+        n_lists: lists of the inverted file (default ``round(4 sqrt(N))``).
+        n_probe: lists probed per query (default ``max(16, n_lists // 4)``).
+        seed: k-means seed.
+        backend: ``"faiss"`` (``IndexIVFFlat``), ``"numpy"`` or ``"auto"`` (faiss if installed).
+    """
+
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        n_lists: int | None = None,
+        n_probe: int | None = None,
+        seed: int = 0,
+        backend: Literal["auto", "faiss", "numpy"] = "auto",
+    ) -> None:
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.size, self.dim = x.shape
+        self.n_lists = int(n_lists or max(1, min(self.size, round(4 * math.sqrt(self.size)))))
+        self.n_probe = int(n_probe or max(16, self.n_lists // 4))
+        self.n_probe = max(1, min(self.n_probe, self.n_lists))
+        if backend == "auto":
+            backend = "faiss" if faiss_available() else "numpy"
+        self.backend = backend
+        if backend == "faiss":
+            import faiss
+
+            quantizer = faiss.IndexFlatIP(self.dim)
+            index = faiss.IndexIVFFlat(
+                quantizer, self.dim, self.n_lists, faiss.METRIC_INNER_PRODUCT
+            )
+            index.cp.seed = seed
+            index.cp.min_points_per_centroid = 1
+            index.train(x)
+            index.add(x)
+            index.nprobe = self.n_probe
+            self._faiss = index
+            self._quantizer = quantizer
+        elif backend == "numpy":
+            self._vectors = x
+            centroids = _kmeans(x, self.n_lists, seed)
+            assign = np.concatenate(
+                [np.argmax(x[s : s + 8192] @ centroids.T, axis=1) for s in range(0, len(x), 8192)]
+            )
+            order = np.argsort(assign, kind="stable")
+            self._centroids = centroids
+            self._members = order
+            self._offsets = np.concatenate(
+                [[0], np.cumsum(np.bincount(assign, minlength=self.n_lists))]
+            )
+        else:
+            raise ValueError(f"backend {backend!r}: expected auto, faiss or numpy.")
+
+    def search(self, query: np.ndarray, n: int) -> np.ndarray:
+        """Rows of (approximately) the ``n`` largest inner products with ``query`` ``[d]``."""
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        n = int(min(n, self.size))
+        if self.backend == "faiss":
+            _, rows = self._faiss.search(q, n)
+            rows = rows[0]
+            return rows[rows >= 0].astype(np.int64)
+        lists = np.argsort(-(self._centroids @ q[0]), kind="stable")[: self.n_probe]
+        cand = np.concatenate(
+            [self._members[self._offsets[c] : self._offsets[c + 1]] for c in lists]
+        )
+        if len(cand) == 0:
+            return cand.astype(np.int64)
+        scores = self._vectors[cand] @ q[0]
+        if len(cand) > n:
+            part = np.argpartition(-scores, n - 1)[:n]
+            cand, scores = cand[part], scores[part]
+        return cand[np.argsort(-scores, kind="stable")].astype(np.int64)
+
+
+def _kmeans(
+    x: np.ndarray, k: int, seed: int, iterations: int = 20, chunk: int = 8192
+) -> np.ndarray:
+    """Lloyd's k-means with a seeded random initialisation; empty clusters keep their centroid.
+
+    Trained on at most ``256 k`` sampled points (as faiss does); distances in row chunks.
+    """
+    rng = np.random.default_rng(seed)
+    if len(x) > 256 * k:
+        x = x[rng.choice(len(x), size=256 * k, replace=False)]
+    centroids = x[rng.choice(len(x), size=k, replace=False)].copy()
+    for _ in range(iterations):
+        c_sq = (centroids * centroids).sum(1)
+        assign = np.concatenate(
+            [
+                np.argmin(c_sq[None, :] - 2 * x[s : s + chunk] @ centroids.T, axis=1)
+                for s in range(0, len(x), chunk)
+            ]
+        )
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, assign, x)
+        counts = np.bincount(assign, minlength=k)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return centroids
+
+
+# --------------------------------------------------------------------------- a served domain
+@dataclass(frozen=True)
+class UserVectors:
+    """A known user's stored vectors."""
+
+    id: str
+    interests: Tensor
+    """[M, d] interest vectors z^A (Eq. 1)."""
+    universal: Tensor
+    """[d] universal vector z_u (Eq. 2)."""
+
+
+@dataclass(frozen=True)
+class DomainState:
+    """One served domain: an immutable snapshot of its catalogue and rankers.
+
+    ``items``, ``entities``, ``vectors``, ``keys``, ``counts`` are aligned (catalogue order);
+    items added at run time are appended. ``index`` covers the first ``index.size`` rows.
+    """
+
+    name: str
+    origin: Literal["store", "launched"]
+    items: tuple[str, ...]
+    item_row: dict[str, int]
+    entities: tuple[tuple[str, ...], ...]
+    vectors: Tensor
+    keys: ItemKeys | None
+    counts: np.ndarray
+    live_items: dict[str, list[str]] = field(default_factory=dict)
+    """Items added or changed at run time (persisted under ``STORE/live``)."""
+    normal: NormalRanker | None = None
+    normal_rows: Tensor | None = None
+    normal_note: str | None = None
+    """Why a published normal ranker is not used (e.g. trained on another model), if so."""
+    index: InnerProductIndex | None = None
+    stale_rows: frozenset[int] = frozenset()
+    """Rows changed after the index was built (scored exactly at every query)."""
+
+    @property
+    def size(self) -> int:
+        return len(self.items)
+
+    @property
+    def popularity(self) -> np.ndarray:
+        """Shares of the popularity counts; uniform when the domain has no rows."""
+        total = self.counts.sum()
+        if total <= 0:
+            return np.full(self.size, 1.0 / max(self.size, 1))
+        return self.counts / total
+
+    @property
+    def ranker(self) -> RankerName:
+        return "normal" if self.normal is not None else "zero-shot"
+
+    def with_items(
+        self, new: dict[str, list[str]], vectors: Tensor, scorer: ZeroShotScorer
+    ) -> DomainState:
+        """A copy with items added or replaced (``vectors`` aligned with ``new``)."""
+        items, entities = list(self.items), list(self.entities)
+        row = dict(self.item_row)
+        all_vecs = self.vectors.clone()
+        counts = self.counts.copy()
+        appended, stale = [], set(self.stale_rows)
+        new_keys = scorer.item_keys(vectors)
+        keys = (
+            None if self.keys is None else ItemKeys(self.keys.top.clone(), self.keys.ties.clone())
+        )
+        for j, (item, ents) in enumerate(new.items()):
+            if item in row:
+                r = row[item]
+                entities[r] = tuple(ents)
+                all_vecs[r] = vectors[j]
+                if keys is not None and new_keys is not None:
+                    keys.top[r], keys.ties[r] = new_keys.top[j], new_keys.ties[j]
+                stale.add(r)
+            else:
+                row[item] = len(items)
+                items.append(item)
+                entities.append(tuple(ents))
+                appended.append(j)
+        if appended:
+            idx = torch.as_tensor(appended, dtype=torch.long)
+            all_vecs = torch.cat([all_vecs, vectors[idx]])
+            keys = ItemKeys.cat(keys, None if new_keys is None else new_keys.take(idx))
+            counts = np.concatenate([counts, np.zeros(len(appended), np.int64)])
+        normal_rows = None
+        if self.normal is not None:
+            normal_rows = self.normal.code_rows(items)
+        live = {**self.live_items, **{k: list(v) for k, v in new.items()}}
+        return replace(
+            self,
+            items=tuple(items),
+            item_row=row,
+            entities=tuple(entities),
+            vectors=all_vecs,
+            keys=keys,
+            counts=counts,
+            live_items=live,
+            normal_rows=normal_rows,
+            stale_rows=frozenset(stale),
+        )
+
+    def with_index(self, threshold: int, **index_args: Any) -> DomainState:
+        """A copy with an ANN index over the catalogue when it has more than ``threshold`` items."""
+        if self.size <= threshold:
+            return replace(self, index=None, stale_rows=frozenset())
+        index = InnerProductIndex(self.vectors.numpy(), **index_args)
+        return replace(self, index=index, stale_rows=frozenset())
+
+    def rows_of(self, items: list[str]) -> list[int | None]:
+        return [self.item_row.get(i) for i in items]
+
+    # ---------------------------------------------------------------- scoring
+    def score_rows(
+        self, scorer: ZeroShotScorer, user: UserVectors | None, rows: Tensor
+    ) -> tuple[Tensor, RankerName]:
+        """Scores ``[C]`` of catalogue rows for a user (None = unknown user: popularity)."""
+        if user is None:
+            return (
+                torch.as_tensor(self.popularity[rows.numpy()], dtype=torch.float32),
+                "popularity-fallback",
+            )
+        items = self.vectors[rows]
+        keys = None if self.keys is None else self.keys.take(rows)
+        if self.normal is None:
+            return scorer.scores(user.interests, items, keys, user.universal), "zero-shot"
+        user_vecs = scorer.user_vectors(user.interests, items, keys)
+        assert self.normal_rows is not None
+        return (self.normal.scores(user.id, user_vecs, items, self.normal_rows[rows]), "normal")
+
+    def candidates(self, scorer: ZeroShotScorer, user: UserVectors, pool: int) -> Tensor:
+        """Catalogue rows to rank exactly: all of them, or the index's pool plus newer rows."""
+        if self.index is None:
+            return torch.arange(self.size)
+        found = self.index.search(scorer.query(user.interests, user.universal).numpy(), pool)
+        extra = np.arange(self.index.size, self.size)
+        stale = np.fromiter(self.stale_rows, dtype=np.int64, count=len(self.stale_rows))
+        rows = np.unique(np.concatenate([found, extra, stale]).astype(np.int64))
+        return torch.as_tensor(rows, dtype=torch.long)
+
+    def recommend(
+        self, scorer: ZeroShotScorer, user: UserVectors | None, k: int, pool: int
+    ) -> tuple[list[str], list[float], RankerName, bool]:
+        """Top ``k`` items: (ids, scores, ranker, approximate?)."""
+        k = min(k, self.size)
+        if k == 0:
+            return [], [], ("popularity-fallback" if user is None else self.ranker), False
+        if user is None:
+            pop = self.popularity
+            order = np.lexsort((np.arange(self.size), -pop))[:k]
+            return (
+                [self.items[i] for i in order],
+                [float(pop[i]) for i in order],
+                "popularity-fallback",
+                False,
+            )
+        rows = self.candidates(scorer, user, max(pool, k))
+        scores, ranker = self.score_rows(scorer, user, rows)
+        top = torch.topk(scores, min(k, len(rows)))
+        chosen = rows[top.indices]
+        return (
+            [self.items[int(i)] for i in chosen],
+            [float(s) for s in top.values],
+            ranker,
+            self.index is not None,
+        )
+
+
+def catalogue_state(version: StoreVersion, domain: str, scorer: ZeroShotScorer) -> DomainState:
+    """A store domain's :class:`DomainState` (no normal ranker, no index yet)."""
+    cat = version.catalogues[domain]
+    vectors = torch.from_numpy(cat.vectors)
+    items = tuple(str(i) for i in cat.items)
+    return DomainState(
+        name=domain,
+        origin="store",
+        items=items,
+        item_row={it: i for i, it in enumerate(items)},
+        entities=tuple(tuple(e) for e in cat.entities),
+        vectors=vectors,
+        keys=scorer.item_keys(vectors),
+        counts=cat.popularity.astype(np.int64),
+    )
+
+
+def launched_state(domain: str, scorer: ZeroShotScorer) -> DomainState:
+    """An empty domain launched at run time (items are added with :meth:`with_items`)."""
+    vectors = torch.zeros(0, scorer.dim)
+    return DomainState(
+        name=domain,
+        origin="launched",
+        items=(),
+        item_row={},
+        entities=(),
+        vectors=vectors,
+        keys=scorer.item_keys(vectors),
+        counts=np.zeros(0, np.int64),
+    )
+
+
+def attach_normal(
+    state: DomainState, ranker: NormalRanker | None, note: str | None = None
+) -> DomainState:
+    """A copy of ``state`` served by ``ranker`` (None: zero-shot, with ``note`` saying why)."""
+    if ranker is None:
+        return replace(state, normal=None, normal_rows=None, normal_note=note)
+    return replace(
+        state, normal=ranker, normal_rows=ranker.code_rows(list(state.items)), normal_note=None
+    )
