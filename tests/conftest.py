@@ -64,13 +64,23 @@ def toy_dir(tmp_path: Path) -> Path:
     return write_dataset(toy_tables(), tmp_path / "toy")
 
 
+# A model small enough for tests to train in a second or two.
+TINY_OVERRIDES = [
+    "model.dim=16",
+    "model.history_length=10",
+    "model.n_interests=3",
+    "model.attention_dim=16",
+    "model.n_prototypes=8",
+    "model.top_k_prototypes=3",
+    "model.mlp_hidden=[16, 8]",
+    "pretrain.batch_size=64",
+    "pretrain.lr=0.01",
+    "finetune.batch_size=64",
+    "finetune.deepfm_hidden=[16, 8, 4]",
+    "finetune.fm_dim=4",
+]
+
+
 @pytest.fixture
 def tiny_config() -> PeaceConfig:
-    cfg = PeaceConfig()
-    return cfg.override([
-        "model.dim=16", "model.history_length=10", "model.n_interests=3", "model.attention_dim=16",
-        "model.n_prototypes=8", "model.top_k_prototypes=3", "model.mlp_hidden=[16, 8]",
-        "pretrain.batch_size=64", "pretrain.epochs=2", "pretrain.lr=0.01",
-        "finetune.epochs=3", "finetune.batch_size=64", "finetune.deepfm_hidden=[16, 8, 4]",
-        "finetune.fm_dim=4",
-    ])
+    return PeaceConfig().override([*TINY_OVERRIDES, "pretrain.epochs=2", "finetune.epochs=3"])

@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from conftest import TINY_OVERRIDES
 from typer.testing import CliRunner
 
 from peace.cli import app
 from peace.data.dataset import load_dataset
 from peace.eval.protocol import run_protocol
 
-TINY = [
-    "model.dim=16",
-    "model.history_length=10",
-    "model.n_interests=3",
-    "model.attention_dim=16",
-    "model.n_prototypes=8",
-    "model.top_k_prototypes=3",
-    "pretrain.epochs=1",
-    "finetune.epochs=2",
-]
+TINY = [*TINY_OVERRIDES, "pretrain.epochs=1", "finetune.epochs=2"]
 
 
 def test_quickstart_writes_metrics_in_schema(toy_dir: Path, tmp_path: Path) -> None:

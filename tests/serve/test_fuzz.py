@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import toy_tables
+from conftest import TINY_OVERRIDES, toy_tables
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,19 +20,7 @@ from peace.flows.offline_inference import export
 from peace.flows.pretrain import pretrain
 from peace.serve.app import create_app
 
-TINY = [
-    "model.dim=16",
-    "model.history_length=10",
-    "model.n_interests=3",
-    "model.attention_dim=16",
-    "model.n_prototypes=8",
-    "model.top_k_prototypes=3",
-    "model.mlp_hidden=[16, 8]",
-    "pretrain.batch_size=64",
-    "pretrain.epochs=1",
-    "pretrain.max_steps=2",
-    "pretrain.lr=0.01",
-]
+TINY = [*TINY_OVERRIDES, "pretrain.epochs=1", "pretrain.max_steps=2"]
 FUZZ = settings(
     max_examples=600,
     deadline=None,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import toy_tables
+from conftest import TINY_OVERRIDES, toy_tables
 from fastapi.testclient import TestClient
 
 from peace.config import PeaceConfig
@@ -23,23 +23,7 @@ from peace.serve.publish import finetune_and_publish
 from peace.serve.rankers import UserVectors
 from peace.serve.store import VERSIONS, StoreVersion, current_version
 
-TINY = [
-    "model.dim=16",
-    "model.history_length=10",
-    "model.n_interests=3",
-    "model.attention_dim=16",
-    "model.n_prototypes=8",
-    "model.top_k_prototypes=3",
-    "model.mlp_hidden=[16, 8]",
-    "pretrain.batch_size=64",
-    "pretrain.epochs=1",
-    "pretrain.max_steps=6",
-    "pretrain.lr=0.01",
-    "finetune.epochs=2",
-    "finetune.batch_size=64",
-    "finetune.deepfm_hidden=[16, 8, 4]",
-    "finetune.fm_dim=4",
-]
+TINY = [*TINY_OVERRIDES, "pretrain.epochs=1", "pretrain.max_steps=6", "finetune.epochs=2"]
 
 
 @pytest.fixture(scope="module")
