@@ -102,11 +102,18 @@ def write_dataset(tables: Mapping[str, pd.DataFrame], out: str | Path) -> Path:
         if name not in tables:
             raise DataContractError(f"{out}: table {name!r} was not given; it is required.")
     for name, frame in tables.items():
-        if name not in REQUIRED_TABLES and name not in OPTIONAL_TABLES:
-            raise DataContractError(f"{out}: {name!r} is not a table of the data contract.")
-        frame = frame.copy()
-        for column in frame.columns:
-            if column in ID_COLUMNS:
-                frame[column] = frame[column].astype(str)
-        frame.to_parquet(out / f"{name}.parquet", index=False)
+        write_table(frame, out, name)
     return out
+
+
+def write_table(frame: pd.DataFrame, out: str | Path, name: str) -> Path:
+    """Write one table of the contract to ``out/NAME.parquet`` with its id columns as strings."""
+    if name not in REQUIRED_TABLES and name not in OPTIONAL_TABLES:
+        raise DataContractError(f"{out}: {name!r} is not a table of the data contract.")
+    frame = frame.copy()
+    for column in frame.columns:
+        if column in ID_COLUMNS:
+            frame[column] = frame[column].astype(str)
+    path = Path(out) / f"{name}.parquet"
+    frame.to_parquet(path, index=False)
+    return path

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from peace.data.contract import ID_COLUMNS, OPTIONAL_TABLES, REQUIRED_TABLES
+from peace.data.contract import OPTIONAL_TABLES, REQUIRED_TABLES, write_table
 
 __all__ = [
     "RELATIONS",
@@ -307,11 +307,7 @@ def _write_table(frame: pd.DataFrame, out: Path, name: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:  # pragma: no cover - a bug in this module, not in user data
         raise AssertionError(f"table {name!r} lacks columns {missing}")
-    frame = frame.copy()
-    for column in frame.columns:
-        if column in ID_COLUMNS:
-            frame[column] = frame[column].astype(str)
-    frame.to_parquet(out / f"{name}.parquet", index=False)
+    write_table(frame, out, name)
 
 
 def _zipf(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
