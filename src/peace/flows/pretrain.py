@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from peace.baselines.base import SourceContext, TransferModel, build_context
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
@@ -64,9 +65,9 @@ class PretrainRecords:
 
 @dataclass
 class Pretrained:
-    """A pre-trained PEACE with everything later flows need."""
+    """A pre-trained PEACE (or competitor) with everything later flows need."""
 
-    model: PEACE
+    model: PEACE | TransferModel
     graph: EntityGraph
     history: HistoryIndex
     config: PeaceConfig
@@ -75,9 +76,9 @@ class Pretrained:
 
     @torch.no_grad()
     def entity_table(self) -> torch.Tensor:
-        """H^G on the full graph, ``[|E| + 1, d]`` (last row = padding)."""
+        """H^G on the full graph, ``[|E| + 1, d]`` (row |E| = padding; user rows may follow)."""
         self.model.eval()
-        return self.model.entity_encoder(self.graph)
+        return self.model.encoder_table(self.graph)
 
     @torch.no_grad()
     def interests(
@@ -87,16 +88,15 @@ class Pretrained:
         table: torch.Tensor | None = None,
         chunk: int = 4096,
     ) -> torch.Tensor:
-        """Interest vectors z^A (Eq. 1) of users from their source history before ``times``."""
+        """User states from their source history before ``times``: for PEACE the interest
+        vectors z^A of Eq. 1 ``[B, M, d]``; for a competitor its own (see peace.baselines.base)."""
         self.model.eval()
         table = self.entity_table() if table is None else table
         out = []
-        for s in range(0, len(users), chunk):
+        for s in range(0, max(len(users), 1), chunk):
             tokens, mask = self.history.lookup(users[s : s + chunk], times[s : s + chunk])
-            out.append(self.model.encode_interests(table, tokens, mask))
-        if not out:
-            d = self.config.model.dim
-            return torch.zeros(0, self.config.model.n_interests, d)
+            ids = torch.as_tensor(np.array(users[s : s + chunk], dtype=np.int64))
+            out.append(self.model.encode_users(table, ids, tokens, mask))
         return torch.cat(out)
 
 
@@ -109,8 +109,20 @@ def dataset_fingerprint(ds: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
-def build_model(ds: Dataset, cfg: PeaceConfig) -> tuple[PEACE, EntityGraph]:
+def build_model(
+    ds: Dataset,
+    cfg: PeaceConfig,
+    architecture: str = "PEACE",
+    context: SourceContext | None = None,
+) -> tuple[PEACE | TransferModel, EntityGraph]:
+    """PEACE, or the competitor ``architecture`` of :data:`peace.baselines.COMPETITORS`."""
     graph = EntityGraph(ds.triplets, ds.num_entities, ds.num_relations, cfg.model.undirected)
+    if architecture != "PEACE":
+        from peace.baselines import build_competitor
+
+        if context is None:
+            raise ValueError(f"{architecture} is built from the pre-training records' context.")
+        return build_competitor(architecture, context, cfg), graph
     feature_dim = None if ds.entity_features is None else ds.entity_features.shape[1]
     model = PEACE(ds.num_entities, graph.num_edge_types, cfg.model, feature_dim)
     model.entity_encoder.set_features(ds.entity_features)
@@ -179,6 +191,7 @@ def _make_batch(
         targets=targets,
         labels=labels.unsqueeze(-1).expand_as(ents).flatten(1).float(),
         valid=valid.flatten(1),
+        users=torch.as_tensor(rec.users[idx], dtype=torch.long),
     )
 
 
@@ -191,7 +204,7 @@ def _entity_table(
 ) -> PretrainBatch | tuple:
     """Full-graph table, or a subgraph table with the batch's ids remapped to it."""
     if sampler is None:
-        return model.entity_encoder(graph), batch
+        return model.encoder_table(graph), batch
     pad = graph.num_entities
     seeds = torch.unique(torch.cat([batch.tokens.flatten(), batch.targets.flatten()]))
     seeds = seeds[seeds != pad]
@@ -201,7 +214,12 @@ def _entity_table(
     remap = torch.full((pad + 1,), len(nodes), dtype=torch.long)
     remap[nodes] = torch.arange(len(nodes))
     local = PretrainBatch(
-        remap[batch.tokens], batch.mask, remap[batch.targets], batch.labels, batch.valid
+        remap[batch.tokens],
+        batch.mask,
+        remap[batch.targets],
+        batch.labels,
+        batch.valid,
+        batch.users,
     )
     return table, local
 
@@ -213,8 +231,9 @@ def pretrain(
     show_progress: bool = True,
     resume: bool = False,
     warm_start: str | Path | None = None,
+    architecture: str = "PEACE",
 ) -> Pretrained:
-    """Pre-train PEACE on the source domains of ``ds`` (the pre-training flow).
+    """Pre-train PEACE (or a competitor) on the source domains of ``ds`` (the pre-training flow).
 
     Args:
         ds: the dataset.
@@ -223,12 +242,13 @@ def pretrain(
         show_progress: progress bars.
         resume: continue an interrupted run in ``out`` from its last finished epoch.
         warm_start: a run folder whose weights initialise this run (new data, same id spaces).
+        architecture: ``"PEACE"`` or a name of :data:`peace.baselines.COMPETITORS`; every model
+            sees the same records, batches and negatives, and is kept by the same held-out loss.
     """
     gen = seed_everything(cfg.seed)
     pc = cfg.pretrain
     splits = split_targets(ds, cfg.eval.split)
     cutoff = pretrain_cutoff(splits, pc.cutoff)
-    model, graph = build_model(ds, cfg)
     history = HistoryIndex(ds, cfg.model.history_length)
     records = make_records(ds, history, cutoff)
     if len(records) == 0:
@@ -239,11 +259,16 @@ def pretrain(
     n_valid = int(len(records) * VALID_FRACTION) if len(records) >= 200 else 0
     train = records.subset(np.arange(len(records) - n_valid))
     held_out = records.subset(np.arange(len(records) - n_valid, len(records)))
+    context = None
+    if architecture != "PEACE":
+        context = build_context(
+            ds, cfg, train.users, train.items, train.labels, history.sequence_length
+        )
+    model, graph = build_model(ds, cfg, architecture, context)
     item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
     negatives = _NegativeSampler(ds, ds.source_domains)
-    sampler = (
-        NeighbourSampler(graph, cfg.model.fanout) if cfg.model.graph_sampling == "sampled" else None
-    )
+    sampled = cfg.model.graph_sampling == "sampled" and architecture == "PEACE"
+    sampler = NeighbourSampler(graph, cfg.model.fanout) if sampled else None
     optimizer = torch.optim.Adam(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
 
     run = Path(out) if out is not None else None
@@ -339,7 +364,7 @@ def pretrain(
 
 @torch.no_grad()
 def _held_out_loss(
-    model: PEACE,
+    model: PEACE | TransferModel,
     graph: EntityGraph,
     batches: list[PretrainBatch],
     sampler: NeighbourSampler | None,
@@ -350,7 +375,7 @@ def _held_out_loss(
     model.eval()
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     total = 0.0
-    full = model.entity_encoder(graph) if sampler is None else None
+    full = model.encoder_table(graph) if sampler is None else None
     for batch in batches:
         if full is not None:
             table = full

@@ -65,14 +65,18 @@ def item_vectors(entity_table: Tensor, item_entities: Tensor) -> Tensor:
 
 
 class PeaceRanker(nn.Module):
-    """The normal ranker: Eq. 11 on frozen (default) or trainable pre-trained encoders."""
+    """The normal ranker: Eq. 11 on frozen (default) or trainable pre-trained encoders.
+
+    Serves PEACE and every pre-trained competitor alike (footnote 6: the same DeepFM head on
+    each model's user and item vectors). A competitor with fine-tuning patches (PeterRec) keeps its
+    backbone frozen and trains the patches with the head.
+    """
 
     trainable = True
 
     def __init__(self, pre: Pretrained, target: TargetDomain, cfg: PeaceConfig) -> None:
         super().__init__()
         self.pre, self.target = pre, target
-        self.frozen = cfg.finetune.freeze_encoders
         fc = cfg.finetune
         self.head = FineTuneHead(
             cfg.model.dim,
@@ -81,34 +85,41 @@ class PeaceRanker(nn.Module):
             fc.fm_dim,
             fc.deepfm_hidden,
         )
+        self.frozen = fc.freeze_encoders
         if self.frozen:
             self.pre.model.requires_grad_(False)
+        patches = pre.model.patch_parameters()
+        for p in patches:
+            p.requires_grad_(True)
+        # Precomputed states when nothing of the encoder trains; otherwise per batch.
+        self.precomputed = self.frozen and not patches
+        if self.precomputed:
             self._table = pre.entity_table()
             self._items = item_vectors(self._table, target.item_entities)
         else:
-            self.encoder = pre.model  # registered, so its parameters train too
+            self.encoder = pre.model  # registered, so its trainable parameters train too
 
     def states(self, users: np.ndarray, times: np.ndarray) -> Tensor:
-        if self.frozen:
+        if self.precomputed:
             return self.pre.interests(users, times, self._table)
         return torch.as_tensor(self.pre.history.positions(users, times))
 
-    def _interests_and_items(self, states: Tensor) -> tuple[Tensor, Tensor]:
-        if self.frozen:
+    def _states_and_items(self, users: Tensor, states: Tensor) -> tuple[Tensor, Tensor]:
+        if self.precomputed:
             return states, self._items
-        table = self.pre.model.entity_encoder(self.pre.graph)
+        table = self.pre.model.encoder_table(self.pre.graph)
         tokens, mask = self.pre.history.gather(states)
-        interests = self.pre.model.encode_interests(table, tokens, mask)
-        return interests, item_vectors(table, self.target.item_entities)
+        encoded = self.pre.model.encode_users(table, users, tokens, mask)
+        return encoded, item_vectors(table, self.target.item_entities)
 
     def forward(self, users: Tensor, states: Tensor, items: Tensor) -> Tensor:
-        interests, all_items = self._interests_and_items(states)
+        encoded, all_items = self._states_and_items(users, states)
         item_vecs = all_items[items]
-        if self.frozen:
+        if self.precomputed:
             with torch.no_grad():
-                user_vecs = self.pre.model.user_vectors(interests, item_vecs)
+                user_vecs = self.pre.model.user_vectors(encoded, item_vecs)
         else:
-            user_vecs = self.pre.model.user_vectors(interests, item_vecs)
+            user_vecs = self.pre.model.user_vectors(encoded, item_vecs)
         return self.head(user_vecs, item_vecs, self.target.codes(users, items))
 
     def train(self, mode: bool = True) -> PeaceRanker:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from peace.config import ModelConfig
-from peace.nn.entity_encoder import EntityEncoder
+from peace.nn.entity_encoder import EntityEncoder, EntityGraph
 from peace.nn.mlp import MLP
 from peace.nn.prototypes import Prototypes
 from peace.nn.user_encoder import AttentiveFusion, InterestExtractor
@@ -31,6 +31,7 @@ class PretrainBatch:
     tokens/mask: ``[B, L]`` history entity ids (padding = |E|) and validity.
     targets: ``[B, C]`` target entity ids (padding = |E|); labels ``[B, C]`` in {0, 1};
     valid: ``[B, C]`` True for real pairs.
+    users: ``[B]`` user ids of the records (read by the graph-based competitors).
     """
 
     tokens: Tensor
@@ -38,6 +39,7 @@ class PretrainBatch:
     targets: Tensor
     labels: Tensor
     valid: Tensor
+    users: Tensor | None = None
 
 
 class PEACE(nn.Module):
@@ -72,9 +74,22 @@ class PEACE(nn.Module):
         )
         self.interests = InterestExtractor(d, config.n_interests, config.attention_dim)
         self.fusion = AttentiveFusion(d, config.attention_dim)
-        self.prototypes = Prototypes(d, config.n_prototypes, config.top_k_prototypes,
-                                     config.mlp_hidden)
+        self.prototypes = Prototypes(
+            d, config.n_prototypes, config.top_k_prototypes, config.mlp_hidden
+        )
         self.decoder = MLP(2 * d, config.mlp_hidden, 1, config.dropout)
+
+    # ------------------------------------------ the interface of peace.baselines.base
+    def encoder_table(self, graph: EntityGraph) -> Tensor:
+        """H^G, ``[|E| + 1, d]`` (last row = padding)."""
+        return self.entity_encoder(graph)
+
+    def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        """User states are the interests of Eq. 1, ``[B, M, d]``."""
+        return self.encode_interests(table, tokens, mask)
+
+    def patch_parameters(self) -> list[nn.Parameter]:
+        return []
 
     # ------------------------------------------------------------ encoders
     def encode_interests(self, entity_table: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
