@@ -9,35 +9,60 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from peace.baselines import FINE_TUNED, ZERO_SHOT
 from peace.cli import app
+from peace.eval.benchmark import ALL_MODELS
 
 SHARED = Path(os.environ.get("PEACE_DATASETS", Path(__file__).parents[3] / "shared" / "datasets"))
 
 
 def test_quick_benchmark_writes_results_and_report(toy_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, [
-        "benchmark", "--data", str(toy_dir), "--out", str(out), "--seeds", "1", "--quick",
-        "--quiet", "--set", "model.dim=16", "--set", "model.n_interests=2",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "benchmark",
+            "--data",
+            str(toy_dir),
+            "--out",
+            str(out),
+            "--seeds",
+            "1",
+            "--quick",
+            "--quiet",
+            "--set",
+            "model.dim=16",
+            "--set",
+            "model.n_interests=2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "results.json").read_text())
     assert doc["seeds"] == [0]
     models = {r["model"] for r in doc["rows"]}
-    assert models == {"PEACE", "PEACE w/o GL", "PEACE w/o CPL", "PEACE w/o PEA", "Popularity",
-                      "DeepFM"}
+    assert models == set(ALL_MODELS)
     settings = {(r["model"], r["setting"]) for r in doc["rows"]}
-    assert ("PEACE", "zero-shot") in settings and ("PEACE", "zero-shot-test") in settings
+    for model in ("PEACE", "Tiger"):
+        assert (model, "zero-shot") in settings and (model, "zero-shot-test") in settings
+    for model in FINE_TUNED:
+        assert {s for m, s in settings if m == model} == {"normal"}
+    assert ("Tiger", "normal") not in settings
     assert {r["domain"] for r in doc["rows"]} == {"t1", "t2"}
-    assert doc["chosen"]["PEACE"] and doc["chosen"]["DeepFM"]
-    assert len(doc["search"]) == 3  # one candidate each: pre-training, PEACE head, DeepFM
+    assert set(doc["chosen"]) == {"PEACE", "DeepFM", *FINE_TUNED, *ZERO_SHOT}
+    # one candidate each: PEACE pre-training and head, DeepFM, each fine-tuned competitor's
+    # pre-training and head, Tiger's pre-training
+    assert len(doc["search"]) == 3 + 2 * len(FINE_TUNED) + len(ZERO_SHOT)
     report = (out / "REPORT.md").read_text()
     assert "Normal setting" in report and "Zero-shot" in report
+    for model in ALL_MODELS:
+        assert f"| {model} |" in report, model
     assert (out / "figures" / "ablation_ndcg.png").is_file()
 
 
-@pytest.mark.skipif(not (SHARED / "ml-1m" / "ratings.dat").is_file(),
-                    reason="MovieLens-1M not found (set PEACE_DATASETS to the datasets folder)")
+@pytest.mark.skipif(
+    not (SHARED / "ml-1m" / "ratings.dat").is_file(),
+    reason="MovieLens-1M not found (set PEACE_DATASETS to the datasets folder)",
+)
 def test_movielens_import_counts(tmp_path: Path) -> None:
     from peace.data.dataset import load_dataset
     from peace.data.importers.movielens import import_movielens
@@ -46,10 +71,92 @@ def test_movielens_import_counts(tmp_path: Path) -> None:
     ds = load_dataset(tmp_path / "ml")
     stats = ds.summary().set_index("domain")
     assert set(stats.index[stats["role"] == "target"]) == {
-        "Horror", "Crime", "War", "Children's", "Documentary", "Animation"}
+        "Horror",
+        "Crime",
+        "War",
+        "Children's",
+        "Documentary",
+        "Animation",
+    }
     sources = stats[stats["role"] == "source"]
     targets = stats[stats["role"] == "target"]
     assert sources["items"].between(390, 774).all()
     assert sources["interactions"].between(140_000, 190_000).all()
     assert targets["items"].between(61, 159).all()
     assert targets["interactions"].between(6_000, 42_000).all()
+
+
+def _bench(toy_dir: Path, out: Path, *extra: str):
+    return CliRunner().invoke(
+        app,
+        [
+            "benchmark",
+            "--data",
+            str(toy_dir),
+            "--out",
+            str(out),
+            "--seeds",
+            "1",
+            "--quick",
+            "--quiet",
+            "--set",
+            "model.dim=16",
+            "--set",
+            "model.n_interests=2",
+            *extra,
+        ],
+    )
+
+
+def test_update_adds_models_and_keeps_the_others(toy_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    first = _bench(toy_dir, out, "--models", "PEACE,PEACE w/o CPL,Popularity")
+    assert first.exit_code == 0, first.output
+    before = json.loads((out / "results.json").read_text())
+    assert (out / "embeddings.npz").is_file()
+    second = _bench(toy_dir, out, "--models", "SASRec,ComiRec,DeepFM", "--update", "--jobs", "2")
+    assert second.exit_code == 0, second.output
+    doc = json.loads((out / "results.json").read_text())
+    models = {r["model"] for r in doc["rows"]}
+    assert models == {"PEACE", "PEACE w/o CPL", "Popularity", "SASRec", "ComiRec", "DeepFM"}
+    kept = [r for r in doc["rows"] if r["model"] in ("PEACE", "PEACE w/o CPL", "Popularity")]
+    assert kept == before["rows"]
+    # competitors: normal rows only, chosen by the same search budget as the others
+    assert {r["setting"] for r in doc["rows"] if r["model"] == "SASRec"} == {"normal"}
+    assert {"PEACE", "SASRec", "ComiRec", "DeepFM"} <= set(doc["chosen"])
+    assert [r["models"] for r in doc["runs"]] == [
+        ["PEACE", "PEACE w/o CPL", "Popularity"],
+        ["SASRec", "ComiRec", "DeepFM"],
+    ]
+    assert doc["wall_seconds"] == pytest.approx(sum(r["wall_seconds"] for r in doc["runs"]))
+    assert doc["jobs"]["processes"] == 2
+    report = (out / "REPORT.md").read_text()
+    assert "SASRec" in report and "tsne" in report
+
+
+def test_update_refuses_another_configuration(toy_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert _bench(toy_dir, out, "--models", "Popularity").exit_code == 0
+    result = _bench(toy_dir, out, "--models", "DeepFM", "--update", "--set", "finetune.lr=0.5")
+    assert result.exit_code != 0
+    assert "another configuration" in result.output and "finetune.lr" in result.output
+    missing = _bench(toy_dir, tmp_path / "nothing", "--models", "DeepFM", "--update")
+    assert missing.exit_code != 0 and "run without --update first" in missing.output
+
+
+def test_merge_brings_rows_run_elsewhere(toy_dir: Path, tmp_path: Path) -> None:
+    main, other = tmp_path / "main", tmp_path / "other"
+    assert _bench(toy_dir, main, "--models", "Popularity").exit_code == 0
+    assert _bench(toy_dir, other, "--models", "DeepFM").exit_code == 0
+    merged = _bench(toy_dir, main, "--merge", str(other))
+    assert merged.exit_code == 0, merged.output
+    doc = json.loads((main / "results.json").read_text())
+    expected = json.loads((other / "results.json").read_text())["rows"]
+    assert [r for r in doc["rows"] if r["model"] == "DeepFM"] == expected
+    assert {r["model"] for r in doc["rows"]} == {"Popularity", "DeepFM"}
+    assert [r["models"] for r in doc["runs"]] == [["Popularity"], ["DeepFM"]]
+    assert "DeepFM" in (main / "REPORT.md").read_text()
+    wrong = tmp_path / "wrong"
+    assert _bench(toy_dir, wrong, "--models", "DeepFM", "--set", "finetune.lr=0.5").exit_code == 0
+    refused = _bench(toy_dir, main, "--merge", str(wrong))
+    assert refused.exit_code != 0 and "another configuration" in refused.output

@@ -162,10 +162,11 @@ def test_wins_and_losses(report: tuple[Path, str]) -> None:
     _, text = report
     section = text[text.index("Where PEACE wins and loses") :]
     assert re.search(r"PEACE loses on Horror \(normal\) by 0\.2010 NDCG@10 to Popularity", section)
-    assert re.search(
-        r"PEACE wins on Comedy \(normal\) by 0\.0400 NDCG@10 over PEACE w/o PEA", section
-    )
-    assert "PEACE wins on Comedy (zero-shot)" in section
+    # its own ablation variants are not competitors: the best other model here is DeepFM
+    assert not re.search(r"over PEACE w/o", section) and not re.search(r"to PEACE w/o", section)
+    assert re.search(r"PEACE wins on Comedy \(normal\) by [0-9.]+ NDCG@10 over DeepFM", section)
+    # zero-shot rows here are PEACE's and its variants' only: nothing to compare with
+    assert "(zero-shot)" not in section
 
 
 def test_search_and_reproduce(report: tuple[Path, str]) -> None:

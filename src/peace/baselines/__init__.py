@@ -16,11 +16,28 @@ from peace.config import PeaceConfig
 
 
 def _registry() -> dict[str, Callable[[SourceContext, PeaceConfig], TransferModel]]:
+    from peace.baselines.comirec import ComiRec
     from peace.baselines.sasrec import SASRec
 
-    registry: dict[str, Callable[[SourceContext, PeaceConfig], TransferModel]] = {"SASRec": SASRec}
-    # sequence models: BERT4Rec, PeterRec, PAUP
-    # graph models: SimGCL, PCRec-L, PCRec-D, Tiger
+    registry: dict[str, Callable[[SourceContext, PeaceConfig], TransferModel]] = {
+        "SASRec": SASRec,
+        "ComiRec": ComiRec,
+    }
+    from peace.baselines.bert4rec import BERT4Rec
+    from peace.baselines.paup import PAUP
+    from peace.baselines.peterrec import PeterRec
+
+    registry["BERT4Rec"] = BERT4Rec
+    registry["PeterRec"] = PeterRec
+    registry["PAUP"] = PAUP
+    from peace.baselines.pcrec import PCRecD, PCRecL
+    from peace.baselines.simgcl import SimGCL
+    from peace.baselines.tiger import Tiger
+
+    registry["SimGCL"] = SimGCL
+    registry["PCRec-L"] = PCRecL
+    registry["PCRec-D"] = PCRecD
+    registry["Tiger"] = Tiger
     return registry
 
 

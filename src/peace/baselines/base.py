@@ -48,6 +48,7 @@ class SourceContext:
         num_items: items of the dataset (ids ``0..I-1``; target items are never in ``user_items``).
         num_relations: relation types of the entity graph.
         sequence_length: L, entity tokens of a user history (|S| * H).
+        history_length: H, entity tokens per source domain (None: one block of L).
         item_entities: ``[I, 3]`` entity ids of every item (phi), -1 where absent.
         user_entities: ``[P, 2]`` distinct (user, entity) pairs of positive pre-training records.
         user_items: ``[Q, 2]`` distinct (user, item) pairs of positive pre-training records.
@@ -63,6 +64,7 @@ class SourceContext:
     user_entities: np.ndarray
     user_items: np.ndarray
     triplets: np.ndarray
+    history_length: int | None = None
 
     @property
     def pad(self) -> int:
@@ -134,6 +136,29 @@ def left_align(tokens: Tensor, mask: Tensor, pad: int) -> tuple[Tensor, Tensor]:
     tokens = torch.gather(tokens, 1, order)
     mask = torch.gather(mask, 1, order)
     return torch.where(mask, tokens, torch.full_like(tokens, pad)), mask
+
+
+class RecentWindow:
+    """The last ``per_domain`` tokens of every source domain's block of a history.
+
+    Self-attentive sequence encoders cost a multiple of L^2 per record; they read this window
+    (``length`` = |S| * per_domain tokens) where PEACE reads all H tokens per domain. Calling the
+    window maps ``tokens, mask`` ``[B, |S| * H]`` to ``[B, length]``.
+    """
+
+    def __init__(self, ctx: SourceContext, per_domain: int) -> None:
+        block = ctx.history_length or ctx.sequence_length
+        self.domains = max(ctx.sequence_length // max(block, 1), 1)
+        self.per_domain = min(per_domain, block)
+        self.length = self.domains * self.per_domain
+
+    def __call__(self, tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        b = tokens.shape[0]
+
+        def cut(x: Tensor) -> Tensor:
+            return x.reshape(b, self.domains, -1)[:, :, -self.per_domain :].reshape(b, -1)
+
+        return cut(tokens), cut(mask)
 
 
 class TokenEmbedding(nn.Module):
@@ -221,6 +246,7 @@ def build_context(
         num_items=ds.num_items,
         num_relations=ds.num_relations,
         sequence_length=sequence_length,
+        history_length=cfg.model.history_length,
         item_entities=np.asarray(ds.item_entities, dtype=np.int64),
         user_entities=ue.reshape(-1, 2),
         user_items=ui.reshape(-1, 2),

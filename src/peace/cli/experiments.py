@@ -81,6 +81,21 @@ def benchmark(
     out: Path = typer.Option(Path("reports/ml-1m"), "--out", help="Report folder."),
     seeds: int = typer.Option(3, "--seeds", help="Number of seeds (base seed, +1, ...)."),
     models: str = typer.Option("all", "--models", help="Comma-separated model names, or all."),
+    jobs: int = typer.Option(
+        1, "--jobs", min=1, help="Worker processes; model groups run side by side."
+    ),
+    update: bool = typer.Option(
+        False,
+        "--update",
+        help="Keep the other models' rows of OUT/results.json (same data, seeds, configuration) "
+        "and add or replace the rows of --models.",
+    ),
+    merge: list[Path] = typer.Option(
+        [],
+        "--merge",
+        help="Run nothing: merge DIR/results.json (other models, same data, seeds and "
+        "configuration, e.g. run on another machine) into OUT and rewrite the report.",
+    ),
     quick: bool = typer.Option(False, "--quick", help="Smoke run: tiny budgets, one candidate."),
     config: Path = CONFIG_OPTION,
     set_: list[str] = SET_OPTION,
@@ -90,38 +105,105 @@ def benchmark(
     import shlex
     import sys
 
+    from peace.cli.common import fail
     from peace.eval.benchmark import (
         ALL_MODELS,
+        COMPETITOR_PRETRAIN_CANDIDATES,
         FINETUNE_CANDIDATES,
         PRETRAIN_CANDIDATES,
-        data_statistics,
         run_benchmark,
     )
+    from peace.eval.update import (
+        UpdateError,
+        check_document,
+        embeddings_for_report,
+        kept_document,
+        merge_update,
+    )
 
+    t0 = time.perf_counter()
     cfg = load_config(config, (QUICK if quick else []) + list(set_ or []), preset="benchmark")
     chosen_models = ALL_MODELS if models == "all" else tuple(m.strip() for m in models.split(","))
     unknown = [m for m in chosen_models if m not in ALL_MODELS]
     if unknown:
-        from peace.cli.common import fail
-
         raise fail(f"--models: unknown {unknown}; choose from {list(ALL_MODELS)} or all.")
     ds = open_dataset(data)
-    out.mkdir(parents=True, exist_ok=True)
     seed_list = [cfg.seed + k for k in range(seeds)]
+    if merge:
+        import json
+
+        doc = None
+        for folder in merge:
+            path = folder / "results.json"
+            try:
+                other = json.loads(path.read_text())
+                check_document(other, path, ds.root.name, seed_list, cfg)
+                names = tuple(sorted({r["model"] for r in other["rows"]}))
+                previous = kept_document(out / "results.json", ds.root.name, seed_list, cfg, names)
+            except (OSError, UpdateError) as exc:
+                raise fail(f"--merge: {exc}") from exc
+            runs = other.get("runs") or [
+                {
+                    "command": " && ".join(other.get("commands") or []),
+                    "models": list(names),
+                    "wall_seconds": other.get("wall_seconds"),
+                    "environment": other.get("environment"),
+                }
+            ]
+            doc = merge_update(previous, other, runs)
+            for key in ("dataset", "seeds", "graph", "config"):
+                doc.pop(key, None)
+            embeddings = embeddings_for_report(out, {}, ds, cfg, doc, seed_list[0])
+            _write_benchmark(out, ds, cfg, seed_list, doc, embeddings)
+        return
+    previous = None
+    if update:
+        try:
+            previous = kept_document(
+                out / "results.json", ds.root.name, seed_list, cfg, chosen_models
+            )
+        except UpdateError as exc:
+            raise fail(str(exc)) from exc
+    out.mkdir(parents=True, exist_ok=True)
     doc = run_benchmark(
         ds,
         cfg,
         seed_list,
         chosen_models,
-        show_progress=not quiet,
+        show_progress=not quiet and jobs == 1,
         log=lambda m: console.print(m),
         pretrain_candidates=PRETRAIN_CANDIDATES[:1] if quick else None,
         finetune_candidates=FINETUNE_CANDIDATES[:1] if quick else None,
+        competitor_candidates=COMPETITOR_PRETRAIN_CANDIDATES[:1] if quick else None,
+        jobs=jobs,
     )
     embeddings = doc.pop("embeddings")
     doc.pop("seeds")
-    statistics, graph = data_statistics(ds)
     command = "peace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    run_entry = {
+        "command": command,
+        "models": list(chosen_models),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "environment": environment(),
+    }
+    if previous is not None:
+        doc = merge_update(previous, doc, run_entry)
+        embeddings = embeddings_for_report(out, embeddings, ds, cfg, doc, seed_list[0])
+    else:
+        doc["runs"] = [run_entry]
+        doc["commands"] = [command]
+        doc["environment"] = environment()
+    _write_benchmark(out, ds, cfg, seed_list, doc, embeddings)
+
+
+def _write_benchmark(out: Path, ds, cfg, seed_list: list[int], doc: dict, embeddings: dict) -> None:
+    """results.json, config.toml, embeddings.npz and REPORT.md of a benchmark document."""
+    from peace.eval.benchmark import data_statistics
+    from peace.eval.report import write_report
+    from peace.eval.update import save_embeddings
+
+    save_embeddings(out, embeddings)
+    statistics, graph = data_statistics(ds)
     written = write_results(
         out / "results.json",
         ds.root.name,
@@ -130,15 +212,11 @@ def benchmark(
         **doc,
         graph=graph,
         config=cfg.to_dict(),
-        environment=environment(),
-        commands=[command],
     )
     cfg.save(out / "config.toml")
-    from peace.eval.report import write_report
-
     report = write_report(out, written, statistics, embeddings, seed=seed_list[0])
     print_tables(written["rows"], "benchmark")
-    console.print(f"wrote {out / 'results.json'} and {report}; wall {doc['wall_seconds']:.0f}s")
+    console.print(f"wrote {out / 'results.json'} and {report}; wall {written['wall_seconds']:.0f}s")
 
 
 def register(app: typer.Typer) -> None:

@@ -27,15 +27,24 @@ from collections.abc import Callable
 
 import numpy as np
 
+from peace.baselines import FINE_TUNED
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.splits import split_targets
-from peace.eval.protocol import PEACE_VARIANTS, REFERENCES, aggregate, run_seed
+from peace.eval.protocol import COMPETITORS, PEACE_VARIANTS, REFERENCES, aggregate, run_seed
 from peace.flows.finetune import fit_ranker, ranking_task
 from peace.flows.pretrain import Pretrained, pretrain
 from peace.flows.rankers import DeepFMRanker, PeaceRanker, TargetDomain
 
-ALL_MODELS = ("PEACE", "PEACE w/o GL", "PEACE w/o CPL", "PEACE w/o PEA", "Popularity", "DeepFM")
+ALL_MODELS = (
+    "PEACE",
+    "PEACE w/o GL",
+    "PEACE w/o CPL",
+    "PEACE w/o PEA",
+    "Popularity",
+    "DeepFM",
+    *COMPETITORS,
+)
 
 # Candidate values, scaled from A.3 (n = 900, K = 160 for tens of millions of entities) to public
 # data of thousands of entities. Two candidates per searched model: the budget two CPU cores allow
@@ -47,6 +56,12 @@ PRETRAIN_CANDIDATES: list[dict[str, object]] = [
 FINETUNE_CANDIDATES: list[dict[str, object]] = [
     {"finetune.lr": 0.002},
     {"finetune.lr": 0.01},
+]
+# The competitors' pre-training candidates: the same budget (two), on the learning rate, the one
+# value every competitor has; chosen, like PEACE's, by the held-out source loss.
+COMPETITOR_PRETRAIN_CANDIDATES: list[dict[str, object]] = [
+    {"pretrain.lr": 0.002},
+    {"pretrain.lr": 0.005},
 ]
 
 
@@ -95,6 +110,7 @@ def search(
     log: Callable[[str], None],
     pretrain_candidates: list[dict] | None = None,
     finetune_candidates: list[dict] | None = None,
+    competitor_candidates: list[dict] | None = None,
 ) -> tuple[dict[str, dict], list[dict], dict[str, Pretrained]]:
     """Choose hyper-parameters on validation data; return choices, the search log, and models."""
     pre_c = PRETRAIN_CANDIDATES if pretrain_candidates is None else pretrain_candidates
@@ -139,6 +155,52 @@ def search(
             if best_ft is None or value > best_ft[0]:
                 best_ft = (value, cand)
         chosen["PEACE"].update(best_ft[1])
+    comp_c = (
+        COMPETITOR_PRETRAIN_CANDIDATES if competitor_candidates is None else competitor_candidates
+    )
+    for name in (m for m in models if m in COMPETITORS):
+        best = None
+        for cand in comp_c:
+            t0 = time.perf_counter()
+            pre = pretrain(ds, _apply(cfg, cand), show_progress=show_progress, architecture=name)
+            loss = min(e["valid_loss"] for e in pre.log)
+            trail.append(
+                {
+                    "model": f"{name} (pre-training)",
+                    "candidate": cand,
+                    "criterion": "held-out source loss",
+                    "value": loss,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
+            log(f"search {name} pre-training {cand}: held-out source loss {loss:.4f}")
+            if best is None or loss < best[0]:
+                best = (loss, cand, pre)
+        chosen[name] = dict(best[1])
+        cache[name] = best[2]
+        if name not in FINE_TUNED:
+            continue  # zero-shot: nothing of the target is fitted or chosen
+        model_cfg = _apply(cfg, chosen[name])
+        best_ft = None
+        for cand in fin_c:
+            c = _apply(model_cfg, cand)
+            t0 = time.perf_counter()
+            value = _valid_ndcg(
+                ds, c, lambda t, c=c, p=best[2]: PeaceRanker(p, t, c), show_progress
+            )
+            trail.append(
+                {
+                    "model": f"{name} (fine-tuning)",
+                    "candidate": cand,
+                    "criterion": "valid ndcg@10",
+                    "value": value,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
+            log(f"search {name} fine-tuning {cand}: valid NDCG@10 {value:.4f}")
+            if best_ft is None or value > best_ft[0]:
+                best_ft = (value, cand)
+        chosen[name].update(best_ft[1])
     if "DeepFM" in models:
         best_ft = None
         for cand in fin_c:
@@ -163,12 +225,121 @@ def run_benchmark(
     log: Callable[[str], None] = print,
     pretrain_candidates: list[dict] | None = None,
     finetune_candidates: list[dict] | None = None,
+    competitor_candidates: list[dict] | None = None,
+    jobs: int = 1,
 ) -> dict:
-    """Search, then run every model over ``seeds``; return the results document (no files)."""
+    """Search, then run every model over ``seeds``; return the results document (no files).
+
+    With ``jobs > 1`` the independent groups of :func:`model_groups` run in that many worker
+    processes, each with ``cores // jobs`` torch threads; the results are the same as those of one
+    process with that thread count, since every group seeds itself.
+    """
+    candidates = (pretrain_candidates, finetune_candidates, competitor_candidates)
+    if jobs <= 1:
+        return _run_models(ds, cfg, seeds, models, show_progress, log, *candidates)
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    t_start = time.perf_counter()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    groups = model_groups(models)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [
+            pool.submit(_run_group, ds.root, cfg, seeds, group, threads, candidates)
+            for group in groups
+        ]
+        docs = []
+        for group, future in zip(groups, futures, strict=True):
+            doc = future.result()
+            log(f"{', '.join(group)}: done in {doc['wall_seconds']:.0f}s")
+            docs.append(doc)
+    merged = merge_documents(docs)
+    merged["wall_seconds"] = round(time.perf_counter() - t_start, 1)
+    merged["jobs"] = {"processes": jobs, "threads_per_process": threads}
+    return merged
+
+
+def model_groups(models: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Units that can run apart: the PEACE variants together (they share PEACE's search), every
+    other model alone; the PEACE group first, as it is the longest."""
+    family = tuple(m for m in models if m in PEACE_VARIANTS)
+    return ([family] if family else []) + [(m,) for m in models if m not in PEACE_VARIANTS]
+
+
+def _run_group(
+    root: str,
+    cfg: PeaceConfig,
+    seeds: list[int],
+    models: tuple[str, ...],
+    threads: int,
+    candidates: tuple,
+) -> dict:
+    """One worker process: load the dataset, run ``models``, return their document."""
+    import torch
+
+    from peace.data.dataset import load_dataset
+
+    torch.set_num_threads(threads)
+    name = ", ".join(models)
+
+    def log(message: str) -> None:
+        print(f"[{name}] {message}", flush=True)
+
+    return _run_models(load_dataset(root), cfg, seeds, models, False, log, *candidates)
+
+
+def merge_documents(docs: list[dict]) -> dict:
+    """One results document from the documents of disjoint model groups."""
+    out: dict = {
+        "rows": [],
+        "seeds": docs[0]["seeds"] if docs else [],
+        "search": [],
+        "chosen": {},
+        "timings": {},
+        "embeddings": {},
+        "variants": {},
+        "references": [],
+        "groups": [],
+    }
+    for doc in docs:
+        out["rows"] += doc["rows"]
+        out["search"] += doc.get("search", [])
+        out["chosen"].update(doc.get("chosen", {}))
+        for seed, t in doc.get("timings", {}).items():
+            out["timings"].setdefault(seed, {}).update(t)
+        out["embeddings"].update(doc.get("embeddings", {}))
+        out["variants"].update(doc.get("variants", {}))
+        out["references"] += [m for m in doc.get("references", []) if m not in out["references"]]
+        models = sorted({r["model"] for r in doc["rows"]})
+        out["groups"].append({"models": models, "wall_seconds": doc.get("wall_seconds")})
+    out["rows"].sort(key=lambda r: (r["model"], r["setting"], r["domain"], r["metric"]))
+    return out
+
+
+def _run_models(
+    ds: Dataset,
+    cfg: PeaceConfig,
+    seeds: list[int],
+    models: tuple[str, ...],
+    show_progress: bool,
+    log: Callable[[str], None],
+    pretrain_candidates: list[dict] | None,
+    finetune_candidates: list[dict] | None,
+    competitor_candidates: list[dict] | None,
+) -> dict:
     t_start = time.perf_counter()
     base = dataclasses.replace(cfg, seed=seeds[0])
     chosen, trail, cache = search(
-        ds, base, models, show_progress, log, pretrain_candidates, finetune_candidates
+        ds,
+        base,
+        models,
+        show_progress,
+        log,
+        pretrain_candidates,
+        finetune_candidates,
+        competitor_candidates,
     )
     per_seed = []
     timings: dict[str, dict] = {}
@@ -179,8 +350,8 @@ def run_benchmark(
             values = chosen.get("PEACE" if model in PEACE_VARIANTS else model, {})
             mcfg = dataclasses.replace(_apply(cfg, values), seed=seed)
             reuse = None
-            if model == "PEACE" and seed == seeds[0] and "PEACE" in cache:
-                reuse = cache["PEACE"]  # the searched model: same config, same seed
+            if seed == seeds[0] and model in cache:
+                reuse = cache[model]  # the searched model: same config, same seed
 
             def keep(name: str, pre: Pretrained, seed: int = seed) -> None:
                 if seed == seeds[0] and name in ("PEACE", "PEACE w/o CPL"):

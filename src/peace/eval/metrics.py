@@ -21,7 +21,9 @@ def top_k_items(scores: torch.Tensor, k: int, tie_break: torch.Tensor) -> torch.
     return torch.gather(order, 1, second)[:, :k]
 
 
-def hit_ndcg(ranked: np.ndarray, relevant: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+def hit_ndcg(
+    ranked: np.ndarray, relevant: list[np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-user Hit@k and NDCG@k for ranked item ids ``[U, >=k]`` and relevant id sets."""
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     hits = np.zeros(len(relevant))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from peace.baselines import FINE_TUNED, ZERO_SHOT
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.splits import TargetSplit, split_targets
@@ -40,6 +41,8 @@ PEACE_VARIANTS: dict[str, dict[str, bool]] = {
 }
 REFERENCES = ("Popularity", "DeepFM")
 DEFAULT_MODELS = ("PEACE", "Popularity", "DeepFM")
+#: pre-trained competitors: normal setting only (Table 2); zero-shot competitors (Table 3)
+COMPETITORS = FINE_TUNED + ZERO_SHOT
 
 Result = dict[tuple[str, str, str, str], list[float]]
 
@@ -65,21 +68,22 @@ def run_seed(
 ) -> tuple[Result, dict]:
     """Every model of ``models`` on every target domain for ``cfg.seed``.
 
-    ``pretrained`` stands in for the pre-training of a PEACE variant when it was already run
-    with the same configuration and seed.
+    ``pretrained`` stands in for the pre-training of a PEACE variant or competitor when it was
+    already run with the same configuration and seed.
     """
     results: Result = defaultdict(list)
     timings: dict[str, float] = {}
     splits = split_targets(ds, cfg.eval.split)
     ks = cfg.eval.ks
     for name in models:
-        if name in PEACE_VARIANTS:
-            vcfg = variant_config(cfg, name)
+        if name in PEACE_VARIANTS or name in COMPETITORS:
+            vcfg = variant_config(cfg, name) if name in PEACE_VARIANTS else cfg
+            architecture = "PEACE" if name in PEACE_VARIANTS else name
             t0 = time.perf_counter()
             pre = (
                 pretrained
                 if pretrained is not None
-                else pretrain(ds, vcfg, show_progress=show_progress)
+                else pretrain(ds, vcfg, show_progress=show_progress, architecture=architecture)
             )
             timings[f"{name} pre-train"] = time.perf_counter() - t0
             log(f"[seed {cfg.seed}] {name}: pre-trained in {timings[f'{name} pre-train']:.1f}s")
@@ -87,7 +91,19 @@ def run_seed(
                 on_pretrained(name, pre)
             for d, split in splits.items():
                 t0 = time.perf_counter()
-                _peace_domain(results, name, pre, ds, d, split, vcfg, ks, show_progress)
+                _peace_domain(
+                    results,
+                    name,
+                    pre,
+                    ds,
+                    d,
+                    split,
+                    vcfg,
+                    ks,
+                    show_progress,
+                    zero_shot=name not in FINE_TUNED,
+                    normal=name not in ZERO_SHOT,
+                )
                 timings[f"{name} {ds.domains[d]}"] = time.perf_counter() - t0
         elif name in REFERENCES:
             for d, split in splits.items():
@@ -116,7 +132,7 @@ def run_seed(
                     evaluate_ranker(ranker, target, test, ks, cfg.seed),
                 )
         else:
-            known = list(PEACE_VARIANTS) + list(REFERENCES)
+            known = list(PEACE_VARIANTS) + list(REFERENCES) + list(COMPETITORS)
             raise ValueError(f"unknown model {name!r}; choose from {known}.")
     return results, timings
 
@@ -137,22 +153,32 @@ def _peace_domain(
     cfg: PeaceConfig,
     ks: tuple[int, ...],
     show_progress: bool,
+    zero_shot: bool = True,
+    normal: bool = True,
 ) -> None:
+    """The zero-shot rows and/or the fine-tuned (normal) row of one pre-trained model."""
     target = TargetDomain(ds, d)
     domain = ds.domains[d]
     valid = ranking_task(split.valid, split.train)
     test = ranking_task(split.test, _concat(split.train, split.valid))
-    zero = ZeroShotRanker(pre, target, cfg.eval.zero_shot_scorer)
-    _record(
-        results,
-        name,
-        "zero-shot",
-        domain,
-        evaluate_ranker(zero, target, ranking_task(split.all), ks, cfg.seed),
-    )
-    _record(
-        results, name, "zero-shot-test", domain, evaluate_ranker(zero, target, test, ks, cfg.seed)
-    )
+    if zero_shot:
+        zero = ZeroShotRanker(pre, target, cfg.eval.zero_shot_scorer)
+        _record(
+            results,
+            name,
+            "zero-shot",
+            domain,
+            evaluate_ranker(zero, target, ranking_task(split.all), ks, cfg.seed),
+        )
+        _record(
+            results,
+            name,
+            "zero-shot-test",
+            domain,
+            evaluate_ranker(zero, target, test, ks, cfg.seed),
+        )
+    if not normal:
+        return
     ranker = PeaceRanker(pre, target, cfg)
     fit_ranker(ranker, target, split.train, valid, cfg.finetune, cfg.seed, ks, show_progress)
     _record(results, name, "normal", domain, evaluate_ranker(ranker, target, test, ks, cfg.seed))

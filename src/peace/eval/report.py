@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from peace.baselines import FINE_TUNED, ZERO_SHOT
 from peace.eval.results import METRICS, SETTINGS
 from peace.utils import atomic_write_text
 
@@ -30,6 +31,8 @@ MODEL_ORDER = (
     "PEACE w/o PEA",
     "Popularity",
     "DeepFM",
+    *FINE_TUNED,
+    *ZERO_SHOT,
 )
 ABLATION_VARIANTS = ("PEACE", "PEACE w/o GL", "PEACE w/o CPL", "PEACE w/o PEA")
 PEACE = "PEACE"
@@ -485,9 +488,12 @@ def _count(v: Any) -> str:
 
 
 def _section_normal(res: Results) -> str:
+    models = [m for m in res.models_in("normal") if m not in ABLATION_VARIANTS[1:]]
     return (
         "Analogue of Table 2: every model fine-tuned (or fitted) on the target domain's first "
-        "70%, tested on its last 15%.\n\n" + setting_tables(res, "normal")
+        "70%, tested on its last 15%. The pre-trained competitors are pre-trained on the source "
+        "domains like PEACE and fine-tuned with the same DeepFM head; PEACE's ablation variants "
+        "are in Section 5.\n\n" + setting_tables(res, "normal", models)
     )
 
 
@@ -657,7 +663,7 @@ def win_loss(res: Results) -> list[dict[str, Any]]:
             others = [
                 (m, v)
                 for m in res.models
-                if m != PEACE and (v := res.get(m, setting, d, head)) is not None
+                if m not in ABLATION_VARIANTS and (v := res.get(m, setting, d, head)) is not None
             ]
             if not others:
                 continue
@@ -741,8 +747,8 @@ def _section_wins(res: Results) -> str:
         "llrlrrrr",
     )
     notes = [
-        f"PEACE's {head} against the best other model (its variants included) of the same "
-        "setting and domain; a positive margin means PEACE is ahead.",
+        f"PEACE's {head} against the best other model (its own ablation variants excluded) of "
+        "the same setting and domain; a positive margin means PEACE is ahead.",
         table,
         "\n".join(sentences),
     ]
@@ -873,9 +879,27 @@ def _section_reproduce(doc: Mapping[str, Any]) -> str:
             "Environment:\n\n"
             + _table(["Item", "Value"], [[str(k), _value(v)] for k, v in env.items()], "ll")
         )
+    runs = doc.get("runs") or []
+    if len(runs) > 1:
+        rows = [
+            [str(i), ", ".join(r.get("models") or []), f"{float(r.get('wall_seconds') or 0):,.0f}"]
+            for i, r in enumerate(runs, start=1)
+        ]
+        parts.append(
+            "The rows come from several runs on the same data, seeds and configuration "
+            "(`peace benchmark --update` keeps the rows of the models it does not run):\n\n"
+            + _table(["Run", "Models", "Wall (s)"], rows, "llr")
+        )
+    jobs = doc.get("jobs")
+    if isinstance(jobs, Mapping):
+        parts.append(
+            f"The last run used {jobs.get('processes')} worker processes with "
+            f"{jobs.get('threads_per_process')} torch thread(s) each."
+        )
     wall = doc.get("wall_seconds")
     if isinstance(wall, (int, float)) and not isinstance(wall, bool):
-        parts.append(f"Wall time of the whole run: {format_duration(wall)} ({wall:,.0f} s).")
+        what = "all runs together" if len(runs) > 1 else "the whole run"
+        parts.append(f"Wall time of {what}: {format_duration(wall)} ({wall:,.0f} s).")
     timings = doc.get("timings") or {}
     if timings:
         rows = timing_rows(timings, doc.get("seeds") or [])

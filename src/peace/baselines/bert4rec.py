@@ -1,0 +1,176 @@
+"""BERT4Rec (Sun et al., CIKM 2019): bidirectional self-attention trained by the cloze task.
+
+Followed: a bidirectional Transformer (multi-head self-attention and a position-wise feed-forward
+network with GELU, each residual with layer normalisation, dropout) over the item (here: entity)
+sequence with learned positional embeddings; pre-training by the cloze task, where a share of the
+sequence's tokens is replaced by a [MASK] token and each masked token is predicted from both sides
+by a softmax over the whole vocabulary, its logits being a GELU projection of the output times the
+shared token embeddings plus a bias; at inference a [MASK] is appended after the last token and
+its output is the user vector. A.3: 2 layers, 2 heads, learned positions, d = 64.
+
+Choices: the entity-oriented strategy of A.3 makes the vocabulary the entities (the cloze softmax
+runs over all |E| entity rows), and the appended [MASK] is trained on the pairs of the
+pre-training batch: its output scores the record's entities by inner product with binary
+cross-entropy (``"et"``); ``"total"`` is ``et + cloze``. Each real token is masked with
+probability 0.2 (the paper's share for MovieLens); the cloze loss is the mean cross-entropy over a
+uniform draw of at most ``max_masked`` (5) of each sequence's masked tokens, which keeps the
+|E|-way softmax cheap. Masking draws from torch's global generator, which the trainer seeds, and
+happens only in training mode. Layers are pre-norm with a final layer norm, the feed-forward width
+equals d (as SASRec's here), token embeddings are scaled by sqrt(d) before the positions are
+added, and dropout is 0.1 on the hidden states but none on the attention probabilities, so that
+attention runs in PyTorch's fused kernel (about half the step time on a CPU;
+``attention_dropout`` sets it). The last layer computes only the outputs that are read (the
+appended [MASK], and the masked positions in pre-training); the others cannot change them. The
+sequence is the user's entity tokens of all source domains, domain blocks in domain order
+(:func:`peace.baselines.base.left_align`), followed by the [MASK], so L + 1 positions in all.
+
+Sequence length: the encoder reads the last 20 entity tokens of each source domain
+(:class:`peace.baselines.base.RecentWindow`, ``per_domain``), where PEACE reads H per domain;
+self-attention over PEACE's full |S| * H tokens costs a multiple of L^2 per record, more than the
+public benchmark's CPU budget allows for this model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from peace.baselines.base import (
+    RecentWindow,
+    SourceContext,
+    TokenEmbedding,
+    TransferModel,
+    entity_loss,
+    left_align,
+)
+from peace.config import PeaceConfig
+
+
+class EncoderLayer(nn.Module):
+    """A pre-norm bidirectional Transformer layer whose outputs may be a subset of positions.
+
+    Shapes:
+        x ``[B, N, d]``, keys ``[B, N]`` (True: a real position to attend to), select ``[B, Q]``
+        positions or None (all) -> ``[B, Q, d]`` (``[B, N, d]`` without ``select``).
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float, attention_dropout: float) -> None:
+        super().__init__()
+        self.heads, self.p = heads, attention_dropout
+        self.norm_attn = nn.LayerNorm(dim)
+        self.query = nn.Linear(dim, dim)
+        self.key_value = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, keys: Tensor, select: Tensor | None = None) -> Tensor:
+        b, n, d = x.shape
+        h = self.norm_attn(x)
+        if select is not None:
+            index = select.unsqueeze(-1).expand(-1, -1, d)
+            x, hq = x.gather(1, index), h.gather(1, index)
+        else:
+            hq = h
+        dh = d // self.heads
+        q = self.query(hq).view(b, -1, self.heads, dh).transpose(1, 2)  # [B, H, Q, dh]
+        k, v = self.key_value(h).view(b, n, 2, self.heads, dh).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=keys[:, None, None, :], dropout_p=self.p if self.training else 0.0
+        )
+        x = x + self.dropout(self.out(attended.transpose(1, 2).reshape(b, -1, d)))
+        return x + self.dropout(self.ff(self.norm_ff(x)))
+
+
+class BERT4Rec(TransferModel):
+    """BERT4Rec on entity sequences; the user vector is the appended [MASK]'s output ``[B, d]``."""
+
+    display_name = "BERT4Rec"
+    reference = (
+        "Sun et al., BERT4Rec: Sequential Recommendation with Bidirectional Encoder "
+        "Representations from Transformer, CIKM 2019"
+    )
+
+    def __init__(
+        self,
+        ctx: SourceContext,
+        cfg: PeaceConfig,
+        blocks: int = 2,
+        heads: int = 2,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        mask_rate: float = 0.2,
+        max_masked: int = 5,
+        per_domain: int = 20,
+    ) -> None:
+        super().__init__()
+        self.window = RecentWindow(ctx, per_domain)
+        d = cfg.model.dim
+        self.dim, self.pad, self.mask_id = d, ctx.pad, ctx.pad + 1
+        self.mask_rate, self.max_masked = mask_rate, max_masked
+        self.embedding = TokenEmbedding(ctx.num_entities, d, extra=1)  # row |E| + 1 = [MASK]
+        self.position = nn.Embedding(self.window.length + 1, d)
+        self.layers = nn.ModuleList(
+            [EncoderLayer(d, heads, dropout, attention_dropout) for _ in range(blocks)]
+        )
+        self.norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(dropout)
+        self.projection = nn.Linear(d, d)  # the cloze head: GELU(W h + b) E^T + b^O
+        self.output_bias = nn.Parameter(torch.zeros(ctx.num_entities))
+
+    def encoder_table(self, graph: object | None = None) -> Tensor:
+        """Entity rows and the padding row ``[|E| + 1, d]`` (the [MASK] row is not in it)."""
+        return self.embedding.table()[: self.pad + 1]
+
+    def _encode(self, table: Tensor, tokens: Tensor, mask: Tensor, select: Tensor) -> Tensor:
+        """Right-aligned ``[B, L]`` tokens (ids up to [MASK]) and an appended [MASK]; the outputs
+        ``[B, Q, d]`` at positions ``select`` ``[B, Q]`` of the L + 1."""
+        lookup = torch.cat([table, self.embedding.weight[self.mask_id :]])
+        tokens = torch.cat([tokens, tokens.new_full((len(tokens), 1), self.mask_id)], 1)
+        keys = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
+        length = tokens.shape[1]
+        positions = torch.arange(
+            self.position.num_embeddings - length, self.position.num_embeddings
+        )
+        x = self.dropout(
+            F.embedding(tokens, lookup) * math.sqrt(self.dim) + self.position(positions)
+        )
+        for i, layer in enumerate(self.layers):
+            x = layer(x, keys, select if i == len(self.layers) - 1 else None)
+        return self.norm(x)
+
+    def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        tokens, mask = left_align(*self.window(tokens, mask), self.pad)
+        last = torch.full((len(tokens), 1), tokens.shape[1])
+        return self._encode(table, tokens, mask, last)[:, 0]
+
+    def _cloze_positions(self, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Which tokens to mask ``[B, L]`` (each real one with probability ``mask_rate``), and
+        the ones to predict: positions ``[B, K]`` and whether each is masked ``[B, K]``, a uniform
+        draw of at most K = ``max_masked`` masked tokens per row."""
+        draws = torch.rand(mask.shape).masked_fill(~mask, 2.0)
+        masked = draws < self.mask_rate
+        values, positions = draws.topk(min(self.max_masked, mask.shape[1]), dim=1, largest=False)
+        return masked, positions, values < self.mask_rate
+
+    def pretrain_losses(self, table: Tensor, batch, tau: float, gamma: float) -> dict[str, Tensor]:
+        tokens, mask = left_align(*self.window(batch.tokens, batch.mask), self.pad)
+        if not self.training:  # held-out pairs: no masking, the entity loss alone
+            loss = entity_loss(self.encode_users(table, None, tokens, mask), table, batch)
+            return {"et": loss, "total": loss}
+        masked, positions, chosen = self._cloze_positions(mask)
+        answers = tokens.gather(1, positions)[chosen]  # [N]
+        corrupted = tokens.masked_fill(masked, self.mask_id)
+        last = torch.full((len(tokens), 1), tokens.shape[1])
+        out = self._encode(table, corrupted, mask, torch.cat([positions, last], 1))  # [B, K+1, d]
+        et = entity_loss(out[:, -1], table, batch)
+        if len(answers) == 0:
+            return {"et": et, "total": et}
+        hidden = F.gelu(self.projection(out[:, :-1][chosen]))  # [N, d]
+        logits = hidden @ table[: self.pad].T + self.output_bias  # [N, |E|]
+        cloze = F.cross_entropy(logits, answers)
+        return {"et": et, "total": et + cloze}

@@ -1,0 +1,378 @@
+"""PCRec (Wang et al., 2021): contrastive pre-training of a graph encoder for cross-domain use.
+
+Followed: PCRec pre-trains a graph encoder on the source domain with self-supervised contrastive
+learning in the manner of GCC: two randomly sampled subgraph instances around the same node form
+a positive pair, the instances of other nodes are its negatives, and InfoNCE is minimised; the
+pre-trained encoder then initialises the node representations used on the target domain. The
+PEACE paper runs it with two backbones (Sec. 5.1.2, A.3), both here:
+
+* :class:`PCRecL` (PCRec-L): LightGCN, 2 layers, layer combination weights alpha_k = 1/3 for
+  layers 0, 1, 2, L2 regularisation 1e-4.
+* :class:`PCRecD` (PCRec-D): a disentangled GNN with DisenGCN's neighbourhood routing
+  (Ma et al., ICML 2019): 8 factors (channels of d / 8), 2 layers.
+
+Choices: the graph is the user-entity bipartite graph of the pre-training positives (nodes in the
+encoder-table order of :class:`peace.baselines.base.UserEntityGraph`). The recommendation loss is
+the entity-oriented binary cross-entropy of A.3 (:func:`peace.baselines.base.entity_loss`) over
+the batch's user-entity pairs (PCRec fine-tunes with BPR on user-item pairs), with L2 1e-4 on the
+batch's input rows (squared norms over the batch size); the contrastive term (temperature 0.2)
+is taken over the batch's distinct users and, separately, its distinct target entities, as in
+:mod:`peace.baselines.simgcl`. The subgraph instances are made cheaply instead of by GCC's random
+walks with restart:
+
+* PCRec-L: each view drops every interaction with probability 0.2 (both directions) and is
+  propagated with the renormalised adjacency; the recommendation loss uses the full graph.
+* PCRec-D: a view samples 8 neighbours per node with replacement at every layer, as DisenGCN's
+  own training does. The recommendation loss uses one such view of the whole graph; the second
+  view is sampled only around the batch's nodes (their 2-hop sampled subgraph, as GCC samples a
+  subgraph per query node). At inference (eval mode) every neighbour is used; messages are
+  averaged (weight 1 / sample size, or 1 / degree), so sampled training and full inference
+  agree in scale.
+
+The contrastive weight lambda was chosen by the held-out criterion on MovieLens-1M (benchmark
+configuration, 400 steps), because the contrastive gradient on cosine similarities outweighs the
+recommendation gradient by orders of magnitude on the small LightGCN vectors of this dense graph:
+PCRec-L, lambda = 1e-3 (0.1, 1e-3, 1e-4, 3e-5, 0 gave 0.6931, 0.6929, 0.6937, 0.6927, 0.6923,
+all within noise: with the input layer in its mean, PCRec-L barely beats chance on later records
+whatever lambda, so the largest weight that does not worsen it is kept); PCRec-D, lambda = 0.01
+(0.1, 0.01, 0 gave 0.6924, 0.6287, 0.6188: the largest tested weight at which it still learns).
+Randomness comes from torch's global generator and only in training mode.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from peace.baselines.base import SourceContext, TransferModel, entity_loss, info_nce
+from peace.baselines.simgcl import (
+    NodeEmbedding,
+    SymmetricGraph,
+    batch_nodes,
+    l2_penalty,
+    symmetric_mm,
+    user_entity_pairs,
+)
+from peace.config import PeaceConfig
+
+
+class _ContrastiveGraphModel(TransferModel):
+    """Shared pre-training of PCRec: entity BCE + lambda InfoNCE(view a, view b) + L2.
+
+    Subclasses set ``self.graph`` (:class:`SymmetricGraph`), ``self.embedding``
+    (:class:`NodeEmbedding`) and implement :meth:`encoder_table` and :meth:`_views`.
+    """
+
+    def __init__(
+        self, ctx: SourceContext, cfg: PeaceConfig, cl_weight: float, cl_tau: float, l2: float
+    ) -> None:
+        super().__init__()
+        self.num_entities = ctx.num_entities
+        self.num_nodes = ctx.num_entities + 1 + ctx.num_users
+        self.cl_weight, self.cl_tau, self.l2 = cl_weight, cl_tau, l2
+        self.graph = SymmetricGraph(user_entity_pairs(ctx), self.num_nodes)
+
+    def _views(self, table: Tensor, nodes: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows ``nodes`` ``[n]`` of two augmented views, ``[n, d]`` each (training mode only)."""
+        raise NotImplementedError
+
+    def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        return table[users + self.num_entities + 1]
+
+    def pretrain_losses(self, table: Tensor, batch, tau: float, gamma: float) -> dict[str, Tensor]:
+        users = self.encode_users(table, batch.users, batch.tokens, batch.mask)
+        loss = entity_loss(users, table, batch)
+        out = {"et": loss, "total": loss}
+        if self.training:
+            user_nodes, entity_nodes = batch_nodes(batch, self.num_entities)
+            a, b = self._views(table, torch.cat([user_nodes, entity_nodes]))
+            n = len(user_nodes)
+            cl = info_nce(a[:n], b[:n], self.cl_tau)
+            if len(entity_nodes):
+                cl = cl + info_nce(a[n:], b[n:], self.cl_tau)
+            reg = l2_penalty(self.embedding(), batch, self.num_entities)
+            out["total"] = loss + self.cl_weight * cl + self.l2 * reg
+        return out
+
+
+class PCRecL(_ContrastiveGraphModel):
+    """PCRec with a LightGCN encoder: table ``[|E| + 1 + U, d]``, user vectors ``[B, d]``."""
+
+    display_name = "PCRec-L"
+    reference = (
+        "Wang et al., Pre-training Graph Neural Network for Cross Domain Recommendation, 2021"
+    )
+
+    def __init__(
+        self,
+        ctx: SourceContext,
+        cfg: PeaceConfig,
+        layers: int = 2,
+        drop_rate: float = 0.2,
+        cl_weight: float = 1e-3,
+        cl_tau: float = 0.2,
+        l2: float = 1e-4,
+    ) -> None:
+        super().__init__(ctx, cfg, cl_weight, cl_tau, l2)
+        self.layers, self.drop_rate = layers, drop_rate
+        self.embedding = NodeEmbedding(self.num_nodes, cfg.model.dim, ctx.pad)
+
+    def _encode(self, adjacency: Tensor) -> Tensor:
+        """sum_k alpha_k A^k x with alpha_k = 1 / (L + 1), k = 0..L."""
+        h = self.embedding()
+        total = h
+        for _ in range(self.layers):
+            h = symmetric_mm(adjacency, h)
+            total = total + h
+        return total / (self.layers + 1)
+
+    def encoder_table(self, graph: object | None = None) -> Tensor:
+        return self._encode(self.graph.adjacency)
+
+    def _views(self, table: Tensor, nodes: Tensor) -> tuple[Tensor, Tensor]:
+        a = self._encode(self.graph.dropped(self.drop_rate))
+        b = self._encode(self.graph.dropped(self.drop_rate))
+        return a[nodes], b[nodes]
+
+
+@dataclass
+class Messages:
+    """Weighted messages grouped by receiving node, cut into blocks of consecutive nodes.
+
+    Attributes:
+        src, dst, weight: ``[M]`` sender, receiver (non-decreasing) and weight of each message.
+        blocks: ``(first node, end node, first message, end message)`` spans covering every node,
+            each holding exactly the messages its nodes receive.
+        fan_in: when every node receives exactly this many messages (``M = N * fan_in``), blocks
+            are routed as dense ``[n, fan_in, K, D]`` tensors; None for a general graph.
+    """
+
+    src: Tensor
+    dst: Tensor
+    weight: Tensor
+    blocks: list[tuple[int, int, int, int]]
+    fan_in: int | None = None
+
+
+def uniform_blocks(num: int, fan_in: int, budget: int) -> list[tuple[int, int, int, int]]:
+    """:func:`message_blocks` for ``num`` nodes receiving ``fan_in`` messages each."""
+    step = max(budget // fan_in, 1)
+    return [
+        (n0, min(n0 + step, num), n0 * fan_in, min(n0 + step, num) * fan_in)
+        for n0 in range(0, num, step)
+    ]
+
+
+def message_blocks(pointer: Tensor, budget: int) -> list[tuple[int, int, int, int]]:
+    """Spans of consecutive nodes with at most ``budget`` messages each (or one node).
+
+    ``pointer`` ``[N + 1]``: node n receives messages ``pointer[n]:pointer[n + 1]``.
+    """
+    ptr = pointer.tolist()
+    blocks, n0, num = [], 0, len(ptr) - 1
+    while n0 < num:
+        n1 = max(bisect.bisect_right(ptr, ptr[n0] + budget, lo=n0 + 1) - 1, n0 + 1)
+        blocks.append((n0, n1, ptr[n0], ptr[n1]))
+        n0 = n1
+    return blocks
+
+
+def neighbour_routing(
+    z: Tensor,
+    messages: Messages,
+    iterations: int,
+    tau: float = 1.0,
+    centres: Tensor | None = None,
+) -> Tensor:
+    """DisenGCN's neighbourhood routing: one layer over weighted messages to every node.
+
+    For every node u and factor k, starting from c_{u,k} = z_{u,k}, repeat: each message from v
+    is split over the factors by p_{v,k} = softmax_k(z_{v,k} . c_{u,k} / tau), and
+    c_{u,k} = normalize(z_{u,k} + sum_v w_{uv} p_{v,k} z_{v,k}). A node's result depends only on
+    the z of its senders, so each block of nodes is routed on its own, with cache-sized tensors.
+    The routing weights p of the last iteration are computed without gradient; the output is
+    differentiable in the messages and centres (``iterations`` >= 1).
+
+    Shapes:
+        z ``[N, K, D]`` (unit-norm per factor) -> c ``[N, K, D]``; with ``centres`` ``[R, K, D]``
+        (the receivers' own z when they are not ``z``'s rows ``0..R-1``), messages are sent by
+        rows of ``z`` to rows of ``centres`` and the result is ``[R, K, D]``.
+    """
+    centres = z if centres is None else centres
+    out = []
+    for n0, n1, m0, m1 in messages.blocks:
+        centre = centres[n0:n1]
+        if m1 == m0:
+            out.append(centre)
+            continue
+        neigh = z[messages.src[m0:m1]]  # [m, K, D]
+        weight = messages.weight[m0:m1]
+        if messages.fan_in is not None:
+            out.append(_route_dense(centre, neigh, weight, messages.fan_in, iterations, tau))
+        else:
+            local = messages.dst[m0:m1] - n0
+            out.append(_route_sparse(centre, neigh, local, weight, iterations, tau))
+    return torch.cat(out)
+
+
+def _route_dense(
+    centre: Tensor, neigh: Tensor, weight: Tensor, fan_in: int, iterations: int, tau: float
+) -> Tensor:
+    """Routing of ``[n, K, D]`` centres, each receiving ``fan_in`` consecutive messages."""
+    neigh = neigh.view(len(centre), fan_in, *centre.shape[1:])  # [n, S, K, D]
+    weight = weight.view(len(centre), fan_in, 1)
+    with torch.no_grad():  # routing weights are constants of the backward pass
+        c = centre
+        for step in range(iterations):
+            logits = (neigh * c.unsqueeze(1)).sum(-1)  # [n, S, K]
+            p = torch.softmax(logits if tau == 1.0 else logits / tau, dim=-1) * weight
+            if step < iterations - 1:
+                c = F.normalize(centre + (neigh * p.unsqueeze(-1)).sum(1), dim=-1)
+    return F.normalize(centre + (neigh * p.unsqueeze(-1)).sum(1), dim=-1)
+
+
+def _route_sparse(
+    centre: Tensor, neigh: Tensor, local: Tensor, weight: Tensor, iterations: int, tau: float
+) -> Tensor:
+    """Routing of ``[n, K, D]`` centres over messages ``[m, K, D]`` sent to ``local`` ids."""
+    weight = weight.unsqueeze(-1)
+    with torch.no_grad():  # routing weights are constants of the backward pass
+        c = centre
+        for step in range(iterations):
+            logits = (neigh * c[local]).sum(-1)  # [m, K]
+            p = torch.softmax(logits if tau == 1.0 else logits / tau, dim=-1) * weight
+            if step < iterations - 1:
+                agg = torch.zeros_like(centre).index_add(0, local, neigh * p.unsqueeze(-1))
+                c = F.normalize(centre + agg, dim=-1)
+    agg = torch.zeros_like(centre).index_add(0, local, neigh * p.unsqueeze(-1))
+    return F.normalize(centre + agg, dim=-1)
+
+
+class PCRecD(_ContrastiveGraphModel):
+    """PCRec with a disentangled (DisenGCN) encoder: table ``[|E| + 1 + U, d]``, users ``[B, d]``.
+
+    The input embeddings are projected by one linear map to K factors of d / K dimensions, each
+    normalised (DisenGCN's first layer, here without a non-linearity so inner-product logits may
+    be negative); every routing layer is parameter-free (3 routing iterations, routing
+    temperature 1, no dropout) and its output feeds the next; the table is the last layer's
+    factors concatenated (each factor unit-norm) times one learned scale, padding row zero.
+    The routing weights are treated as constants of the backward pass (gradients flow through
+    the messages, not through the choice of factor), which keeps the backward pass to one
+    aggregation per layer; the forward values are DisenGCN's.
+    """
+
+    display_name = "PCRec-D"
+    reference = (
+        "Wang et al., Pre-training Graph Neural Network for Cross Domain Recommendation, 2021"
+    )
+
+    def __init__(
+        self,
+        ctx: SourceContext,
+        cfg: PeaceConfig,
+        factors: int = 8,
+        layers: int = 2,
+        iterations: int = 3,
+        sample: int = 8,
+        cl_weight: float = 0.01,
+        cl_tau: float = 0.2,
+        l2: float = 1e-4,
+    ) -> None:
+        super().__init__(ctx, cfg, cl_weight, cl_tau, l2)
+        dim = cfg.model.dim
+        if dim % factors:
+            raise ValueError(f"PCRec-D needs model.dim ({dim}) divisible by {factors} factors.")
+        if iterations < 1:
+            raise ValueError("PCRec-D needs at least one routing iteration.")
+        self.factors, self.layers, self.iterations, self.sample = (
+            factors,
+            layers,
+            iterations,
+            sample,
+        )
+        self.embedding = NodeEmbedding(self.num_nodes, dim, ctx.pad, init="normal")
+        self.project = nn.Linear(dim, dim)
+        # One learned output scale (rows start at unit norm) so that inner-product logits can be
+        # calibrated; the factors themselves stay unit-norm as in DisenGCN.
+        self.scale = nn.Parameter(torch.tensor(factors**-0.5))
+        keep = torch.ones(self.num_nodes, 1)
+        keep[ctx.pad] = 0.0
+        self._keep = keep
+        g = self.graph
+        self._full = Messages(
+            g.src, g.dst, 1.0 / g.degree[g.dst], message_blocks(g.crow, self.BLOCK)
+        )
+        self._all_nodes = torch.arange(self.num_nodes)
+
+    #: messages per routing block (tensors of about 4 MB at d = 64)
+    BLOCK = 16384
+
+    def _sample(self, centres: Tensor) -> tuple[Tensor, Tensor]:
+        """``sample`` neighbours of each centre ``[r]``, with replacement (torch's global RNG).
+
+        Returns senders ``[r * sample]`` (an isolated centre sends to itself) and weights
+        ``[r * sample]`` (1 / sample; 0 for an isolated centre).
+        """
+        g = self.graph
+        degree = g.degree.long()[centres, None]
+        pick = (torch.rand(len(centres), self.sample) * degree).long()
+        slot = (g.crow[centres, None] + pick).clamp(max=max(len(g.src) - 1, 0))
+        senders = g.src[slot] if len(g.src) else centres[:, None].expand(-1, self.sample)
+        senders = torch.where(degree > 0, senders, centres[:, None])
+        weight = ((degree > 0).float() / self.sample).expand(-1, self.sample)
+        return senders.flatten(), weight.flatten()
+
+    def sampled_messages(self) -> Messages:
+        """``sample`` sampled neighbours for every node (one random subgraph view)."""
+        src, weight = self._sample(self._all_nodes)
+        dst = self._all_nodes.repeat_interleave(self.sample)
+        blocks = uniform_blocks(self.num_nodes, self.sample, self.BLOCK)
+        return Messages(src, dst, weight, blocks, self.sample)
+
+    def _factors(self, rows: Tensor | None = None) -> Tensor:
+        """Input factors ``[N or r, K, D]``: projected input rows, unit-norm per factor."""
+        x = self.embedding()
+        x = self.project(x if rows is None else x[rows])
+        return F.normalize(x.view(len(x), self.factors, -1), dim=-1)
+
+    def _encode(self, messages: Messages) -> Tensor:
+        z = self._factors()
+        for _ in range(self.layers):
+            z = neighbour_routing(z, messages, self.iterations)
+        return z.flatten(1) * (self._keep * self.scale)
+
+    def subgraph_rows(self, nodes: Tensor) -> Tensor:
+        """Rows ``[n, d]`` of a fresh sampled view, computed on the sampled subgraph of ``nodes``.
+
+        Layer by layer from the top, each layer's receivers sample their senders; only the
+        union of the receivers below is encoded, as GCC samples a subgraph per query node.
+        """
+        uniq, inverse = torch.unique(nodes, return_inverse=True)
+        receivers, senders, weights = [uniq], [], []
+        for _ in range(self.layers):
+            src, weight = self._sample(receivers[0])
+            senders.insert(0, src)
+            weights.insert(0, weight)
+            receivers.insert(0, torch.unique(torch.cat([receivers[0], src])))
+        h = self._factors(receivers[0])
+        for layer in range(1, self.layers + 1):
+            below, here = receivers[layer - 1], receivers[layer]
+            src = torch.searchsorted(below, senders[layer - 1])
+            dst = torch.arange(len(here)).repeat_interleave(self.sample)
+            blocks = uniform_blocks(len(here), self.sample, self.BLOCK)
+            messages = Messages(src, dst, weights[layer - 1], blocks, self.sample)
+            h = neighbour_routing(
+                h, messages, self.iterations, centres=h[torch.searchsorted(below, here)]
+            )
+        return (h.flatten(1) * (self._keep[uniq] * self.scale))[inverse]
+
+    def encoder_table(self, graph: object | None = None) -> Tensor:
+        """Sampled neighbourhoods in training mode, every neighbour in eval mode."""
+        return self._encode(self.sampled_messages() if self.training else self._full)
+
+    def _views(self, table: Tensor, nodes: Tensor) -> tuple[Tensor, Tensor]:
+        return table[nodes], self.subgraph_rows(nodes)

@@ -1,0 +1,186 @@
+"""``peace benchmark --update``: add or replace models in an existing benchmark report.
+
+A benchmark of many models is long; adding a model should not mean running the others again.
+With ``--update`` the rows, search trail, chosen values and timings of the models *not* listed in
+``--models`` are kept from ``OUT/results.json``, provided it was made from the same dataset, the
+same seeds and the same configuration; the listed models are run and their rows added (or
+replaced). Every run is recorded in ``runs`` (command, models, wall time, environment), and the
+report's wall time is their sum.
+
+The entity vectors and prototypes of PEACE and PEACE w/o CPL (the t-SNE section of the report)
+are kept in ``OUT/embeddings.npz``; when that file is missing they are rebuilt by pre-training the
+two variants again with the recorded chosen values and the first seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from peace.config import PeaceConfig
+from peace.data.dataset import Dataset
+
+EMBEDDED = ("PEACE", "PEACE w/o CPL")
+
+
+class UpdateError(ValueError):
+    """An existing report that cannot be extended by this run; the message says why."""
+
+
+def _model_of(key: str, models: list[str]) -> str | None:
+    """The longest model name that ``key`` (e.g. "PEACE w/o GL Horror") starts with."""
+    hits = [m for m in models if key == m or key.startswith(m + " ")]
+    return max(hits, key=len) if hits else None
+
+
+def kept_document(
+    path: Path, dataset: str, seeds: list[int], cfg: PeaceConfig, models: tuple[str, ...]
+) -> dict:
+    """The part of the results document at ``path`` that belongs to models not in ``models``."""
+    if not path.is_file():
+        raise UpdateError(f"--update: {path} does not exist; run without --update first.")
+    doc = json.loads(path.read_text())
+    try:
+        check_document(doc, path, dataset, seeds, cfg)
+    except UpdateError as exc:
+        raise UpdateError(f"--update: {exc}") from None
+    old_models = sorted({r["model"] for r in doc["rows"]})
+    variants = [m for m in old_models if m.startswith("PEACE")]
+    rerun = [m for m in variants if m in models]
+    if rerun and len(rerun) != len(variants):
+        raise UpdateError(
+            f"--update: the PEACE variants share PEACE's search; run all of {variants} or none "
+            f"(got {rerun})."
+        )
+    kept = [m for m in old_models if m not in models]
+    timings = {
+        seed: {k: v for k, v in t.items() if _model_of(k, old_models) in kept}
+        for seed, t in (doc.get("timings") or {}).items()
+    }
+    runs = doc.get("runs") or [
+        {
+            "command": " && ".join(doc.get("commands") or []),
+            "models": old_models,
+            "wall_seconds": doc.get("wall_seconds"),
+            "environment": doc.get("environment"),
+        }
+    ]
+    return {
+        "rows": [r for r in doc["rows"] if r["model"] in kept],
+        "search": [t for t in doc.get("search", []) if t["model"].split(" (")[0] in kept],
+        "chosen": {m: v for m, v in (doc.get("chosen") or {}).items() if m in kept},
+        "timings": timings,
+        "variants": {m: v for m, v in (doc.get("variants") or {}).items() if m in kept},
+        "references": [m for m in doc.get("references", []) if m in kept],
+        "runs": runs,
+    }
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key}: {x!r} there, {y!r} here")
+    return out
+
+
+def check_document(doc: dict, path: Path, dataset: str, seeds: list[int], cfg: PeaceConfig) -> None:
+    """Raise :class:`UpdateError` unless ``doc`` is for this dataset, seeds and configuration."""
+    if doc.get("dataset") != dataset:
+        raise UpdateError(
+            f"{path} is for dataset {doc.get('dataset')!r}, not {dataset!r}; "
+            "pass the same --data or another --out."
+        )
+    if list(doc.get("seeds", [])) != list(seeds):
+        raise UpdateError(
+            f"{path} has seeds {doc.get('seeds')}, this run {seeds}; pass the same --seeds and seed."
+        )
+    current = json.loads(json.dumps(cfg.to_dict()))
+    if doc.get("config") != current:
+        diff = sorted(_differences(doc.get("config") or {}, current))
+        raise UpdateError(
+            f"{path} was made with another configuration ({', '.join(diff[:5])}); "
+            "pass the same --config/--set or another --out."
+        )
+
+
+def merge_update(previous: dict, new: dict, run: dict | list[dict]) -> dict:
+    """The kept document plus a new document; ``run`` describes the run(s) that made it."""
+    out = dict(new)
+    out["rows"] = sorted(
+        previous["rows"] + new["rows"],
+        key=lambda r: (r["model"], r["setting"], r["domain"], r["metric"]),
+    )
+    out["search"] = previous["search"] + new.get("search", [])
+    out["chosen"] = {**previous["chosen"], **new.get("chosen", {})}
+    timings = {seed: dict(t) for seed, t in previous["timings"].items()}
+    for seed, t in new.get("timings", {}).items():
+        timings.setdefault(seed, {}).update(t)
+    out["timings"] = timings
+    out["variants"] = {**previous["variants"], **new.get("variants", {})}
+    out["references"] = previous["references"] + [
+        m for m in new.get("references", []) if m not in previous["references"]
+    ]
+    runs = run if isinstance(run, list) else [run]
+    out["runs"] = previous["runs"] + runs
+    out["commands"] = [r["command"] for r in out["runs"]]
+    out["environment"] = runs[-1].get("environment")
+    out["wall_seconds"] = round(sum(float(r.get("wall_seconds") or 0) for r in out["runs"]), 1)
+    return out
+
+
+def save_embeddings(out: Path, embeddings: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    if not embeddings:
+        return
+    arrays = {}
+    for name, (entities, prototypes) in embeddings.items():
+        arrays[f"{name}|entities"] = np.asarray(entities, dtype=np.float32)
+        arrays[f"{name}|prototypes"] = np.asarray(prototypes, dtype=np.float32)
+    np.savez_compressed(out / "embeddings.npz", **arrays)
+
+
+def load_embeddings(out: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    path = out / "embeddings.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path) as fh:
+        names = {k.split("|")[0] for k in fh.files}
+        return {n: (fh[f"{n}|entities"], fh[f"{n}|prototypes"]) for n in names}
+
+
+def embeddings_for_report(
+    out: Path,
+    embeddings: dict[str, tuple[np.ndarray, np.ndarray]],
+    ds: Dataset,
+    cfg: PeaceConfig,
+    doc: dict,
+    seed: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """This run's embeddings, completed from ``embeddings.npz`` or by pre-training again."""
+    from peace.eval.benchmark import _apply
+    from peace.eval.protocol import variant_config
+    from peace.flows.pretrain import pretrain
+
+    result = dict(embeddings)
+    stored = load_embeddings(out)
+    have_rows = {r["model"] for r in doc["rows"]}
+    for name in EMBEDDED:
+        if name in result or name not in have_rows:
+            continue
+        if name in stored:
+            result[name] = stored[name]
+            continue
+        values = doc["chosen"].get("PEACE", {})
+        vcfg = variant_config(dataclasses.replace(_apply(cfg, values), seed=seed), name)
+        pre = pretrain(ds, vcfg, show_progress=False)
+        result[name] = (
+            pre.entity_table()[:-1].numpy(),
+            pre.model.prototypes.weight.detach().numpy().copy(),
+        )
+    return result
