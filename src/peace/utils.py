@@ -49,8 +49,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def progress(iterable: Iterable[T], description: str, total: int | None = None,
-             enabled: bool = True) -> Iterable[T]:
+def progress(
+    iterable: Iterable[T], description: str, total: int | None = None, enabled: bool = True
+) -> Iterable[T]:
     """A rich progress bar around ``iterable`` (silent when disabled or not a terminal)."""
     if not enabled:
         return iterable

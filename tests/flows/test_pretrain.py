@@ -38,19 +38,29 @@ def test_resume_continues_exactly(toy_dir: Path, tmp_path: Path, tiny_config) ->
 def test_warm_start_needs_the_same_id_space(toy_dir: Path, tmp_path: Path, tiny_config) -> None:
     ds = load_dataset(toy_dir)
     pretrain(ds, tiny_config, out=tmp_path / "run", show_progress=False)
-    warm = pretrain(ds, tiny_config.override(["pretrain.epochs=1"]), warm_start=tmp_path / "run",
-                    show_progress=False)
+    warm = pretrain(
+        ds,
+        tiny_config.override(["pretrain.epochs=1"]),
+        warm_start=tmp_path / "run",
+        show_progress=False,
+    )
     assert math.isfinite(warm.log[0]["loss"])
     other = load_dataset(write_dataset(toy_tables(n_users=70), tmp_path / "other"))
     # Same entities but more users: the fingerprint covers entities, relations and items only,
     # so this warm start is allowed; a different item set is not.
-    pretrain(other, tiny_config.override(["pretrain.epochs=1"]), warm_start=tmp_path / "run",
-             show_progress=False)
+    pretrain(
+        other,
+        tiny_config.override(["pretrain.epochs=1"]),
+        warm_start=tmp_path / "run",
+        show_progress=False,
+    )
     tables = toy_tables()
     tables["item_entities"] = tables["item_entities"].assign(
-        item=tables["item_entities"]["item"].str.replace("s1_", "x1_"))
+        item=tables["item_entities"]["item"].str.replace("s1_", "x1_")
+    )
     tables["interactions"] = tables["interactions"].assign(
-        item=tables["interactions"]["item"].str.replace("s1_", "x1_"))
+        item=tables["interactions"]["item"].str.replace("s1_", "x1_")
+    )
     renamed = load_dataset(write_dataset(tables, tmp_path / "renamed"))
     with pytest.raises(CheckpointError, match="another id space"):
         pretrain(renamed, tiny_config, warm_start=tmp_path / "run", show_progress=False)

@@ -251,8 +251,11 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     dup = phi.duplicated(["item", "entity"])
     if dup.any():
         row = _first_row(dup.to_numpy())
-        raise _fail(phi, f"row {row}: item {phi['item'].iloc[row]!r} lists entity "
-                    f"{phi['entity'].iloc[row]!r} twice; keep one row.")
+        raise _fail(
+            phi,
+            f"row {row}: item {phi['item'].iloc[row]!r} lists entity "
+            f"{phi['entity'].iloc[row]!r} twice; keep one row.",
+        )
     per_item = phi.groupby("item")["entity"].size()
     too_many = per_item[per_item > MAX_ENTITIES_PER_ITEM]
     if len(too_many):

@@ -69,7 +69,7 @@ def pretrain_cutoff(splits: dict[int, TargetSplit], override: str = "auto") -> f
             return float(override)
         except ValueError as exc:
             raise ValueError(
-                f"pretrain.cutoff = {override!r}: expected \"auto\" or a numeric timestamp."
+                f'pretrain.cutoff = {override!r}: expected "auto" or a numeric timestamp.'
             ) from exc
     starts = [s.test_start for s in splits.values()]
     return min(starts) if starts else float("inf")
