@@ -16,9 +16,8 @@ from peace.eval.benchmark import ALL_MODELS
 SHARED = Path(os.environ.get("PEACE_DATASETS", Path(__file__).parents[3] / "shared" / "datasets"))
 
 
-def test_quick_benchmark_writes_results_and_report(toy_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "report"
-    result = CliRunner().invoke(
+def _bench(toy_dir: Path, out: Path, *extra: str):
+    return CliRunner().invoke(
         app,
         [
             "benchmark",
@@ -34,8 +33,14 @@ def test_quick_benchmark_writes_results_and_report(toy_dir: Path, tmp_path: Path
             "model.dim=16",
             "--set",
             "model.n_interests=2",
+            *extra,
         ],
     )
+
+
+def test_quick_benchmark_writes_results_and_report(toy_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = _bench(toy_dir, out)
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "results.json").read_text())
     assert doc["seeds"] == [0]
@@ -84,28 +89,6 @@ def test_movielens_import_counts(tmp_path: Path) -> None:
     assert sources["interactions"].between(140_000, 190_000).all()
     assert targets["items"].between(61, 159).all()
     assert targets["interactions"].between(6_000, 42_000).all()
-
-
-def _bench(toy_dir: Path, out: Path, *extra: str):
-    return CliRunner().invoke(
-        app,
-        [
-            "benchmark",
-            "--data",
-            str(toy_dir),
-            "--out",
-            str(out),
-            "--seeds",
-            "1",
-            "--quick",
-            "--quiet",
-            "--set",
-            "model.dim=16",
-            "--set",
-            "model.n_interests=2",
-            *extra,
-        ],
-    )
 
 
 def test_update_adds_models_and_keeps_the_others(toy_dir: Path, tmp_path: Path) -> None:
