@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from peace.baselines.base import SourceContext, UserEntityGraph
+from peace.baselines.base import SourceContext
+from peace.baselines.graph import SymmetricGraph, symmetric_mm
 from peace.baselines.pcrec import (
     Messages,
     PCRecD,
@@ -15,7 +16,7 @@ from peace.baselines.pcrec import (
     neighbour_routing,
     uniform_blocks,
 )
-from peace.baselines.simgcl import SimGCL, SymmetricGraph, symmetric_mm
+from peace.baselines.simgcl import SimGCL
 from peace.baselines.tiger import Tiger, interest_graph_pairs
 from peace.nn.peace import PretrainBatch
 
@@ -37,7 +38,7 @@ def _context(seed: int = 0, num_entities: int = 12, num_users: int = 7) -> Sourc
         num_users=num_users,
         num_items=10,
         num_relations=2,
-        sequence_length=6,
+        sequence_length=12,
         item_entities=item_entities,
         user_entities=pairs,
         user_items=user_items,
@@ -51,9 +52,11 @@ def _batch(ctx: SourceContext, seed: int = 0) -> PretrainBatch:
     targets = torch.randint(0, ctx.num_entities, (b, c), generator=gen)
     valid = torch.rand(b, c, generator=gen) > 0.2
     targets[~valid] = ctx.pad
+    mask = torch.rand(b, ctx.sequence_length, generator=gen) > 0.3
+    tokens = torch.randint(0, ctx.num_entities, (b, ctx.sequence_length), generator=gen)
     return PretrainBatch(
-        tokens=torch.full((b, ctx.sequence_length), ctx.pad),
-        mask=torch.zeros(b, ctx.sequence_length, dtype=torch.bool),
+        tokens=torch.where(mask, tokens, torch.full_like(tokens, ctx.pad)),
+        mask=mask,
         targets=targets,
         labels=(torch.rand(b, c, generator=gen) > 0.5).float(),
         valid=valid,
@@ -61,23 +64,29 @@ def _batch(ctx: SourceContext, seed: int = 0) -> PretrainBatch:
     )
 
 
-def test_normalised_adjacency_matches_the_shared_user_entity_graph() -> None:
+def _dense_adjacency(pairs: np.ndarray, num_nodes: int) -> torch.Tensor:
+    """D^-1/2 A D^-1/2 built densely, entry by entry."""
+    a = torch.zeros(num_nodes, num_nodes)
+    for u, v in pairs:
+        a[u, v] = a[v, u] = 1.0
+    deg = a.sum(1).clamp(min=1.0)
+    return a / torch.sqrt(deg[:, None] * deg[None, :])
+
+
+def test_normalised_adjacency_matches_a_dense_construction() -> None:
     ctx = _context()
-    reference = UserEntityGraph(ctx)
+    num_nodes = ctx.num_entities + 1 + ctx.num_users
     e, u = ctx.user_entities[:, 1], ctx.user_entities[:, 0] + ctx.num_entities + 1
-    graph = SymmetricGraph(np.stack([u, e], 1), reference.num_nodes)
+    pairs = np.stack([u, e], 1)
+    graph = SymmetricGraph(pairs, num_nodes)
     dense = graph.adjacency.to_dense()
-    torch.testing.assert_close(dense, reference.adjacency.to_dense())
-    torch.testing.assert_close(dense, dense.T)
-    # Every entry of row i is 1 / sqrt(d_i d_j); rows of isolated nodes are empty.
-    deg = (dense > 0).sum(1).float()
-    rows, cols = torch.nonzero(dense, as_tuple=True)
-    torch.testing.assert_close(dense[rows, cols], (deg[rows] * deg[cols]).rsqrt())
+    torch.testing.assert_close(dense, _dense_adjacency(pairs, num_nodes))
     assert dense[ctx.num_entities].abs().sum() == 0  # the padding node
-    # Dropping edges renormalises over the kept ones, like the shared graph's dropout.
+    # Dropping edges renormalises over the kept ones.
     keep = torch.tensor([i % 3 != 0 for i in range(graph.num_pairs)])
-    kept = reference.normalised(reference.edges[:, torch.cat([keep, keep])]).to_dense()
-    torch.testing.assert_close(graph.normalised(keep).to_dense(), kept)
+    torch.testing.assert_close(
+        graph.normalised(keep).to_dense(), _dense_adjacency(pairs[keep.numpy()], num_nodes)
+    )
 
 
 def test_symmetric_product_has_the_dense_gradient() -> None:
@@ -92,20 +101,69 @@ def test_symmetric_product_has_the_dense_gradient() -> None:
     torch.testing.assert_close(x.grad, y.grad)
 
 
+def _history_of_edges(ctx: SourceContext, users: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Histories ``[B, L]`` holding exactly each user's graph entities (right-padded)."""
+    tokens = torch.full((len(users), ctx.sequence_length), ctx.pad)
+    for row, u in enumerate(users):
+        ents = ctx.user_entities[ctx.user_entities[:, 0] == u, 1]
+        tokens[row, : len(ents)] = torch.as_tensor(ents)
+    return tokens, tokens != ctx.pad
+
+
 @pytest.mark.parametrize("model_class", GRAPH_MODELS)
 def test_table_layout_and_padding(tiny_config, model_class) -> None:
     ctx = _context()
     torch.manual_seed(0)
     model = model_class(ctx, tiny_config)
+    rows = ctx.num_entities + 1
     for training in (True, False):
         model.train(training)
         table = model.encoder_table(None)
-        assert table.shape == (ctx.num_entities + 1 + ctx.num_users, tiny_config.model.dim)
+        assert table.shape == (3 * rows + ctx.num_users, tiny_config.model.dim)
         assert torch.all(table[ctx.pad] == 0)
-        users = torch.tensor([0, 3])
-        torch.testing.assert_close(
-            model.encode_users(table, users, None, None), table[users + ctx.num_entities + 1]
-        )
+        # User 6 has no edge: its input row is zero, and with no history its vector is zero.
+        assert torch.all(table[3 * rows + 6] == 0)
+        tokens, mask = _history_of_edges(ctx, [6])
+        users = model.encode_users(table, torch.tensor([6]), tokens, mask)
+        assert torch.all(users == 0)
+
+
+@pytest.mark.parametrize("model_class", [SimGCL, PCRecL])
+def test_history_propagation_equals_the_graph_for_a_user_whose_history_is_its_edges(
+    tiny_config, model_class
+) -> None:
+    """A user's history-propagated vector is its LightGCN node row when history = its edges."""
+    ctx = _context()
+    torch.manual_seed(0)
+    model = model_class(ctx, tiny_config).eval()
+    ego = model.embedding()
+    h1 = graph_mm(model.graph, ego)
+    h2 = graph_mm(model.graph, h1)
+    node_rows = (h1 + h2) / 2 if model_class is SimGCL else (ego + h1 + h2) / 3
+    users = [0, 2, 5]
+    tokens, mask = _history_of_edges(ctx, users)
+    with torch.no_grad():
+        table = model.encoder_table(None)
+        encoded = model.encode_users(table, torch.tensor(users), tokens, mask)
+    node_ids = torch.tensor(users) + ctx.num_entities + 1
+    torch.testing.assert_close(encoded, node_rows[node_ids].detach())
+    torch.testing.assert_close(
+        table[: ctx.num_entities + 1], node_rows[: ctx.num_entities + 1].detach()
+    )
+
+
+def test_a_user_without_a_graph_node_is_encoded_from_its_history(tiny_config) -> None:
+    """User 6 has no pre-training edge; a history of entities still gives it a vector, and the
+    same history gives the same vector to any user without a node."""
+    ctx = _context()
+    torch.manual_seed(0)
+    for model_class in GRAPH_MODELS:
+        model = model_class(ctx, tiny_config).eval()
+        tokens, mask = _history_of_edges(ctx, [0])
+        with torch.no_grad():
+            table = model.encoder_table(None)
+            cold = model.encode_users(table, torch.tensor([6]), tokens, mask)
+        assert cold.abs().sum() > 0, model_class.__name__
 
 
 @pytest.mark.parametrize("model_class", GRAPH_MODELS)
@@ -141,10 +199,11 @@ def test_simgcl_noise_only_enters_the_contrastive_views(tiny_config) -> None:
     a = model.encoder_table(None)
     torch.manual_seed(2)
     assert torch.equal(a, model.encoder_table(None))
-    # The clean table is the mean of propagated layers 1..L (the input layer is skipped).
+    # The clean entity rows are the mean of propagated layers 1..L (the input layer is skipped).
     ego = model.embedding()
     h1 = graph_mm(model.graph, ego)
-    torch.testing.assert_close(a, (h1 + graph_mm(model.graph, h1)) / 2)
+    rows = ctx.num_entities + 1
+    torch.testing.assert_close(a[:rows], ((h1 + graph_mm(model.graph, h1)) / 2)[:rows])
 
 
 def graph_mm(graph: SymmetricGraph, x: torch.Tensor) -> torch.Tensor:
@@ -159,9 +218,18 @@ def test_tiger_discards_the_users_bottom_layer_and_keeps_every_entity_layer(tiny
     h1 = graph_mm(model.graph, ego)
     h2 = graph_mm(model.graph, h1)
     table = model.encoder_table(None)
-    e, u = ctx.num_entities + 1, ctx.num_entities + 1 + ctx.num_users
+    e = ctx.num_entities + 1
     torch.testing.assert_close(table[:e], ((ego + h1 + h2) / 3)[:e])
-    torch.testing.assert_close(table[e:], ((h1 + h2) / 2)[e:u])
+    # Users: layers 1..2 of the history, each a normalised sum over the history's entities of
+    # the layer below; the user's own input row (layer 0) is left out.
+    tokens, mask = _history_of_edges(ctx, [1, 4])
+    degree = model.graph.degree[:e].clamp(min=1.0)
+    weights = mask.float() / torch.sqrt(mask.sum(1, keepdim=True) * degree[tokens])
+    u1 = torch.einsum("bl,bld->bd", weights, ego.detach()[:e][tokens])
+    u2 = torch.einsum("bl,bld->bd", weights, h1.detach()[:e][tokens])
+    with torch.no_grad():
+        encoded = model.encode_users(table, torch.tensor([1, 4]), tokens, mask)
+    torch.testing.assert_close(encoded, (u1 + u2) / 2)
 
 
 def test_tiger_graph_holds_only_source_items(tiny_config) -> None:
@@ -249,9 +317,17 @@ def test_pcrec_d_sampled_views_equal_full_routing_when_neighbourhoods_are_fixed(
         full = model.encoder_table(None)
         model.train()
         sampled = model.encoder_table(None)
-        nodes = torch.tensor([8, 0, 3, 11, 6, 2])
+        nodes = torch.tensor([0, 3, 4, 2, 5])
         rows = model.subgraph_rows(nodes)
+        tokens = torch.tensor([[1, 6, 6, 6], [3, 6, 6, 6]])
+        users = torch.tensor([1, 3])
+        sampled_users = model.encode_users(sampled, users, tokens, tokens != 6)
+        model.eval()
+        full_users = model.encode_users(full, users, tokens, tokens != 6)
     torch.testing.assert_close(sampled, full)
     torch.testing.assert_close(rows, full[nodes])
-    # Isolated entity 5 and user 5 (node 12) keep their own projected factors.
-    assert full[5].abs().sum() > 0 and full[12].abs().sum() > 0
+    # One history token: sampling it 8 times or reading it once routes the same.
+    torch.testing.assert_close(sampled_users, full_users)
+    # Isolated entity 5 keeps its own projected factors; user 5 (no edge) has a zero input row.
+    assert full[5].abs().sum() > 0
+    assert torch.all(model.layout.user_inputs(full, torch.tensor([5])) == 0)

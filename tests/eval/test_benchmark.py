@@ -143,3 +143,31 @@ def test_merge_brings_rows_run_elsewhere(toy_dir: Path, tmp_path: Path) -> None:
     assert _bench(toy_dir, wrong, "--models", "DeepFM", "--set", "finetune.lr=0.5").exit_code == 0
     refused = _bench(toy_dir, main, "--merge", str(wrong))
     assert refused.exit_code != 0 and "another configuration" in refused.output
+
+
+def test_a_stopped_parallel_run_keeps_its_finished_groups(
+    toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each group is written as it finishes; after a failure its folder merges like any other."""
+    import peace.eval.benchmark as benchmark
+
+    def stop(docs: list[dict]) -> dict:
+        raise RuntimeError("stopped after the groups finished")
+
+    monkeypatch.setattr(benchmark, "merge_documents", stop)
+    out = tmp_path / "report"
+    stopped = _bench(toy_dir, out, "--models", "Popularity,DeepFM", "--jobs", "2")
+    assert stopped.exit_code != 0 and not (out / "results.json").exists()
+    kept = sorted(p.name for p in (out / "partial").iterdir())
+    assert kept == ["DeepFM", "Popularity"]
+    monkeypatch.undo()
+    merged = _bench(toy_dir, out, "--merge", str(out / "partial" / "DeepFM"))
+    assert merged.exit_code == 0, merged.output
+    doc = json.loads((out / "results.json").read_text())
+    rows = json.loads((out / "partial" / "DeepFM" / "results.json").read_text())["rows"]
+    assert doc["rows"] == rows and {r["model"] for r in rows} == {"DeepFM"}
+    assert [r["models"] for r in doc["runs"]] == [["DeepFM"]] and doc["runs"][0]["command"]
+    # A run that finishes leaves no partial folder behind.
+    done = _bench(toy_dir, tmp_path / "done", "--models", "Popularity,DeepFM", "--jobs", "2")
+    assert done.exit_code == 0, done.output
+    assert not (tmp_path / "done" / "partial").exists()

@@ -9,7 +9,8 @@ representation differs between rows of the benchmark (footnote 6 of the paper).
 The interface:
 
 * ``encoder_table(graph)``: the encoder's output table. Rows ``0..|E|-1`` are entity vectors,
-  row ``|E|`` is the zero padding row; graph models over users append one row per user after it.
+  row ``|E|`` is the zero padding row; rows after it are the model's own (graph models keep their
+  per-layer entity rows and users' input rows there, :class:`peace.baselines.graph.LayeredTable`).
   Items are represented as the mean of their entities' rows (footnote 4), for every model.
 * ``encode_users(table, users, tokens, mask)``: user states from the source-domain entity
   sequences ``[B, L]`` (and the user ids, for graph models): ``[B, d]`` or ``[B, M, d]``.
@@ -183,45 +184,6 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         return F.embedding(tokens, self.table())
-
-
-class UserEntityGraph:
-    """Symmetrically normalised adjacency of the user-entity bipartite graph (LightGCN).
-
-    Nodes are ordered as in the encoder table: entities ``0..|E|-1``, one padding node ``|E|``
-    with no edge, then users ``|E| + 1 ..``. Edges are the positive pre-training pairs.
-    """
-
-    def __init__(self, ctx: SourceContext) -> None:
-        e = torch.as_tensor(ctx.user_entities[:, 1], dtype=torch.long)
-        u = torch.as_tensor(ctx.user_entities[:, 0], dtype=torch.long) + ctx.num_entities + 1
-        self.num_nodes = ctx.num_entities + 1 + ctx.num_users
-        self.num_entities = ctx.num_entities
-        self.edges = torch.stack([torch.cat([u, e]), torch.cat([e, u])])  # both directions
-        self.adjacency = self.normalised(self.edges)
-
-    def normalised(self, edges: Tensor) -> Tensor:
-        """D^-1/2 A D^-1/2 as a sparse CSR matrix over the given (directed, symmetric) edges."""
-        deg = torch.bincount(edges[0], minlength=self.num_nodes).float()
-        inv = deg.clamp(min=1.0).pow(-0.5)
-        values = inv[edges[0]] * inv[edges[1]]
-        adj = torch.sparse_coo_tensor(edges, values, (self.num_nodes, self.num_nodes))
-        return adj.coalesce().to_sparse_csr()
-
-    def dropped(self, rate: float, gen: torch.Generator) -> Tensor:
-        """The adjacency after dropping a ``rate`` share of interactions (both directions)."""
-        half = self.edges.shape[1] // 2
-        keep = torch.rand(half, generator=gen) >= rate
-        keep = torch.cat([keep, keep])
-        return self.normalised(self.edges[:, keep])
-
-
-def propagate(adjacency: Tensor, x: Tensor, layers: int) -> list[Tensor]:
-    """LightGCN propagation: ``[x, A x, A^2 x, ...]`` (layers + 1 tensors)."""
-    out = [x]
-    for _ in range(layers):
-        out.append(torch.sparse.mm(adjacency, out[-1]))
-    return out
 
 
 def build_context(

@@ -11,32 +11,34 @@ PEACE paper runs it with two backbones (Sec. 5.1.2, A.3), both here:
 * :class:`PCRecD` (PCRec-D): a disentangled GNN with DisenGCN's neighbourhood routing
   (Ma et al., ICML 2019): 8 factors (channels of d / 8), 2 layers.
 
-Choices: the graph is the user-entity bipartite graph of the pre-training positives (nodes in the
-encoder-table order of :class:`peace.baselines.base.UserEntityGraph`). The recommendation loss is
-the entity-oriented binary cross-entropy of A.3 (:func:`peace.baselines.base.entity_loss`) over
-the batch's user-entity pairs (PCRec fine-tunes with BPR on user-item pairs), with L2 1e-4 on the
-batch's input rows (squared norms over the batch size); the contrastive term (temperature 0.2)
-is taken over the batch's distinct users and, separately, its distinct target entities, as in
-:mod:`peace.baselines.simgcl`. The subgraph instances are made cheaply instead of by GCC's random
-walks with restart:
+Choices: the graph is the user-entity bipartite graph of the pre-training positives (nodes in
+the order of :class:`peace.baselines.graph.LayeredTable`); users are propagated from their
+history at the query's time (:mod:`peace.baselines.graph`), so a user without a pre-training node
+still gets a vector. The recommendation loss is the entity-oriented binary cross-entropy of A.3
+(:func:`peace.baselines.base.entity_loss`) over the batch's user-entity pairs (PCRec fine-tunes
+with BPR on user-item pairs), with L2 1e-4 on the batch's input rows (squared norms over the
+batch size); the contrastive term (temperature 0.2) is taken over the batch's distinct users and,
+separately, its distinct target entities, as in :mod:`peace.baselines.simgcl`. The subgraph
+instances are made cheaply instead of by GCC's random walks with restart:
 
-* PCRec-L: each view drops every interaction with probability 0.2 (both directions) and is
-  propagated with the renormalised adjacency; the recommendation loss uses the full graph.
+* PCRec-L: each view drops every interaction with probability 0.2, graph edges (both directions,
+  propagated with the renormalised adjacency) and the users' history tokens alike; the
+  recommendation loss uses the full graph.
 * PCRec-D: a view samples 8 neighbours per node with replacement at every layer, as DisenGCN's
-  own training does. The recommendation loss uses one such view of the whole graph; the second
-  view is sampled only around the batch's nodes (their 2-hop sampled subgraph, as GCC samples a
-  subgraph per query node). At inference (eval mode) every neighbour is used; messages are
-  averaged (weight 1 / sample size, or 1 / degree), so sampled training and full inference
-  agree in scale.
+  own training does; a user samples 8 of its history tokens. The recommendation loss uses one
+  such view of the whole graph; the second view of an entity is sampled only around the batch's
+  nodes (their 2-hop sampled subgraph, as GCC samples a subgraph per query node), and each view
+  of a user draws its own tokens over the first view's entity layers. At inference (eval mode)
+  every neighbour is used; messages are averaged (weight 1 / sample size, or 1 / degree), so
+  sampled training and full inference agree in scale.
 
 The contrastive weight lambda was chosen by the held-out criterion on MovieLens-1M (benchmark
-configuration, 400 steps), because the contrastive gradient on cosine similarities outweighs the
-recommendation gradient by orders of magnitude on the small LightGCN vectors of this dense graph:
-PCRec-L, lambda = 1e-3 (0.1, 1e-3, 1e-4, 3e-5, 0 gave 0.6931, 0.6929, 0.6937, 0.6927, 0.6923,
-all within noise: with the input layer in its mean, PCRec-L barely beats chance on later records
-whatever lambda, so the largest weight that does not worsen it is kept); PCRec-D, lambda = 0.01
-(0.1, 0.01, 0 gave 0.6924, 0.6287, 0.6188: the largest tested weight at which it still learns).
-Randomness comes from torch's global generator and only in training mode.
+configuration, 400 steps, learning rate 0.005): a larger weight makes the cosine InfoNCE gradient,
+which grows as 1 / |e| on the small propagated vectors of this dense graph, outweigh the
+recommendation gradient. PCRec-L, lambda = 1e-4 (0, 1e-4, 3e-4, 1e-3, 0.1 gave 0.6709, 0.6686,
+0.6700, 0.6768, 0.6931); PCRec-D, lambda = 1e-4 (0, 1e-4, 3e-4, 1e-3, 0.01 gave 0.6342, 0.6350,
+0.6369, 0.6419, 0.6804): the non-zero weight with the lowest held-out loss. Randomness comes
+from torch's global generator and only in training mode.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from peace.baselines.base import SourceContext, TransferModel, entity_loss, info_nce
-from peace.baselines.simgcl import (
+from peace.baselines.graph import (
+    LayeredTable,
     NodeEmbedding,
     SymmetricGraph,
     batch_nodes,
@@ -63,44 +66,51 @@ from peace.config import PeaceConfig
 class _ContrastiveGraphModel(TransferModel):
     """Shared pre-training of PCRec: entity BCE + lambda InfoNCE(view a, view b) + L2.
 
-    Subclasses set ``self.graph`` (:class:`SymmetricGraph`), ``self.embedding``
-    (:class:`NodeEmbedding`) and implement :meth:`encoder_table` and :meth:`_views`.
+    Subclasses set ``self.embedding`` (:class:`NodeEmbedding`) and implement
+    :meth:`encoder_table`, :meth:`encode_users` and :meth:`_view`.
     """
 
     def __init__(
-        self, ctx: SourceContext, cfg: PeaceConfig, cl_weight: float, cl_tau: float, l2: float
+        self,
+        ctx: SourceContext,
+        cfg: PeaceConfig,
+        layers: int,
+        cl_weight: float,
+        cl_tau: float,
+        l2: float,
     ) -> None:
         super().__init__()
         self.num_entities = ctx.num_entities
         self.num_nodes = ctx.num_entities + 1 + ctx.num_users
-        self.cl_weight, self.cl_tau, self.l2 = cl_weight, cl_tau, l2
+        self.layers, self.cl_weight, self.cl_tau, self.l2 = layers, cl_weight, cl_tau, l2
         self.graph = SymmetricGraph(user_entity_pairs(ctx), self.num_nodes)
+        self.layout = LayeredTable(self.graph, ctx.num_entities, ctx.num_users, layers)
 
-    def _views(self, table: Tensor, nodes: Tensor) -> tuple[Tensor, Tensor]:
-        """Rows ``nodes`` ``[n]`` of two augmented views, ``[n, d]`` each (training mode only)."""
+    def _view(
+        self, table: Tensor, batch, rows: Tensor, entities: Tensor, first: bool
+    ) -> tuple[Tensor, Tensor]:
+        """One augmented view (training mode only): the users of batch ``rows`` ``[n, d]`` and
+        the ``entities`` ``[m, d]``; ``first`` tells the two views of a step apart."""
         raise NotImplementedError
-
-    def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
-        return table[users + self.num_entities + 1]
 
     def pretrain_losses(self, table: Tensor, batch, tau: float, gamma: float) -> dict[str, Tensor]:
         users = self.encode_users(table, batch.users, batch.tokens, batch.mask)
         loss = entity_loss(users, table, batch)
         out = {"et": loss, "total": loss}
         if self.training:
-            user_nodes, entity_nodes = batch_nodes(batch, self.num_entities)
-            a, b = self._views(table, torch.cat([user_nodes, entity_nodes]))
-            n = len(user_nodes)
-            cl = info_nce(a[:n], b[:n], self.cl_tau)
-            if len(entity_nodes):
-                cl = cl + info_nce(a[n:], b[n:], self.cl_tau)
+            rows, entities = batch_nodes(batch, self.num_entities)
+            users_a, entities_a = self._view(table, batch, rows, entities, first=True)
+            users_b, entities_b = self._view(table, batch, rows, entities, first=False)
+            cl = info_nce(users_a, users_b, self.cl_tau)
+            if len(entities):
+                cl = cl + info_nce(entities_a, entities_b, self.cl_tau)
             reg = l2_penalty(self.embedding(), batch, self.num_entities)
             out["total"] = loss + self.cl_weight * cl + self.l2 * reg
         return out
 
 
 class PCRecL(_ContrastiveGraphModel):
-    """PCRec with a LightGCN encoder: table ``[|E| + 1 + U, d]``, user vectors ``[B, d]``."""
+    """PCRec with a LightGCN encoder; users from their history, vectors ``[B, d]``."""
 
     display_name = "PCRec-L"
     reference = (
@@ -113,30 +123,36 @@ class PCRecL(_ContrastiveGraphModel):
         cfg: PeaceConfig,
         layers: int = 2,
         drop_rate: float = 0.2,
-        cl_weight: float = 1e-3,
+        cl_weight: float = 1e-4,
         cl_tau: float = 0.2,
         l2: float = 1e-4,
     ) -> None:
-        super().__init__(ctx, cfg, cl_weight, cl_tau, l2)
-        self.layers, self.drop_rate = layers, drop_rate
+        super().__init__(ctx, cfg, layers, cl_weight, cl_tau, l2)
+        self.drop_rate = drop_rate
         self.embedding = NodeEmbedding(self.num_nodes, cfg.model.dim, ctx.pad)
 
-    def _encode(self, adjacency: Tensor) -> Tensor:
-        """sum_k alpha_k A^k x with alpha_k = 1 / (L + 1), k = 0..L."""
-        h = self.embedding()
-        total = h
+    def _table(self, adjacency: Tensor) -> Tensor:
+        """sum_k alpha_k A^k x with alpha_k = 1 / (L + 1), k = 0..L, in the layered layout."""
+        layers = [self.embedding()]
         for _ in range(self.layers):
-            h = symmetric_mm(adjacency, h)
-            total = total + h
-        return total / (self.layers + 1)
+            layers.append(symmetric_mm(adjacency, layers[-1]))
+        return self.layout.pack(torch.stack(layers).mean(0), layers[:-1], layers[0])
 
     def encoder_table(self, graph: object | None = None) -> Tensor:
-        return self._encode(self.graph.adjacency)
+        return self._table(self.graph.adjacency)
 
-    def _views(self, table: Tensor, nodes: Tensor) -> tuple[Tensor, Tensor]:
-        a = self._encode(self.graph.dropped(self.drop_rate))
-        b = self._encode(self.graph.dropped(self.drop_rate))
-        return a[nodes], b[nodes]
+    def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        return torch.stack(self.layout.user_layers(table, users, tokens, mask)).mean(0)
+
+    def _view(
+        self, table: Tensor, batch, rows: Tensor, entities: Tensor, first: bool
+    ) -> tuple[Tensor, Tensor]:
+        """Every interaction dropped with probability ``drop_rate``: graph edges and the users'
+        history tokens alike."""
+        view = self._table(self.graph.dropped(self.drop_rate))
+        mask = batch.mask[rows] & (torch.rand(batch.mask[rows].shape) >= self.drop_rate)
+        users = self.encode_users(view, batch.users[rows], batch.tokens[rows], mask)
+        return users, view[entities]
 
 
 @dataclass
@@ -278,22 +294,17 @@ class PCRecD(_ContrastiveGraphModel):
         layers: int = 2,
         iterations: int = 3,
         sample: int = 8,
-        cl_weight: float = 0.01,
+        cl_weight: float = 1e-4,
         cl_tau: float = 0.2,
         l2: float = 1e-4,
     ) -> None:
-        super().__init__(ctx, cfg, cl_weight, cl_tau, l2)
+        super().__init__(ctx, cfg, layers, cl_weight, cl_tau, l2)
         dim = cfg.model.dim
         if dim % factors:
             raise ValueError(f"PCRec-D needs model.dim ({dim}) divisible by {factors} factors.")
         if iterations < 1:
             raise ValueError("PCRec-D needs at least one routing iteration.")
-        self.factors, self.layers, self.iterations, self.sample = (
-            factors,
-            layers,
-            iterations,
-            sample,
-        )
+        self.factors, self.iterations, self.sample = factors, iterations, sample
         self.embedding = NodeEmbedding(self.num_nodes, dim, ctx.pad, init="normal")
         self.project = nn.Linear(dim, dim)
         # One learned output scale (rows start at unit norm) so that inner-product logits can be
@@ -339,11 +350,39 @@ class PCRecD(_ContrastiveGraphModel):
         x = self.project(x if rows is None else x[rows])
         return F.normalize(x.view(len(x), self.factors, -1), dim=-1)
 
-    def _encode(self, messages: Messages) -> Tensor:
-        z = self._factors()
+    def _layers(self, messages: Messages) -> list[Tensor]:
+        """Factors of layers ``0..L``, each ``[N, K, D]``."""
+        z = [self._factors()]
         for _ in range(self.layers):
-            z = neighbour_routing(z, messages, self.iterations)
-        return z.flatten(1) * (self._keep * self.scale)
+            z.append(neighbour_routing(z[-1], messages, self.iterations))
+        return z
+
+    def _user_neighbours(self, tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """A user's senders ``[B, S]`` and their weights ``[B, S]``.
+
+        In eval mode every history token (weight 1 / n); in training mode ``sample`` tokens drawn
+        with replacement (weight 1 / sample), as the graph's nodes sample their neighbours. A
+        user with no history gets weight 0 everywhere.
+        """
+        count = mask.sum(1, keepdim=True)
+        if not self.training:
+            return tokens, mask.float() / count.clamp(min=1)
+        probs = mask.float() + (count == 0).float()  # no history: draw padding, weight 0
+        pick = torch.multinomial(probs, self.sample, replacement=True)
+        weights = ((count > 0).float() / self.sample).expand(-1, self.sample)
+        return tokens.gather(1, pick), weights
+
+    def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        """Each layer routes the user's history entities of the layer below into its factors,
+        starting from its own input factors (zero without a graph edge)."""
+        tokens, weights = self._user_neighbours(tokens, mask)
+        b, s = tokens.shape
+        h = self.layout.user_inputs(table, users).view(b, self.factors, -1)
+        for k in range(self.layers):
+            rows = F.embedding(tokens, self.layout.layer(table, k))
+            neigh = rows.view(b * s, self.factors, -1)
+            h = _route_dense(h, neigh, weights.reshape(-1), s, self.iterations, 1.0)
+        return h.flatten(1) * self.scale
 
     def subgraph_rows(self, nodes: Tensor) -> Tensor:
         """Rows ``[n, d]`` of a fresh sampled view, computed on the sampled subgraph of ``nodes``.
@@ -372,7 +411,15 @@ class PCRecD(_ContrastiveGraphModel):
 
     def encoder_table(self, graph: object | None = None) -> Tensor:
         """Sampled neighbourhoods in training mode, every neighbour in eval mode."""
-        return self._encode(self.sampled_messages() if self.training else self._full)
+        z = self._layers(self.sampled_messages() if self.training else self._full)
+        flat = [h.flatten(1) for h in z]
+        return self.layout.pack(flat[-1] * (self._keep * self.scale), flat[:-1], flat[0])
 
-    def _views(self, table: Tensor, nodes: Tensor) -> tuple[Tensor, Tensor]:
-        return table[nodes], self.subgraph_rows(nodes)
+    def _view(
+        self, table: Tensor, batch, rows: Tensor, entities: Tensor, first: bool
+    ) -> tuple[Tensor, Tensor]:
+        """Users: a fresh sample of their history tokens over the step's table (each view).
+        Entities: the step's sampled table (first view) or a fresh sampled 2-hop subgraph
+        around them (second view)."""
+        users = self.encode_users(table, batch.users[rows], batch.tokens[rows], batch.mask[rows])
+        return users, table[entities] if first else self.subgraph_rows(entities)

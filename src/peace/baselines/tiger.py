@@ -20,7 +20,11 @@ alone and is scored zero-shot by the inner product with the user vector. Layers 
 (``1 / (L - C + 1)`` for users, ``1 / (L + 1)`` for entities). The recommendation loss is the
 entity-oriented binary cross-entropy of A.3 (:func:`peace.baselines.base.entity_loss`) over the
 batch's user-entity pairs (Tiger uses BPR over user-item pairs), with L2 1e-4 on the batch's
-input rows. Tiger has no randomness beyond initialisation and batching.
+input rows. Users are propagated from their history at the query's time
+(:mod:`peace.baselines.graph`): a user's neighbours are the entity tokens of its positive source
+items (each item stands for its entities, as target items do), so user layer k is the normalised
+sum of those entities' layer k - 1 in the interest graph, and a user without a pre-training node
+still gets a vector. Tiger has no randomness beyond initialisation and batching.
 """
 
 from __future__ import annotations
@@ -30,7 +34,13 @@ import torch
 from torch import Tensor
 
 from peace.baselines.base import SourceContext, TransferModel, entity_loss
-from peace.baselines.simgcl import NodeEmbedding, SymmetricGraph, l2_penalty, symmetric_mm
+from peace.baselines.graph import (
+    LayeredTable,
+    NodeEmbedding,
+    SymmetricGraph,
+    l2_penalty,
+    symmetric_mm,
+)
 from peace.config import PeaceConfig
 
 
@@ -61,7 +71,7 @@ def interest_graph_pairs(ctx: SourceContext) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Tiger(TransferModel):
-    """Tiger's interest-graph GCN: table ``[|E| + 1 + U, d]`` (entities, padding, users).
+    """Tiger's interest-graph GCN; users from their history, vectors ``[B, d]``.
 
     Attributes:
         items: ``[I_s]`` dataset ids of the source items that are nodes of the graph.
@@ -90,22 +100,19 @@ class Tiger(TransferModel):
         num_nodes = ctx.num_entities + 1 + ctx.num_users + len(self.items)
         self.graph = SymmetricGraph(pairs, num_nodes)
         self.embedding = NodeEmbedding(num_nodes, cfg.model.dim, ctx.pad)
+        self.layout = LayeredTable(self.graph, ctx.num_entities, ctx.num_users, layers)
 
     def encoder_table(self, graph: object | None = None) -> Tensor:
-        """Entity rows: mean of layers ``0..L``; user rows: mean of layers ``C..L``."""
-        h = self.embedding()
-        layers = [h]
+        """Entity rows: mean of layers ``0..L``, in :class:`LayeredTable`'s layout."""
+        layers = [self.embedding()]
         for _ in range(self.layers):
-            h = symmetric_mm(self.graph.adjacency, h)
-            layers.append(h)
-        users = self.num_entities + 1
-        end = users + self.num_users
-        entity_part = torch.stack(layers).mean(0)[:users]
-        user_part = torch.stack(layers[self.discarded :]).mean(0)[users:end]
-        return torch.cat([entity_part, user_part])
+            layers.append(symmetric_mm(self.graph.adjacency, layers[-1]))
+        return self.layout.pack(torch.stack(layers).mean(0), layers[:-1], layers[0])
 
     def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
-        return table[users + self.num_entities + 1]
+        """Mean of the user layers ``C..L``, propagated from the history."""
+        layers = self.layout.user_layers(table, users, tokens, mask)
+        return torch.stack(layers[self.discarded :]).mean(0)
 
     def pretrain_losses(self, table: Tensor, batch, tau: float, gamma: float) -> dict[str, Tensor]:
         users = self.encode_users(table, batch.users, batch.tokens, batch.mask)

@@ -94,7 +94,8 @@ def benchmark(
         [],
         "--merge",
         help="Run nothing: merge DIR/results.json (other models, same data, seeds and "
-        "configuration, e.g. run on another machine) into OUT and rewrite the report.",
+        "configuration, e.g. run on another machine, or OUT/partial/NAME of a stopped --jobs "
+        "run) into OUT and rewrite the report.",
     ),
     quick: bool = typer.Option(False, "--quick", help="Smoke run: tiny budgets, one candidate."),
     config: Path = CONFIG_OPTION,
@@ -117,6 +118,7 @@ def benchmark(
         UpdateError,
         check_document,
         embeddings_for_report,
+        empty_document,
         kept_document,
         merge_update,
     )
@@ -139,7 +141,11 @@ def benchmark(
                 other = json.loads(path.read_text())
                 check_document(other, path, ds.root.name, seed_list, cfg)
                 names = tuple(sorted({r["model"] for r in other["rows"]}))
-                previous = kept_document(out / "results.json", ds.root.name, seed_list, cfg, names)
+                previous = (
+                    kept_document(out / "results.json", ds.root.name, seed_list, cfg, names)
+                    if (out / "results.json").is_file()
+                    else empty_document()
+                )
             except (OSError, UpdateError) as exc:
                 raise fail(f"--merge: {exc}") from exc
             runs = other.get("runs") or [
@@ -165,6 +171,27 @@ def benchmark(
         except UpdateError as exc:
             raise fail(str(exc)) from exc
     out.mkdir(parents=True, exist_ok=True)
+    command = "peace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    partial = out / "partial"
+
+    def keep_group(group_doc: dict) -> None:
+        """A finished group's rows, mergeable with --merge should the run stop later."""
+        names = sorted({r["model"] for r in group_doc["rows"]})
+        folder = partial / "_".join(n.replace(" ", "-").replace("/", "") for n in names)
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = {k: v for k, v in group_doc.items() if k not in ("rows", "seeds", "embeddings")}
+        write_results(
+            folder / "results.json",
+            ds.root.name,
+            seed_list,
+            group_doc["rows"],
+            **kept,
+            commands=[command],
+            environment=environment(),
+            config=cfg.to_dict(),
+        )
+        console.print(f"kept {', '.join(names)} in {folder} (peace benchmark --merge {folder})")
+
     doc = run_benchmark(
         ds,
         cfg,
@@ -176,10 +203,10 @@ def benchmark(
         finetune_candidates=FINETUNE_CANDIDATES[:1] if quick else None,
         competitor_candidates=COMPETITOR_PRETRAIN_CANDIDATES[:1] if quick else None,
         jobs=jobs,
+        on_group=keep_group if jobs > 1 else None,
     )
     embeddings = doc.pop("embeddings")
     doc.pop("seeds")
-    command = "peace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     run_entry = {
         "command": command,
         "models": list(chosen_models),
@@ -194,6 +221,10 @@ def benchmark(
         doc["commands"] = [command]
         doc["environment"] = environment()
     _write_benchmark(out, ds, cfg, seed_list, doc, embeddings)
+    if partial.exists():
+        import shutil
+
+        shutil.rmtree(partial)  # every group is in results.json now
 
 
 def _write_benchmark(out: Path, ds, cfg, seed_list: list[int], doc: dict, embeddings: dict) -> None:

@@ -227,35 +227,40 @@ def run_benchmark(
     finetune_candidates: list[dict] | None = None,
     competitor_candidates: list[dict] | None = None,
     jobs: int = 1,
+    on_group: Callable[[dict], None] | None = None,
 ) -> dict:
     """Search, then run every model over ``seeds``; return the results document (no files).
 
     With ``jobs > 1`` the independent groups of :func:`model_groups` run in that many worker
     processes, each with ``cores // jobs`` torch threads; the results are the same as those of one
-    process with that thread count, since every group seeds itself.
+    process with that thread count, since every group seeds itself. ``on_group`` receives each
+    group's document as soon as that group finishes, so a run stopped later keeps it.
     """
     candidates = (pretrain_candidates, finetune_candidates, competitor_candidates)
     if jobs <= 1:
         return _run_models(ds, cfg, seeds, models, show_progress, log, *candidates)
     import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     t_start = time.perf_counter()
     threads = max(1, (os.cpu_count() or 1) // jobs)
     groups = model_groups(models)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [
-            pool.submit(_run_group, ds.root, cfg, seeds, group, threads, candidates)
-            for group in groups
-        ]
-        docs = []
-        for group, future in zip(groups, futures, strict=True):
+        futures = {
+            pool.submit(_run_group, ds.root, cfg, seeds, group, threads, candidates): k
+            for k, group in enumerate(groups)
+        }
+        docs: list[dict | None] = [None] * len(groups)
+        for future in as_completed(futures):
+            k = futures[future]
             doc = future.result()
-            log(f"{', '.join(group)}: done in {doc['wall_seconds']:.0f}s")
-            docs.append(doc)
-    merged = merge_documents(docs)
+            log(f"{', '.join(groups[k])}: done in {doc['wall_seconds']:.0f}s")
+            if on_group is not None:
+                on_group(doc)
+            docs[k] = doc
+    merged = merge_documents([d for d in docs if d is not None])
     merged["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     merged["jobs"] = {"processes": jobs, "threads_per_process": threads}
     return merged

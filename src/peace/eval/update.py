@@ -79,6 +79,19 @@ def kept_document(
     }
 
 
+def empty_document() -> dict:
+    """What :func:`kept_document` returns for a report that does not exist yet."""
+    return {
+        "rows": [],
+        "search": [],
+        "chosen": {},
+        "timings": {},
+        "variants": {},
+        "references": [],
+        "runs": [],
+    }
+
+
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(a) | set(b)):
