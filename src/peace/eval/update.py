@@ -5,7 +5,7 @@ With ``--update`` the rows, search trail, chosen values and timings of the model
 ``--models`` are kept from ``OUT/results.json``, provided it was made from the same dataset, the
 same seeds and the same configuration; the listed models are run and their rows added (or
 replaced). Every run is recorded in ``runs`` (command, models, wall time, environment), and the
-report's wall time is their sum.
+report's wall time is their sum; a run whose models have all been run again is dropped.
 
 The entity vectors and prototypes of PEACE and PEACE w/o CPL (the t-SNE section of the report)
 are kept in ``OUT/embeddings.npz``; when that file is missing they are rebuilt by pre-training the
@@ -68,6 +68,8 @@ def kept_document(
             "environment": doc.get("environment"),
         }
     ]
+    # A run all of whose models are replaced made none of the kept rows: its time is not counted.
+    runs = [r for r in runs if set(r.get("models") or old_models) & set(kept)]
     return {
         "rows": [r for r in doc["rows"] if r["model"] in kept],
         "search": [t for t in doc.get("search", []) if t["model"].split(" (")[0] in kept],

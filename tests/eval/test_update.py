@@ -1,0 +1,67 @@
+"""What `peace benchmark --update` keeps from an existing results document."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from peace.config import PeaceConfig
+from peace.eval.update import UpdateError, kept_document, merge_update
+
+
+def _row(model: str) -> dict:
+    return {
+        "model": model,
+        "setting": "normal",
+        "domain": "t1",
+        "metric": "ndcg@10",
+        "mean": 0.5,
+        "std": 0.0,
+        "values": [0.5],
+    }
+
+
+def _document(path: Path, cfg: PeaceConfig) -> None:
+    runs = [
+        {"command": "a", "models": ["Popularity", "DeepFM"], "wall_seconds": 10.0},
+        {"command": "b", "models": ["Tiger"], "wall_seconds": 5.0},
+    ]
+    doc = {
+        "dataset": "toy",
+        "seeds": [0],
+        "rows": [_row("Popularity"), _row("DeepFM"), _row("Tiger")],
+        "search": [{"model": "Tiger (pre-training)"}, {"model": "DeepFM"}],
+        "chosen": {"Tiger": {"pretrain.lr": 0.005}, "DeepFM": {"finetune.lr": 0.01}},
+        "timings": {"0": {"Tiger": 1.0, "DeepFM t1": 2.0}},
+        "runs": runs,
+        "config": json.loads(json.dumps(cfg.to_dict())),
+    }
+    path.write_text(json.dumps(doc))
+
+
+def test_rerun_models_are_dropped_with_the_runs_that_made_only_them(tmp_path: Path) -> None:
+    cfg = PeaceConfig()
+    path = tmp_path / "results.json"
+    _document(path, cfg)
+    kept = kept_document(path, "toy", [0], cfg, ("Tiger",))
+    assert {r["model"] for r in kept["rows"]} == {"Popularity", "DeepFM"}
+    assert set(kept["chosen"]) == {"DeepFM"} and kept["search"] == [{"model": "DeepFM"}]
+    assert kept["timings"] == {"0": {"DeepFM t1": 2.0}}
+    assert [r["command"] for r in kept["runs"]] == ["a"]  # run "b" made only Tiger's rows
+    new = {"rows": [_row("Tiger")], "chosen": {"Tiger": {}}, "timings": {}}
+    merged = merge_update(kept, new, {"command": "c", "models": ["Tiger"], "wall_seconds": 7.0})
+    assert merged["wall_seconds"] == 17.0
+    assert merged["commands"] == ["a", "c"]
+    # A run that still made some kept rows stays, with its full time.
+    kept = kept_document(path, "toy", [0], cfg, ("DeepFM",))
+    assert [r["command"] for r in kept["runs"]] == ["a", "b"]
+
+
+def test_update_refuses_other_seeds(tmp_path: Path) -> None:
+    cfg = PeaceConfig()
+    path = tmp_path / "results.json"
+    _document(path, cfg)
+    with pytest.raises(UpdateError, match="seeds"):
+        kept_document(path, "toy", [0, 1], cfg, ("Tiger",))
