@@ -171,3 +171,17 @@ def test_a_stopped_parallel_run_keeps_its_finished_groups(
     done = _bench(toy_dir, tmp_path / "done", "--models", "Popularity,DeepFM", "--jobs", "2")
     assert done.exit_code == 0, done.output
     assert not (tmp_path / "done" / "partial").exists()
+
+
+def test_report_rewrites_the_report_from_results_alone(toy_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert _bench(toy_dir, out, "--models", "Popularity,DeepFM").exit_code == 0
+    written = (out / "REPORT.md").read_text()
+    results = (out / "results.json").read_bytes()
+    (out / "REPORT.md").unlink()
+    again = CliRunner().invoke(app, ["report", "--data", str(toy_dir), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert (out / "REPORT.md").read_text() == written
+    assert (out / "results.json").read_bytes() == results
+    missing = CliRunner().invoke(app, ["report", "--data", str(toy_dir), "--out", str(tmp_path)])
+    assert missing.exit_code != 0 and "no results.json" in missing.output

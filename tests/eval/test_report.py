@@ -241,3 +241,19 @@ def test_wide_tables_split_by_metric_family(tmp_path: Path) -> None:
     normal = text[text.index("## 3. Normal setting") : text.index("## 4.")]
     assert "*Hit@5 / Hit@10*" in normal and "*NDCG@5 / NDCG@10*" in normal
     assert "Action NDCG@10" in normal and "Action Hit@5" in normal
+
+
+def test_zero_shot_test_table_shows_popularity_as_a_reference_never_bold(
+    report: tuple[Path, str],
+) -> None:
+    _, text = report
+    section = text[text.index("`zero-shot-test`") : text.index(". Ablation")]
+    rows = [line for line in section.splitlines() if line.startswith("| Popularity †")]
+    assert rows, "no Popularity reference row in the zero-shot-test table"
+    assert all("**" not in row for row in rows)
+    # Its cells are Popularity's normal-setting values: Horror Hit@5 0.50, Comedy Hit@5 0.20.
+    assert rows[0].startswith("| Popularity † | 0.5000 ± 0.0050 |")
+    assert "| 0.2000 ± 0.0050 |" in rows[0]
+    assert "† Reference, not zero-shot" in section
+    zero_shot_all = text[text.index("`zero-shot`)") : text.index("`zero-shot-test`")]
+    assert "Popularity †" not in zero_shot_all

@@ -250,6 +250,37 @@ def _write_benchmark(out: Path, ds, cfg, seed_list: list[int], doc: dict, embedd
     console.print(f"wrote {out / 'results.json'} and {report}; wall {written['wall_seconds']:.0f}s")
 
 
+def report(
+    data: Path = typer.Option(..., "--data", help="The dataset folder the benchmark ran on."),
+    out: Path = typer.Option(Path("reports/ml-1m"), "--out", help="Report folder."),
+) -> None:
+    """Rewrite OUT/REPORT.md and its figures from OUT/results.json; runs no model."""
+    import json
+
+    from peace.cli.common import fail
+    from peace.config import PeaceConfig
+    from peace.eval.benchmark import data_statistics
+    from peace.eval.report import write_report
+    from peace.eval.update import UpdateError, check_document, embeddings_for_report
+
+    path = out / "results.json"
+    if not path.is_file() or not (out / "config.toml").is_file():
+        raise fail(f"{out}: no results.json and config.toml; run peace benchmark --out {out}.")
+    doc = json.loads(path.read_text())
+    cfg = PeaceConfig.from_toml(out / "config.toml")
+    ds = open_dataset(data)
+    try:
+        check_document(doc, path, ds.root.name, doc.get("seeds", []), cfg)
+    except UpdateError as exc:
+        raise fail(str(exc)) from exc
+    seed = doc["seeds"][0]
+    embeddings = embeddings_for_report(out, {}, ds, cfg, doc, seed)
+    statistics, _ = data_statistics(ds)
+    written = write_report(out, doc, statistics, embeddings, seed=seed)
+    console.print(f"wrote {written}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("quickstart")(quickstart)
     app.command("benchmark")(benchmark)
+    app.command("report")(report)

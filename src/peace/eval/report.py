@@ -199,10 +199,13 @@ def metric_table(
     models: Sequence[str],
     domains: Sequence[str],
     metrics: Sequence[str],
+    references: Sequence[tuple[str, str, str]] = (),
 ) -> str:
     """Rows = models, columns = domain × metric, ``mean ± std``, best mean per column in bold.
 
-    Means are compared at the shown precision (4 decimals), so ties are all bold.
+    Means are compared at the shown precision (4 decimals), so ties are all bold. Each
+    ``(label, model, setting)`` of ``references`` adds a last row of another setting's values,
+    shown for comparison and never bold.
     """
     columns = [(d, m) for d in domains for m in metrics]
     best: dict[tuple[str, str], float] = {}
@@ -225,10 +228,19 @@ def metric_table(
             text = _cell(*v)
             row.append(f"**{text}**" if round(v[0], 4) == best.get((d, m)) else text)
         rows.append(row)
+    for label, model, other in references:
+        cells = [res.get(model, other, d, m) for d, m in columns]
+        if any(v is not None for v in cells):
+            rows.append([label] + ["-" if v is None else _cell(*v) for v in cells])
     return _table(header, rows)
 
 
-def setting_tables(res: Results, setting: str, models: Sequence[str] | None = None) -> str:
+def setting_tables(
+    res: Results,
+    setting: str,
+    models: Sequence[str] | None = None,
+    references: Sequence[tuple[str, str, str]] = (),
+) -> str:
     """The tables of one setting, split by metric family when too wide."""
     models = list(res.models_in(setting) if models is None else models)
     domains = res.domains_in(setting)
@@ -241,7 +253,7 @@ def setting_tables(res: Results, setting: str, models: Sequence[str] | None = No
             parts.append(f"*{metric_label(group[0])}*")
         elif len(group) < len(metrics):
             parts.append("*" + " / ".join(metric_label(m) for m in group) + "*")
-        parts.append(metric_table(res, setting, models, domains, group))
+        parts.append(metric_table(res, setting, models, domains, group, references))
     return "\n\n".join(parts)
 
 
@@ -508,7 +520,18 @@ def _section_zero_shot(res: Results) -> str:
             continue
         found = True
         title = SETTING_TITLES[setting]
-        parts.append(f"### {title[0].upper()}{title[1:]}\n\n" + setting_tables(res, setting))
+        references = []
+        if setting == "zero-shot-test" and "Popularity" in res.models_in("normal"):
+            references = [("Popularity †", "Popularity", "normal")]
+        text = f"### {title[0].upper()}{title[1:]}\n\n" + setting_tables(
+            res, setting, None, references
+        )
+        if references:
+            text += (
+                "\n\n† Reference, not zero-shot: Popularity counts each item's rows in the "
+                "target train split and is tested on the same test split; it is never bold."
+            )
+        parts.append(text)
     if not found:
         parts.append("No zero-shot results in this run.")
     return "\n\n".join(parts)
