@@ -185,3 +185,20 @@ def test_report_rewrites_the_report_from_results_alone(toy_dir: Path, tmp_path: 
     assert (out / "results.json").read_bytes() == results
     missing = CliRunner().invoke(app, ["report", "--data", str(toy_dir), "--out", str(tmp_path)])
     assert missing.exit_code != 0 and "no results.json" in missing.output
+
+
+def test_a_failed_group_keeps_the_others_and_later_runs_leave_their_folders(
+    toy_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    # PCRec-D needs model.dim divisible by its 8 factors: its group fails, Popularity's does not.
+    failed = _bench(
+        toy_dir, out, "--models", "Popularity,PCRec-D", "--jobs", "2", "--set", "model.dim=12"
+    )
+    assert failed.exit_code != 0
+    assert "PCRec-D: failed" in failed.output
+    assert (out / "partial" / "Popularity" / "results.json").is_file()
+    # A later run removes only the folders it wrote itself.
+    later = _bench(toy_dir, out, "--models", "DeepFM", "--jobs", "2")
+    assert later.exit_code == 0, later.output
+    assert sorted(p.name for p in (out / "partial").iterdir()) == ["Popularity"]

@@ -269,7 +269,7 @@ def _route_sparse(
 
 
 class PCRecD(_ContrastiveGraphModel):
-    """PCRec with a disentangled (DisenGCN) encoder: table ``[|E| + 1 + U, d]``, users ``[B, d]``.
+    """PCRec with a disentangled (DisenGCN) encoder; users from their history, vectors ``[B, d]``.
 
     The input embeddings are projected by one linear map to K factors of d / K dimensions, each
     normalised (DisenGCN's first layer, here without a non-linearity so inner-product logits may
@@ -367,7 +367,7 @@ class PCRecD(_ContrastiveGraphModel):
         count = mask.sum(1, keepdim=True)
         if not self.training:
             return tokens, mask.float() / count.clamp(min=1)
-        probs = mask.float() + (count == 0).float()  # no history: draw padding, weight 0
+        probs = mask.float() + (count == 0).float()  # no history: any position, weight 0
         pick = torch.multinomial(probs, self.sample, replacement=True)
         weights = ((count > 0).float() / self.sample).expand(-1, self.sample)
         return tokens.gather(1, pick), weights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -120,7 +121,9 @@ def benchmark(
         embeddings_for_report,
         empty_document,
         kept_document,
+        load_embeddings,
         merge_update,
+        save_embeddings,
     )
 
     t0 = time.perf_counter()
@@ -159,7 +162,9 @@ def benchmark(
             doc = merge_update(previous, other, runs)
             for key in ("dataset", "seeds", "graph", "config"):
                 doc.pop(key, None)
-            embeddings = embeddings_for_report(out, {}, ds, cfg, doc, seed_list[0])
+            embeddings = embeddings_for_report(
+                out, load_embeddings(folder), ds, cfg, doc, seed_list[0]
+            )
             _write_benchmark(out, ds, cfg, seed_list, doc, embeddings)
         return
     previous = None
@@ -173,12 +178,15 @@ def benchmark(
     out.mkdir(parents=True, exist_ok=True)
     command = "peace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     partial = out / "partial"
+    kept_folders: list[Path] = []
 
     def keep_group(group_doc: dict) -> None:
         """A finished group's rows, mergeable with --merge should the run stop later."""
-        names = sorted({r["model"] for r in group_doc["rows"]})
+        names = sorted({r["model"] for r in group_doc["rows"]}) or ["no-rows"]
         folder = partial / "_".join(n.replace(" ", "-").replace("/", "") for n in names)
         folder.mkdir(parents=True, exist_ok=True)
+        kept_folders.append(folder)
+        save_embeddings(folder, group_doc.get("embeddings") or {})
         kept = {k: v for k, v in group_doc.items() if k not in ("rows", "seeds", "embeddings")}
         write_results(
             folder / "results.json",
@@ -221,10 +229,10 @@ def benchmark(
         doc["commands"] = [command]
         doc["environment"] = environment()
     _write_benchmark(out, ds, cfg, seed_list, doc, embeddings)
-    if partial.exists():
-        import shutil
-
-        shutil.rmtree(partial)  # every group is in results.json now
+    for folder in kept_folders:  # their rows are in results.json now; others' folders stay
+        shutil.rmtree(folder, ignore_errors=True)
+    if partial.is_dir() and not any(partial.iterdir()):
+        partial.rmdir()
 
 
 def _write_benchmark(out: Path, ds, cfg, seed_list: list[int], doc: dict, embeddings: dict) -> None:
@@ -254,14 +262,24 @@ def report(
     data: Path = typer.Option(..., "--data", help="The dataset folder the benchmark ran on."),
     out: Path = typer.Option(Path("reports/ml-1m"), "--out", help="Report folder."),
 ) -> None:
-    """Rewrite OUT/REPORT.md and its figures from OUT/results.json; runs no model."""
+    """Rewrite OUT/REPORT.md and its figures from OUT/results.json.
+
+    Runs no model, unless OUT/embeddings.npz (the t-SNE section's vectors, not committed) is
+    missing: then PEACE and PEACE w/o CPL are pre-trained again with the recorded choices and
+    the first seed, and the file is written for the next time.
+    """
     import json
 
     from peace.cli.common import fail
     from peace.config import PeaceConfig
     from peace.eval.benchmark import data_statistics
     from peace.eval.report import write_report
-    from peace.eval.update import UpdateError, check_document, embeddings_for_report
+    from peace.eval.update import (
+        UpdateError,
+        check_document,
+        embeddings_for_report,
+        save_embeddings,
+    )
 
     path = out / "results.json"
     if not path.is_file() or not (out / "config.toml").is_file():
@@ -275,6 +293,7 @@ def report(
         raise fail(str(exc)) from exc
     seed = doc["seeds"][0]
     embeddings = embeddings_for_report(out, {}, ds, cfg, doc, seed)
+    save_embeddings(out, embeddings)
     statistics, _ = data_statistics(ds)
     written = write_report(out, doc, statistics, embeddings, seed=seed)
     console.print(f"wrote {written}")

@@ -253,13 +253,23 @@ def run_benchmark(
             for k, group in enumerate(groups)
         }
         docs: list[dict | None] = [None] * len(groups)
+        failed: list[tuple[str, BaseException]] = []
         for future in as_completed(futures):
             k = futures[future]
-            doc = future.result()
-            log(f"{', '.join(groups[k])}: done in {doc['wall_seconds']:.0f}s")
+            name = ", ".join(groups[k])
+            try:
+                doc = future.result()
+            except Exception as exc:  # the other groups still finish and are handed on
+                log(f"{name}: failed: {exc!r}")
+                failed.append((name, exc))
+                continue
+            log(f"{name}: done in {doc['wall_seconds']:.0f}s")
             if on_group is not None:
                 on_group(doc)
             docs[k] = doc
+    if failed:
+        names = "; ".join(name for name, _ in failed)
+        raise RuntimeError(f"benchmark groups failed: {names}") from failed[0][1]
     merged = merge_documents([d for d in docs if d is not None])
     merged["wall_seconds"] = round(time.perf_counter() - t_start, 1)
     merged["jobs"] = {"processes": jobs, "threads_per_process": threads}
