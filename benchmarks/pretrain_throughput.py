@@ -27,9 +27,9 @@ from peace.data.history import HistoryIndex
 from peace.data.splits import pretrain_cutoff, split_targets
 from peace.data.synthetic import generate
 from peace.flows.pretrain import (
+    NegativeSampler,
     _entity_table,
     _make_batch,
-    _NegativeSampler,
     build_model,
     make_records,
 )
@@ -96,7 +96,7 @@ def main() -> None:
         history = HistoryIndex(ds, cfg.model.history_length)
         cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split))
         records = make_records(ds, history, cutoff)
-        negatives = _NegativeSampler(ds, ds.source_domains)
+        negatives = NegativeSampler(ds)
         item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.pretrain.lr)
         order = torch.randperm(len(records), generator=gen).numpy()
@@ -108,7 +108,7 @@ def main() -> None:
             batch = _make_batch(
                 item_entities, history, records, idx, negatives, cfg.pretrain.neg_ratio, gen
             )
-            table, batch = _entity_table(model, graph, batch, None, gen)
+            table, batch, _ = _entity_table(model, graph, batch, None, gen)
             losses = model.pretrain_losses(table, batch, cfg.pretrain.tau, cfg.pretrain.gamma)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()

@@ -58,6 +58,10 @@ class ModelConfig:
     """False gives the ablation "w/o CPL": no contrastive prototype loss (Eq. 7 dropped from Eq. 10)."""
     use_pea: bool = True
     """False gives the ablation "w/o PEA": Eq. 2 fuses the plain interests of Eq. 1."""
+    inductive_entities: bool = False
+    """Entities that stand for a single item (linked to one item only, e.g. a movie's own graph
+    node) share one learned input vector, so the GAT encodes them from their neighbourhood; a
+    target item's own node, never seen in pre-training, then gets a trained encoding."""
     graph_sampling: Literal["full", "sampled"] = "full"
     """Run the GAT on the whole entity graph each step, or on a sampled subgraph around the batch."""
     fanout: tuple[int, int] = (15, 10)
@@ -83,6 +87,26 @@ class PretrainConfig:
     start over the target domains (DESIGN.md, decision 1)."""
     max_steps: int = 0
     """Stop after this many optimiser steps (0 = no limit)."""
+    negatives: Literal["uniform", "popularity", "mixed"] = "uniform"
+    """How the ``neg_ratio`` negatives of Eq. 4 are drawn from the positive's source domain:
+    ``uniform`` (the paper's form), ``popularity`` (in proportion to the item's count of positive
+    pre-training records raised to ``neg_alpha``), or ``mixed`` (each negative one or the other
+    with equal chance). Uniform negatives let a per-entity popularity table win Eq. 4; popularity
+    negatives can only be told apart by knowing the user (DESIGN.md, decision 2)."""
+    neg_alpha: float = 0.75
+    """Smoothing exponent of popularity-drawn negatives (1 = raw frequency, 0 = uniform)."""
+    served_loss: Literal["none", "softmax", "bce"] = "none"
+    """A term of Eq. 10 on the score the zero-shot ranker serves (Sec. 4.4): the inner product of
+    the universal encoding z_u (Eq. 2) and the item vector z_i (mean of the item's entities).
+    ``softmax``: cross-entropy of the positive item against its source domain's whole catalogue
+    (popularity stays in the score, as zero-shot ranking needs); ``bce``: binary cross-entropy on
+    the record's item and its sampled negatives; ``none``: the paper's Eq. 10 alone."""
+    served_weight: float = 1.0
+    """Weight of the served-score term in Eq. 10."""
+    eval_every: int = 0
+    """Score the held-out source records every this many steps (0 = once per epoch)."""
+    patience: int = 0
+    """Stop after this many held-out evaluations without a better held-out NDCG@10 (0 = never)."""
 
 
 @dataclass
@@ -104,6 +128,9 @@ class FinetuneConfig:
     """DeepFM latent dimension (A.3: 8)."""
     profile_bins: int = 10
     """Numeric profile columns are cut into this many quantile bins, then embedded."""
+    interaction_features: bool = False
+    """Eq. 11's MLP also sees the explicit user-item interactions z_u * z_i and the zero-shot
+    score z_u . z_i, which an MLP over a concatenation learns poorly on its own."""
 
 
 @dataclass
@@ -112,6 +139,9 @@ class EvalConfig:
 
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     ks: tuple[int, ...] = (5, 10)
+    domains: tuple[str, ...] = ()
+    """Target domains to run and report (empty = all). The pre-training cut-off is computed over
+    every target domain either way, so a subset gives the same pre-trained model."""
     zero_shot_scorer: Literal["inner", "inner-enhanced", "decoder"] = "inner"
     """Zero-shot score (Sec. 4.4): ``inner`` = universal user encoding . item vector;
     ``inner-enhanced`` = prototype-enhanced user vector . item vector; ``decoder`` = Eq. 3."""

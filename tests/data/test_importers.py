@@ -71,6 +71,7 @@ genres = ["Comedy"]
 include_item_node = true
 neighbours = 2
 max_per_relation = 1
+max_item_share = 1.0
 min_degree = 2
 relation_priority = ["genre", "director", "lang"]
 """
@@ -582,3 +583,18 @@ def test_recbole_empty_domain(rb, tmp_path):
         targets=["B"],
     )
     assert "map.csv" in message
+
+
+def test_movielens_phi_skips_hubs(ml, tmp_path):
+    """Entities linked to more than max_item_share of the items are never picked, and the
+    import report says which they were."""
+    movielens, kg, cut = ml
+    cut.write_text(CUT.replace("max_item_share = 1.0", "max_item_share = 0.5\nhub_min_items = 2"))
+    report = import_movielens(movielens, kg, tmp_path / "out", cut=cut)
+    phi = _phi(_tables(tmp_path / "out"))
+    hubs = set(report.phi_hubs)
+    assert hubs == {"G1", "G2", "L"}
+    assert all(share > 0.5 for share in report.phi_hubs.values())
+    assert not hubs & {e for ents in phi.values() for e in ents}
+    assert phi["1"] == ["100", "D1"]  # the shared director stays
+    assert any("hub" in note for note in report.notes)

@@ -11,8 +11,10 @@ Protocol (A.2, DESIGN.md decisions 1 and 9) for every target domain and seed:
 Hyper-parameter search, with the same budget (``len(candidates)``) for every trained model, on
 seed ``seeds[0]``:
 
-* PEACE's pre-training values (n, K) are chosen by the held-out *source* loss, so that the
-  zero-shot setting stays free of any target data;
+* pre-trained models (PEACE's values and every competitor's learning rate) are chosen by the
+  held-out *source* ranking (NDCG@10 of the served score over each held-out record's source
+  catalogue, :func:`peace.flows.pretrain.pretrain`), so that the zero-shot setting stays free
+  of any target data;
 * fine-tuned rankers (PEACE's head, DeepFM) are chosen by validation NDCG@10 averaged over the
   target domains.
 
@@ -30,8 +32,15 @@ import numpy as np
 from peace.baselines import FINE_TUNED
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
-from peace.data.splits import split_targets
-from peace.eval.protocol import COMPETITORS, PEACE_VARIANTS, REFERENCES, aggregate, run_seed
+from peace.eval.protocol import (
+    COMPETITORS,
+    PEACE_VARIANTS,
+    REFERENCES,
+    ZERO_SHOT_REFERENCES,
+    aggregate,
+    chosen_splits,
+    run_seed,
+)
 from peace.flows.finetune import fit_ranker, ranking_task
 from peace.flows.pretrain import Pretrained, pretrain
 from peace.flows.rankers import DeepFMRanker, PeaceRanker, TargetDomain
@@ -43,6 +52,7 @@ ALL_MODELS = (
     "PEACE w/o PEA",
     "Popularity",
     "DeepFM",
+    *ZERO_SHOT_REFERENCES,
     *COMPETITORS,
 )
 
@@ -77,6 +87,17 @@ def _toml(value: object) -> str:
     return repr(value)
 
 
+def pretrain_choice(log: list[dict]) -> tuple[str, float, float]:
+    """(criterion, its best value, a key where lower is better) of a pre-training log: the
+    held-out source NDCG@10 of the served score when logged, else the held-out loss."""
+    ndcg = [e["valid_ndcg"] for e in log if e.get("valid_ndcg") == e.get("valid_ndcg")]
+    if any(v is not None for v in ndcg):
+        best = max(v for v in ndcg if v is not None)
+        return "held-out source NDCG@10", float(best), -float(best)
+    loss = min(e["valid_loss"] for e in log)
+    return "held-out source loss", float(loss), float(loss)
+
+
 def _valid_ndcg(
     ds: Dataset,
     cfg: PeaceConfig,
@@ -85,7 +106,7 @@ def _valid_ndcg(
 ) -> float:
     """Mean over target domains of the best validation NDCG@10 reached while fine-tuning."""
     scores = []
-    for d, split in split_targets(ds, cfg.eval.split).items():
+    for d, split in chosen_splits(ds, cfg).items():
         target = TargetDomain(ds, d)
         ranker = make_ranker(target)
         log = fit_ranker(
@@ -123,17 +144,17 @@ def search(
         for cand in pre_c:
             t0 = time.perf_counter()
             pre = pretrain(ds, _apply(cfg, cand), show_progress=show_progress)
-            loss = min(e["valid_loss"] for e in pre.log)
+            criterion, value, loss = pretrain_choice(pre.log)
             trail.append(
                 {
                     "model": "PEACE (pre-training)",
                     "candidate": cand,
-                    "criterion": "held-out source loss",
-                    "value": loss,
+                    "criterion": criterion,
+                    "value": value,
                     "seconds": round(time.perf_counter() - t0, 1),
                 }
             )
-            log(f"search PEACE pre-training {cand}: held-out source loss {loss:.4f}")
+            log(f"search PEACE pre-training {cand}: {criterion} {value:.4f}")
             if best is None or loss < best[0]:
                 best = (loss, cand, pre)
         chosen["PEACE"] = dict(best[1])
@@ -163,17 +184,17 @@ def search(
         for cand in comp_c:
             t0 = time.perf_counter()
             pre = pretrain(ds, _apply(cfg, cand), show_progress=show_progress, architecture=name)
-            loss = min(e["valid_loss"] for e in pre.log)
+            criterion, value, loss = pretrain_choice(pre.log)
             trail.append(
                 {
                     "model": f"{name} (pre-training)",
                     "candidate": cand,
-                    "criterion": "held-out source loss",
-                    "value": loss,
+                    "criterion": criterion,
+                    "value": value,
                     "seconds": round(time.perf_counter() - t0, 1),
                 }
             )
-            log(f"search {name} pre-training {cand}: held-out source loss {loss:.4f}")
+            log(f"search {name} pre-training {cand}: {criterion} {value:.4f}")
             if best is None or loss < best[0]:
                 best = (loss, cand, pre)
         chosen[name] = dict(best[1])

@@ -21,15 +21,20 @@ import numpy as np
 from peace.baselines import FINE_TUNED, ZERO_SHOT
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
-from peace.data.splits import TargetSplit, split_targets
+from peace.data.history import HistoryIndex
+from peace.data.splits import TargetSplit, pretrain_cutoff, split_targets
 from peace.flows.finetune import evaluate_ranker, fit_ranker, ranking_task
 from peace.flows.pretrain import Pretrained, pretrain
 from peace.flows.rankers import (
     DeepFMRanker,
+    EntityOverlapRanker,
+    EntityPriorRanker,
     PeaceRanker,
     PopularityRanker,
+    RandomRanker,
     TargetDomain,
     ZeroShotRanker,
+    source_entity_counts,
 )
 
 # name -> ModelConfig switches of the PEACE variants (Sec. 5.3.1)
@@ -39,7 +44,11 @@ PEACE_VARIANTS: dict[str, dict[str, bool]] = {
     "PEACE w/o CPL": {"use_cpl": False},
     "PEACE w/o PEA": {"use_pea": False},
 }
-REFERENCES = ("Popularity", "DeepFM")
+#: references of the normal setting (fitted on the target's training split)
+NORMAL_REFERENCES = ("Popularity", "DeepFM")
+#: references of the zero-shot settings: no learning, no target row (see peace.flows.rankers)
+ZERO_SHOT_REFERENCES = ("Random", "Entity prior", "Entity overlap")
+REFERENCES = NORMAL_REFERENCES + ZERO_SHOT_REFERENCES
 DEFAULT_MODELS = ("PEACE", "Popularity", "DeepFM")
 #: pre-trained competitors: normal setting only (Table 2); zero-shot competitors (Table 3)
 COMPETITORS = FINE_TUNED + ZERO_SHOT
@@ -73,7 +82,7 @@ def run_seed(
     """
     results: Result = defaultdict(list)
     timings: dict[str, float] = {}
-    splits = split_targets(ds, cfg.eval.split)
+    splits = chosen_splits(ds, cfg)
     ks = cfg.eval.ks
     for name in models:
         if name in PEACE_VARIANTS or name in COMPETITORS:
@@ -105,6 +114,8 @@ def run_seed(
                     normal=name not in ZERO_SHOT,
                 )
                 timings[f"{name} {ds.domains[d]}"] = time.perf_counter() - t0
+        elif name in ZERO_SHOT_REFERENCES:
+            _zero_shot_reference(results, name, ds, splits, cfg)
         elif name in REFERENCES:
             for d, split in splits.items():
                 target = TargetDomain(ds, d)
@@ -135,6 +146,39 @@ def run_seed(
             known = list(PEACE_VARIANTS) + list(REFERENCES) + list(COMPETITORS)
             raise ValueError(f"unknown model {name!r}; choose from {known}.")
     return results, timings
+
+
+def chosen_splits(ds: Dataset, cfg: PeaceConfig) -> dict[int, TargetSplit]:
+    """The target splits of ``cfg.eval.domains`` (all when empty), in the dataset's order."""
+    splits = split_targets(ds, cfg.eval.split)
+    if not cfg.eval.domains:
+        return splits
+    unknown = sorted(set(cfg.eval.domains) - {ds.domains[d] for d in splits})
+    if unknown:
+        names = [ds.domains[d] for d in splits]
+        raise ValueError(f"eval.domains: {unknown} are not target domains; choose from {names}.")
+    return {d: s for d, s in splits.items() if ds.domains[d] in cfg.eval.domains}
+
+
+def _zero_shot_reference(
+    results: Result, name: str, ds: Dataset, splits: dict[int, TargetSplit], cfg: PeaceConfig
+) -> None:
+    """The zero-shot rows of a reference that needs no learning (``ZERO_SHOT_REFERENCES``)."""
+    cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split), cfg.pretrain.cutoff)
+    counts, users_per_entity = source_entity_counts(ds, cutoff)
+    history = HistoryIndex(ds, cfg.model.history_length) if name == "Entity overlap" else None
+    for d, split in splits.items():
+        target = TargetDomain(ds, d)
+        if name == "Random":
+            ranker = RandomRanker(target, cfg.seed)
+        elif name == "Entity prior":
+            ranker = EntityPriorRanker(target, counts)
+        else:
+            ranker = EntityOverlapRanker(target, history, users_per_entity, ds.num_users)
+        test = ranking_task(split.test, _concat(split.train, split.valid))
+        for setting, task in (("zero-shot", ranking_task(split.all)), ("zero-shot-test", test)):
+            metrics = evaluate_ranker(ranker, target, task, cfg.eval.ks, cfg.seed)
+            _record(results, name, setting, ds.domains[d], metrics)
 
 
 def _concat(a, b):

@@ -12,6 +12,7 @@ epoch with the lowest held-out loss is kept. No target-domain row is read here.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -28,7 +29,7 @@ from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
 from peace.data.splits import pretrain_cutoff, pretrain_rows, split_targets
 from peace.nn.entity_encoder import EntityGraph, NeighbourSampler
-from peace.nn.peace import PEACE, PretrainBatch
+from peace.nn.peace import PEACE, PretrainBatch, SourceCatalogue, item_vectors
 from peace.utils import atomic_path, atomic_write_text, progress, seed_everything
 
 VALID_FRACTION = 0.05
@@ -126,7 +127,14 @@ def build_model(
     feature_dim = None if ds.entity_features is None else ds.entity_features.shape[1]
     model = PEACE(ds.num_entities, graph.num_edge_types, cfg.model, feature_dim)
     model.entity_encoder.set_features(ds.entity_features)
+    model.entity_encoder.set_private(private_entities(ds))
     return model, graph
+
+
+def private_entities(ds: Dataset) -> np.ndarray:
+    """``[|E|]`` bool: entities that phi links to exactly one item."""
+    ents = ds.item_entities[ds.item_entities >= 0]
+    return np.bincount(ents, minlength=ds.num_entities) == 1
 
 
 def make_records(ds: Dataset, history: HistoryIndex, cutoff: float) -> PretrainRecords:
@@ -143,10 +151,21 @@ def make_records(ds: Dataset, history: HistoryIndex, cutoff: float) -> PretrainR
     )
 
 
-class _NegativeSampler:
-    """Uniform negatives from the same domain's items, vectorised over a batch."""
+class NegativeSampler:
+    """Negatives from the positive's own source domain, vectorised over a batch.
 
-    def __init__(self, ds: Dataset, domains: list[int]) -> None:
+    ``mode`` (``pretrain.negatives``): ``uniform`` over the domain's items; ``popularity`` in
+    proportion to ``(1 + count)^alpha``, where count is the item's positive pre-training records;
+    ``mixed``: each negative one or the other with equal chance.
+    """
+
+    def __init__(
+        self,
+        ds: Dataset,
+        counts: np.ndarray | None = None,
+        mode: str = "uniform",
+        alpha: float = 0.75,
+    ) -> None:
         cats = [ds.domain_items(d) for d in range(len(ds.domains))]
         self.flat = torch.as_tensor(np.concatenate(cats), dtype=torch.long)
         sizes = np.array([len(c) for c in cats])
@@ -154,11 +173,51 @@ class _NegativeSampler:
         self.offset = torch.as_tensor(
             np.concatenate([[0], np.cumsum(sizes)[:-1]]), dtype=torch.long
         )
+        if mode not in ("uniform", "popularity", "mixed"):
+            raise ValueError(
+                f"pretrain.negatives = {mode!r}: expected uniform, popularity or mixed."
+            )
+        self.mode = mode
+        # Domain d's cumulative weights live in [d, d + 1): one searchsorted serves every domain.
+        counts = np.zeros(ds.num_items) if counts is None else counts
+        cdf = []
+        for d, items in enumerate(cats):
+            w = (1.0 + counts[items].astype(np.float64)) ** alpha
+            c = np.cumsum(w) / max(w.sum(), 1e-12) if len(w) else np.zeros(0)
+            cdf.append(d + np.minimum(c, 1.0 - 1e-12))
+        self.cdf = torch.as_tensor(np.concatenate(cdf), dtype=torch.float64)
 
     def sample(self, domains: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
         r = torch.rand(len(domains), k, generator=gen)
         pick = (r * self.size[domains].unsqueeze(1)).long()
+        if self.mode != "uniform":
+            q = torch.rand(len(domains), k, generator=gen, dtype=torch.float64)
+            drawn = torch.searchsorted(self.cdf, domains.unsqueeze(1).double() + q)
+            drawn = (drawn - self.offset[domains].unsqueeze(1)).clamp(min=0)
+            drawn = torch.minimum(drawn, self.size[domains].unsqueeze(1) - 1)
+            if self.mode == "mixed":
+                pick = torch.where(torch.rand(len(domains), k, generator=gen) < 0.5, drawn, pick)
+            else:
+                pick = drawn
         return self.flat[self.offset[domains].unsqueeze(1) + pick]
+
+
+def source_catalogue(ds: Dataset) -> SourceCatalogue:
+    """The source items, their entities and domains (the softmax of L_served)."""
+    items = [ds.domain_items(d) for d in ds.source_domains]
+    flat = np.concatenate(items) if items else np.zeros(0, np.int64)
+    column = np.full(ds.num_items, -1, dtype=np.int64)
+    column[flat] = np.arange(len(flat))
+    mask = np.zeros((len(items), len(flat)), dtype=bool)
+    start = 0
+    for k, its in enumerate(items):
+        mask[k, start : start + len(its)] = True
+        start += len(its)
+    return SourceCatalogue(
+        entities=torch.as_tensor(ds.item_entities[flat], dtype=torch.long),
+        domain_mask=torch.as_tensor(mask),
+        column=torch.as_tensor(column),
+    )
 
 
 def _make_batch(
@@ -166,16 +225,18 @@ def _make_batch(
     history: HistoryIndex,
     rec: PretrainRecords,
     idx: np.ndarray,
-    sampler: _NegativeSampler,
+    sampler: NegativeSampler,
     neg_ratio: int,
     gen: torch.Generator,
+    source_position: torch.Tensor | None = None,
 ) -> PretrainBatch:
     tokens, mask = history.gather(rec.positions[idx])
+    domains = torch.as_tensor(rec.domains[idx], dtype=torch.long)
     items = torch.as_tensor(rec.items[idx], dtype=torch.long).unsqueeze(1)
     labels = torch.as_tensor(rec.labels[idx]).unsqueeze(1)
     item_valid = torch.ones_like(items, dtype=torch.bool)
     if neg_ratio > 0:
-        negs = sampler.sample(torch.as_tensor(rec.domains[idx], dtype=torch.long), neg_ratio, gen)
+        negs = sampler.sample(domains, neg_ratio, gen)
         items = torch.cat([items, negs], 1)
         labels = torch.cat([labels, torch.zeros(negs.shape)], 1)
         # Only positives bring sampled negatives; an observed negative stands alone.
@@ -192,6 +253,10 @@ def _make_batch(
         labels=labels.unsqueeze(-1).expand_as(ents).flatten(1).float(),
         valid=valid.flatten(1),
         users=torch.as_tensor(rec.users[idx], dtype=torch.long),
+        items=items,
+        item_labels=labels.float(),
+        item_valid=item_valid,
+        domains=None if source_position is None else source_position[domains],
     )
 
 
@@ -201,27 +266,157 @@ def _entity_table(
     batch: PretrainBatch,
     sampler: NeighbourSampler | None,
     gen: torch.Generator,
-) -> PretrainBatch | tuple:
-    """Full-graph table, or a subgraph table with the batch's ids remapped to it."""
+    catalogue: SourceCatalogue | None = None,
+) -> tuple[torch.Tensor, PretrainBatch, SourceCatalogue | None]:
+    """Full-graph table, or a subgraph table with the batch's (and catalogue's) ids remapped."""
     if sampler is None:
-        return model.encoder_table(graph), batch
+        return model.encoder_table(graph), batch, catalogue
     pad = graph.num_entities
-    seeds = torch.unique(torch.cat([batch.tokens.flatten(), batch.targets.flatten()]))
+    parts = [batch.tokens.flatten(), batch.targets.flatten()]
+    if catalogue is not None:
+        parts.append(catalogue.entities[catalogue.entities >= 0])
+    seeds = torch.unique(torch.cat(parts))
     seeds = seeds[seeds != pad]
     nodes, edge_index, edge_type = sampler.sample(seeds, gen)
     h = model.entity_encoder.forward_subgraph(nodes, edge_index, edge_type)
     table = torch.cat([h, h.new_zeros(1, h.shape[1])])
     remap = torch.full((pad + 1,), len(nodes), dtype=torch.long)
     remap[nodes] = torch.arange(len(nodes))
-    local = PretrainBatch(
-        remap[batch.tokens],
-        batch.mask,
-        remap[batch.targets],
-        batch.labels,
-        batch.valid,
-        batch.users,
-    )
-    return table, local
+    local = dataclasses.replace(batch, tokens=remap[batch.tokens], targets=remap[batch.targets])
+    if catalogue is not None:
+        ents = catalogue.entities
+        local_ents = torch.where(ents >= 0, remap[ents.clamp(min=0)], ents)
+        catalogue = dataclasses.replace(catalogue, entities=local_ents)
+    return table, local, catalogue
+
+
+@dataclass
+class HeldOut:
+    """Held-out source records (the last ``VALID_FRACTION`` before the cut-off), two ways.
+
+    ``batches``: user-entity pairs with fixed negatives (the held-out loss of Eq. 4).
+    ``ranking``: up to ``RANKING_RECORDS`` positive records, each ranked against its source
+    domain's whole catalogue by the served zero-shot score: NDCG@10 and AUC per record. A
+    per-entity popularity table cannot win this one by knowing popularity alone; its own value on
+    the same records is kept as ``popularity_ndcg``.
+    """
+
+    batches: list[PretrainBatch]
+    ranking: PretrainRecords
+    popularity_ndcg: float = float("nan")
+
+
+RANKING_RECORDS = 4000
+
+
+def _held_out(
+    ds: Dataset,
+    history: HistoryIndex,
+    train: PretrainRecords,
+    held: PretrainRecords,
+    item_entities: torch.Tensor,
+    negatives: NegativeSampler,
+    cfg: PeaceConfig,
+    source_position: torch.Tensor,
+) -> HeldOut:
+    pc = cfg.pretrain
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # fixed negatives: evaluations compare
+    batches = [
+        _make_batch(
+            item_entities,
+            history,
+            held,
+            np.arange(s, min(s + pc.batch_size, len(held))),
+            negatives,
+            pc.neg_ratio,
+            gen,
+            source_position,
+        )
+        for s in range(0, len(held), pc.batch_size)
+    ]
+    positive = np.flatnonzero(held.labels > 0)
+    if len(positive) > RANKING_RECORDS:
+        rng = np.random.default_rng(cfg.seed + 3)
+        positive = np.sort(rng.choice(positive, RANKING_RECORDS, replace=False))
+    ranking = held.subset(positive)
+    counts = np.bincount(train.items[train.labels > 0], minlength=ds.num_items).astype(np.float64)
+    pop = _rank_metrics(
+        ds,
+        ranking,
+        lambda idx, cat: torch.as_tensor(counts[cat]).expand(len(idx), -1),
+    )["ndcg@10"]
+    return HeldOut(batches=batches, ranking=ranking, popularity_ndcg=pop)
+
+
+def _rank_metrics(ds: Dataset, rec: PretrainRecords, score, chunk: int = 256) -> dict[str, float]:
+    """Mean NDCG@10 and AUC of each record's item within its domain's catalogue.
+
+    ``score(idx, catalogue)`` gives ``[len(idx), len(catalogue)]`` scores for records ``idx``.
+    Ties count half (AUC) and rank after the item (NDCG), so a constant score earns nothing.
+    """
+    ndcg, auc = [], []
+    for d in np.unique(rec.domains):
+        cat = ds.domain_items(int(d))
+        column = np.full(ds.num_items, -1, dtype=np.int64)
+        column[cat] = np.arange(len(cat))
+        rows = np.flatnonzero(rec.domains == d)
+        for s in range(0, len(rows), chunk):
+            idx = rows[s : s + chunk]
+            scores = score(idx, cat).double()
+            target = torch.as_tensor(column[rec.items[idx]])
+            own = scores.gather(1, target.unsqueeze(1))
+            above = (scores > own).sum(1).double()
+            ties = (scores == own).sum(1).double() - 1.0
+            rank = above + ties  # pessimistic: tied items rank first
+            ndcg.append(torch.where(rank < 10, 1.0 / torch.log2(rank + 2.0), torch.zeros(1)))
+            auc.append(1.0 - (above + 0.5 * ties) / max(len(cat) - 1, 1))
+    if not ndcg:
+        return {"ndcg@10": float("nan"), "auc": float("nan")}
+    return {"ndcg@10": float(torch.cat(ndcg).mean()), "auc": float(torch.cat(auc).mean())}
+
+
+@torch.no_grad()
+def _evaluate(
+    model: PEACE | TransferModel,
+    graph: EntityGraph,
+    ds: Dataset,
+    history: HistoryIndex,
+    held: HeldOut,
+    sampler: NeighbourSampler | None,
+    cfg: PeaceConfig,
+    item_entities: torch.Tensor,
+) -> dict[str, float]:
+    """Held-out loss of Eq. 4 and held-out ranking by the served score."""
+    model.eval()
+    out: dict[str, float] = {"valid_loss": 0.0}
+    full = model.encoder_table(graph)
+    if held.batches:
+        gen = torch.Generator().manual_seed(cfg.seed + 2)
+        total = 0.0
+        for batch in held.batches:
+            if sampler is None:
+                table = full
+            else:
+                table, batch, _ = _entity_table(model, graph, batch, sampler, gen)
+            total += float(model.pretrain_losses(table, batch, cfg.pretrain.tau, 0.0)["et"])
+        out["valid_loss"] = total / len(held.batches)
+    if len(held.ranking):
+        rec = held.ranking
+        tokens, mask = history.gather(rec.positions)
+        users = torch.as_tensor(rec.users, dtype=torch.long)
+        states = model.encode_users(full, users, tokens, mask)
+        scorer = cfg.eval.zero_shot_scorer
+
+        def score(idx: np.ndarray, cat: np.ndarray) -> torch.Tensor:
+            vecs = item_vectors(full, item_entities[torch.as_tensor(cat)])
+            cand = vecs.unsqueeze(0).expand(len(idx), -1, -1)
+            return model.zero_shot_scores(states[torch.as_tensor(idx)], cand, scorer)
+
+        metrics = _rank_metrics(ds, rec, score)
+        out["valid_ndcg"] = metrics["ndcg@10"]
+        out["valid_auc"] = metrics["auc"]
+    model.train()
+    return out
 
 
 def pretrain(
@@ -266,7 +461,12 @@ def pretrain(
         )
     model, graph = build_model(ds, cfg, architecture, context)
     item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
-    negatives = _NegativeSampler(ds, ds.source_domains)
+    counts = np.bincount(train.items[train.labels > 0], minlength=ds.num_items)
+    negatives = NegativeSampler(ds, counts, pc.negatives, pc.neg_alpha)
+    source_position = torch.full((len(ds.domains),), -1, dtype=torch.long)
+    source_position[ds.source_domains] = torch.arange(len(ds.source_domains))
+    served = pc.served_loss if architecture == "PEACE" else "none"
+    catalogue = source_catalogue(ds) if served != "none" else None
     sampled = cfg.model.graph_sampling == "sampled" and architecture == "PEACE"
     sampler = NeighbourSampler(graph, cfg.model.fanout) if sampled else None
     optimizer = torch.optim.Adam(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
@@ -285,30 +485,50 @@ def pretrain(
         start_epoch = int(state["epoch"])
         log = json.loads((run / "log.json").read_text())
 
-    # Held-out batches use fixed negatives so epochs compare on the same pairs.
-    valid_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    valid_batches = [
-        _make_batch(
-            item_entities,
-            history,
-            held_out,
-            np.arange(s, min(s + pc.batch_size, n_valid)),
-            negatives,
-            pc.neg_ratio,
-            valid_gen,
-        )
-        for s in range(0, n_valid, pc.batch_size)
-    ]
-    best = min((e["valid_loss"] for e in log), default=float("inf"))
+    held = _held_out(ds, history, train, held_out, item_entities, negatives, cfg, source_position)
+    best = min((_criterion(e) for e in log), default=float("inf"))
+    stale = _stale(log)
     best_state = None
-    steps = 0
+    improved_since_save = False
+    steps = int(log[-1].get("step", 0)) if log else 0
+    stop = False
+    sums = {"total": 0.0, "et": 0.0, "cp": 0.0, "ip": 0.0}
+    n_batches = 0
+    t0 = time.perf_counter()
+
+    def evaluate(epoch: int) -> None:
+        """One held-out evaluation: log it, keep the best state, count patience."""
+        nonlocal best, best_state, stale, improved_since_save, stop, sums, n_batches, t0
+        scores = _evaluate(model, graph, ds, history, held, sampler, cfg, item_entities)
+        entry = {
+            "epoch": epoch,
+            "step": steps,
+            "loss": sums["total"] / max(n_batches, 1),
+            "loss_et": sums["et"] / max(n_batches, 1),
+            "loss_cp": sums["cp"] / max(n_batches, 1),
+            "loss_ip": sums["ip"] / max(n_batches, 1),
+            **scores,
+            "valid_popularity_ndcg": held.popularity_ndcg,
+            "seconds": time.perf_counter() - t0,
+            "pairs": int(n_batches * pc.batch_size * (1 + pc.neg_ratio)),
+        }
+        log.append(entry)
+        if _criterion(entry) <= best:
+            best, stale, improved_since_save = _criterion(entry), 0, True
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if pc.patience and stale >= pc.patience:
+                stop = True
+        sums = dict.fromkeys(sums, 0.0)
+        n_batches = 0
+        t0 = time.perf_counter()
+
     for epoch in range(start_epoch, pc.epochs):
         model.train()
-        t0 = time.perf_counter()
         order = torch.randperm(len(train), generator=gen).numpy()
         batches = range(0, len(train), pc.batch_size)
-        sums = {"total": 0.0, "et": 0.0, "cp": 0.0}
-        n_batches = 0
+        evaluated = False
         for s in progress(
             batches,
             f"pre-train epoch {epoch + 1}/{pc.epochs}",
@@ -323,9 +543,15 @@ def pretrain(
                 negatives,
                 pc.neg_ratio,
                 gen,
+                source_position,
             )
-            table, batch = _entity_table(model, graph, batch, sampler, gen)
-            losses = model.pretrain_losses(table, batch, pc.tau, pc.gamma)
+            table, batch, cat = _entity_table(model, graph, batch, sampler, gen, catalogue)
+            if served == "none":
+                losses = model.pretrain_losses(table, batch, pc.tau, pc.gamma)
+            else:
+                losses = model.pretrain_losses(
+                    table, batch, pc.tau, pc.gamma, served, pc.served_weight, cat
+                )
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimizer.step()
@@ -333,26 +559,30 @@ def pretrain(
                 sums[k] += float(v.detach())
             n_batches += 1
             steps += 1
-            if pc.max_steps and steps >= pc.max_steps:
+            evaluated = False
+            if pc.eval_every and steps % pc.eval_every == 0:
+                evaluate(epoch + 1)
+                evaluated = True
+            if stop or (pc.max_steps and steps >= pc.max_steps):
+                stop = True
                 break
-        valid_loss = _held_out_loss(model, graph, valid_batches, sampler, cfg)
-        entry = {
-            "epoch": epoch + 1,
-            "loss": sums["total"] / max(n_batches, 1),
-            "loss_et": sums["et"] / max(n_batches, 1),
-            "loss_cp": sums["cp"] / max(n_batches, 1),
-            "valid_loss": valid_loss,
-            "seconds": time.perf_counter() - t0,
-            "pairs": int(n_batches * pc.batch_size * (1 + pc.neg_ratio)),
-        }
-        log.append(entry)
-        improved = valid_loss <= best
-        if improved:
-            best = valid_loss
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if not evaluated:
+            evaluate(epoch + 1)
         if run is not None:
-            _save_epoch(run, model, optimizer, gen, epoch + 1, log, cfg, ds, cutoff, improved)
-        if pc.max_steps and steps >= pc.max_steps:
+            _save_epoch(
+                run,
+                model,
+                optimizer,
+                gen,
+                epoch + 1,
+                log,
+                cfg,
+                ds,
+                cutoff,
+                best_state if improved_since_save else None,
+            )
+            improved_since_save = False
+        if stop:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -362,28 +592,21 @@ def pretrain(
     return Pretrained(model=model, graph=graph, history=history, config=cfg, cutoff=cutoff, log=log)
 
 
-@torch.no_grad()
-def _held_out_loss(
-    model: PEACE | TransferModel,
-    graph: EntityGraph,
-    batches: list[PretrainBatch],
-    sampler: NeighbourSampler | None,
-    cfg: PeaceConfig,
-) -> float:
-    if not batches:
-        return 0.0
-    model.eval()
-    gen = torch.Generator().manual_seed(cfg.seed + 2)
-    total = 0.0
-    full = model.encoder_table(graph) if sampler is None else None
-    for batch in batches:
-        if full is not None:
-            table = full
-        else:
-            table, batch = _entity_table(model, graph, batch, sampler, gen)
-        total += float(model.pretrain_losses(table, batch, cfg.pretrain.tau, 0.0)["et"])
-    model.train()
-    return total / len(batches)
+def _criterion(entry: dict) -> float:
+    """What pre-training keeps (lower is better): held-out ranking by the served score when
+    there is one, else the held-out loss of Eq. 4."""
+    ndcg = entry.get("valid_ndcg")
+    if ndcg is not None and ndcg == ndcg:
+        return -float(ndcg)
+    return float(entry["valid_loss"])
+
+
+def _stale(log: list[dict]) -> int:
+    """Evaluations since the best one (for patience across a resume)."""
+    if not log:
+        return 0
+    values = [_criterion(e) for e in log]
+    return len(values) - 1 - int(np.argmin(values))
 
 
 def _save_epoch(
@@ -396,9 +619,12 @@ def _save_epoch(
     cfg: PeaceConfig,
     ds: Dataset,
     cutoff: float,
-    improved: bool,
+    best_state: dict[str, torch.Tensor] | None,
 ) -> None:
-    """Write the epoch's checkpoint; each file is replaced atomically, the model last."""
+    """Write the epoch's checkpoint; each file is replaced atomically, the model last.
+
+    ``best_state``: the best weights so far when they changed since the last checkpoint (they
+    become ``model.safetensors``); None keeps the earlier ``model.safetensors``."""
     run.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     meta = {
@@ -416,9 +642,10 @@ def _save_epoch(
             {"optimizer": optimizer.state_dict(), "generator": gen.get_state(), "epoch": epoch}, tmp
         )
     atomic_write_text(run / "log.json", json.dumps(log, indent=2))
-    if improved:
+    if best_state is not None:
+        best = {k: v.contiguous() for k, v in best_state.items()}
         with atomic_path(run / "model.safetensors") as tmp:
-            save_file(state, str(tmp), metadata={"fingerprint": meta["fingerprint"]})
+            save_file(best, str(tmp), metadata={"fingerprint": meta["fingerprint"]})
         atomic_write_text(run / "meta.json", json.dumps(meta, indent=2))
 
 

@@ -20,9 +20,11 @@ from torch import Tensor, nn
 
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
+from peace.data.history import HistoryIndex
 from peace.flows.pretrain import Pretrained
 from peace.nn.deepfm import DeepFM
 from peace.nn.heads import FineTuneHead
+from peace.nn.peace import item_vectors
 
 
 class TargetDomain:
@@ -57,13 +59,6 @@ class TargetDomain:
         return self.column[items]
 
 
-def item_vectors(entity_table: Tensor, item_entities: Tensor) -> Tensor:
-    """z_i^T: mean of the item's entity vectors (Sec. 4.4, footnote 4); ``[I, 3] -> [I, d]``."""
-    valid = (item_entities >= 0).unsqueeze(-1).float()
-    vecs = entity_table[item_entities.clamp(min=0)] * valid
-    return vecs.sum(1) / valid.sum(1).clamp(min=1.0)
-
-
 class PeaceRanker(nn.Module):
     """The normal ranker: Eq. 11 on frozen (default) or trainable pre-trained encoders.
 
@@ -84,6 +79,7 @@ class PeaceRanker(nn.Module):
             cfg.model.mlp_hidden,
             fc.fm_dim,
             fc.deepfm_hidden,
+            fc.interaction_features,
         )
         self.frozen = fc.freeze_encoders
         if self.frozen:
@@ -115,12 +111,12 @@ class PeaceRanker(nn.Module):
     def forward(self, users: Tensor, states: Tensor, items: Tensor) -> Tensor:
         encoded, all_items = self._states_and_items(users, states)
         item_vecs = all_items[items]
-        if self.precomputed:
-            with torch.no_grad():
-                user_vecs = self.pre.model.user_vectors(encoded, item_vecs)
-        else:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.precomputed):
             user_vecs = self.pre.model.user_vectors(encoded, item_vecs)
-        return self.head(user_vecs, item_vecs, self.target.codes(users, items))
+            affinity = None
+            if self.head.interactions:  # the zero-shot score, z_u . z_i (Sec. 4.4)
+                affinity = self.pre.model.zero_shot_scores(encoded, item_vecs, "inner")
+        return self.head(user_vecs, item_vecs, self.target.codes(users, items), affinity)
 
     def train(self, mode: bool = True) -> PeaceRanker:
         super().train(mode)
@@ -183,3 +179,103 @@ class PopularityRanker(nn.Module):
 
     def forward(self, users: Tensor, states: Tensor | None, items: Tensor) -> Tensor:
         return self.counts[items]
+
+
+# ------------------------------------------------------------------ zero-shot references
+# Rankers that need no learning, for the zero-shot tables: what PEACE must beat before its
+# numbers mean anything. Each uses only source behaviour before the pre-training cut-off (the
+# counts) and the user's source history before the query time, like the zero-shot ranker.
+
+
+def source_entity_counts(ds: Dataset, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per entity: positive source rows before ``cutoff`` whose item maps to it, and distinct
+    users with such a row. Both ``[|E|]``."""
+    from peace.data.splits import pretrain_rows
+
+    rows = pretrain_rows(ds, cutoff)
+    rows = rows[rows["label"] == 1]
+    ents = ds.item_entities[rows["item"].to_numpy()]  # [R, 3]
+    users = np.repeat(rows["user"].to_numpy(), ents.shape[1])
+    flat = ents.reshape(-1)
+    keep = flat >= 0
+    counts = np.bincount(flat[keep], minlength=ds.num_entities)
+    pairs = np.unique(np.stack([users[keep], flat[keep]], 1), axis=0)
+    users_per_entity = np.bincount(pairs[:, 1], minlength=ds.num_entities)
+    return counts.astype(np.float64), users_per_entity.astype(np.float64)
+
+
+class RandomRanker(nn.Module):
+    """Reference: a seeded random score for every user-item pair."""
+
+    trainable = False
+
+    def __init__(self, target: TargetDomain, seed: int) -> None:
+        super().__init__()
+        self.n_items, self.seed = len(target.catalogue), seed
+
+    def states(self, users: np.ndarray, times: np.ndarray) -> Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        return torch.rand(len(users), self.n_items, generator=gen)
+
+    def forward(self, users: Tensor, states: Tensor, items: Tensor) -> Tensor:
+        return states.gather(1, items)
+
+
+class EntityPriorRanker(nn.Module):
+    """Reference: target items ranked by how often their entities occur in source behaviour
+    before the cut-off (the mean of log(1 + count) over the item's entities); no user input."""
+
+    trainable = False
+
+    def __init__(self, target: TargetDomain, entity_counts: np.ndarray) -> None:
+        super().__init__()
+        weight = torch.as_tensor(np.log1p(entity_counts), dtype=torch.float32)
+        ents = target.item_entities
+        valid = (ents >= 0).float()
+        self.scores = (weight[ents.clamp(min=0)] * valid).sum(1) / valid.sum(1).clamp(min=1.0)
+
+    def states(self, users: np.ndarray, times: np.ndarray) -> None:
+        return None
+
+    def forward(self, users: Tensor, states: Tensor | None, items: Tensor) -> Tensor:
+        return self.scores[items]
+
+
+class EntityOverlapRanker(nn.Module):
+    """Reference: target items ranked by the IDF-weighted overlap of their entities with the
+    user's source history before the query time: sum over the item's entities e of
+    log(1 + tf(u, e)) * log(U / (1 + df(e))), tf = occurrences of e in the user's history tokens,
+    df = users with e in their source behaviour before the cut-off."""
+
+    trainable = False
+
+    def __init__(
+        self,
+        target: TargetDomain,
+        history: HistoryIndex,
+        users_per_entity: np.ndarray,
+        num_users: int,
+    ) -> None:
+        super().__init__()
+        self.history = history
+        ents = target.item_entities.numpy()
+        vocab = np.unique(ents[ents >= 0])
+        self.column = np.full(history.pad + 1, len(vocab), dtype=np.int64)
+        self.column[vocab] = np.arange(len(vocab))
+        idf = np.log(num_users / (1.0 + users_per_entity[vocab]))
+        self.idf = torch.as_tensor(np.maximum(idf, 0.0), dtype=torch.float32)
+        incidence = torch.zeros(len(ents), len(vocab) + 1)
+        cols = torch.as_tensor(self.column[np.where(ents >= 0, ents, history.pad)])
+        incidence.scatter_(1, cols, 1.0)
+        self.incidence = incidence[:, :-1]  # [I, V]
+
+    def states(self, users: np.ndarray, times: np.ndarray) -> Tensor:
+        tokens, mask = self.history.lookup(users, times)
+        cols = torch.as_tensor(self.column)[tokens]
+        bag = torch.zeros(len(users), len(self.idf) + 1)
+        bag.scatter_add_(1, cols, mask.float())
+        return bag[:, :-1]
+
+    def forward(self, users: Tensor, states: Tensor, items: Tensor) -> Tensor:
+        weights = torch.log1p(states) * self.idf  # [B, V]
+        return (weights @ self.incidence.T).gather(1, items)

@@ -104,6 +104,11 @@ class EntityEncoder(nn.Module):
         heads: attention heads per layer (averaged).
         feature_dim: width of original entity features, or None for learned id embeddings.
         use_graph: False skips message passing (ablation "w/o GL").
+        inductive: entities marked private by :meth:`set_private` (those that stand for a single
+            item, e.g. a movie's own graph node) share one learned input vector, so their
+            encoding comes from their graph neighbourhood: a new domain's items, whose own nodes
+            pre-training never sees, are then encoded by the same trained function as the
+            source's, instead of from untrained id vectors.
 
     Shapes:
         ``forward(graph) -> [|E| + 1, d]``; ``forward_subgraph(nodes, edge_index, edge_type)``
@@ -120,6 +125,7 @@ class EntityEncoder(nn.Module):
         feature_dim: int | None = None,
         use_graph: bool = True,
         dropout: float = 0.0,
+        inductive: bool = False,
     ) -> None:
         super().__init__()
         self.num_entities, self.dim, self.layers = num_entities, dim, layers
@@ -138,6 +144,8 @@ class EntityEncoder(nn.Module):
         self.convs = nn.ModuleList(
             GATConv(dim, dim, heads=heads, concat=False, edge_dim=edge_dim) for _ in range(layers)
         )
+        self.private: Tensor | None = None
+        self.private_input = nn.Parameter(torch.empty(dim)) if inductive else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -147,17 +155,28 @@ class EntityEncoder(nn.Module):
             nn.init.normal_(self.relation.weight, std=0.1)
         for conv in self.convs:
             conv.reset_parameters()
+        if self.private_input is not None:
+            nn.init.normal_(self.private_input, std=0.1)
 
     def set_features(self, features: np.ndarray | Tensor | None) -> None:
         """Original entity features [|E|, D] (kept outside the state dict: they are data)."""
         self.features = None if features is None else torch.as_tensor(features).float()
 
+    def set_private(self, private: np.ndarray | Tensor | None) -> None:
+        """``[|E|]`` bool: the entities that share one input vector when ``inductive`` (data,
+        kept outside the state dict, like the features)."""
+        self.private = None if private is None else torch.as_tensor(private, dtype=torch.bool)
+
     def inputs(self, nodes: Tensor | None = None) -> Tensor:
         if self.embedding is not None:
-            return self.embedding.weight if nodes is None else self.embedding(nodes)
-        assert self.features is not None, "entity features were not set (set_features)"
-        x = self.features if nodes is None else self.features[nodes]
-        return self.project(x)
+            x = self.embedding.weight if nodes is None else self.embedding(nodes)
+        else:
+            assert self.features is not None, "entity features were not set (set_features)"
+            x = self.project(self.features if nodes is None else self.features[nodes])
+        if self.private_input is not None and self.private is not None:
+            private = self.private if nodes is None else self.private[nodes]
+            x = torch.where(private.unsqueeze(-1), self.private_input, x)
+        return x
 
     def propagate(self, x: Tensor, edge_index: Tensor, edge_type: Tensor) -> Tensor:
         if not self.use_graph:

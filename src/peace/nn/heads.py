@@ -6,6 +6,10 @@ Eq. 12:  L_FT = sum C(y_ui, y^_ui)   (binary cross-entropy over positives and sa
 z_u^T is the user's universal encoding (prototype-enhanced towards the item when PEA is on),
 z_i^T the mean of the item's entity vectors (footnote 4). DeepFM contributes its FM term and the
 output of its 64-32-8 deep network (A.3).
+
+With ``interactions`` (``finetune.interaction_features``) the MLP also sees z_u^T * z_i^T and the
+zero-shot score (the universal encoding . z_i, Sec. 4.4): an MLP over a concatenation learns
+additive terms easily and user-item products poorly, so the head is handed them.
 """
 
 from __future__ import annotations
@@ -37,19 +41,31 @@ class FineTuneHead(nn.Module):
         mlp_hidden: tuple[int, ...] = (64, 32),
         fm_dim: int = 8,
         deepfm_hidden: tuple[int, ...] = (64, 32, 8),
+        interactions: bool = False,
     ) -> None:
         super().__init__()
         self.dim = dim
+        self.interactions = interactions
         self.deepfm = DeepFM(cardinalities, fm_dim, deepfm_hidden)
-        self.mlp = MLP(2 * dim + self.deepfm.out_dim, mlp_hidden, 1)
+        extra = dim + 1 if interactions else 0
+        self.mlp = MLP(2 * dim + extra + self.deepfm.out_dim, mlp_hidden, 1)
 
-    def forward(self, users: Tensor, items: Tensor, codes: Tensor) -> Tensor:
-        x = torch.cat([users, items, self.deepfm.representation(codes)], dim=-1)
+    def forward(
+        self, users: Tensor, items: Tensor, codes: Tensor, affinity: Tensor | None = None
+    ) -> Tensor:
+        """Logits ``[B, C]``; ``affinity`` ``[B, C]`` is the zero-shot score (with interactions)."""
+        parts = [users, items]
+        if self.interactions:
+            if affinity is None:
+                raise ValueError("a head with interaction features needs the zero-shot score.")
+            parts += [users * items, affinity.unsqueeze(-1)]
+        x = torch.cat([*parts, self.deepfm.representation(codes)], dim=-1)
         return self.mlp(x).squeeze(-1)  # Eq. 11 (the sigmoid lives in the loss, Eq. 12)
 
     def __repr__(self) -> str:
         d = self.deepfm
         return (
             f"FineTuneHead({self.dim}, {d.cardinalities}, mlp_hidden={list(self.mlp.hidden)}, "
-            f"fm_dim={d.fm_dim}, deepfm_hidden={list(d.hidden)})"
+            f"fm_dim={d.fm_dim}, deepfm_hidden={list(d.hidden)}"
+            + (", interactions=True)" if self.interactions else ")")
         )

@@ -6,7 +6,12 @@
 * Eq. 3, the pre-training decoder:    y^_ue = sigma( MLP(z_u || h_e) )
 * Eq. 4, entity-oriented loss:        L_ET = sum C(y_ue, y^_ue)     (binary cross-entropy)
 * Eq. 7, contrastive prototype loss   (see :mod:`peace.nn.prototypes`)
-* Eq. 10, the pre-training objective: L = L_ET + gamma * L_CP
+* Eq. 10, the pre-training objective: L = L_ET + gamma * L_CP (+ lambda * L_served, a switch)
+
+L_served trains the score the zero-shot ranker serves (Sec. 4.4, DESIGN.md decision 8): the inner
+product of the universal encoding z_u (Eq. 2) and the item vector z_i (the mean of the item's
+entity vectors, footnote 4), as a softmax over the record's source-domain catalogue or as binary
+cross-entropy on the record's item and its negatives (``pretrain.served_loss``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,30 @@ from peace.nn.prototypes import Prototypes
 from peace.nn.user_encoder import AttentiveFusion, InterestExtractor
 
 
+def item_vectors(entity_table: Tensor, item_entities: Tensor) -> Tensor:
+    """z_i: mean of the item's entity vectors (Sec. 4.4, footnote 4); ``[..., 3] -> [..., d]``.
+
+    ``item_entities`` holds entity rows of ``entity_table``, -1 where an item has fewer entities.
+    """
+    valid = (item_entities >= 0).unsqueeze(-1).to(entity_table.dtype)
+    vecs = entity_table[item_entities.clamp(min=0)] * valid
+    return vecs.sum(-2) / valid.sum(-2).clamp(min=1.0)
+
+
+@dataclass
+class SourceCatalogue:
+    """The source items as the served score sees them, for the softmax of L_served.
+
+    entities: ``[I_S, 3]`` entity rows of every source item (-1 = none);
+    domain_mask: ``[|S|, I_S]`` True where the item belongs to that source domain;
+    column: ``[I]`` column of each item in ``entities`` (-1 for target items).
+    """
+
+    entities: Tensor
+    domain_mask: Tensor
+    column: Tensor
+
+
 @dataclass
 class PretrainBatch:
     """One batch of pre-training records, each expanded to C user-entity pairs.
@@ -32,6 +61,8 @@ class PretrainBatch:
     targets: ``[B, C]`` target entity ids (padding = |E|); labels ``[B, C]`` in {0, 1};
     valid: ``[B, C]`` True for real pairs.
     users: ``[B]`` user ids of the records (read by the graph-based competitors).
+    items: ``[B, 1 + neg]`` the record's item and its negatives; item_labels/item_valid the same
+    shape; domains: ``[B]`` source-domain position of each record (read by L_served).
     """
 
     tokens: Tensor
@@ -40,6 +71,10 @@ class PretrainBatch:
     labels: Tensor
     valid: Tensor
     users: Tensor | None = None
+    items: Tensor | None = None
+    item_labels: Tensor | None = None
+    item_valid: Tensor | None = None
+    domains: Tensor | None = None
 
 
 class PEACE(nn.Module):
@@ -71,6 +106,7 @@ class PEACE(nn.Module):
             feature_dim=feature_dim,
             use_graph=config.use_graph,
             dropout=config.dropout,
+            inductive=config.inductive_entities,
         )
         self.interests = InterestExtractor(d, config.n_interests, config.attention_dim)
         self.fusion = AttentiveFusion(d, config.attention_dim)
@@ -138,21 +174,71 @@ class PEACE(nn.Module):
 
     # -------------------------------------------------------------- losses
     def pretrain_losses(
-        self, entity_table: Tensor, batch: PretrainBatch, tau: float, gamma: float
+        self,
+        entity_table: Tensor,
+        batch: PretrainBatch,
+        tau: float,
+        gamma: float,
+        served: str = "none",
+        served_weight: float = 1.0,
+        catalogue: SourceCatalogue | None = None,
     ) -> dict[str, Tensor]:
-        """Eq. 4, Eq. 7 and their sum Eq. 10 for one batch (means over pairs and entities)."""
+        """Eq. 4, Eq. 7, L_served and their sum Eq. 10 for one batch (means over pairs)."""
         interests = self.encode_interests(entity_table, batch.tokens, batch.mask)
         targets = F.embedding(batch.targets, entity_table)  # [B, C, d]
         users = self.user_vectors(interests, targets)
         logits = self.decode(users, targets)
         valid = batch.valid
         loss_et = F.binary_cross_entropy_with_logits(logits[valid], batch.labels[valid])  # Eq. 4
-        losses = {"et": loss_et}
+        losses = {"et": loss_et, "total": loss_et}
         if self.config.use_cpl and gamma > 0:
             distinct = torch.unique(batch.targets[valid])
             loss_cp = self.prototypes.contrastive_loss(entity_table[distinct], tau)  # Eq. 7
             losses["cp"] = loss_cp
-            losses["total"] = loss_et + gamma * loss_cp  # Eq. 10
-        else:
-            losses["total"] = loss_et
+            losses["total"] = losses["total"] + gamma * loss_cp  # Eq. 10
+        if served != "none" and served_weight > 0:
+            loss_ip = served_loss(self.universal(interests), entity_table, batch, served, catalogue)
+            losses["ip"] = loss_ip
+            losses["total"] = losses["total"] + served_weight * loss_ip
         return losses
+
+
+def served_loss(
+    users: Tensor,
+    entity_table: Tensor,
+    batch: PretrainBatch,
+    kind: str,
+    catalogue: SourceCatalogue | None,
+) -> Tensor:
+    """L_served: the zero-shot score z_u . z_i trained directly (see the module docstring).
+
+    Args:
+        users: ``[B, d]`` universal encodings.
+        entity_table: the entity rows ``batch`` and ``catalogue`` index.
+        batch: needs ``items``, ``item_labels``, ``item_valid`` and (softmax) ``domains``.
+        kind: ``"softmax"`` or ``"bce"``.
+        catalogue: the source catalogue (softmax only).
+    """
+    if batch.items is None or batch.item_labels is None or batch.item_valid is None:
+        raise ValueError("L_served needs the batch's items; build batches with their items.")
+    if kind == "bce":
+        if catalogue is None:
+            raise ValueError("L_served needs the source catalogue (item -> entities).")
+        ents = catalogue.entities[catalogue.column[batch.items]]  # [B, C, 3]
+        scores = (users.unsqueeze(1) * item_vectors(entity_table, ents)).sum(-1)
+        keep = batch.item_valid
+        return F.binary_cross_entropy_with_logits(scores[keep], batch.item_labels[keep])
+    if kind != "softmax":
+        raise ValueError(f"served loss {kind!r}: expected none, softmax or bce.")
+    if catalogue is None or batch.domains is None:
+        raise ValueError("the softmax of L_served needs the source catalogue and record domains.")
+    positive = batch.item_valid[:, 0] & (batch.item_labels[:, 0] > 0)
+    if not bool(positive.any()):
+        return users.sum() * 0.0
+    z = users[positive]
+    vectors = item_vectors(entity_table, catalogue.entities)  # [I_S, d]
+    logits = z @ vectors.T
+    in_domain = catalogue.domain_mask[batch.domains[positive]]
+    logits = logits.masked_fill(~in_domain, float("-inf"))
+    target = catalogue.column[batch.items[positive, 0]]
+    return F.cross_entropy(logits, target)

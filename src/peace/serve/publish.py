@@ -198,6 +198,7 @@ def finetune_and_publish(
                 "mlp_hidden": list(cfg.model.mlp_hidden),
                 "fm_dim": fc.fm_dim,
                 "deepfm_hidden": list(fc.deepfm_hidden),
+                "interactions": bool(fc.interaction_features),
                 "user_fields": len(user_columns),
                 "item_fields": len(item_columns),
                 "user_columns": user_columns,

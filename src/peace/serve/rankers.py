@@ -304,6 +304,7 @@ class NormalRanker:
             tuple(h["mlp_hidden"]),
             int(h["fm_dim"]),
             tuple(h["deepfm_hidden"]),
+            bool(h.get("interactions", False)),
         )
         head.load_state_dict(load_file(str(folder / "head.safetensors")), strict=True)
         head.eval()
@@ -325,13 +326,28 @@ class NormalRanker:
         return torch.as_tensor([self.item_rows.get(i, unknown) for i in items], dtype=torch.long)
 
     @torch.no_grad()
-    def scores(self, user: str, user_vecs: Tensor, item_vecs: Tensor, code_rows: Tensor) -> Tensor:
-        """Eq. 11 logits ``[C]`` (sigmoid gives the probability)."""
+    def scores(
+        self,
+        user: str,
+        user_vecs: Tensor,
+        item_vecs: Tensor,
+        code_rows: Tensor,
+        universal: Tensor | None = None,
+    ) -> Tensor:
+        """Eq. 11 logits ``[C]`` (sigmoid gives the probability); ``universal`` ``[d]`` is the
+        user's universal encoding, needed by a head with interaction features."""
         c = item_vecs.shape[0]
         row = self.user_rows.get(user, len(self.user_codes) - 1)
         ucodes = self.user_codes[row].unsqueeze(0).expand(c, -1)
         codes = torch.cat([ucodes, self.item_codes[code_rows]], dim=-1)
-        return self.head(user_vecs.unsqueeze(0), item_vecs.unsqueeze(0), codes.unsqueeze(0))[0]
+        affinity = None
+        if self.head.interactions:
+            if universal is None:
+                raise StoreError("this ranker's head needs the user's universal encoding.")
+            affinity = (item_vecs @ universal).unsqueeze(0)
+        return self.head(
+            user_vecs.unsqueeze(0), item_vecs.unsqueeze(0), codes.unsqueeze(0), affinity
+        )[0]
 
 
 # --------------------------------------------------------------------------- ANN index
@@ -580,7 +596,10 @@ class DomainState:
             return scorer.scores(user.interests, items, keys, user.universal), "zero-shot"
         user_vecs = scorer.user_vectors(user.interests, items, keys)
         assert self.normal_rows is not None
-        return (self.normal.scores(user.id, user_vecs, items, self.normal_rows[rows]), "normal")
+        return (
+            self.normal.scores(user.id, user_vecs, items, self.normal_rows[rows], user.universal),
+            "normal",
+        )
 
     def candidates(self, scorer: ZeroShotScorer, user: UserVectors, pool: int) -> Tensor:
         """Catalogue rows to rank exactly: all of them, or the index's pool plus newer rows."""

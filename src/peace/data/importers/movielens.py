@@ -292,6 +292,13 @@ class PhiRule:
     the same order. Neighbours whose degree is below ``min_degree`` and relations in
     ``skip_relations`` are never used. Relations missing from ``relation_priority`` come after the
     listed ones. Only entities that occur in the triplets are ever chosen.
+
+    Hubs: a neighbour linked to more than ``max_item_share`` of all items (e.g. a genre shared by a
+    fifth of the catalogue) says nothing about which of them a user prefers, and as a target of
+    pre-training it turns positive and negative pairs into the same pair. Such entities are never
+    picked; the import report lists them. ``max_item_share = 1.0`` turns the rule off. On a tiny
+    catalogue a share says little, so an entity is a hub only when it is also linked to at least
+    ``hub_min_items`` items.
     """
 
     include_item_node: bool = True
@@ -300,6 +307,8 @@ class PhiRule:
     skip_relations: tuple[str, ...] = ()
     max_per_relation: int = 1
     min_degree: int = 2
+    max_item_share: float = 0.05
+    hub_min_items: int = 10
 
     @classmethod
     def from_table(cls, table: Any, where: str) -> PhiRule:
@@ -323,6 +332,17 @@ class PhiRule:
                     raise DataContractError(
                         f"{where}: [phi] include_item_node = {value!r}; set it to true or false."
                     )
+            elif key == "max_item_share":
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not (0.0 < value <= 1.0)
+                ):
+                    raise DataContractError(
+                        f"{where}: [phi] max_item_share = {value!r}; give a share in (0, 1], "
+                        "e.g. 0.05 (1.0 keeps hubs)."
+                    )
+                value = float(value)
             elif key in ("relation_priority", "skip_relations"):
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise DataContractError(
@@ -364,6 +384,7 @@ class EntityGraph:
         counts = pd.Series(np.concatenate([heads, tails])).value_counts(sort=False)
         self.degree: dict[str, int] = {str(k): int(v) for k, v in counts.items()}
         anchor_set = set(anchors)
+        self.num_anchors = len(anchor_set)
         self.adjacency: dict[str, list[tuple[str, str]]] = {}
         head_mask = triplets["head"].isin(anchor_set).to_numpy()
         tail_mask = triplets["tail"].isin(anchor_set).to_numpy()
@@ -375,9 +396,26 @@ class EntityGraph:
             tails[tail_mask], rels[tail_mask], heads[tail_mask], strict=True
         ):
             self.adjacency.setdefault(node, []).append((rel, other))
+        linked: dict[str, set[str]] = {}
+        for node, edges in self.adjacency.items():
+            for _, other in edges:
+                linked.setdefault(other, set()).add(node)
+        self.item_links: dict[str, int] = {e: len(nodes) for e, nodes in linked.items()}
+        """How many item nodes each neighbour entity is linked to."""
+        self._hub_cache: dict[PhiRule, set[str]] = {}
 
     def __contains__(self, entity: object) -> bool:
         return entity in self.degree
+
+    def hubs(self, rule: PhiRule) -> dict[str, float]:
+        """Entities linked to more than ``rule.max_item_share`` of the items, with their share."""
+        if rule.max_item_share >= 1.0 or self.num_anchors == 0:
+            return {}
+        return {
+            e: n / self.num_anchors
+            for e, n in sorted(self.item_links.items())
+            if n / self.num_anchors > rule.max_item_share and n >= rule.hub_min_items
+        }
 
     def select(self, nodes: Sequence[str], rule: PhiRule) -> list[str]:
         """The entities of one item, rank 0 first, by ``rule``; ``nodes`` are its own nodes."""
@@ -388,7 +426,10 @@ class EntityGraph:
             return chosen
         priority = {rel: i for i, rel in enumerate(rule.relation_priority)}
         skip = set(rule.skip_relations)
-        taken = set(own)
+        hubs = self._hub_cache.get(rule)
+        if hubs is None:
+            hubs = self._hub_cache[rule] = set(self.hubs(rule))
+        taken = set(own) | hubs
         best: dict[str, tuple[int, int, str, str]] = {}
         for node in own:
             for rel, other in self.adjacency.get(node, ()):
@@ -415,6 +456,19 @@ class EntityGraph:
             if entity not in picked:
                 picked.append(entity)
         return chosen + picked
+
+
+def note_hubs(graph: EntityGraph, rule: PhiRule, report: ImportReport) -> None:
+    """Record the hub entities that ``rule`` keeps out of phi, most linked first."""
+    hubs = graph.hubs(rule)
+    report.phi_hubs = {e: round(s, 4) for e, s in sorted(hubs.items(), key=lambda kv: -kv[1])}
+    if hubs:
+        top = ", ".join(f"{e} ({s:.0%})" for e, s in list(report.phi_hubs.items())[:5])
+        report.notes.append(
+            f"phi skips {len(hubs)} hub entit{'y' if len(hubs) == 1 else 'ies'} linked to more "
+            f"than {rule.max_item_share:.0%} of the items: {top}"
+            + (" ..." if len(hubs) > 5 else "")
+        )
 
 
 def note_unknown_relations(rule: PhiRule, triplets: pd.DataFrame, report: ImportReport) -> None:
@@ -684,6 +738,7 @@ def import_movielens(
     )
     graph = EntityGraph(triplets, (node_of[m] for m in movie_domain if m in node_of))
     note_unknown_relations(spec.phi, triplets, report)
+    note_hubs(graph, spec.phi, report)
 
     # -- phi and the fate of every movie
     reason_of: dict[int, str] = {}

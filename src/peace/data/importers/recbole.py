@@ -28,6 +28,7 @@ from peace.data.importers.movielens import (
     PhiRule,
     count_domains,
     guess_separator,
+    note_hubs,
     note_unknown_relations,
     phi_table,
     read_fields,
@@ -216,6 +217,7 @@ def import_recbole(
         links.setdefault(item, []).append(entity)
     graph = EntityGraph(triplets, (e for ents in links.values() for e in ents))
     note_unknown_relations(rule, triplets, report)
+    note_hubs(graph, rule, report)
 
     reason_of: dict[str, str] = {}
     entities_of: dict[str, list[str]] = {}

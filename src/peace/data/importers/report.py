@@ -43,6 +43,8 @@ class ImportReport:
     domains: list[DomainCount] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    phi_hubs: dict[str, float] = field(default_factory=dict)
+    """Entities phi left out as hubs, with the share of items each is linked to."""
     seconds: float = 0.0
 
     def drop_rows(self, reason: str, count: int) -> None:
