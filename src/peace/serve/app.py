@@ -37,6 +37,8 @@ import hmac
 import json
 import logging
 import math
+import os
+import re
 import threading
 import time
 from collections import defaultdict
@@ -80,6 +82,11 @@ MAX_ID_LENGTH = 256
 MAX_ENTITIES = 3
 DEFAULT_K = 10
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+"""HTTP methods that get their own metric label; any other method is counted as ``other``."""
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\"/,;()\[\]]+/)+([^\s'\"/,;()\[\]]*)")
+UNMATCHED = "unmatched"
+"""Endpoint label of unknown paths and of requests refused before routing (e.g. 401)."""
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
@@ -172,6 +179,11 @@ class Metrics:
         self.events: dict[str, int] = defaultdict(int)
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """Count one request. Labels stay bounded: ``endpoint`` is a route template or
+        ``unmatched``, a method outside :data:`METHODS` becomes ``other``, and a status outside
+        100-599 becomes 0."""
+        method = method if method in METHODS else "other"
+        status = status if 100 <= status <= 599 else 0
         with self._lock:
             self.requests[(endpoint, method, status)] += 1
             buckets = self.latency_buckets.setdefault(endpoint, [0] * len(LATENCY_BUCKETS))
@@ -670,14 +682,25 @@ class Service:
                     "items": s.size,
                     "ranker": s.ranker,
                     "ranker_version": s.normal.version if s.normal else None,
-                    "note": s.normal_note,
+                    "note": self.public(s.normal_note),
                     "indexed": s.index is not None,
                 }
                 for name, s in sorted(snap.domains.items())
             ],
-            "notes": list(snap.notes),
-            "last_error": self.last_error,
+            "notes": [self.public(n) for n in snap.notes],
+            "last_error": self.public(self.last_error),
         }
+
+    def public(self, text: str | None) -> str | None:
+        """``text`` fit for an HTTP answer: the store folder becomes ``STORE`` and any other
+        absolute path its last component, so no file-system layout is served."""
+        if text is None:
+            return None
+        roots = {str(self.store.resolve()), str(self.store.absolute())}
+        for root in sorted(roots, key=len, reverse=True):
+            text = text.replace(root, "STORE")
+        text = text.replace(f"{self.store}{os.sep}", f"STORE{os.sep}")
+        return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "/", text)
 
 
 def _duplicates(ids: list[str]) -> list[str]:
@@ -789,7 +812,7 @@ class _Guard:
             await self.app(scope, replay, send_wrapper)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            endpoint = getattr(route, "path", None) or UNMATCHED
             self.service.metrics.observe(
                 endpoint, scope.get("method", ""), status["code"], time.perf_counter() - start
             )
