@@ -375,16 +375,14 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
                 f"row {row}: entity {feats['entity'].iloc[row]!r} has two feature rows; keep one.",
             )
         values = feats[cols].apply(pd.to_numeric, errors="coerce")
-        if values.isna().any().any():
-            row = _first_row(values.isna().any(axis=1).to_numpy())
-            raise _fail(feats, f"row {row}: a feature is missing or not a number; fill it.")
-        finite = np.isfinite(values.to_numpy(np.float64))
+        finite = np.isfinite(values.to_numpy(np.float64, na_value=np.nan))
         if not finite.all():
             row, col = (int(x[0]) for x in np.nonzero(~finite))
             raise _fail(
                 feats,
                 f"row {row}: feature {cols[col]!r} of entity {feats['entity'].iloc[row]!r} is "
-                f"{values.iloc[row, col]!r}; features must be finite numbers, fill a finite value.",
+                f"{_show(feats[cols[col]].iloc[row])}, missing, not a number or not finite; "
+                "fill it with a finite number.",
             )
         entity_features = np.zeros((len(entities), len(cols)), dtype=np.float32)
         entity_features[eidx.get_indexer(feats["entity"])] = values.to_numpy(np.float32)
