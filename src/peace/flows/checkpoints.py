@@ -7,9 +7,10 @@ included) is either at the previous epoch or at the new one, never at a mix of b
 2. ``RUN/checksums.json`` is replaced atomically with their size and sha256 (the commit point);
 3. each pending file is moved over its old copy (``os.replace``).
 
-A reader calls :func:`verify_run` before using a file: it first finishes step 3 of a commit that
-was cut short (a pending file whose checksum is the manifest's replaces the old copy), then checks
-the files it needs. A file whose bytes differ from the manifest raises :class:`CheckpointError`
+A reader calls :func:`verify_run` before using a file: holding ``RUN/.lock`` (which a writer holds
+for a whole commit), it first finishes step 3 of a commit that was cut short (a pending file whose
+checksum is the manifest's replaces the old copy; staged files never committed are dropped), then
+checks the files it needs. A file whose bytes differ from the manifest raises :class:`CheckpointError`
 naming the file and the fix. A run written before checksums existed has no manifest and is read
 without verification.
 
@@ -23,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -36,6 +38,7 @@ from peace.utils import atomic_write_text
 
 CHECKSUMS = "checksums.json"
 PENDING = ".pending"
+LOCK = ".lock"
 
 
 class CheckpointError(RuntimeError):
@@ -87,6 +90,22 @@ def _matches(path: Path, entry: dict[str, Any]) -> bool:
 
 
 @contextmanager
+def _locked(run: Path) -> Iterator[bool]:
+    """Hold ``RUN/.lock`` exclusively (a writer's commit, a reader's clean-up); yields False when
+    the folder is read-only and no lock can be taken."""
+    try:
+        fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def commit(run: Path) -> Iterator[Callable[[str], Path]]:
     """Stage new checkpoint files; on a clean exit, record their checksums and move them in.
 
@@ -95,25 +114,41 @@ def commit(run: Path) -> Iterator[Callable[[str], Path]]:
     """
     run.mkdir(parents=True, exist_ok=True)
     pending = run / PENDING
-    shutil.rmtree(pending, ignore_errors=True)
-    pending.mkdir()
-    names: list[str] = []
+    with _locked(run):
+        _finish(run)
+        pending.mkdir()
+        names: list[str] = []
 
-    def stage(name: str) -> Path:
-        names.append(name)
-        return pending / name
+        def stage(name: str) -> Path:
+            names.append(name)
+            return pending / name
 
-    yield stage
-    files = dict((_manifest(run) or {}).get("files", {}))
-    for name in names:
-        path = pending / name
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
-        files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-    fsync_dir(pending)
-    atomic_write_text(run / CHECKSUMS, json.dumps({"files": files}, indent=1, sort_keys=True))
-    for name in names:
-        os.replace(pending / name, run / name)
+        yield stage
+        files = dict((_manifest(run) or {}).get("files", {}))
+        for name in names:
+            path = pending / name
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+            files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        fsync_dir(pending)
+        atomic_write_text(run / CHECKSUMS, json.dumps({"files": files}, indent=1, sort_keys=True))
+        for name in names:
+            os.replace(pending / name, run / name)
+        fsync_dir(run)
+        shutil.rmtree(pending, ignore_errors=True)
+
+
+def _finish(run: Path) -> None:
+    """Under the lock: move in the pending files a cut-short commit had recorded, and drop the
+    rest (staged by a writer killed before its commit point)."""
+    pending = run / PENDING
+    if not pending.is_dir():
+        return
+    files = (_manifest(run) or {}).get("files", {})
+    for path in sorted(pending.iterdir()):
+        entry = files.get(path.name)
+        if entry is not None and not _matches(run / path.name, entry) and _matches(path, entry):
+            os.replace(path, run / path.name)
     fsync_dir(run)
     shutil.rmtree(pending, ignore_errors=True)
 
@@ -124,17 +159,16 @@ def verify_run(run: Path, names: Iterable[str]) -> None:
     Raises:
         CheckpointError: a file is missing or its bytes differ from the manifest.
     """
-    manifest = _manifest(run)
-    if manifest is None:
+    if not (run / CHECKSUMS).is_file():
         return
+    with _locked(run) as locked:
+        if locked:
+            _finish(run)
+        _check(run, _manifest(run) or {"files": {}}, names)
+
+
+def _check(run: Path, manifest: dict[str, Any], names: Iterable[str]) -> None:
     files = manifest["files"]
-    pending = run / PENDING
-    if pending.is_dir():
-        for path in sorted(pending.iterdir()):
-            entry = files.get(path.name)
-            if entry is not None and not _matches(run / path.name, entry) and _matches(path, entry):
-                os.replace(path, run / path.name)
-        fsync_dir(run)
     for name in names:
         entry = files.get(name)
         if entry is None:
