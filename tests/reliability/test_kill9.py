@@ -24,29 +24,42 @@ from peace.data.contract import write_dataset
 from peace.data.dataset import load_dataset
 from peace.flows.offline_inference import export, list_versions, set_current
 from peace.flows.pretrain import pretrain
-from peace.serve.store import StoreVersion, current_version, published_versions
+from peace.serve.store import VERSIONS, StoreVersion, current_version, published_versions
 
 CONFIG = [*TINY_OVERRIDES, "pretrain.epochs=3"]
 
 # Kills the process at the N-th os.replace / os.rename whose target is inside the folder argv[2]
-# (before the call takes effect), then runs the flow named by argv[1].
+# (before the call takes effect), or with N = "fK" at the K-th os.fsync (a file just written),
+# then runs the flow named by argv[1].
 KILLER = """
 import os, signal, sys
 import torch
 torch.set_num_threads(1)
-flow, folder, nth, data = sys.argv[1], os.path.realpath(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+flow, folder, point, data = sys.argv[1], os.path.realpath(sys.argv[2]), sys.argv[3], sys.argv[4]
 seen = {"n": 0}
+
+def kill_at_nth():
+    seen["n"] += 1
+    if seen["n"] == int(point.lstrip("f")):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 def hook(real):
     def wrapped(src, dst, *args, **kwargs):
         if os.path.realpath(str(dst)).startswith(folder):
-            seen["n"] += 1
-            if seen["n"] == nth:
-                os.kill(os.getpid(), signal.SIGKILL)
+            kill_at_nth()
         return real(src, dst, *args, **kwargs)
     return wrapped
 
-os.replace, os.rename = hook(os.replace), hook(os.rename)
+def hook_fsync(real):
+    def wrapped(fd):
+        kill_at_nth()
+        return real(fd)
+    return wrapped
+
+if point.startswith("f"):
+    os.fsync = hook_fsync(os.fsync)
+else:
+    os.replace, os.rename = hook(os.replace), hook(os.rename)
 from peace.config import PeaceConfig
 from peace.data.dataset import load_dataset
 ds = load_dataset(data)
@@ -60,7 +73,7 @@ sys.exit(3)  # the kill point was never reached
 """
 
 
-def run_killed(flow: str, folder: Path, nth: int, data: Path, *extra: str) -> None:
+def run_killed(flow: str, folder: Path, nth: int | str, data: Path, *extra: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run(
         [sys.executable, "-c", KILLER, flow, str(folder), str(nth), str(data), *extra],
@@ -118,9 +131,16 @@ def test_pretraining_killed_resumes_bit_identical(
     assert not (run / ".pending").exists()
 
 
-# Store writes of one export: six Arrow files and the scorer are written in place in a temporary
-# folder; the folder is renamed (call 1) and CURRENT replaced (call 2).
-EXPORT_KILLS = {"before the rename": 1, "renamed, CURRENT not yet replaced": 2}
+# One export writes and fsyncs its Arrow files one by one in a temporary folder (fsync 1 is the
+# first), then the manifest and every file again, renames the folder (rename 1) and replaces
+# CURRENT (replace 2).
+EXPORT_KILLS: dict[str, int | str] = {
+    "first table written": "f1",
+    "third table written": "f3",
+    "manifest written": "f7",
+    "files and folders fsynced, before the rename": 1,
+    "renamed, CURRENT not yet replaced": 2,
+}
 
 
 @pytest.mark.parametrize("point", list(EXPORT_KILLS), ids=list(EXPORT_KILLS))
@@ -141,6 +161,9 @@ def test_export_killed_loses_nothing(
     assert kept <= set(published_versions(store))
     extra = set(published_versions(store)) - kept
     assert len(extra) == (1 if EXPORT_KILLS[point] == 2 else 0)
+    assert len([p for p in (store / VERSIONS).iterdir() if p.name.startswith(".tmp-")]) == (
+        0 if EXPORT_KILLS[point] == 2 else 1
+    )
     # Roll back and forth, then export again.
     set_current(store, first)
     assert current_version(store) == first
