@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from peace.config import PeaceConfig
-from peace.data.contract import write_dataset
+from peace.data.contract import DataContractError, write_dataset
+from peace.data.dataset import load_dataset
 
 # Tiny tensors: one thread is faster and immune to oversubscribed cores.
 torch.set_num_threads(1)
@@ -57,6 +58,20 @@ def toy_tables(seed: int = 0, n_users: int = 60) -> dict[str, pd.DataFrame]:
         ),
         "item_profiles": pd.DataFrame(iprof, columns=["item", "brand", "price"]),
     }
+
+
+def assert_refused(root: Path, file: str, value: str, fix: str) -> str:
+    """Loading ``root`` raises one DataContractError that starts with ``root/file.parquet`` and
+    names ``value`` and ``fix`` on one line; return its message."""
+    with pytest.raises(DataContractError) as info:
+        load_dataset(root)
+    message = str(info.value)
+    assert type(info.value) is DataContractError
+    assert message.startswith(str(root / f"{file}.parquet")), message[:300]
+    assert value in message and fix in message, message[:300]
+    assert "\n" not in message and len(message) < 600, message[:300]
+    assert "np." not in message, "numpy reprs are noise for a person reading the error"
+    return message
 
 
 @pytest.fixture

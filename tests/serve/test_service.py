@@ -21,7 +21,14 @@ from peace.flows.rankers import TargetDomain, ZeroShotRanker
 from peace.serve.app import Service, create_app
 from peace.serve.publish import finetune_and_publish
 from peace.serve.rankers import UserVectors
-from peace.serve.store import VERSIONS, StoreVersion, current_version
+from peace.serve.store import (
+    POINTER,
+    VERSIONS,
+    StoreError,
+    StoreVersion,
+    current_version,
+    write_pointer,
+)
 
 TINY = [*TINY_OVERRIDES, "pretrain.epochs=1", "pretrain.max_steps=6", "finetune.epochs=2"]
 
@@ -166,10 +173,16 @@ def test_new_version_and_roll_back_are_picked_up(
         broken = export(run, ds, store, make_current=False)
         (store / VERSIONS / broken / "users.arrow").chmod(0o644)
         (store / VERSIONS / broken / "users.arrow").write_bytes(b"garbage")
-        set_current(store, broken)
+        with pytest.raises(StoreError, match="users.arrow: checksum mismatch"):
+            set_current(store, broken)  # `peace store use` verifies the version
+        write_pointer(store / POINTER, broken)  # a pointer changed by hand is not
         assert service.reload() is False
         assert c.get("/healthz").json()["store_version"] == first
         assert "reload_failed" in c.get("/metrics").text
+        # The failure is reported without the store's place on disk.
+        described = c.get("/v1/domains").text
+        assert "users.arrow: checksum mismatch" in described
+        assert str(store) not in described and str(store.resolve()) not in described
 
 
 # --------------------------------------------------------------------------- launches and items

@@ -199,6 +199,12 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option("--reload-interval", help="Seconds between checks for a new version."),
         ] = 0.5,
+        max_launch_bytes: Annotated[
+            int,
+            typer.Option(
+                "--max-launch-bytes", help="Largest body of a domain launch (default 32 MiB)."
+            ),
+        ] = 32 << 20,
     ) -> None:
         """Serve the store over HTTP (FastAPI + uvicorn; OpenAPI at /docs)."""
         try:
@@ -207,14 +213,19 @@ def register(app: typer.Typer) -> None:
             raise _fail(
                 f"{exc}; install the serving extra: pip install 'peace-rec[serve]'"
             ) from None
-        try:
+
+        def announce() -> None:
             typer.echo(f"serving {store} on http://{host}:{port} (docs at /docs)", err=True)
+
+        try:
             run_server(
                 store,
                 host=host,
                 port=port,
                 token=token,
                 threads=threads,
+                announce=announce,
+                max_launch_bytes=max_launch_bytes,
                 max_candidates=max_candidates,
                 max_k=max_k,
                 exact_threshold=exact_threshold,

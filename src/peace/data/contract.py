@@ -39,6 +39,10 @@ OPTIONAL_TABLES: dict[str, tuple[str, ...]] = {
 ID_COLUMNS = {"user", "item", "domain", "entity", "head", "relation", "tail", "role"}
 ROLES = ("source", "target")
 MAX_ENTITIES_PER_ITEM = 3
+MAX_ID_LENGTH = 256
+"""Longest id (characters) a dataset may use: the ranking service answers no longer id."""
+DEFAULT_SPLIT = (0.7, 0.15, 0.15)
+"""Chronological train / validation / test fractions of a target domain (A.2)."""
 
 
 class DataContractError(ValueError):
@@ -90,8 +94,29 @@ def read_table(root: str | Path, name: str, required: bool = True) -> pd.DataFra
                     f"{path}: empty {column!r} at row {row}; every row needs a {column} id."
                 )
             frame[column] = frame[column].astype(str)
+            _check_ids(path, frame, column)
     frame.attrs["path"] = str(path)
     return frame
+
+
+def _check_ids(path: Path, frame: pd.DataFrame, column: str) -> None:
+    """Refuse empty (or blank) ids and ids longer than :data:`MAX_ID_LENGTH` characters."""
+    values = frame[column]
+    blank = (values.str.strip() == "").to_numpy()
+    if blank.any():
+        row = int(np.flatnonzero(blank)[0])
+        raise DataContractError(
+            f"{path}: empty {column!r} at row {row} ({values.iloc[row]!r}); every row needs a "
+            f"{column} id."
+        )
+    long = (values.str.len() > MAX_ID_LENGTH).to_numpy()
+    if long.any():
+        row = int(np.flatnonzero(long)[0])
+        value = values.iloc[row]
+        raise DataContractError(
+            f"{path}: {column} at row {row} ({value[:24]!r}...) has {len(value)} characters; ids "
+            f"have at most {MAX_ID_LENGTH} (the service answers no longer id), shorten or hash it."
+        )
 
 
 def write_dataset(tables: Mapping[str, pd.DataFrame], out: str | Path) -> Path:

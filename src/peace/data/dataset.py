@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from peace.data.contract import (
+    DEFAULT_SPLIT,
     MAX_ENTITIES_PER_ITEM,
     ROLES,
     DataContractError,
@@ -129,6 +130,43 @@ def _show(value: object) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
+def _check_positives(inter: pd.DataFrame, domains: list[str], roles: list[str]) -> None:
+    """Source domains need positive rows to pre-train on; each target domain needs a positive
+    row in each period of its chronological split (train, validation, test)."""
+    positive = inter["label"].to_numpy() == 1
+    sources = [d for d, r in zip(domains, roles, strict=True) if r == "source"]
+    if not positive[inter["domain"].isin(sources).to_numpy()].any():
+        raise _fail(
+            inter,
+            f"no source row has label 1 (source domains {sources}); pre-training learns from "
+            "positive source rows, add some (label 1 = a click or purchase).",
+        )
+    for name, role in zip(domains, roles, strict=True):
+        if role != "target":
+            continue
+        rows = inter[inter["domain"] == name].sort_values(
+            ["timestamp", "user", "item"], kind="stable"
+        )
+        n = len(rows)
+        n_train = int(round(DEFAULT_SPLIT[0] * n))
+        n_valid = int(round(DEFAULT_SPLIT[1] * n))
+        labels = rows["label"].to_numpy()
+        parts = {
+            "training": labels[:n_train],
+            "validation": labels[n_train : n_train + n_valid],
+            "test": labels[n_train + n_valid :],
+        }
+        for part, values in parts.items():
+            if not (values == 1).any():
+                raise _fail(
+                    inter,
+                    f"target domain {name!r} has {n} rows, {int((labels == 1).sum())} positive; "
+                    f"its chronological 70/15/15 split leaves no positive row in the {part} "
+                    "period, so it cannot be trained, validated and tested. Add positive rows "
+                    "across its time span or make it a source domain.",
+                )
+
+
 def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     """Read, validate and index the dataset in ``root``.
 
@@ -162,6 +200,14 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     if dup.any():
         name = dom["domain"][dup].iloc[0]
         raise _fail(dom, f"domain {name!r} is listed twice; keep one row per domain.")
+    unprintable = [not name.isprintable() for name in dom["domain"]]
+    if any(unprintable):
+        row = unprintable.index(True)
+        raise _fail(
+            dom,
+            f"row {row}: domain {dom['domain'].iloc[row]!r} has a control, format or "
+            "bidirectional-override character; name domains with printable characters only.",
+        )
     for role in ROLES:
         if not (dom["role"] == role).any():
             raise _fail(dom, f"no domain has role {role!r}; a dataset needs at least one of each.")
@@ -240,12 +286,14 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
             "unknown to the entity graph; add a triplet for it or map the item to a known entity.",
         )
     rank = pd.to_numeric(phi["rank"], errors="coerce")
-    if rank.isna().any():
-        row = _first_row(rank.isna().to_numpy())
+    values = rank.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad_rank = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0)
+    if bad_rank.any():
+        row = _first_row(bad_rank)
         raise _fail(
             phi,
-            f"row {row}: rank {_show(phi['rank'].iloc[row])} is not an integer; number each "
-            "item's entities 0, 1, 2 from the most to the least telling.",
+            f"row {row}: rank {_show(phi['rank'].iloc[row])} is not a non-negative integer; "
+            "number each item's entities 0, 1, 2 from the most to the least telling.",
         )
     phi = phi.assign(rank=rank.astype(np.int64))
     dup = phi.duplicated(["item", "entity"])
@@ -313,13 +361,33 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     entity_features = None
     if feats is not None:
         cols = [c for c in feats.columns if c != "entity"]
+        if not cols:
+            raise _fail(
+                feats,
+                "has only the 'entity' column and no feature column; add columns f0 .. fD or "
+                "remove the file (entities then learn id embeddings).",
+            )
+        dup = feats["entity"].duplicated()
+        if dup.any():
+            row = _first_row(dup.to_numpy())
+            raise _fail(
+                feats,
+                f"row {row}: entity {feats['entity'].iloc[row]!r} has two feature rows; keep one.",
+            )
         values = feats[cols].apply(pd.to_numeric, errors="coerce")
-        if values.isna().any().any():
-            row = _first_row(values.isna().any(axis=1).to_numpy())
-            raise _fail(feats, f"row {row}: a feature is missing or not a number; fill it.")
+        finite = np.isfinite(values.to_numpy(np.float64, na_value=np.nan))
+        if not finite.all():
+            row, col = (int(x[0]) for x in np.nonzero(~finite))
+            raise _fail(
+                feats,
+                f"row {row}: feature {cols[col]!r} of entity {feats['entity'].iloc[row]!r} is "
+                f"{_show(feats[cols[col]].iloc[row])}, missing, not a number or not finite; "
+                "fill it with a finite number.",
+            )
         entity_features = np.zeros((len(entities), len(cols)), dtype=np.float32)
         entity_features[eidx.get_indexer(feats["entity"])] = values.to_numpy(np.float32)
 
+    _check_positives(inter, domains, roles)
     return Dataset(
         root=root,
         users=users,

@@ -48,6 +48,7 @@ import torch
 from safetensors.torch import save_file
 
 from peace.data.dataset import Dataset
+from peace.flows.checkpoints import verify_run
 from peace.flows.pretrain import dataset_fingerprint, load_pretrained
 from peace.flows.rankers import item_vectors
 from peace.serve.store import (
@@ -65,6 +66,7 @@ from peace.serve.store import (
     published_versions,
     sha256_file,
     vector_column,
+    verify_files,
     version_path,
     write_arrow,
     write_pointer,
@@ -98,6 +100,7 @@ def model_hash(run: str | Path) -> str:
     path = Path(run) / "model.safetensors"
     if not path.is_file():
         raise StoreError(f"{path}: missing; run `peace pretrain --out {run}` first.")
+    verify_run(Path(run), [path.name])
     return sha256_file(path)
 
 
@@ -362,12 +365,13 @@ def list_versions(store: str | Path) -> list[dict[str, Any]]:
 
 
 def set_current(store: str | Path, version: str) -> None:
-    """Point ``STORE/CURRENT`` at a published version (roll back or forward), atomically."""
+    """Point ``STORE/CURRENT`` at a published version (roll back or forward), atomically, once
+    every file of the version matches its manifest's checksum."""
     store = Path(store)
     path = version_path(store, version)
     if not path.is_dir():
         raise StoreError(
             f"{path}: no such version; published versions are {published_versions(store)}."
         )
-    load_manifest(path)
+    verify_files(path, load_manifest(path))
     write_pointer(store / POINTER, version)

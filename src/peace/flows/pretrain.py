@@ -28,15 +28,13 @@ from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
 from peace.data.splits import pretrain_cutoff, pretrain_rows, split_targets
+from peace.flows import checkpoints
+from peace.flows.checkpoints import CheckpointError
 from peace.nn.entity_encoder import EntityGraph, NeighbourSampler
 from peace.nn.peace import PEACE, PretrainBatch, SourceCatalogue, item_vectors
-from peace.utils import atomic_path, atomic_write_text, progress, seed_everything
+from peace.utils import progress, seed_everything
 
 VALID_FRACTION = 0.05
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used with this dataset or configuration."""
 
 
 @dataclass
@@ -477,13 +475,20 @@ def pretrain(
     fingerprint = dataset_fingerprint(ds)
     if warm_start is not None:
         _load_weights(model, Path(warm_start), fingerprint)
+    if resume and run is not None:
+        checkpoints.verify_run(run, ["trainer.pt", "log.json"])  # also ends a cut-short commit
     if resume and run is not None and (run / "trainer.pt").exists():
-        state = torch.load(run / "trainer.pt", weights_only=True)
-        _load_weights(model, run, fingerprint, name="last.safetensors")
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        start_epoch = int(state["epoch"])
-        log = json.loads((run / "log.json").read_text())
+        try:
+            state = torch.load(run / "trainer.pt", weights_only=True)
+            _load_weights(model, run, fingerprint, name="last.safetensors")
+            optimizer.load_state_dict(state["optimizer"])
+            gen.set_state(state["generator"])
+            start_epoch = int(state["epoch"])
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any unreadable trainer state
+            raise checkpoints.damaged(run / "trainer.pt", exc) from None
+        log = checkpoints.read_json(run / "log.json")
 
     held = _held_out(ds, history, train, held_out, item_entities, negatives, cfg, source_position)
     best = min((_criterion(e) for e in log), default=float("inf"))
@@ -621,11 +626,10 @@ def _save_epoch(
     cutoff: float,
     best_state: dict[str, torch.Tensor] | None,
 ) -> None:
-    """Write the epoch's checkpoint; each file is replaced atomically, the model last.
+    """Write the epoch's checkpoint as one commit with its checksums (peace.flows.checkpoints).
 
     ``best_state``: the best weights so far when they changed since the last checkpoint (they
     become ``model.safetensors``); None keeps the earlier ``model.safetensors``."""
-    run.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     meta = {
         "dataset": str(ds.root),
@@ -634,19 +638,23 @@ def _save_epoch(
         "cutoff": cutoff,
         "epoch": epoch,
     }
-    atomic_write_text(run / "config.toml", cfg.to_toml())
-    with atomic_path(run / "last.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"fingerprint": meta["fingerprint"]})
-    with atomic_path(run / "trainer.pt") as tmp:
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "generator": gen.get_state(), "epoch": epoch}, tmp
+    with checkpoints.commit(run) as stage:
+        stage("config.toml").write_text(cfg.to_toml(), encoding="utf-8")
+        save_file(
+            state, str(stage("last.safetensors")), metadata={"fingerprint": meta["fingerprint"]}
         )
-    atomic_write_text(run / "log.json", json.dumps(log, indent=2))
-    if best_state is not None:
-        best = {k: v.contiguous() for k, v in best_state.items()}
-        with atomic_path(run / "model.safetensors") as tmp:
-            save_file(best, str(tmp), metadata={"fingerprint": meta["fingerprint"]})
-        atomic_write_text(run / "meta.json", json.dumps(meta, indent=2))
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "generator": gen.get_state(), "epoch": epoch},
+            stage("trainer.pt"),
+        )
+        stage("log.json").write_text(json.dumps(log, indent=2), encoding="utf-8")
+        if best_state is not None:
+            save_file(
+                {k: v.contiguous() for k, v in best_state.items()},
+                str(stage("model.safetensors")),
+                metadata={"fingerprint": meta["fingerprint"]},
+            )
+            stage("meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def _load_weights(
@@ -655,16 +663,27 @@ def _load_weights(
     path = run / name
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint; run `peace pretrain --out {run}` first.")
-    from safetensors import safe_open
+    checkpoints.verify_run(run, [name])
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as fh:
-        found = (fh.metadata() or {}).get("fingerprint")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            found = (fh.metadata() or {}).get("fingerprint")
+        weights = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise checkpoints.damaged(path, exc) from None
     if found != fingerprint:
         raise CheckpointError(
             f"{path}: checkpoint was trained on another id space (fingerprint {found}, dataset "
             f"{fingerprint}); warm-start only from a run on the same entities and items."
         )
-    model.load_state_dict(load_file(str(path)))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path}: does not fit this model ({checkpoints.one_line(exc)}); use the run's "
+            "configuration (RUN/config.toml) or pre-train again."
+        ) from None
 
 
 def load_pretrained(run: str | Path, ds: Dataset) -> Pretrained:
@@ -673,13 +692,14 @@ def load_pretrained(run: str | Path, ds: Dataset) -> Pretrained:
     cfg_path = run / "config.toml"
     if not cfg_path.is_file():
         raise CheckpointError(f"{cfg_path}: missing; is {run} a pre-training run folder?")
+    checkpoints.verify_run(run, ["config.toml", "meta.json", "log.json"])
     cfg = PeaceConfig.from_toml(cfg_path)
-    meta = json.loads((run / "meta.json").read_text())
+    meta = checkpoints.read_json(run / "meta.json")
     model, graph = build_model(ds, cfg)
     _load_weights(model, run, dataset_fingerprint(ds))
     model.eval()
     history = HistoryIndex(ds, cfg.model.history_length)
-    log = json.loads((run / "log.json").read_text()) if (run / "log.json").exists() else []
+    log = checkpoints.read_json(run / "log.json") if (run / "log.json").exists() else []
     return Pretrained(
         model=model, graph=graph, history=history, config=cfg, cutoff=float(meta["cutoff"]), log=log
     )

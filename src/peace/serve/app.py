@@ -33,14 +33,18 @@ Example::
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import hmac
 import json
 import logging
 import math
+import os
+import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,7 +55,8 @@ from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from peace.serve.rankers import (
     DomainState,
@@ -78,8 +83,17 @@ log = logging.getLogger("peace.serve")
 
 MAX_ID_LENGTH = 256
 MAX_ENTITIES = 3
+MAX_LAUNCH_BYTES = 32 << 20
+"""Default limit of a launch body (``POST /v1/domains``); larger launches: several requests."""
+RELEASE_AFTER_BYTES = 1 << 20
+"""A launch body at least this large is followed by :func:`release_memory`."""
 DEFAULT_K = 10
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+"""HTTP methods that get their own metric label; any other method is counted as ``other``."""
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\"/,;()\[\]]+/)+([^\s'\"/,;()\[\]]*)")
+UNMATCHED = "unmatched"
+"""Endpoint label of unknown paths and of requests refused before routing (e.g. 401)."""
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
@@ -172,6 +186,11 @@ class Metrics:
         self.events: dict[str, int] = defaultdict(int)
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """Count one request. Labels stay bounded: ``endpoint`` is a route template or
+        ``unmatched``, a method outside :data:`METHODS` becomes ``other``, and a status outside
+        100-599 becomes 0."""
+        method = method if method in METHODS else "other"
+        status = status if 100 <= status <= 599 else 0
         with self._lock:
             self.requests[(endpoint, method, status)] += 1
             buckets = self.latency_buckets.setdefault(endpoint, [0] * len(LATENCY_BUCKETS))
@@ -670,14 +689,25 @@ class Service:
                     "items": s.size,
                     "ranker": s.ranker,
                     "ranker_version": s.normal.version if s.normal else None,
-                    "note": s.normal_note,
+                    "note": self.public(s.normal_note),
                     "indexed": s.index is not None,
                 }
                 for name, s in sorted(snap.domains.items())
             ],
-            "notes": list(snap.notes),
-            "last_error": self.last_error,
+            "notes": [self.public(n) for n in snap.notes],
+            "last_error": self.public(self.last_error),
         }
+
+    def public(self, text: str | None) -> str | None:
+        """``text`` fit for an HTTP answer: the store folder becomes ``STORE`` and any other
+        absolute path its last component, so no file-system layout is served."""
+        if text is None:
+            return None
+        roots = {str(self.store.resolve()), str(self.store.absolute())}
+        for root in sorted(roots, key=len, reverse=True):
+            text = text.replace(root, "STORE")
+        text = text.replace(f"{self.store}{os.sep}", f"STORE{os.sep}")
+        return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "/", text)
 
 
 def _duplicates(ids: list[str]) -> list[str]:
@@ -723,13 +753,47 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
 
 
 def _check_domain_name(domain: str) -> None:
-    bad = [c for c in domain if c in "/\\" or ord(c) < 32 or ord(c) == 127]
-    if not domain or len(domain) > 64 or bad or domain.strip() != domain:
+    bad = [c for c in domain if c in "/\\"]
+    if (
+        not domain
+        or len(domain) > 64
+        or bad
+        or not domain.isprintable()
+        or domain.strip() != domain
+    ):
         raise ServiceError(
             422,
-            f"domain name {domain!r}: use 1 to 64 printable characters, no "
-            "slash, no leading or trailing space.",
+            f"domain name {domain!r}: use 1 to 64 printable characters (no control, format or "
+            "bidirectional-override character), no slash, no leading or trailing space.",
         )
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of ``model`` with its ``$defs`` inlined (for a hand-read request body)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so a
+    large request does not leave the process holding its peak memory."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 # --------------------------------------------------------------------------- ASGI middleware
@@ -786,10 +850,15 @@ class _Guard:
                     return {"type": "http.request", "body": body, "more_body": False}
                 return await receive()
 
-            await self.app(scope, replay, send_wrapper)
+            try:
+                await self.app(scope, replay, send_wrapper)
+            finally:
+                if launch and len(body) >= RELEASE_AFTER_BYTES:
+                    body = b""
+                    release_memory()
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            endpoint = getattr(route, "path", None) or UNMATCHED
             self.service.metrics.observe(
                 endpoint, scope.get("method", ""), status["code"], time.perf_counter() - start
             )
@@ -833,6 +902,7 @@ def create_app(
     ann_pool: int = 100,
     max_launch_items: int = 100_000,
     max_body_bytes: int | None = None,
+    max_launch_bytes: int = MAX_LAUNCH_BYTES,
     index_args: dict[str, Any] | None = None,
     threads: int | None = None,
     service: Service | None = None,
@@ -849,7 +919,10 @@ def create_app(
         ann_pool: candidates taken from the index per query (at least k).
         max_launch_items: most items in one launch request (more: 413).
         max_body_bytes: largest request body but a launch's (default: room for
-            ``max_candidates`` ids of the longest length); a launch may use ~1.2 kB per item.
+            ``max_candidates`` ids of the longest length).
+        max_launch_bytes: largest launch body (default 32 MiB, about 400,000 items of short
+            ids); the body is validated straight from its bytes, so parsing it needs a few
+            times its size, which is handed back to the OS after the request.
         index_args: options of :class:`peace.serve.rankers.InnerProductIndex`.
         threads: torch threads per request-handling thread (None: torch's default).
         service: an existing :class:`Service` (the other serving options are then ignored).
@@ -858,7 +931,7 @@ def create_app(
         store, reload_interval_s, exact_threshold, ann_pool, index_args, threads=threads
     )
     body_limit = max_body_bytes or max(1 << 16, 600 * max_candidates)
-    launch_limit = max(body_limit, 1200 * max_launch_items)
+    launch_limit = max(body_limit, max_launch_bytes)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -937,11 +1010,29 @@ def create_app(
         return _json(service.recommend(domain, user, k))
 
     @app.post(
-        "/v1/domains", status_code=201, tags=["domains"], summary="Launch a new target domain"
+        "/v1/domains",
+        status_code=201,
+        tags=["domains"],
+        summary="Launch a new target domain",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _inline_schema(LaunchRequest)}},
+            }
+        },
     )
-    def launch(body: LaunchRequest) -> dict[str, Any]:
+    async def launch(request: Request) -> dict[str, Any]:
         """The domain is served zero-shot at once; items need 1 to 3 entities known to the
         store. Persisted under ``STORE/live``."""
+        return await run_in_threadpool(_launch, await request.body())
+
+    def _launch(raw: bytes) -> dict[str, Any]:
+        # Validated straight from the bytes: no intermediate tree of Python objects.
+        try:
+            body = LaunchRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
+            raise RequestValidationError(errors) from None
         if len(body.items) > max_launch_items:
             raise HTTPException(
                 413,
@@ -992,10 +1083,12 @@ def run_server(
     port: int = 8000,
     token: str | None = None,
     threads: int = 1,
+    announce: Callable[[], None] | None = None,
     **options: Any,
 ) -> None:
     """Serve ``store`` with uvicorn (blocking). ``threads``: torch intra-op threads per request
-    (1 suits many small concurrent requests)."""
+    (1 suits many small concurrent requests). ``announce`` is called once the store has loaded,
+    before the server starts listening."""
     import uvicorn
 
     torch.set_num_threads(max(1, threads))
@@ -1003,6 +1096,8 @@ def run_server(
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         log.warning("serving on %s without a token: anyone who can reach it can use it.", host)
     app = create_app(store, token=token, **options)
+    if announce is not None:
+        announce()
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 

@@ -51,9 +51,13 @@ from peace.serve.store import (
     code_column,
     current_version,
     load_manifest,
+    ranker_domains,
     ranker_path,
     ranker_root,
+    read_live,
     read_pointer,
+    verify_files,
+    version_path,
     write_arrow,
     write_pointer,
 )
@@ -256,7 +260,17 @@ def list_rankers(store: str | Path, domain: str) -> list[dict[str, Any]]:
 
 
 def set_current_ranker(store: str | Path, domain: str, version: str | None) -> None:
-    """Serve ``version`` for ``domain`` (roll back), or None to go back to zero-shot."""
+    """Serve ``version`` for ``domain`` (roll back), or None to go back to zero-shot.
+
+    Raises:
+        StoreError: ``domain`` is not a target domain of the store (published, launched or with
+            rankers), or a file of ``version`` does not match its manifest's checksum.
+    """
+    known = served_domains(store)
+    if domain not in known:
+        raise StoreError(
+            f"{store}: unknown domain {domain!r}; the store serves {sorted(known)[:50]}."
+        )
     root = ranker_root(store, domain)
     if version is None:
         pointer = root / POINTER
@@ -264,5 +278,13 @@ def set_current_ranker(store: str | Path, domain: str, version: str | None) -> N
             pointer.unlink()
         return
     path = ranker_path(store, domain, version)
-    load_manifest(path)
+    verify_files(path, load_manifest(path))
     write_pointer(root / POINTER, version)
+
+
+def served_domains(store: str | Path) -> set[str]:
+    """Target domains of the current store version, launched domains and domains with rankers."""
+    names = set(ranker_domains(store)) | set(read_live(store)[0])
+    if current_version(store) is not None:
+        names |= set(load_manifest(version_path(store, str(current_version(store))))["domains"])
+    return names

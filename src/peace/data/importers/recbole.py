@@ -8,7 +8,7 @@ RecBole's defaults: ``user_id``, ``item_id``, ``timestamp`` and (optional) ``lab
 ``head_id``, ``relation_id``, ``tail_id`` in ``.kg``; ``item_id``, ``entity_id`` in ``.link``.
 
 Domains come either from a field of ``.item`` (``domain_field``; for a ``token_seq`` field the
-first token) or from a domain map (CSV with columns ``item``, ``domain`` and optionally ``role``).
+first token) or from a domain map (CSV or TSV with columns ``item``, ``domain`` and optionally ``role``).
 See ``docs/importing.md``.
 """
 
@@ -128,7 +128,8 @@ def import_recbole(
         out: dataset folder to write (created; contract tables already there are replaced).
         domain_field: a ``token`` or ``token_seq`` field of ``.item`` holding each item's domain
             (first token of a ``token_seq``).
-        domain_map: a CSV file with columns ``item``, ``domain`` and optionally ``role``.
+        domain_map: a comma- or tab-separated file with columns ``item``, ``domain`` and
+            optionally ``role``.
         targets: the target domains; the others are sources. May be left out when the domain map
             has a ``role`` column.
         phi: the rule mapping an item to entities: a :class:`PhiRule`, or a TOML file with a
@@ -414,21 +415,25 @@ def _domains_from_field(
 
 
 def _domains_from_map(path: Path) -> tuple[dict[str, str], dict[str, str], str]:
-    """Item -> domain, and domain -> role, from a CSV with columns item, domain[, role]."""
+    """Item -> domain, and domain -> role, from a comma- or tab-separated file with columns
+    item, domain[, role] (tab-separated when the header has a tab and no comma)."""
     require_file(path, "domain map, a CSV with columns item,domain[,role]", "check the path.")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        with open(path, encoding="utf-8") as fh:
+            header = fh.readline()
+        sep = "\t" if "\t" in header and "," not in header else ","
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataContractError(
-            f"{path}: cannot be read as CSV ({exc}); write it as a comma-separated file with a "
-            "header line 'item,domain' (optionally ',role')."
+            f"{path}: cannot be read as CSV or TSV ({exc}); write it as a comma- or tab-separated "
+            "file with a header line 'item,domain' (optionally ',role')."
         ) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in ("item", "domain") if c not in frame.columns]
     if missing:
         hint = ""
         if len(frame.columns) == 1 and guess_separator(frame.columns[0]):
-            hint = f" (it looks {guess_separator(frame.columns[0])}-separated; use commas)"
+            hint = f" (it looks {guess_separator(frame.columns[0])}-separated; use commas or tabs)"
         raise DataContractError(
             f"{path}: missing column(s) {missing}; the header has {list(frame.columns)}{hint}. "
             "A domain map is a CSV with header 'item,domain' (optionally ',role')."
