@@ -33,6 +33,8 @@ class ModelConfig:
     """d: width of entity, interest, user and prototype vectors."""
     gnn_layers: int = 2
     """Graph attention layers of the entity encoder (A.3: 2)."""
+    gnn_residual: bool = False
+    """Each GAT layer adds its messages to its input (x + GAT(x)) instead of replacing it."""
     gat_heads: int = 1
     """Attention heads per graph attention layer (outputs are averaged, width stays d)."""
     use_relation_types: bool = True
@@ -58,10 +60,17 @@ class ModelConfig:
     """False gives the ablation "w/o CPL": no contrastive prototype loss (Eq. 7 dropped from Eq. 10)."""
     use_pea: bool = True
     """False gives the ablation "w/o PEA": Eq. 2 fuses the plain interests of Eq. 1."""
+    user_prior: bool = False
+    """Eq. 2 adds a learned vector shared by all users (z_u = fused interests + b), so the
+    zero-shot score z_u . z_i can carry an item prior b . z_i learned through entities."""
     inductive_entities: bool = False
     """Entities that stand for a single item (linked to one item only, e.g. a movie's own graph
     node) share one learned input vector, so the GAT encodes them from their neighbourhood; a
     target item's own node, never seen in pre-training, then gets a trained encoding."""
+    degree_buckets: int = 0
+    """When > 0, entity inputs add a learned vector per degree bucket floor(log2(1 + degree)) of
+    the entity in the graph (capped at this many buckets): how richly an entity is described,
+    which attention-averaged messages cannot tell."""
     graph_sampling: Literal["full", "sampled"] = "full"
     """Run the GAT on the whole entity graph each step, or on a sampled subgraph around the batch."""
     fanout: tuple[int, int] = (15, 10)
@@ -107,6 +116,10 @@ class PretrainConfig:
     """Score the held-out source records every this many steps (0 = once per epoch)."""
     patience: int = 0
     """Stop after this many held-out evaluations without a better held-out NDCG@10 (0 = never)."""
+    holdout_items: float = 0.0
+    """Share of each source domain's items kept out of pre-training (0 = none). When > 0, the
+    held-out ranking that selects the kept state ranks the records of those items among them:
+    new items, as in a new domain, rather than later records of items already trained on."""
 
 
 @dataclass
@@ -122,6 +135,9 @@ class FinetuneConfig:
     neg_ratio: int = 4
     freeze_encoders: bool = True
     """Lightweight mode of Sec. 4.5: only the MLP and DeepFM are trained."""
+    encoder_lr_scale: float = 1.0
+    """With ``freeze_encoders = false``: the pre-trained encoders train at ``lr`` times this, so
+    fine-tuning adapts them without washing out what pre-training learned."""
     deepfm_hidden: tuple[int, int, int] = (64, 32, 8)
     """DeepFM deep part (A.3: 64-32-8)."""
     fm_dim: int = 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from peace.eval.protocol import DEFAULT_MODELS, run_protocol
 from peace.eval.results import METRICS, environment, results_table, write_results
 
 
-def print_tables(rows: list[dict], title: str) -> None:
+def print_tables(rows: list[dict], title: str, seeds: int | None = None) -> None:
     from rich.console import Console
 
     out = Console()
@@ -22,7 +23,7 @@ def print_tables(rows: list[dict], title: str) -> None:
         table = Table(title=f"{title}: {domain}")
         for col in ["model", "setting", *METRICS]:
             table.add_column(col, justify="left" if col in ("model", "setting") else "right")
-        for line in results_table(rows, domain):
+        for line in results_table(rows, domain, seeds):
             table.add_row(*line)
         out.print(table)
 
@@ -75,6 +76,9 @@ QUICK = [
 ]
 
 
+DEV_MODELS = ("PEACE", "Popularity", "DeepFM", "Random", "Entity prior", "Entity overlap")
+
+
 def benchmark(
     data: Path = typer.Option(
         ..., "--data", help="Dataset folder (e.g. from `peace data import`)."
@@ -99,6 +103,13 @@ def benchmark(
         "run) into OUT and rewrite the report.",
     ),
     quick: bool = typer.Option(False, "--quick", help="Smoke run: tiny budgets, one candidate."),
+    dev: bool = typer.Option(
+        False,
+        "--dev",
+        help="Dev preset: one seed, three target domains (eval.domains, or the first three), "
+        "the first search candidate of each model, and by default PEACE with the references "
+        "(Popularity, DeepFM, Random, Entity prior, Entity overlap). Minutes, to judge a change.",
+    ),
     config: Path = CONFIG_OPTION,
     set_: list[str] = SET_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -128,11 +139,18 @@ def benchmark(
 
     t0 = time.perf_counter()
     cfg = load_config(config, (QUICK if quick else []) + list(set_ or []), preset="benchmark")
+    if dev and models == "all":
+        models = ",".join(DEV_MODELS)
     chosen_models = ALL_MODELS if models == "all" else tuple(m.strip() for m in models.split(","))
     unknown = [m for m in chosen_models if m not in ALL_MODELS]
     if unknown:
         raise fail(f"--models: unknown {unknown}; choose from {list(ALL_MODELS)} or all.")
     ds = open_dataset(data)
+    if dev:
+        seeds = 1
+        if not cfg.eval.domains:
+            first = tuple(ds.domains[d] for d in ds.target_domains[:3])
+            cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, domains=first))
     seed_list = [cfg.seed + k for k in range(seeds)]
     if merge:
         import json
@@ -207,9 +225,9 @@ def benchmark(
         chosen_models,
         show_progress=not quiet and jobs == 1,
         log=lambda m: console.print(m),
-        pretrain_candidates=PRETRAIN_CANDIDATES[:1] if quick else None,
-        finetune_candidates=FINETUNE_CANDIDATES[:1] if quick else None,
-        competitor_candidates=COMPETITOR_PRETRAIN_CANDIDATES[:1] if quick else None,
+        pretrain_candidates=PRETRAIN_CANDIDATES[:1] if quick or dev else None,
+        finetune_candidates=FINETUNE_CANDIDATES[:1] if quick or dev else None,
+        competitor_candidates=COMPETITOR_PRETRAIN_CANDIDATES[:1] if quick or dev else None,
         jobs=jobs,
         on_group=keep_group if jobs > 1 else None,
     )
@@ -254,7 +272,7 @@ def _write_benchmark(out: Path, ds, cfg, seed_list: list[int], doc: dict, embedd
     )
     cfg.save(out / "config.toml")
     report = write_report(out, written, statistics, embeddings, seed=seed_list[0])
-    print_tables(written["rows"], "benchmark")
+    print_tables(written["rows"], "benchmark", len(seed_list))
     console.print(f"wrote {out / 'results.json'} and {report}; wall {written['wall_seconds']:.0f}s")
 
 

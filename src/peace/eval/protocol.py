@@ -22,8 +22,8 @@ from peace.baselines import FINE_TUNED, ZERO_SHOT
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
-from peace.data.splits import TargetSplit, pretrain_cutoff, split_targets
-from peace.flows.finetune import evaluate_ranker, fit_ranker, ranking_task
+from peace.data.splits import TargetSplit, pretrain_cutoff, pretrain_rows, split_targets
+from peace.flows.finetune import evaluate_per_user, fit_ranker, ranking_task
 from peace.flows.pretrain import Pretrained, pretrain
 from peace.flows.rankers import (
     DeepFMRanker,
@@ -61,9 +61,38 @@ def variant_config(cfg: PeaceConfig, name: str) -> PeaceConfig:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **switches))
 
 
-def _record(results: Result, model: str, setting: str, domain: str, metrics: dict) -> None:
-    for metric, value in metrics.items():
-        results[(model, setting, domain, metric)].append(value)
+#: settings whose per-user NDCG@10 is kept, for paired significance tests in the report
+PAIRED_SETTINGS = ("normal", "zero-shot-test")
+PER_USER = "per-user ndcg@10"
+"""Key (in the metric slot of a :data:`Result`) of the per-user values of one seed."""
+
+
+def _record(
+    results: Result, model: str, setting: str, domain: str, per_user: dict[str, np.ndarray]
+) -> None:
+    """Means of each metric over users; per-user NDCG@10 too where paired tests need it."""
+    for metric, values in per_user.items():
+        mean = float(values.mean()) if len(values) else float("nan")
+        results[(model, setting, domain, metric)].append(mean)
+    if setting in PAIRED_SETTINGS and "ndcg@10" in per_user:
+        results[(model, setting, domain, PER_USER)].append(per_user["ndcg@10"])
+
+
+def per_user_means(results: list[Result]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """``{model: {setting: {domain: [per-user NDCG@10, mean over seeds]}}}``; users in the
+    order of the ranking task, the same for every model of a (setting, domain)."""
+    merged: dict[tuple[str, str, str], list[np.ndarray]] = defaultdict(list)
+    for res in results:
+        for (model, setting, domain, metric), values in res.items():
+            if metric == PER_USER:
+                merged[(model, setting, domain)].extend(values)
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for (model, setting, domain), arrays in sorted(merged.items()):
+        mean = np.mean(np.stack(arrays), axis=0)
+        out.setdefault(model, {}).setdefault(setting, {})[domain] = [
+            round(float(v), 4) for v in mean
+        ]
+    return out
 
 
 def run_seed(
@@ -140,7 +169,7 @@ def run_seed(
                     name,
                     "normal",
                     ds.domains[d],
-                    evaluate_ranker(ranker, target, test, ks, cfg.seed),
+                    evaluate_per_user(ranker, target, test, ks, cfg.seed),
                 )
         else:
             known = list(PEACE_VARIANTS) + list(REFERENCES) + list(COMPETITORS)
@@ -166,6 +195,7 @@ def _zero_shot_reference(
     """The zero-shot rows of a reference that needs no learning (``ZERO_SHOT_REFERENCES``)."""
     cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split), cfg.pretrain.cutoff)
     counts, users_per_entity = source_entity_counts(ds, cutoff)
+    source_users = int(pretrain_rows(ds, cutoff)["user"].nunique())
     history = HistoryIndex(ds, cfg.model.history_length) if name == "Entity overlap" else None
     for d, split in splits.items():
         target = TargetDomain(ds, d)
@@ -174,10 +204,10 @@ def _zero_shot_reference(
         elif name == "Entity prior":
             ranker = EntityPriorRanker(target, counts)
         else:
-            ranker = EntityOverlapRanker(target, history, users_per_entity, ds.num_users)
+            ranker = EntityOverlapRanker(target, history, users_per_entity, source_users)
         test = ranking_task(split.test, _concat(split.train, split.valid))
         for setting, task in (("zero-shot", ranking_task(split.all)), ("zero-shot-test", test)):
-            metrics = evaluate_ranker(ranker, target, task, cfg.eval.ks, cfg.seed)
+            metrics = evaluate_per_user(ranker, target, task, cfg.eval.ks, cfg.seed)
             _record(results, name, setting, ds.domains[d], metrics)
 
 
@@ -212,20 +242,20 @@ def _peace_domain(
             name,
             "zero-shot",
             domain,
-            evaluate_ranker(zero, target, ranking_task(split.all), ks, cfg.seed),
+            evaluate_per_user(zero, target, ranking_task(split.all), ks, cfg.seed),
         )
         _record(
             results,
             name,
             "zero-shot-test",
             domain,
-            evaluate_ranker(zero, target, test, ks, cfg.seed),
+            evaluate_per_user(zero, target, test, ks, cfg.seed),
         )
     if not normal:
         return
     ranker = PeaceRanker(pre, target, cfg)
     fit_ranker(ranker, target, split.train, valid, cfg.finetune, cfg.seed, ks, show_progress)
-    _record(results, name, "normal", domain, evaluate_ranker(ranker, target, test, ks, cfg.seed))
+    _record(results, name, "normal", domain, evaluate_per_user(ranker, target, test, ks, cfg.seed))
 
 
 def aggregate(results: list[Result]) -> list[dict]:
@@ -233,7 +263,8 @@ def aggregate(results: list[Result]) -> list[dict]:
     merged: Result = defaultdict(list)
     for res in results:
         for key, values in res.items():
-            merged[key].extend(values)
+            if key[3] != PER_USER:
+                merged[key].extend(values)
     rows = []
     for (model, setting, domain, metric), values in sorted(merged.items()):
         arr = np.asarray(values, dtype=np.float64)

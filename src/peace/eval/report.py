@@ -21,6 +21,7 @@ import pandas as pd
 
 from peace.baselines import FINE_TUNED, ZERO_SHOT
 from peace.eval.results import METRICS, SETTINGS
+from peace.eval.significance import PairedTest, paired_test
 from peace.utils import atomic_write_text
 
 # Known names first, in the order of the paper; any other name follows, sorted.
@@ -31,6 +32,9 @@ MODEL_ORDER = (
     "PEACE w/o PEA",
     "Popularity",
     "DeepFM",
+    "Random",
+    "Entity prior",
+    "Entity overlap",
     *FINE_TUNED,
     *ZERO_SHOT,
 )
@@ -106,6 +110,9 @@ def format_duration(seconds: float) -> str:
 
 
 def _cell(mean: float, std: float) -> str:
+    """``mean ± std`` over seeds; the mean alone for one seed (std is then NaN)."""
+    if std != std:
+        return f"{mean:.4f}"
     return f"{mean:.4f} ± {std:.4f}"
 
 
@@ -150,11 +157,19 @@ def _ordered(names: Iterable[str], known: Sequence[str]) -> list[str]:
 class Results:
     """Lookup over the rows ``{model, setting, domain, metric, mean, std}`` of ``results.json``."""
 
-    def __init__(self, rows: Sequence[Mapping[str, Any]], domain_order: Sequence[str] = ()):
+    def __init__(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        domain_order: Sequence[str] = (),
+        seeds: int | None = None,
+    ):
+        """``seeds = 1`` (or rows with ``n = 1``): no spread to show, std becomes NaN."""
         self.cells: dict[tuple[str, str, str, str], tuple[float, float]] = {}
         for r in rows:
             key = (str(r["model"]), str(r["setting"]), str(r["domain"]), str(r["metric"]))
-            self.cells[key] = (float(r["mean"]), float(r.get("std", 0.0) or 0.0))
+            std = float(r.get("std", 0.0) or 0.0)
+            single = r.get("n", seeds) == 1
+            self.cells[key] = (float(r["mean"]), float("nan") if single else std)
         self.models = _ordered((k[0] for k in self.cells), MODEL_ORDER)
         self.settings = _ordered((k[1] for k in self.cells), SETTINGS)
         self.domains = _ordered((k[2] for k in self.cells), list(domain_order))
@@ -211,7 +226,7 @@ def metric_table(
     best: dict[tuple[str, str], float] = {}
     for d, m in columns:
         means = [round(v[0], 4) for x in models if (v := res.get(x, setting, d, m)) is not None]
-        if means:
+        if len(means) >= 2:  # a column of one row has nothing to be best against
             best[(d, m)] = max(means)
     if len(metrics) == 1:
         header = ["Model"] + [f"{d}" for d in domains]
@@ -674,8 +689,11 @@ def _section_embeddings(
     return "\n\n".join(parts), written
 
 
-def win_loss(res: Results) -> list[dict[str, Any]]:
-    """Per setting and domain: PEACE's headline metric against the best other model."""
+def win_loss(
+    res: Results, per_user: Mapping[str, Any] | None = None, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Per setting and domain: PEACE's headline metric against the best other model, with a
+    paired per-user test of the margin where ``per_user`` NDCG@10 of both is at hand."""
     head = res.headline()
     out = []
     for setting in res.settings:
@@ -709,13 +727,27 @@ def win_loss(res: Results) -> list[dict[str, Any]]:
                     "margin": p[0] - best[0],
                     "popularity": pop,
                     "popularity_note": pop_note,
+                    "test": _paired(per_user, setting, d, best_model, seed),
                 }
             )
     return out
 
 
-def _section_wins(res: Results) -> str:
-    items = win_loss(res)
+def _paired(
+    per_user: Mapping[str, Any] | None, setting: str, domain: str, other: str, seed: int
+) -> PairedTest | None:
+    """PEACE minus ``other`` over the same test users, when both have per-user values."""
+    if not per_user:
+        return None
+    a = per_user.get(PEACE, {}).get(setting, {}).get(domain)
+    b = per_user.get(other, {}).get(setting, {}).get(domain)
+    if a is None or b is None or len(a) != len(b) or not len(a):
+        return None
+    return paired_test(np.asarray(a), np.asarray(b), seed)
+
+
+def _section_wins(res: Results, per_user: Mapping[str, Any] | None = None) -> str:
+    items = win_loss(res, per_user)
     if not items:
         return "No setting has both PEACE and another model, so there is nothing to compare."
     head = metric_label(res.headline())
@@ -726,6 +758,7 @@ def _section_wins(res: Results) -> str:
         rel = f"{100 * margin / b[0]:+.1f}%" if b[0] > 0 else "-"
         pop = it["popularity"]
         pop_text = "-" if pop is None else f"{p[0] - pop[0]:+.4f}{it['popularity_note']}"
+        test = it["test"]
         rows.append(
             [
                 it["setting"],
@@ -735,14 +768,25 @@ def _section_wins(res: Results) -> str:
                 _cell(*b),
                 f"{margin:+.4f}",
                 rel,
+                "-" if test is None else f"{test.p_value:.2g}",
+                "-" if test is None else f"[{test.low:+.4f}, {test.high:+.4f}]",
                 pop_text,
             ]
         )
         where = f"{it['domain']} ({it['setting']})"
         noise = max(p[1], b[1])
-        within = (
-            " (within one seed standard deviation)" if abs(margin) <= noise and noise > 0 else ""
-        )
+        if test is not None:
+            within = (
+                f" (significant: p = {test.p_value:.2g} over {test.users:,} users)"
+                if test.significant
+                else f" (not significant: p = {test.p_value:.2g} over {test.users:,} users)"
+            )
+        else:
+            within = (
+                " (within one seed standard deviation)"
+                if abs(margin) <= noise and noise > 0
+                else ""
+            )
         if round(margin, 4) > 0:
             sentences.append(
                 f"- PEACE wins on {where} by {margin:.4f} {head} over {it['best_model']} "
@@ -764,14 +808,19 @@ def _section_wins(res: Results) -> str:
             f"Its {head}",
             "Margin",
             "Relative",
+            "p (Wilcoxon)",
+            "95% interval",
             "PEACE − Popularity",
         ],
         rows,
-        "llrlrrrr",
+        "llrlrrrrrr",
     )
     notes = [
-        f"PEACE's {head} against the best other model (its own ablation variants excluded) of "
-        "the same setting and domain; a positive margin means PEACE is ahead.",
+        f"PEACE's {head} against the best other model (its own ablation variants excluded; the "
+        "zero-shot references included) of the same setting and domain; a positive margin means "
+        "PEACE is ahead. The margin is tested per test user (NDCG@10, mean over seeds): a "
+        "two-sided Wilcoxon signed-rank p-value and a paired-bootstrap 95% interval of the mean "
+        "difference; '-' where per-user values were not kept.",
         table,
         "\n".join(sentences),
     ]
@@ -850,6 +899,47 @@ def _section_search(doc: Mapping[str, Any]) -> str:
             for m, vals in sorted(chosen.items())
         ]
         parts.append("Chosen values:\n\n" + _table(["Model", "Values"], rows, "ll"))
+    curves = _section_curves(doc.get("curves") or {})
+    if curves:
+        parts.append(curves)
+    return "\n\n".join(parts)
+
+
+CURVE_COLUMNS = (
+    ("loss", "train loss"),
+    ("loss_et", "Eq. 4"),
+    ("loss_ip", "served"),
+    ("valid_loss", "held-out Eq. 4"),
+    ("valid_ndcg", "held-out NDCG@10"),
+)
+
+
+def _section_curves(curves: Mapping[str, Any]) -> str:
+    """Each pre-trained model's losses and held-out measures at every evaluation (first seed)."""
+    if not curves:
+        return ""
+    parts = [
+        "Pre-training curves of the first seed with the chosen values: the training losses "
+        "since the previous evaluation, the held-out loss of Eq. 4 (pairs with fixed negatives) "
+        "and the held-out NDCG@10 of the served score over each held-out record's source "
+        "catalogue, which chooses the kept state (✓)."
+    ]
+    for model in _ordered(curves, MODEL_ORDER):
+        points = curves[model]
+        if not points:
+            continue
+        columns = [(k, label) for k, label in CURVE_COLUMNS if any(k in p for p in points)]
+        keyed = "valid_ndcg" if any("valid_ndcg" in p for p in points) else "valid_loss"
+        values = [p.get(keyed, float("nan")) for p in points]
+        best = int(np.nanargmax(values)) if keyed == "valid_ndcg" else int(np.nanargmin(values))
+        rows = [
+            [str(int(p.get("step", 0)))]
+            + [f"{p[k]:.4f}" if k in p else "-" for k, _ in columns]
+            + ["✓" if i == best else ""]
+            for i, p in enumerate(points)
+        ]
+        header = ["Step"] + [label for _, label in columns] + ["Kept"]
+        parts.append(f"*{model}*\n\n" + _table(header, rows, "r" * (len(columns) + 1) + "c"))
     return "\n\n".join(parts)
 
 
@@ -960,7 +1050,7 @@ def render_report(
         domain_order = [
             str(d) for d, r in zip(statistics["domain"], roles, strict=True) if str(r) != "source"
         ]
-    res = Results(doc.get("rows") or [], domain_order)
+    res = Results(doc.get("rows") or [], domain_order, len(doc.get("seeds") or []) or None)
     ablation, abl_figs = _section_ablation(res, figures)
     emb, emb_figs = _section_embeddings(embeddings, figures, seed)
     graph = doc.get("graph")
@@ -971,7 +1061,7 @@ def render_report(
         _section_zero_shot(res),
         ablation,
         emb,
-        _section_wins(res),
+        _section_wins(res, doc.get("per_user")),
         _section_search(doc),
         _section_reproduce(doc),
     ]

@@ -44,14 +44,16 @@ def write_results(
     return doc
 
 
-def results_table(rows: list[dict], domain: str) -> list[list[str]]:
-    """Rows ``[model, setting, hit@5, hit@10, ndcg@5, ndcg@10]`` of one domain, mean ± std."""
+def results_table(rows: list[dict], domain: str, seeds: int | None = None) -> list[list[str]]:
+    """Rows ``[model, setting, hit@5, hit@10, ndcg@5, ndcg@10]`` of one domain, mean ± std
+    (the mean alone for one seed: there is no spread to show)."""
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for r in rows:
         if r["domain"] != domain:
             continue
+        single = r.get("n", seeds) == 1
         cells.setdefault((r["model"], r["setting"]), {})[r["metric"]] = (
-            f"{r['mean']:.4f} ± {r['std']:.4f}"
+            f"{r['mean']:.4f}" if single else f"{r['mean']:.4f} ± {r['std']:.4f}"
         )
     order = {s: i for i, s in enumerate(SETTINGS)}
     out = []

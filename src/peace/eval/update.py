@@ -77,6 +77,8 @@ def kept_document(
         "timings": timings,
         "variants": {m: v for m, v in (doc.get("variants") or {}).items() if m in kept},
         "references": [m for m in doc.get("references", []) if m in kept],
+        "per_user": {m: v for m, v in (doc.get("per_user") or {}).items() if m in kept},
+        "curves": {m: v for m, v in (doc.get("curves") or {}).items() if m in kept},
         "runs": runs,
     }
 
@@ -90,6 +92,8 @@ def empty_document() -> dict:
         "timings": {},
         "variants": {},
         "references": [],
+        "per_user": {},
+        "curves": {},
         "runs": [],
     }
 
@@ -134,6 +138,8 @@ def merge_update(previous: dict, new: dict, run: dict | list[dict]) -> dict:
     )
     out["search"] = previous["search"] + new.get("search", [])
     out["chosen"] = {**previous["chosen"], **new.get("chosen", {})}
+    out["per_user"] = {**previous.get("per_user", {}), **new.get("per_user", {})}
+    out["curves"] = {**previous.get("curves", {}), **new.get("curves", {})}
     timings = {seed: dict(t) for seed, t in previous["timings"].items()}
     for seed, t in new.get("timings", {}).items():
         timings.setdefault(seed, {}).update(t)

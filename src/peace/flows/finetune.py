@@ -85,8 +85,22 @@ def evaluate_ranker(
     """Mean Hit@K / NDCG@K of ``ranker`` on ``task`` by full ranking of the catalogue."""
     if len(task) == 0:
         return {f"{m}@{k}": float("nan") for k in ks for m in ("hit", "ndcg")}
+    per_user = evaluate_per_user(ranker, target, task, ks, seed)
+    return {name: float(values.mean()) for name, values in per_user.items()}
+
+
+def evaluate_per_user(
+    ranker: nn.Module,
+    target: TargetDomain,
+    task: RankingTask,
+    ks: tuple[int, ...] = (5, 10),
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Hit@K / NDCG@K of every task user (in ``task.users`` order), for paired comparisons."""
+    if len(task) == 0:
+        return {f"{m}@{k}": np.zeros(0) for k in ks for m in ("hit", "ndcg")}
     scores = score_catalogue(ranker, task, len(target.catalogue))
-    per_user = ranking_metrics(
+    return ranking_metrics(
         scores,
         np.arange(len(target.catalogue)),
         [target.to_local(r) for r in task.relevant],
@@ -94,7 +108,6 @@ def evaluate_ranker(
         ks,
         seed,
     )
-    return {name: float(values.mean()) for name, values in per_user.items()}
 
 
 def fit_ranker(
@@ -116,8 +129,16 @@ def fit_ranker(
     users = torch.as_tensor(users_np.copy(), dtype=torch.long)
     items = torch.as_tensor(target.to_local(rows["item"].to_numpy()), dtype=torch.long)
     labels = torch.as_tensor(rows["label"].to_numpy().copy(), dtype=torch.float32)
+    encoder = getattr(ranker, "encoder", None)
+    adapted = isinstance(encoder, nn.Module) and not getattr(ranker, "frozen", True)
+    slow = {id(p) for p in encoder.parameters()} if adapted else set()
     params = [p for p in ranker.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = [{"params": [p for p in params if id(p) not in slow], "lr": cfg.lr}]
+    if any(id(p) in slow for p in params):  # pre-trained encoders: a lower learning rate
+        groups.append(
+            {"params": [p for p in params if id(p) in slow], "lr": cfg.lr * cfg.encoder_lr_scale}
+        )
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_items = len(target.catalogue)
     best, best_state, stale, log = -1.0, None, 0, []
     for epoch in progress(range(cfg.epochs), f"fine-tune {target.name}", enabled=show_progress):

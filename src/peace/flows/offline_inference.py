@@ -320,6 +320,7 @@ def export(
                 "top_k_prototypes": mc.top_k_prototypes,
                 "mlp_hidden": list(mc.mlp_hidden),
                 "use_pea": mc.use_pea,
+                "user_prior": mc.user_prior,
             },
             "zero_shot_scorer": cfg.eval.zero_shot_scorer,
             "rows": {

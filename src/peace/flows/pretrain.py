@@ -6,8 +6,13 @@ Every source record <u, i, y> before the cut-off T becomes |phi(i)| user-entity 
 the record's time. The user encoding (Eq. 1) is computed once per record and shared by all its
 pairs; only the prototype-enhanced part (Eq. 8-9) and the decoder run per pair.
 
-The last ``valid_fraction`` of the pre-training records (by time, still before T) is held out; the
-epoch with the lowest held-out loss is kept. No target-domain row is read here.
+The last ``VALID_FRACTION`` of the pre-training records (by time, still before T) is held out.
+Every ``pretrain.eval_every`` steps (or once per epoch) they are ranked against their source
+domain's catalogue by the served zero-shot score; the state with the best held-out NDCG@10 is kept
+(the held-out loss of Eq. 4 where there is nothing to rank). With ``pretrain.holdout_items``, a
+share of each source domain's items is kept out of training and their records are ranked among
+them instead; those items still appear in users' histories (as entity tokens), as they would
+for a domain whose items the platform already shows elsewhere. No target-domain row is read here.
 """
 
 from __future__ import annotations
@@ -100,11 +105,12 @@ class Pretrained:
 
 
 def dataset_fingerprint(ds: Dataset) -> str:
-    """Hash of the id spaces a checkpoint depends on (entities, relations, items)."""
+    """Hash of what a checkpoint depends on: the id spaces (entities, relations, items) and phi."""
     h = hashlib.sha256()
     for arr in (ds.entities, ds.relations, ds.items):
         h.update("\x1f".join(map(str, arr)).encode())
         h.update(b"\x1e")
+    h.update(np.ascontiguousarray(ds.item_entities, dtype=np.int64).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -126,7 +132,22 @@ def build_model(
     model = PEACE(ds.num_entities, graph.num_edge_types, cfg.model, feature_dim)
     model.entity_encoder.set_features(ds.entity_features)
     model.entity_encoder.set_private(private_entities(ds))
+    degree = np.bincount(ds.triplets[:, [0, 2]].reshape(-1), minlength=ds.num_entities)
+    model.entity_encoder.set_degrees(degree)
     return model, graph
+
+
+def kept_out_items(ds: Dataset, share: float, seed: int) -> np.ndarray:
+    """``[I]`` bool: ``share`` of each source domain's items (at least one), chosen by ``seed``,
+    that pre-training never trains on: the zero-shot task in miniature for model selection."""
+    rng = np.random.default_rng(seed + 4)
+    out = np.zeros(ds.num_items, dtype=bool)
+    for d in ds.source_domains:
+        items = ds.domain_items(d)
+        k = min(len(items) - 1, max(1, int(round(share * len(items)))))
+        if k > 0:
+            out[rng.choice(items, k, replace=False)] = True
+    return out
 
 
 def private_entities(ds: Dataset) -> np.ndarray:
@@ -163,8 +184,11 @@ class NegativeSampler:
         counts: np.ndarray | None = None,
         mode: str = "uniform",
         alpha: float = 0.75,
+        allowed: np.ndarray | None = None,
     ) -> None:
         cats = [ds.domain_items(d) for d in range(len(ds.domains))]
+        if allowed is not None:  # items kept out of pre-training are never negatives either
+            cats = [c[allowed[c]] for c in cats]
         self.flat = torch.as_tensor(np.concatenate(cats), dtype=torch.long)
         sizes = np.array([len(c) for c in cats])
         self.size = torch.as_tensor(sizes, dtype=torch.long)
@@ -200,9 +224,11 @@ class NegativeSampler:
         return self.flat[self.offset[domains].unsqueeze(1) + pick]
 
 
-def source_catalogue(ds: Dataset) -> SourceCatalogue:
-    """The source items, their entities and domains (the softmax of L_served)."""
+def source_catalogue(ds: Dataset, allowed: np.ndarray | None = None) -> SourceCatalogue:
+    """The source items (those ``allowed``), their entities and domains (L_served's softmax)."""
     items = [ds.domain_items(d) for d in ds.source_domains]
+    if allowed is not None:
+        items = [c[allowed[c]] for c in items]
     flat = np.concatenate(items) if items else np.zeros(0, np.int64)
     column = np.full(ds.num_items, -1, dtype=np.int64)
     column[flat] = np.arange(len(flat))
@@ -302,6 +328,8 @@ class HeldOut:
     batches: list[PretrainBatch]
     ranking: PretrainRecords
     popularity_ndcg: float = float("nan")
+    allowed: np.ndarray | None = None
+    """Items the ranking is over (the kept-out items); None = every item of the domain."""
 
 
 RANKING_RECORDS = 4000
@@ -316,7 +344,10 @@ def _held_out(
     negatives: NegativeSampler,
     cfg: PeaceConfig,
     source_position: torch.Tensor,
+    cold: tuple[np.ndarray, PretrainRecords] | None = None,
 ) -> HeldOut:
+    """``cold``: (mask of items kept out of pre-training, their records); when given, the
+    ranking measure ranks those records among the kept-out items of their domain."""
     pc = cfg.pretrain
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # fixed negatives: evaluations compare
     batches = [
@@ -332,29 +363,45 @@ def _held_out(
         )
         for s in range(0, len(held), pc.batch_size)
     ]
-    positive = np.flatnonzero(held.labels > 0)
+    source, allowed = (held, None) if cold is None else (cold[1], cold[0])
+    positive = np.flatnonzero(source.labels > 0)
     if len(positive) > RANKING_RECORDS:
         rng = np.random.default_rng(cfg.seed + 3)
         positive = np.sort(rng.choice(positive, RANKING_RECORDS, replace=False))
-    ranking = held.subset(positive)
+    ranking = source.subset(positive)
     counts = np.bincount(train.items[train.labels > 0], minlength=ds.num_items).astype(np.float64)
+    if cold is not None:  # kept-out items have no count: popularity is their entities'
+        ents = ds.item_entities
+        entity_counts = np.bincount(ents[train.items[train.labels > 0]].reshape(-1) + 1)[1:]
+        entity_counts = np.pad(entity_counts, (0, ds.num_entities - len(entity_counts)))
+        logs = np.where(ents >= 0, np.log1p(entity_counts[np.maximum(ents, 0)]), 0.0)
+        counts = logs.sum(1) / np.maximum((ents >= 0).sum(1), 1)
     pop = _rank_metrics(
         ds,
         ranking,
         lambda idx, cat: torch.as_tensor(counts[cat]).expand(len(idx), -1),
+        allowed=allowed,
     )["ndcg@10"]
-    return HeldOut(batches=batches, ranking=ranking, popularity_ndcg=pop)
+    return HeldOut(batches=batches, ranking=ranking, popularity_ndcg=pop, allowed=allowed)
 
 
-def _rank_metrics(ds: Dataset, rec: PretrainRecords, score, chunk: int = 256) -> dict[str, float]:
+def _rank_metrics(
+    ds: Dataset,
+    rec: PretrainRecords,
+    score,
+    chunk: int = 256,
+    allowed: np.ndarray | None = None,
+) -> dict[str, float]:
     """Mean NDCG@10 and AUC of each record's item within its domain's catalogue.
 
     ``score(idx, catalogue)`` gives ``[len(idx), len(catalogue)]`` scores for records ``idx``.
-    Ties count half (AUC) and rank after the item (NDCG), so a constant score earns nothing.
+    Ties count half (AUC) and rank before the item (NDCG), so a constant score earns nothing.
     """
     ndcg, auc = [], []
     for d in np.unique(rec.domains):
         cat = ds.domain_items(int(d))
+        if allowed is not None:
+            cat = cat[allowed[cat]]
         column = np.full(ds.num_items, -1, dtype=np.int64)
         column[cat] = np.arange(len(cat))
         rows = np.flatnonzero(rec.domains == d)
@@ -410,7 +457,7 @@ def _evaluate(
             cand = vecs.unsqueeze(0).expand(len(idx), -1, -1)
             return model.zero_shot_scores(states[torch.as_tensor(idx)], cand, scorer)
 
-        metrics = _rank_metrics(ds, rec, score)
+        metrics = _rank_metrics(ds, rec, score, allowed=held.allowed)
         out["valid_ndcg"] = metrics["ndcg@10"]
         out["valid_auc"] = metrics["auc"]
     model.train()
@@ -436,7 +483,7 @@ def pretrain(
         resume: continue an interrupted run in ``out`` from its last finished epoch.
         warm_start: a run folder whose weights initialise this run (new data, same id spaces).
         architecture: ``"PEACE"`` or a name of :data:`peace.baselines.COMPETITORS`; every model
-            sees the same records, batches and negatives, and is kept by the same held-out loss.
+            sees the same records, batches and negatives, and is kept by the same held-out rule.
     """
     gen = seed_everything(cfg.seed)
     pc = cfg.pretrain
@@ -452,6 +499,13 @@ def pretrain(
     n_valid = int(len(records) * VALID_FRACTION) if len(records) >= 200 else 0
     train = records.subset(np.arange(len(records) - n_valid))
     held_out = records.subset(np.arange(len(records) - n_valid, len(records)))
+    cold = None
+    allowed = None
+    if pc.holdout_items > 0:
+        kept_out = kept_out_items(ds, pc.holdout_items, cfg.seed)
+        allowed = ~kept_out
+        cold = (kept_out, records.subset(np.flatnonzero(kept_out[records.items])))
+        train = train.subset(np.flatnonzero(allowed[train.items]))
     context = None
     if architecture != "PEACE":
         context = build_context(
@@ -460,11 +514,11 @@ def pretrain(
     model, graph = build_model(ds, cfg, architecture, context)
     item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
     counts = np.bincount(train.items[train.labels > 0], minlength=ds.num_items)
-    negatives = NegativeSampler(ds, counts, pc.negatives, pc.neg_alpha)
+    negatives = NegativeSampler(ds, counts, pc.negatives, pc.neg_alpha, allowed)
     source_position = torch.full((len(ds.domains),), -1, dtype=torch.long)
     source_position[ds.source_domains] = torch.arange(len(ds.source_domains))
     served = pc.served_loss if architecture == "PEACE" else "none"
-    catalogue = source_catalogue(ds) if served != "none" else None
+    catalogue = source_catalogue(ds, allowed) if served != "none" else None
     sampled = cfg.model.graph_sampling == "sampled" and architecture == "PEACE"
     sampler = NeighbourSampler(graph, cfg.model.fanout) if sampled else None
     optimizer = torch.optim.Adam(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
@@ -490,7 +544,9 @@ def pretrain(
             raise checkpoints.damaged(run / "trainer.pt", exc) from None
         log = checkpoints.read_json(run / "log.json")
 
-    held = _held_out(ds, history, train, held_out, item_entities, negatives, cfg, source_position)
+    held = _held_out(
+        ds, history, train, held_out, item_entities, negatives, cfg, source_position, cold
+    )
     best = min((_criterion(e) for e in log), default=float("inf"))
     stale = _stale(log)
     best_state = None
@@ -518,7 +574,8 @@ def pretrain(
             "pairs": int(n_batches * pc.batch_size * (1 + pc.neg_ratio)),
         }
         log.append(entry)
-        if _criterion(entry) <= best:
+        ranked = "valid_ndcg" in entry  # a ranking measure: ties are no improvement
+        if _criterion(entry) < best or (not ranked and _criterion(entry) <= best):
             best, stale, improved_since_save = _criterion(entry), 0, True
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
@@ -529,7 +586,13 @@ def pretrain(
         n_batches = 0
         t0 = time.perf_counter()
 
+    # A resumed run that had already stopped (step budget or patience) trains no further.
+    stop = bool(log) and (
+        bool(pc.max_steps and steps >= pc.max_steps) or bool(pc.patience and stale >= pc.patience)
+    )
     for epoch in range(start_epoch, pc.epochs):
+        if stop:
+            break
         model.train()
         order = torch.randperm(len(train), generator=gen).numpy()
         batches = range(0, len(train), pc.batch_size)

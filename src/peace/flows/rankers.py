@@ -245,7 +245,7 @@ class EntityOverlapRanker(nn.Module):
     """Reference: target items ranked by the IDF-weighted overlap of their entities with the
     user's source history before the query time: sum over the item's entities e of
     log(1 + tf(u, e)) * log(U / (1 + df(e))), tf = occurrences of e in the user's history tokens,
-    df = users with e in their source behaviour before the cut-off."""
+    df = users with e in their source behaviour before the cut-off, U = users with any."""
 
     trainable = False
 

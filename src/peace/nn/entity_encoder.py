@@ -109,6 +109,12 @@ class EntityEncoder(nn.Module):
             encoding comes from their graph neighbourhood: a new domain's items, whose own nodes
             pre-training never sees, are then encoded by the same trained function as the
             source's, instead of from untrained id vectors.
+        residual: each layer adds its messages to its input (x + GAT(x)) instead of replacing
+            it, so an entity keeps its own vector and the graph refines it.
+        degree_buckets: when > 0, every input adds a learned vector for the entity's degree
+            bucket (floor(log2(1 + degree)), capped), set by :meth:`set_degrees`: attention
+            averages messages, so without it an encoding cannot tell a richly described entity
+            from a sparsely described one.
 
     Shapes:
         ``forward(graph) -> [|E| + 1, d]``; ``forward_subgraph(nodes, edge_index, edge_type)``
@@ -126,11 +132,14 @@ class EntityEncoder(nn.Module):
         use_graph: bool = True,
         dropout: float = 0.0,
         inductive: bool = False,
+        degree_buckets: int = 0,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.num_entities, self.dim, self.layers = num_entities, dim, layers
         self.num_edge_types, self.heads, self.feature_dim = num_edge_types, heads, feature_dim
         self.use_graph = use_graph
+        self.residual = residual
         self.dropout = dropout
         self.features: Tensor | None = None
         if feature_dim is None:
@@ -146,6 +155,8 @@ class EntityEncoder(nn.Module):
         )
         self.private: Tensor | None = None
         self.private_input = nn.Parameter(torch.empty(dim)) if inductive else None
+        self.degree_bucket: Tensor | None = None
+        self.degree_embedding = nn.Embedding(degree_buckets, dim) if degree_buckets else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -157,6 +168,8 @@ class EntityEncoder(nn.Module):
             conv.reset_parameters()
         if self.private_input is not None:
             nn.init.normal_(self.private_input, std=0.1)
+        if self.degree_embedding is not None:
+            nn.init.normal_(self.degree_embedding.weight, std=0.1)
 
     def set_features(self, features: np.ndarray | Tensor | None) -> None:
         """Original entity features [|E|, D] (kept outside the state dict: they are data)."""
@@ -167,6 +180,15 @@ class EntityEncoder(nn.Module):
         kept outside the state dict, like the features)."""
         self.private = None if private is None else torch.as_tensor(private, dtype=torch.bool)
 
+    def set_degrees(self, degree: np.ndarray | Tensor | None) -> None:
+        """``[|E|]`` entity degrees in the graph (data, kept outside the state dict)."""
+        if degree is None or self.degree_embedding is None:
+            self.degree_bucket = None
+            return
+        deg = torch.as_tensor(degree, dtype=torch.float64)
+        buckets = torch.floor(torch.log2(1.0 + deg)).long()
+        self.degree_bucket = buckets.clamp(max=self.degree_embedding.num_embeddings - 1)
+
     def inputs(self, nodes: Tensor | None = None) -> Tensor:
         if self.embedding is not None:
             x = self.embedding.weight if nodes is None else self.embedding(nodes)
@@ -176,6 +198,9 @@ class EntityEncoder(nn.Module):
         if self.private_input is not None and self.private is not None:
             private = self.private if nodes is None else self.private[nodes]
             x = torch.where(private.unsqueeze(-1), self.private_input, x)
+        if self.degree_embedding is not None and self.degree_bucket is not None:
+            bucket = self.degree_bucket if nodes is None else self.degree_bucket[nodes]
+            x = x + self.degree_embedding(bucket)
         return x
 
     def propagate(self, x: Tensor, edge_index: Tensor, edge_type: Tensor) -> Tensor:
@@ -183,10 +208,11 @@ class EntityEncoder(nn.Module):
             return x
         edge_attr = self.relation(edge_type) if self.relation is not None else None
         for k, conv in enumerate(self.convs):
-            x = conv(x, edge_index, edge_attr=edge_attr)
+            h = conv(x, edge_index, edge_attr=edge_attr)
             if k < len(self.convs) - 1:
-                x = F.elu(x)
-                x = F.dropout(x, self.dropout, self.training)
+                h = F.elu(h)
+                h = F.dropout(h, self.dropout, self.training)
+            x = x + h if self.residual else h
         return x
 
     def forward(self, graph: EntityGraph) -> Tensor:

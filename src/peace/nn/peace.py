@@ -107,9 +107,11 @@ class PEACE(nn.Module):
             use_graph=config.use_graph,
             dropout=config.dropout,
             inductive=config.inductive_entities,
+            degree_buckets=config.degree_buckets,
+            residual=config.gnn_residual,
         )
         self.interests = InterestExtractor(d, config.n_interests, config.attention_dim)
-        self.fusion = AttentiveFusion(d, config.attention_dim)
+        self.fusion = AttentiveFusion(d, config.attention_dim, config.user_prior)
         self.prototypes = Prototypes(
             d, config.n_prototypes, config.top_k_prototypes, config.mlp_hidden
         )

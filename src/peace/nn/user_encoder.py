@@ -80,24 +80,34 @@ class InterestExtractor(nn.Module):
 class AttentiveFusion(nn.Module):
     """Eq. 2: fuse M interest vectors into one universal user vector.
 
+    With ``prior`` a learned vector b shared by all users is added, z_u = sum(...) + b: the
+    interests are convex combinations of entity vectors, so without it z_u . z_i has no term that
+    every user shares, and an item's prior appeal (b . z_i, learned from the source domains
+    through the item's entities) has nowhere to live.
+
     Shapes:
         interests ``[*, M, d]`` -> ``[*, d]``.
     """
 
-    def __init__(self, dim: int, attention_dim: int) -> None:
+    def __init__(self, dim: int, attention_dim: int, prior: bool = False) -> None:
         super().__init__()
         self.dim, self.attention_dim = dim, attention_dim
         self.W = nn.Linear(dim, attention_dim, bias=False)
         self.v = nn.Linear(attention_dim, 1, bias=False)
+        self.prior = nn.Parameter(torch.zeros(dim)) if prior else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.W.weight)
         nn.init.xavier_uniform_(self.v.weight)
+        if self.prior is not None:
+            nn.init.zeros_(self.prior)
 
     def forward(self, interests: Tensor) -> Tensor:
         weights = torch.softmax(self.v(torch.tanh(self.W(interests))), dim=-2)  # [*, M, 1]
-        return (weights * interests).sum(dim=-2)  # Eq. 2
+        fused = (weights * interests).sum(dim=-2)  # Eq. 2
+        return fused if self.prior is None else fused + self.prior
 
     def __repr__(self) -> str:
-        return f"AttentiveFusion({self.dim}, attention_dim={self.attention_dim})"
+        prior = ", prior=True" if self.prior is not None else ""
+        return f"AttentiveFusion({self.dim}, attention_dim={self.attention_dim}{prior})"

@@ -100,6 +100,7 @@ class ZeroShotScorer(nn.Module):
         attention_dim: rows of W in Eq. 2.
         use_pea: prototype-enhanced attention on (off: Eq. 2 on the plain interests).
         mode: the zero-shot scorer.
+        user_prior: Eq. 2 adds the learned vector shared by all users (``model.user_prior``).
     """
 
     def __init__(
@@ -111,13 +112,14 @@ class ZeroShotScorer(nn.Module):
         attention_dim: int,
         use_pea: bool = True,
         mode: str = "inner",
+        user_prior: bool = False,
     ) -> None:
         super().__init__()
         if mode not in ZERO_SHOT_MODES:
             raise StoreError(f"zero-shot scorer {mode!r}: expected one of {ZERO_SHOT_MODES}.")
         self.dim, self.use_pea, self.mode = dim, use_pea, mode
         self.prototypes = Prototypes(dim, n_prototypes, top_k, mlp_hidden)
-        self.fusion = AttentiveFusion(dim, attention_dim)
+        self.fusion = AttentiveFusion(dim, attention_dim, user_prior)
         self.decoder = MLP(2 * dim, mlp_hidden, 1)
 
     @classmethod
@@ -137,6 +139,7 @@ class ZeroShotScorer(nn.Module):
             int(dims["attention_dim"]),
             bool(dims["use_pea"]),
             str(mode),
+            bool(dims.get("user_prior", False)),
         )
         scorer.load_state_dict(version.scorer_state, strict=True)
         scorer.eval()

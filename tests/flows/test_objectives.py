@@ -1,0 +1,168 @@
+"""What pre-training learns from: negatives, the served-score term, held-out ranking, references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from peace.data.dataset import load_dataset
+from peace.data.splits import pretrain_cutoff, split_targets
+from peace.eval.protocol import run_seed
+from peace.flows.pretrain import NegativeSampler, kept_out_items, pretrain, private_entities
+from peace.flows.rankers import PeaceRanker, TargetDomain, source_entity_counts
+
+
+def test_popularity_negatives_follow_item_counts(toy_dir: Path) -> None:
+    ds = load_dataset(toy_dir)
+    d = ds.source_domains[0]
+    items = ds.domain_items(d)
+    counts = np.zeros(ds.num_items)
+    counts[items[0]] = 10_000  # one item far more popular than the rest
+    gen = torch.Generator().manual_seed(0)
+    domains = torch.full((4000,), d, dtype=torch.long)
+    uniform = NegativeSampler(ds, counts, "uniform").sample(domains, 1, gen)
+    popular = NegativeSampler(ds, counts, "popularity", alpha=1.0).sample(domains, 1, gen)
+    mixed = NegativeSampler(ds, counts, "mixed", alpha=1.0).sample(domains, 1, gen)
+    for drawn in (uniform, popular, mixed):
+        assert set(drawn.flatten().tolist()) <= set(items.tolist())  # same domain only
+    share = {
+        name: float((x == items[0]).float().mean())
+        for name, x in (("uniform", uniform), ("popularity", popular), ("mixed", mixed))
+    }
+    assert share["uniform"] < 0.2
+    assert share["popularity"] > 0.95
+    assert 0.4 < share["mixed"] < 0.7
+    with pytest.raises(ValueError, match="expected uniform, popularity or mixed"):
+        NegativeSampler(ds, counts, "hard")
+
+
+@pytest.mark.parametrize("served", ["softmax", "bce"])
+def test_served_score_is_trained_and_selected_by_held_out_ranking(
+    toy_dir: Path, tiny_config, served: str
+) -> None:
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(
+        [f'pretrain.served_loss="{served}"', "pretrain.eval_every=3", 'pretrain.negatives="mixed"']
+    )
+    pre = pretrain(ds, cfg, show_progress=False)
+    assert all(e["loss_ip"] > 0 for e in pre.log)
+    assert all(0.0 <= e["valid_ndcg"] <= 1.0 and 0.0 <= e["valid_auc"] <= 1.0 for e in pre.log)
+    assert [e["step"] for e in pre.log] == sorted(e["step"] for e in pre.log)
+    # the paper's form trains no served term
+    plain = pretrain(ds, tiny_config, show_progress=False)
+    assert all(e["loss_ip"] == 0 for e in plain.log)
+
+
+def test_served_softmax_beats_popularity_on_held_out_source(toy_dir: Path, tiny_config) -> None:
+    """On the toy platform users like two concepts each: a served score trained to rank the
+    user's items must beat the per-item popularity table on held-out source records."""
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(
+        ['pretrain.served_loss="softmax"', "pretrain.epochs=6", "pretrain.lr=0.01"]
+    )
+    pre = pretrain(ds, cfg, show_progress=False)
+    best = max(e["valid_ndcg"] for e in pre.log)
+    assert best > pre.log[0]["valid_popularity_ndcg"]
+
+
+def test_patience_stops_early(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(
+        ["pretrain.epochs=50", "pretrain.eval_every=1", "pretrain.patience=2", "pretrain.lr=0.0"]
+    )
+    pre = pretrain(ds, cfg, show_progress=False)
+    assert len(pre.log) == 3  # the first evaluation, then two without improvement
+
+
+def test_inductive_entities_share_one_input(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(["model.inductive_entities=true", "model.user_prior=true"])
+    pre = pretrain(ds, cfg, show_progress=False)
+    enc = pre.model.entity_encoder
+    private = torch.as_tensor(private_entities(ds))
+    x = enc.inputs()
+    if bool(private.any()):
+        assert torch.equal(x[private], enc.private_input.expand(int(private.sum()), -1))
+    assert torch.equal(x[~private], enc.embedding.weight[~private])
+
+
+def test_zero_shot_references(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(['eval.domains=["t1"]'])
+    res, _ = run_seed(ds, cfg, ("Random", "Entity prior", "Entity overlap"), False, log=print)
+    keys = {(k[0], k[1]) for k in res}
+    for name in ("Random", "Entity prior", "Entity overlap"):
+        assert (name, "zero-shot") in keys and (name, "zero-shot-test") in keys
+    domains = {k[2] for k in res}
+    assert domains == {"t1"}
+
+    # toy users like two concepts each, which their source entities reveal: overlap beats random
+    def mean(name: str) -> float:
+        return float(
+            np.mean(
+                [v[0] for k, v in res.items() if k[:2] == (name, "zero-shot") and k[3] == "ndcg@10"]
+            )
+        )
+
+    assert mean("Entity overlap") > mean("Random")
+    cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split))
+    counts, users = source_entity_counts(ds, cutoff)
+    assert counts.shape == (ds.num_entities,) and (users <= counts).all()
+
+
+def test_interaction_features_reach_the_head(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(
+        ['pretrain.served_loss="softmax"', "finetune.interaction_features=true"]
+    )
+    pre = pretrain(ds, cfg, show_progress=False)
+    target = TargetDomain(ds, ds.target_domains[0])
+    ranker = PeaceRanker(pre, target, cfg)
+    users = np.arange(4)
+    states = ranker.states(users, np.full(4, np.inf))
+    items = torch.arange(len(target.catalogue)).expand(4, -1)
+    with torch.no_grad():
+        base = ranker(torch.as_tensor(users), states, items)
+        # the zero-shot score is an input: changing it changes the logits
+        shifted = ranker.head(
+            pre.model.user_vectors(states, ranker._items[items]),
+            ranker._items[items],
+            target.codes(torch.as_tensor(users), items),
+            torch.full(items.shape, 100.0),
+        )
+    assert ranker.head.interactions
+    assert ranker.head.mlp.in_dim == 3 * cfg.model.dim + 1 + ranker.head.deepfm.out_dim
+    assert not torch.allclose(base, shifted)
+
+
+def test_degree_buckets_enter_the_inputs(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(["model.degree_buckets=4", "pretrain.epochs=1"])
+    pre = pretrain(ds, cfg, show_progress=False)
+    enc = pre.model.entity_encoder
+    degree = np.bincount(ds.triplets[:, [0, 2]].reshape(-1), minlength=ds.num_entities)
+    expected = np.minimum(np.floor(np.log2(1 + degree)), 3).astype(np.int64)
+    assert enc.degree_bucket is not None
+    assert enc.degree_bucket.tolist() == expected.tolist()
+    x = enc.inputs()
+    torch.testing.assert_close(x, enc.embedding.weight + enc.degree_embedding(enc.degree_bucket))
+
+
+def test_kept_out_items_select_pretraining(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    kept_out = kept_out_items(ds, 0.25, seed=0)
+    for d in ds.source_domains:
+        items = ds.domain_items(d)
+        assert 0 < kept_out[items].sum() < len(items)
+    assert not kept_out[np.concatenate([ds.domain_items(d) for d in ds.target_domains])].any()
+    sampler = NegativeSampler(ds, None, "uniform", allowed=~kept_out)
+    domains = torch.as_tensor(np.repeat(ds.source_domains, 500))
+    drawn = sampler.sample(domains, 2, torch.Generator().manual_seed(0))
+    assert not kept_out[drawn.numpy()].any()
+    cfg = tiny_config.override(['pretrain.served_loss="softmax"', "pretrain.holdout_items=0.25"])
+    pre = pretrain(ds, cfg, show_progress=False)
+    assert all(0.0 <= e["valid_ndcg"] <= 1.0 for e in pre.log)
+    assert pre.log[0]["valid_popularity_ndcg"] == pre.log[-1]["valid_popularity_ndcg"]
