@@ -257,3 +257,41 @@ def test_zero_shot_test_table_shows_popularity_as_a_reference_never_bold(
     assert "† Reference, not zero-shot" in section
     zero_shot_all = text[text.index("`zero-shot`)") : text.index("`zero-shot-test`")]
     assert "Popularity †" not in zero_shot_all
+
+
+def test_one_seed_shows_no_spread_and_a_lone_row_is_not_bold() -> None:
+    from peace.eval.report import Results, metric_table
+
+    rows = [
+        {
+            "model": "PEACE",
+            "setting": "zero-shot",
+            "domain": "t1",
+            "metric": "ndcg@10",
+            "mean": 0.25,
+            "std": 0.0,
+        },
+        {
+            "model": "PEACE",
+            "setting": "normal",
+            "domain": "t1",
+            "metric": "ndcg@10",
+            "mean": 0.4,
+            "std": 0.0,
+        },
+        {
+            "model": "DeepFM",
+            "setting": "normal",
+            "domain": "t1",
+            "metric": "ndcg@10",
+            "mean": 0.3,
+            "std": 0.0,
+        },
+    ]
+    res = Results(rows, seeds=1)
+    lone = metric_table(res, "zero-shot", ["PEACE"], ["t1"], ["ndcg@10"])
+    assert "0.2500" in lone and "±" not in lone and "**" not in lone
+    pair = metric_table(res, "normal", ["PEACE", "DeepFM"], ["t1"], ["ndcg@10"])
+    assert "**0.4000**" in pair and "±" not in pair
+    three = metric_table(Results(rows, seeds=3), "normal", ["PEACE", "DeepFM"], ["t1"], ["ndcg@10"])
+    assert "0.4000 ± 0.0000" in three

@@ -65,3 +65,35 @@ def test_update_refuses_other_seeds(tmp_path: Path) -> None:
     _document(path, cfg)
     with pytest.raises(UpdateError, match="seeds"):
         kept_document(path, "toy", [0, 1], cfg, ("Tiger",))
+
+
+def test_update_reads_a_key_the_document_predates_as_its_default(tmp_path: Path) -> None:
+    """A document written before a configuration key existed ran with that key's default."""
+    cfg = PeaceConfig()
+    path = tmp_path / "results.json"
+    _document(path, cfg)
+    doc = json.loads(path.read_text())
+    del doc["config"]["model"]["gnn_residual"]
+    path.write_text(json.dumps(doc))
+    assert {r["model"] for r in kept_document(path, "toy", [0], cfg, ("Tiger",))["rows"]} == {
+        "Popularity",
+        "DeepFM",
+    }
+    changed = cfg.override(["model.gnn_residual=true"])
+    with pytest.raises(UpdateError, match="gnn_residual"):
+        kept_document(path, "toy", [0], changed, ("Tiger",))
+
+
+def test_per_user_values_and_curves_follow_their_models(tmp_path: Path) -> None:
+    cfg = PeaceConfig()
+    path = tmp_path / "results.json"
+    _document(path, cfg)
+    doc = json.loads(path.read_text())
+    doc["per_user"] = {"Tiger": {"zero-shot-test": {"t1": [0.1]}}, "DeepFM": {"normal": {}}}
+    doc["curves"] = {"Tiger": [{"step": 1, "valid_ndcg": 0.2}]}
+    path.write_text(json.dumps(doc))
+    kept = kept_document(path, "toy", [0], cfg, ("Tiger",))
+    assert set(kept["per_user"]) == {"DeepFM"} and kept["curves"] == {}
+    new = {"rows": [_row("Tiger")], "per_user": {"Tiger": {}}, "curves": {"Tiger": []}}
+    merged = merge_update(kept, new, {"command": "c", "models": ["Tiger"], "wall_seconds": 1.0})
+    assert set(merged["per_user"]) == {"DeepFM", "Tiger"} and set(merged["curves"]) == {"Tiger"}

@@ -371,3 +371,51 @@ def test_inner_product_index(backend: str) -> None:
         ]
     )
     assert recall >= 0.6
+
+
+def test_parity_with_served_score_switches(tmp_path: Path) -> None:
+    """With the user prior of Eq. 2 and the head's interaction features on, the stored vectors
+    and the published head still give the offline scores (zero-shot and normal)."""
+    data = write_dataset(toy_tables(), tmp_path / "toy")
+    ds = load_dataset(data)
+    cfg = PeaceConfig().override(
+        [
+            *TINY,
+            "model.user_prior=true",
+            'pretrain.served_loss="softmax"',
+            "finetune.interaction_features=true",
+        ]
+    )
+    pretrain(ds, cfg, out=tmp_path / "run", show_progress=False)
+    store = tmp_path / "store"
+    export(tmp_path / "run", ds, store)
+    result = finetune_and_publish(tmp_path / "run", ds, store, "t1")
+    v = StoreVersion.open(store)
+    scorer = ZeroShotScorer.from_version(v)
+    assert scorer.fusion.prior is not None
+    normal = NormalRanker.load(result.path)
+    assert normal.head.interactions
+    cat = v.catalogues["t1"]
+    vectors = torch.from_numpy(cat.vectors)
+    keys = scorer.item_keys(vectors)
+    rows = normal.code_rows(list(cat.items))
+    users = np.arange(0, ds.num_users, 5)
+    items = torch.arange(len(cat.items)).expand(len(users), -1)
+    offline = result.ranker(
+        torch.as_tensor(users), result.ranker.states(users, np.full(len(users), np.inf)), items
+    )
+    pre = load_pretrained(tmp_path / "run", ds)
+    zero = ZeroShotRanker(pre, TargetDomain(ds, ds.domain_index("t1")))
+    offline_zero = zero(
+        torch.as_tensor(users), zero.states(users, np.full(len(users), np.inf)), items
+    )
+    for k, u in enumerate(users):
+        uid = str(ds.users[u])
+        row = v.user_row[uid]
+        interests, universal = v.interests[row], v.universal[row]
+        online = normal.scores(
+            uid, scorer.user_vectors(interests, vectors, keys), vectors, rows, universal
+        )
+        assert torch.allclose(online, offline[k].detach(), atol=1e-5)
+        online_zero = scorer.scores(interests, vectors, keys, universal)
+        assert torch.allclose(online_zero, offline_zero[k], atol=1e-5)

@@ -109,6 +109,17 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _with_defaults(config: dict, defaults: dict) -> dict:
+    """``config`` with the keys it lacks taken from ``defaults`` (nested)."""
+    out = dict(config)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_defaults(out[key], value)
+    return out
+
+
 def check_document(doc: dict, path: Path, dataset: str, seeds: list[int], cfg: PeaceConfig) -> None:
     """Raise :class:`UpdateError` unless ``doc`` is for this dataset, seeds and configuration."""
     if doc.get("dataset") != dataset:
@@ -121,8 +132,10 @@ def check_document(doc: dict, path: Path, dataset: str, seeds: list[int], cfg: P
             f"{path} has seeds {doc.get('seeds')}, this run {seeds}; pass the same --seeds and seed."
         )
     current = json.loads(json.dumps(cfg.to_dict()))
-    if doc.get("config") != current:
-        diff = sorted(_differences(doc.get("config") or {}, current))
+    defaults = json.loads(json.dumps(PeaceConfig().to_dict()))
+    # A key the document predates ran with that key's default: it is not a difference.
+    diff = sorted(_differences(_with_defaults(doc.get("config") or {}, defaults), current))
+    if diff:
         raise UpdateError(
             f"{path} was made with another configuration ({', '.join(diff[:5])}); "
             "pass the same --config/--set or another --out."
