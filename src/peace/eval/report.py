@@ -776,11 +776,9 @@ def _section_wins(res: Results, per_user: Mapping[str, Any] | None = None) -> st
         where = f"{it['domain']} ({it['setting']})"
         noise = max(p[1], b[1])
         if test is not None:
-            within = (
-                f" (significant: p = {test.p_value:.2g} over {test.users:,} users)"
-                if test.significant
-                else f" (not significant: p = {test.p_value:.2g} over {test.users:,} users)"
-            )
+            interval = f"95% interval [{test.low:+.4f}, {test.high:+.4f}]"
+            verdict = "significant" if test.significant else "not significant"
+            within = f" ({verdict}: p = {test.p_value:.2g}, {interval}, {test.users:,} users)"
         else:
             within = (
                 " (within one seed standard deviation)"
