@@ -109,8 +109,10 @@ def test_zero_shot_references(toy_dir: Path, tiny_config) -> None:
 
     assert mean("Entity overlap") > mean("Random")
     cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split))
-    counts, users = source_entity_counts(ds, cutoff)
+    source = source_entity_counts(ds, cutoff)
+    counts, users = source.rows, source.users
     assert counts.shape == (ds.num_entities,) and (users <= counts).all()
+    assert 0 < source.num_users <= ds.num_users
 
 
 def test_interaction_features_reach_the_head(toy_dir: Path, tiny_config) -> None:

@@ -22,7 +22,7 @@ from peace.baselines import FINE_TUNED, ZERO_SHOT
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
-from peace.data.splits import TargetSplit, pretrain_cutoff, pretrain_rows, split_targets
+from peace.data.splits import TargetSplit, pretrain_cutoff, split_targets
 from peace.flows.finetune import evaluate_per_user, fit_ranker, ranking_task
 from peace.flows.pretrain import Pretrained, pretrain
 from peace.flows.rankers import (
@@ -194,17 +194,16 @@ def _zero_shot_reference(
 ) -> None:
     """The zero-shot rows of a reference that needs no learning (``ZERO_SHOT_REFERENCES``)."""
     cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split), cfg.pretrain.cutoff)
-    counts, users_per_entity = source_entity_counts(ds, cutoff)
-    source_users = int(pretrain_rows(ds, cutoff)["user"].nunique())
+    source = source_entity_counts(ds, cutoff)
     history = HistoryIndex(ds, cfg.model.history_length) if name == "Entity overlap" else None
     for d, split in splits.items():
         target = TargetDomain(ds, d)
         if name == "Random":
             ranker = RandomRanker(target, cfg.seed)
         elif name == "Entity prior":
-            ranker = EntityPriorRanker(target, counts)
+            ranker = EntityPriorRanker(target, source.rows)
         else:
-            ranker = EntityOverlapRanker(target, history, users_per_entity, source_users)
+            ranker = EntityOverlapRanker(target, history, source.users, source.num_users)
         test = ranking_task(split.test, _concat(split.train, split.valid))
         for setting, task in (("zero-shot", ranking_task(split.all)), ("zero-shot-test", test)):
             metrics = evaluate_per_user(ranker, target, task, cfg.eval.ks, cfg.seed)

@@ -13,6 +13,8 @@ A ranker scores (user, item) pairs of one target domain's catalogue:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 import torch
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
+from peace.data.splits import pretrain_rows
 from peace.flows.pretrain import Pretrained
 from peace.nn.deepfm import DeepFM
 from peace.nn.heads import FineTuneHead
@@ -187,11 +190,19 @@ class PopularityRanker(nn.Module):
 # counts) and the user's source history before the query time, like the zero-shot ranker.
 
 
-def source_entity_counts(ds: Dataset, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per entity: positive source rows before ``cutoff`` whose item maps to it, and distinct
-    users with such a row. Both ``[|E|]``."""
-    from peace.data.splits import pretrain_rows
+class SourceEntityCounts(NamedTuple):
+    """What the references know of the source behaviour before the cut-off."""
 
+    rows: np.ndarray
+    """``[|E|]`` positive source rows whose item maps to each entity."""
+    users: np.ndarray
+    """``[|E|]`` distinct users with such a row."""
+    num_users: int
+    """Users with any positive source row."""
+
+
+def source_entity_counts(ds: Dataset, cutoff: float) -> SourceEntityCounts:
+    """Per-entity counts of the positive source rows strictly before ``cutoff``."""
     rows = pretrain_rows(ds, cutoff)
     rows = rows[rows["label"] == 1]
     ents = ds.item_entities[rows["item"].to_numpy()]  # [R, 3]
@@ -201,7 +212,11 @@ def source_entity_counts(ds: Dataset, cutoff: float) -> tuple[np.ndarray, np.nda
     counts = np.bincount(flat[keep], minlength=ds.num_entities)
     pairs = np.unique(np.stack([users[keep], flat[keep]], 1), axis=0)
     users_per_entity = np.bincount(pairs[:, 1], minlength=ds.num_entities)
-    return counts.astype(np.float64), users_per_entity.astype(np.float64)
+    return SourceEntityCounts(
+        counts.astype(np.float64),
+        users_per_entity.astype(np.float64),
+        int(rows["user"].nunique()),
+    )
 
 
 class RandomRanker(nn.Module):
