@@ -1,10 +1,11 @@
-"""Small shared helpers: seeding, atomic file writes, progress bars."""
+"""Small shared helpers: seeding, compute threads, atomic file writes, progress bars."""
 
 from __future__ import annotations
 
 import os
 import random
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,61 @@ def seed_everything(seed: int) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity mask, e.g. from taskset or a container)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def busy_cpus(cpus: list[int], interval: float = 0.05, threshold: float = 0.5) -> int:
+    """How many of ``cpus`` other processes keep busy: CPUs more than ``threshold`` busy over
+    ``interval`` seconds, read from /proc/stat (0 where that file is missing)."""
+
+    def sample() -> dict[int, tuple[int, int]]:
+        out = {}
+        try:
+            lines = Path("/proc/stat").read_text().splitlines()
+        except OSError:
+            return out
+        for line in lines:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit():
+                values = [int(v) for v in fields]
+                idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+                out[int(name[3:])] = (sum(values), idle)
+        return out
+
+    before = sample()
+    if not before:
+        return 0
+    time.sleep(interval)
+    after = sample()
+    busy = 0
+    for cpu in cpus:
+        if cpu in before and cpu in after:
+            total = after[cpu][0] - before[cpu][0]
+            idle = after[cpu][1] - before[cpu][1]
+            busy += total > 0 and (total - idle) / total > threshold
+    return busy
+
+
+def compute_threads(processes: int | None = None) -> int:
+    """Compute threads for this process: ``PEACE_THREADS`` or ``OMP_NUM_THREADS`` when set, else
+    the usable CPUs that no other process keeps busy, shared among ``processes`` (default: the
+    local processes torchrun started). Threads that wait on a CPU another process holds make
+    every parallel operation wait for them, which is far worse than using fewer threads."""
+    for var in ("PEACE_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    cpus = usable_cpus()
+    if processes is None:
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    free = len(cpus) - busy_cpus(cpus)
+    return max(1, free // max(1, processes))
 
 
 @contextmanager

@@ -26,4 +26,9 @@ deploy_cmd.register(app)
 
 
 def main() -> None:
+    import torch
+
+    from peace.utils import compute_threads
+
+    torch.set_num_threads(compute_threads())
     app()

@@ -33,7 +33,7 @@ from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
 from peace.data.splits import pretrain_cutoff, pretrain_rows, split_targets
-from peace.flows import checkpoints
+from peace.flows import checkpoints, distributed
 from peace.flows.checkpoints import CheckpointError
 from peace.nn.entity_encoder import EntityGraph, NeighbourSampler
 from peace.nn.peace import PEACE, PretrainBatch, SourceCatalogue, item_vectors
@@ -486,6 +486,7 @@ def pretrain(
             sees the same records, batches and negatives, and is kept by the same held-out rule.
     """
     gen = seed_everything(cfg.seed)
+    ranks = distributed.from_environment()  # a torchrun process group, or None
     pc = cfg.pretrain
     splits = split_targets(ds, cfg.eval.split)
     cutoff = pretrain_cutoff(splits, pc.cutoff)
@@ -523,7 +524,16 @@ def pretrain(
     sampler = NeighbourSampler(graph, cfg.model.fanout) if sampled else None
     optimizer = torch.optim.Adam(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
 
+    def step_losses(batch: PretrainBatch) -> dict[str, torch.Tensor]:
+        table, batch, cat = _entity_table(model, graph, batch, sampler, gen, catalogue)
+        if served == "none":
+            return model.pretrain_losses(table, batch, pc.tau, pc.gamma)
+        return model.pretrain_losses(table, batch, pc.tau, pc.gamma, served, pc.served_weight, cat)
+
+    step_losses_of = distributed.objective(model, step_losses, ranks)
     run = Path(out) if out is not None else None
+    writer = run if ranks is None or ranks.writes else None  # rank 0 writes the run folder
+    show_progress = show_progress and (ranks is None or ranks.writes)
     log: list[dict] = []
     start_epoch = 0
     fingerprint = dataset_fingerprint(ds)
@@ -561,6 +571,7 @@ def pretrain(
         """One held-out evaluation: log it, keep the best state, count patience."""
         nonlocal best, best_state, stale, improved_since_save, stop, sums, n_batches, t0
         scores = _evaluate(model, graph, ds, history, held, sampler, cfg, item_entities)
+        sums = distributed.mean_over_ranks(sums, ranks)
         entry = {
             "epoch": epoch,
             "step": steps,
@@ -613,13 +624,9 @@ def pretrain(
                 gen,
                 source_position,
             )
-            table, batch, cat = _entity_table(model, graph, batch, sampler, gen, catalogue)
-            if served == "none":
-                losses = model.pretrain_losses(table, batch, pc.tau, pc.gamma)
-            else:
-                losses = model.pretrain_losses(
-                    table, batch, pc.tau, pc.gamma, served, pc.served_weight, cat
-                )
+            if ranks is not None:
+                batch = distributed.shard(batch, ranks)
+            losses = step_losses_of(batch)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimizer.step()
@@ -636,9 +643,9 @@ def pretrain(
                 break
         if not evaluated:
             evaluate(epoch + 1)
-        if run is not None:
+        if writer is not None:
             _save_epoch(
-                run,
+                writer,
                 model,
                 optimizer,
                 gen,
