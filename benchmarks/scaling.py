@@ -1,0 +1,184 @@
+"""How pre-training cost grows with the platform: time per epoch, pairs/s and peak memory.
+
+Generates synthetic platforms of about 1M, 3M and 10M interactions with 20k, 100k and 1M
+entities (:mod:`peace.data.synthetic`, the ``large`` shape scaled), and for each, in a fresh
+process: loads it, builds the pre-training records, and times pre-training steps of the benchmark
+preset with the full-graph GAT and with sampled subgraphs (``model.graph_sampling``). Seconds per
+epoch are the median measured step times the number of steps of one epoch (``--steps`` steps are
+measured, not the whole epoch). Peak RSS is the process's maximum resident memory. Writes
+``benchmarks/results/scaling.json`` and ``benchmarks/results/scaling.png`` (log-log).
+
+    python benchmarks/scaling.py [--scales 1M,3M,10M] [--steps 5] [--warmup 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results" / "scaling.json"
+# name: (users, entities, source items per domain, target items per domain)
+SCALES = {
+    "1M": (62_000, 20_000, 8_000, 1_500),
+    "3M": (190_000, 100_000, 20_000, 3_000),
+    "10M": (620_000, 1_000_000, 40_000, 6_000),
+}
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+
+
+def measure(name: str, steps: int, warmup: int) -> dict:
+    """One scale, in this process: generate, load, and time pre-training steps."""
+    import torch
+
+    from peace.config import PeaceConfig
+    from peace.data import synthetic
+    from peace.data.dataset import load_dataset
+    from peace.data.history import HistoryIndex
+    from peace.data.splits import pretrain_cutoff, split_targets
+    from peace.flows.pretrain import (
+        NegativeSampler,
+        _entity_table,
+        _make_batch,
+        build_model,
+        make_records,
+    )
+    from peace.nn.entity_encoder import NeighbourSampler
+
+    users, entities, source_items, target_items = SCALES[name]
+    spec = dataclasses.replace(
+        synthetic.SIZES["large"],
+        name=f"scale-{name}",
+        n_users=users,
+        n_entities=entities,
+        source_items=source_items,
+        target_items=target_items,
+    )
+    synthetic.SIZES[spec.name] = spec
+    out: dict = {"scale": name, "users": users, "entities_asked": entities}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        summary = synthetic.generate(Path(tmp) / "data", seed=0, size=spec.name)
+        out["generate_seconds"] = round(time.perf_counter() - t0, 1)
+        out["interactions"] = int(sum(summary["interactions"].values()))
+        t0 = time.perf_counter()
+        ds = load_dataset(Path(tmp) / "data")
+        out["load_seconds"] = round(time.perf_counter() - t0, 1)
+    out["entities"] = ds.num_entities
+    out["triplets"] = len(ds.triplets)
+    out["rss_after_load_gb"] = round(_peak_rss_gb(), 2)
+    cfg = PeaceConfig.preset("benchmark")
+    history = HistoryIndex(ds, cfg.model.history_length)
+    records = make_records(ds, history, pretrain_cutoff(split_targets(ds, cfg.eval.split)))
+    out["pretrain_records"] = len(records)
+    bs = cfg.pretrain.batch_size
+    steps_per_epoch = math.ceil(len(records) / bs)
+    item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
+    negatives = NegativeSampler(ds)
+    for mode in ("full", "sampled"):
+        mcfg = cfg.override([f'model.graph_sampling="{mode}"'])
+        torch.manual_seed(0)
+        gen = torch.Generator().manual_seed(0)
+        model, graph = build_model(ds, mcfg)
+        sampler = NeighbourSampler(graph, mcfg.model.fanout) if mode == "sampled" else None
+        optimizer = torch.optim.Adam(model.parameters(), lr=mcfg.pretrain.lr)
+        order = torch.randperm(len(records), generator=gen).numpy()
+        times, pairs = [], []
+        for step in range(warmup + steps):
+            idx = order[step * bs : (step + 1) * bs]
+            t0 = time.perf_counter()
+            batch = _make_batch(item_entities, history, records, idx, negatives, 1, gen)
+            table, batch, _ = _entity_table(model, graph, batch, sampler, gen)
+            losses = model.pretrain_losses(table, batch, mcfg.pretrain.tau, mcfg.pretrain.gamma)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            if step >= warmup:
+                times.append(time.perf_counter() - t0)
+                pairs.append(int(batch.valid.sum()))
+        step_s = statistics.median(times)
+        out[mode] = {
+            "median_step_seconds": round(step_s, 4),
+            "pairs_per_second": round(statistics.median(pairs) / step_s, 1),
+            "epoch_seconds": round(step_s * steps_per_epoch, 1),
+        }
+        del model, optimizer
+    out["peak_rss_gb"] = round(_peak_rss_gb(), 2)
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.add_subplot()
+    xs = [r["interactions"] for r in results]
+    for mode in ("full", "sampled"):
+        ax.loglog(xs, [r[mode]["epoch_seconds"] for r in results], "o-", label=f"{mode} graph")
+    ax.set_xlabel("interactions")
+    ax.set_ylabel("seconds per epoch")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", default=",".join(SCALES))
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(measure(args.worker, args.steps, args.warmup)))
+        return
+    results = []
+    for name in args.scales.split(","):
+        cmd = [sys.executable, __file__, "--worker", name]
+        cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        r = results[-1]
+        print(
+            f"{name:>4}: {r['interactions']:>10,} interactions, {r['entities']:>9,} entities, "
+            f"epoch full {r['full']['epoch_seconds']:>8.0f} s, "
+            f"sampled {r['sampled']['epoch_seconds']:>8.0f} s, peak RSS {r['peak_rss_gb']} GB",
+            flush=True,
+        )
+    doc: dict = {"scales": results, "config": "benchmark preset", "steps_measured": args.steps}
+    if len(results) >= 2:
+        xs = [r["interactions"] for r in results]
+        doc["slope_epoch_seconds_vs_interactions"] = {
+            mode: round(slope(xs, [r[mode]["epoch_seconds"] for r in results]), 3)
+            for mode in ("full", "sampled")
+        }
+        print("log-log slope of seconds per epoch:", doc["slope_epoch_seconds_vs_interactions"])
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
+    plot(results, RESULTS.with_suffix(".png"))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
