@@ -1,11 +1,16 @@
 """Pre-training throughput: user-entity pairs per second on the synthetic ``medium`` platform.
 
 Runs the pre-training step of :mod:`peace.flows.pretrain` (batch construction, entity encoder,
-Eq. 1-10, backward, Adam) with the default configuration (the paper's A.3 values), and measures in
-the same run the machine's dense fp32 matmul rate as the ceiling. Writes
+Eq. 1-10, backward, Adam) with the default configuration (the paper's A.3 values) and with the
+benchmark preset, and measures in the same run the machine's dense fp32 matmul rate as the
+ceiling. Writes
 ``benchmarks/results/pretrain_throughput.json``.
 
     python benchmarks/pretrain_throughput.py [--steps 30] [--warmup 5] [--data DIR]
+        [--configs a3,benchmark] [--profile 5]
+
+``--profile N`` also runs N steps under :mod:`torch.profiler` and records the operators that take
+the most time (self CPU time), as in the table of docs/performance.md.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from peace.config import PeaceConfig
-from peace.data.dataset import load_dataset
+from peace.data.dataset import Dataset, load_dataset
 from peace.data.history import HistoryIndex
 from peace.data.splits import pretrain_cutoff, split_targets
 from peace.data.synthetic import generate
@@ -33,6 +39,7 @@ from peace.flows.pretrain import (
     build_model,
     make_records,
 )
+from peace.nn.peace import PretrainBatch
 
 RESULTS = Path(__file__).parent / "results" / "pretrain_throughput.json"
 
@@ -75,78 +82,127 @@ def flops_per_step(
     return 3.0 * forward
 
 
+CONFIGS = {
+    "a3": "defaults (paper A.3): batch 512, d 64, H 200, M 10, n 900, K 160, neg_ratio 1",
+    "benchmark": "benchmark preset: batch 512, d 64, H 50, M 4, n 64, K 16, neg_ratio 1",
+}
+
+
+def measure(ds: Dataset, name: str, steps: int, warmup: int, profile_steps: int) -> dict:
+    """Median step time, pairs/s and estimated FLOP rate of one configuration."""
+    cfg = PeaceConfig() if name == "a3" else PeaceConfig.preset(name)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model, graph = build_model(ds, cfg)
+    history = HistoryIndex(ds, cfg.model.history_length)
+    cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split))
+    records = make_records(ds, history, cutoff)
+    negatives = NegativeSampler(ds)
+    item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.pretrain.lr)
+    order = torch.randperm(len(records), generator=gen).numpy()
+    bs = cfg.pretrain.batch_size
+
+    def train_step(step: int) -> tuple[PretrainBatch, int]:
+        idx = order[step * bs : (step + 1) * bs]
+        batch = _make_batch(
+            item_entities, history, records, idx, negatives, cfg.pretrain.neg_ratio, gen
+        )
+        table, batch, _ = _entity_table(model, graph, batch, None, gen)
+        losses = model.pretrain_losses(table, batch, cfg.pretrain.tau, cfg.pretrain.gamma)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        return batch, len(idx)
+
+    step_times, pair_counts, flops = [], [], []
+    for step in range(warmup + steps):
+        t0 = time.perf_counter()
+        batch, size = train_step(step)
+        elapsed = time.perf_counter() - t0
+        if step >= warmup:
+            pairs = int(batch.valid.sum())
+            step_times.append(elapsed)
+            pair_counts.append(pairs)
+            distinct = int(torch.unique(batch.targets[batch.valid]).numel())
+            flops.append(
+                flops_per_step(
+                    cfg,
+                    ds.num_entities,
+                    graph.edge_index.shape[1],
+                    size,
+                    pairs,
+                    batch.tokens.shape[1],
+                    distinct,
+                )
+            )
+    median_step = statistics.median(step_times)
+    pairs_per_step = statistics.median(pair_counts)
+    flops_per_pair = float(np.median(np.array(flops) / np.array(pair_counts)))
+    result = {
+        "config": CONFIGS[name],
+        "pretrain_records": len(records),
+        "median_step_seconds": round(median_step, 4),
+        "pairs_per_step_median": pairs_per_step,
+        "pairs_per_second": round(pairs_per_step / median_step, 1),
+        "estimated_flops_per_pair": round(flops_per_pair),
+        "achieved_gflops": round(flops_per_pair * pairs_per_step / median_step / 1e9, 2),
+    }
+    if profile_steps:
+        result["profile_top_ops"] = profile(train_step, warmup + steps, profile_steps)
+    return result
+
+
+def profile(train_step: Callable[[int], object], start: int, steps: int) -> list[dict]:
+    """The operators with the most self CPU time over ``steps`` steps (torch.profiler)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+        for step in range(start, start + steps):
+            train_step(step)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return [
+        {
+            "op": e.key,
+            "self_cpu_share": round(e.self_cpu_time_total / total, 4),
+            "self_cpu_ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 2),
+            "calls_per_step": round(e.count / steps, 1),
+        }
+        for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:15]
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--data", type=Path, default=None, help="default: synthetic medium")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="a3, benchmark or both")
+    parser.add_argument("--profile", type=int, default=0, help="steps to profile (0: none)")
     args = parser.parse_args()
 
-    cfg = PeaceConfig()  # the paper's A.3 values
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:
             data = Path(tmp) / "medium"
             generate(data, seed=0, size="medium")
         ds = load_dataset(data)
-        torch.manual_seed(cfg.seed)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        model, graph = build_model(ds, cfg)
-        history = HistoryIndex(ds, cfg.model.history_length)
-        cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split))
-        records = make_records(ds, history, cutoff)
-        negatives = NegativeSampler(ds)
-        item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.pretrain.lr)
-        order = torch.randperm(len(records), generator=gen).numpy()
-        bs = cfg.pretrain.batch_size
-        step_times, pair_counts, flops = [], [], []
-        for step in range(args.warmup + args.steps):
-            idx = order[step * bs : (step + 1) * bs]
-            t0 = time.perf_counter()
-            batch = _make_batch(
-                item_entities, history, records, idx, negatives, cfg.pretrain.neg_ratio, gen
-            )
-            table, batch, _ = _entity_table(model, graph, batch, None, gen)
-            losses = model.pretrain_losses(table, batch, cfg.pretrain.tau, cfg.pretrain.gamma)
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            optimizer.step()
-            elapsed = time.perf_counter() - t0
-            if step >= args.warmup:
-                pairs = int(batch.valid.sum())
-                step_times.append(elapsed)
-                pair_counts.append(pairs)
-                flops.append(
-                    flops_per_step(
-                        cfg,
-                        ds.num_entities,
-                        graph.edge_index.shape[1],
-                        len(idx),
-                        pairs,
-                        batch.tokens.shape[1],
-                        int(torch.unique(batch.targets[batch.valid]).numel()),
-                    )
-                )
+        runs = {
+            name: measure(ds, name, args.steps, args.warmup, args.profile)
+            for name in args.configs.split(",")
+        }
     gflops = matmul_gflops()
-    median_step = statistics.median(step_times)
-    pairs_per_step = statistics.median(pair_counts)
-    flops_per_pair = float(np.median(np.array(flops) / np.array(pair_counts)))
-    achieved = flops_per_pair * pairs_per_step / median_step / 1e9
+    for run in runs.values():
+        run["fraction_of_ceiling"] = round(run["achieved_gflops"] / gflops, 4)
     result = {
         "dataset": "synthetic medium, seed 0" if args.data is None else str(args.data),
-        "config": "defaults (paper A.3): batch 512, d 64, H 200, M 10, n 900, K 160, neg_ratio 1",
         "entities": ds.num_entities,
-        "pretrain_records": len(records),
         "steps_measured": args.steps,
-        "median_step_seconds": round(median_step, 4),
-        "pairs_per_step_median": pairs_per_step,
-        "pairs_per_second": round(pairs_per_step / median_step, 1),
-        "estimated_flops_per_pair": round(flops_per_pair),
-        "achieved_gflops": round(achieved, 2),
         "matmul_gflops_fp32": round(gflops, 2),
-        "fraction_of_ceiling": round(achieved / gflops, 4),
+        "configs": runs,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.platform(),
@@ -154,8 +210,16 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    for key, value in result.items():
-        print(f"{key:>24}: {value}")
+    print(f"dense fp32 matmul: {gflops:.1f} GFLOP/s, {torch.get_num_threads()} threads")
+    for name, run in runs.items():
+        print(
+            f"{name:>10}: {run['pairs_per_second']:>9,.0f} pairs/s, "
+            f"{run['achieved_gflops']:6.1f} GFLOP/s = {run['fraction_of_ceiling']:.1%} of the ceiling"
+        )
+        for row in run.get("profile_top_ops", []):
+            print(
+                f"{row['self_cpu_share']:>16.1%} {row['self_cpu_ms_per_step']:8.2f} ms  {row['op']}"
+            )
 
 
 if __name__ == "__main__":
