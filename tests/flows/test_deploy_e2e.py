@@ -24,7 +24,7 @@ from peace.data.dataset import load_dataset
 from peace.flows.pretrain import load_pretrained
 from peace.flows.rankers import PeaceRanker, TargetDomain, ZeroShotRanker
 from peace.serve.app import create_app
-from peace.serve.store import current_rankers, ranker_path
+from peace.store import current_rankers, ranker_path
 
 TOKEN = "e2e-token"
 

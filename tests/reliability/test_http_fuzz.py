@@ -20,7 +20,7 @@ from peace.data.dataset import load_dataset
 from peace.flows.offline_inference import export
 from peace.flows.pretrain import pretrain
 from peace.serve.app import Service, create_app
-from peace.serve.store import POINTER, VERSIONS, write_pointer
+from peace.store import POINTER, VERSIONS, write_pointer
 
 TOKEN = "fuzz-token"
 EXAMPLES = 2600  # per test; two tests
