@@ -26,13 +26,8 @@ from peace.data.dataset import load_dataset
 from peace.data.history import HistoryIndex
 from peace.data.splits import pretrain_cutoff, split_targets
 from peace.data.synthetic import generate
-from peace.flows.pretrain import (
-    NegativeSampler,
-    _entity_table,
-    _make_batch,
-    build_model,
-    make_records,
-)
+from peace.flows.records import NegativeSampler, batch_entity_table, make_batch, make_records
+from peace.models import build_model
 
 RESULTS = Path(__file__).parent / "results" / "pretrain_throughput.json"
 
@@ -105,10 +100,10 @@ def main() -> None:
         for step in range(args.warmup + args.steps):
             idx = order[step * bs : (step + 1) * bs]
             t0 = time.perf_counter()
-            batch = _make_batch(
+            batch = make_batch(
                 item_entities, history, records, idx, negatives, cfg.pretrain.neg_ratio, gen
             )
-            table, batch, _ = _entity_table(model, graph, batch, None, gen)
+            table, batch, _ = batch_entity_table(model, graph, batch, None, gen)
             losses = model.pretrain_losses(table, batch, cfg.pretrain.tau, cfg.pretrain.gamma)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()

@@ -20,7 +20,8 @@ from peace.data.contract import write_dataset
 from peace.data.dataset import Dataset, load_dataset
 from peace.flows import offline_inference
 from peace.flows.offline_inference import export
-from peace.flows.pretrain import load_pretrained, pretrain
+from peace.flows.pretrain import pretrain
+from peace.flows.pretrained import load_pretrained
 from peace.flows.publish import finetune_and_publish
 from peace.flows.rankers import TargetDomain, ZeroShotRanker, item_vectors
 from peace.serve import rankers

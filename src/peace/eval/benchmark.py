@@ -29,7 +29,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from peace.baselines import FINE_TUNED
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.eval.protocol import (
@@ -43,8 +42,10 @@ from peace.eval.protocol import (
     run_seed,
 )
 from peace.flows.finetune import fit_ranker, ranking_task
-from peace.flows.pretrain import Pretrained, pretrain
+from peace.flows.pretrain import pretrain
+from peace.flows.pretrained import Pretrained
 from peace.flows.rankers import DeepFMRanker, PeaceRanker, TargetDomain
+from peace.models import FINE_TUNED
 
 ALL_MODELS = (
     "PEACE",

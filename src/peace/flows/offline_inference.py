@@ -43,7 +43,7 @@ from safetensors.torch import save_file
 
 from peace.data.dataset import Dataset
 from peace.flows.checkpoints import verify_run
-from peace.flows.pretrain import dataset_fingerprint, load_pretrained
+from peace.flows.pretrained import dataset_fingerprint, load_pretrained
 from peace.flows.rankers import item_vectors
 from peace.store import (
     FORMAT,
@@ -105,7 +105,7 @@ def export(
         make_current: point ``STORE/CURRENT`` at the new version (default True).
 
     Raises:
-        peace.flows.pretrain.CheckpointError: the run does not fit the dataset.
+        peace.flows.checkpoints.CheckpointError: the run does not fit the dataset.
     """
     run, store = Path(run), Path(store)
     digest = model_hash(run)

@@ -43,7 +43,7 @@ from peace.data.dataset import Dataset
 from peace.data.splits import split_target
 from peace.flows.finetune import fit_ranker, ranking_task
 from peace.flows.offline_inference import model_hash
-from peace.flows.pretrain import dataset_fingerprint, load_pretrained
+from peace.flows.pretrained import dataset_fingerprint, load_pretrained
 from peace.flows.rankers import PeaceRanker, TargetDomain
 from peace.store import (
     FORMAT,
