@@ -32,13 +32,8 @@ from peace.data.dataset import Dataset, load_dataset
 from peace.data.history import HistoryIndex
 from peace.data.splits import pretrain_cutoff, split_targets
 from peace.data.synthetic import generate
-from peace.flows.pretrain import (
-    NegativeSampler,
-    _entity_table,
-    _make_batch,
-    build_model,
-    make_records,
-)
+from peace.flows.records import NegativeSampler, batch_entity_table, make_batch, make_records
+from peace.models import build_model
 from peace.nn.peace import PretrainBatch
 
 RESULTS = Path(__file__).parent / "results" / "pretrain_throughput.json"
@@ -105,10 +100,10 @@ def measure(ds: Dataset, name: str, steps: int, warmup: int, profile_steps: int)
 
     def train_step(step: int) -> tuple[PretrainBatch, int]:
         idx = order[step * bs : (step + 1) * bs]
-        batch = _make_batch(
+        batch = make_batch(
             item_entities, history, records, idx, negatives, cfg.pretrain.neg_ratio, gen
         )
-        table, batch, _ = _entity_table(model, graph, batch, None, gen)
+        table, batch, _ = batch_entity_table(model, graph, batch, None, gen)
         losses = model.pretrain_losses(table, batch, cfg.pretrain.tau, cfg.pretrain.gamma)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()

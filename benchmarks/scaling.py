@@ -49,13 +49,13 @@ def measure(name: str, steps: int, warmup: int) -> dict:
     from peace.data.dataset import load_dataset
     from peace.data.history import HistoryIndex
     from peace.data.splits import pretrain_cutoff, split_targets
-    from peace.flows.pretrain import (
+    from peace.flows.records import (
         NegativeSampler,
-        _entity_table,
-        _make_batch,
-        build_model,
+        batch_entity_table,
+        make_batch,
         make_records,
     )
+    from peace.models import build_model
     from peace.nn.entity_encoder import NeighbourSampler
 
     users, entities, source_items, target_items = SCALES[name]
@@ -100,8 +100,8 @@ def measure(name: str, steps: int, warmup: int) -> dict:
         for step in range(warmup + steps):
             idx = order[step * bs : (step + 1) * bs]
             t0 = time.perf_counter()
-            batch = _make_batch(item_entities, history, records, idx, negatives, 1, gen)
-            table, batch, _ = _entity_table(model, graph, batch, sampler, gen)
+            batch = make_batch(item_entities, history, records, idx, negatives, 1, gen)
+            table, batch, _ = batch_entity_table(model, graph, batch, sampler, gen)
             losses = model.pretrain_losses(table, batch, mcfg.pretrain.tau, mcfg.pretrain.gamma)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()

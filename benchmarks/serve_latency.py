@@ -49,8 +49,8 @@ from peace.data.dataset import Dataset, load_dataset
 from peace.data.synthetic import generate
 from peace.flows.offline_inference import export
 from peace.flows.pretrain import pretrain
+from peace.flows.publish import finetune_and_publish
 from peace.serve.app import ItemSpec, Service
-from peace.serve.publish import finetune_and_publish
 from peace.serve.rankers import UserVectors, faiss_available
 
 ROOT = Path(__file__).resolve().parent

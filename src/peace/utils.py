@@ -1,7 +1,8 @@
-"""Small shared helpers: seeding, compute threads, atomic file writes, progress bars."""
+"""Small shared helpers: seeding, compute threads, atomic file writes, checksums, progress bars."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import tempfile
@@ -98,6 +99,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a directory entry (a rename or a new file in it) to disk, where the OS allows it."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 from peace.cli import deploy
 from peace.config import PeaceConfig
 from peace.data.dataset import load_dataset
-from peace.flows.pretrain import load_pretrained
+from peace.flows.pretrained import load_pretrained
 from peace.flows.rankers import PeaceRanker, TargetDomain, ZeroShotRanker
 from peace.serve.app import create_app
-from peace.serve.store import current_rankers, ranker_path
+from peace.store import current_rankers, ranker_path
 
 TOKEN = "e2e-token"
 

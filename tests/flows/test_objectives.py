@@ -11,8 +11,10 @@ import torch
 from peace.data.dataset import load_dataset
 from peace.data.splits import pretrain_cutoff, split_targets
 from peace.eval.protocol import run_seed
-from peace.flows.pretrain import NegativeSampler, kept_out_items, pretrain, private_entities
+from peace.flows.pretrain import pretrain
 from peace.flows.rankers import PeaceRanker, TargetDomain, source_entity_counts
+from peace.flows.records import NegativeSampler, kept_out_items
+from peace.models import private_entities
 
 
 def test_popularity_negatives_follow_item_counts(toy_dir: Path) -> None:

@@ -11,7 +11,9 @@ from conftest import toy_tables
 
 from peace.data.contract import write_dataset
 from peace.data.dataset import load_dataset
-from peace.flows.pretrain import CheckpointError, load_pretrained, pretrain
+from peace.flows.checkpoints import CheckpointError
+from peace.flows.pretrain import pretrain
+from peace.flows.pretrained import load_pretrained
 
 
 def test_checkpoint_round_trip(toy_dir: Path, tmp_path: Path, tiny_config) -> None:

@@ -19,7 +19,7 @@ from peace.data.dataset import load_dataset
 from peace.flows.checkpoints import CHECKSUMS
 from peace.flows.offline_inference import export
 from peace.flows.pretrain import pretrain
-from peace.serve.store import VERSIONS, current_version
+from peace.store import VERSIONS, current_version
 
 
 @pytest.fixture(scope="module")

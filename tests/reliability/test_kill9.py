@@ -22,9 +22,16 @@ from safetensors.torch import load_file
 from peace.config import PeaceConfig
 from peace.data.contract import write_dataset
 from peace.data.dataset import load_dataset
-from peace.flows.offline_inference import export, list_versions, set_current
+from peace.flows.offline_inference import export
 from peace.flows.pretrain import pretrain
-from peace.serve.store import VERSIONS, StoreVersion, current_version, published_versions
+from peace.store import (
+    VERSIONS,
+    StoreVersion,
+    current_version,
+    list_versions,
+    published_versions,
+    set_current,
+)
 
 CONFIG = [*TINY_OVERRIDES, "pretrain.epochs=3"]
 

@@ -15,18 +15,20 @@ from fastapi.testclient import TestClient
 from peace.config import PeaceConfig
 from peace.data.contract import write_dataset
 from peace.data.dataset import Dataset, load_dataset
-from peace.flows.offline_inference import export, set_current
-from peace.flows.pretrain import load_pretrained, pretrain
+from peace.flows.offline_inference import export
+from peace.flows.pretrain import pretrain
+from peace.flows.pretrained import load_pretrained
+from peace.flows.publish import finetune_and_publish
 from peace.flows.rankers import TargetDomain, ZeroShotRanker
 from peace.serve.app import Service, create_app
-from peace.serve.publish import finetune_and_publish
 from peace.serve.rankers import UserVectors
-from peace.serve.store import (
+from peace.store import (
     POINTER,
     VERSIONS,
     StoreError,
     StoreVersion,
     current_version,
+    set_current,
     write_pointer,
 )
 

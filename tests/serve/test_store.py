@@ -19,11 +19,12 @@ from peace.config import PeaceConfig
 from peace.data.contract import write_dataset
 from peace.data.dataset import Dataset, load_dataset
 from peace.flows import offline_inference
-from peace.flows.offline_inference import export, list_versions, remove_stale_temp, set_current
-from peace.flows.pretrain import load_pretrained, pretrain
+from peace.flows.offline_inference import export
+from peace.flows.pretrain import pretrain
+from peace.flows.pretrained import load_pretrained
+from peace.flows.publish import finetune_and_publish
 from peace.flows.rankers import TargetDomain, ZeroShotRanker, item_vectors
 from peace.serve import rankers
-from peace.serve.publish import finetune_and_publish, list_rankers, set_current_ranker
 from peace.serve.rankers import (
     InnerProductIndex,
     ItemKeys,
@@ -32,14 +33,20 @@ from peace.serve.rankers import (
     faiss_available,
     mean_entity_vectors,
 )
-from peace.serve.store import (
+from peace.store import (
     POINTER,
+    STALE_TEMP_SECONDS,
     VERSIONS,
     StoreError,
     StoreVersion,
     current_rankers,
     current_version,
+    list_rankers,
+    list_versions,
     published_versions,
+    remove_stale_temp,
+    set_current,
+    set_current_ranker,
 )
 
 TINY = [*TINY_OVERRIDES, "pretrain.epochs=1", "pretrain.max_steps=6", "finetune.epochs=2"]
@@ -191,7 +198,7 @@ def test_killed_export_is_invisible(run: tuple[Path, Dataset], tmp_path: Path) -
     assert [v["version"] for v in list_versions(store)] == [first]
     StoreVersion.open(store)
     # A later export sweeps the left-over once it is old enough.
-    old = time.time() - 2 * offline_inference.STALE_TEMP_SECONDS
+    old = time.time() - 2 * STALE_TEMP_SECONDS
     os.utime(leftovers[0], (old, old))
     assert remove_stale_temp(store / VERSIONS) == leftovers
     assert not leftovers[0].exists()

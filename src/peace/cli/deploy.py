@@ -31,8 +31,8 @@ def _dataset_of(run: Path, data: Path | None) -> Path:
 def _handled() -> tuple[type[BaseException], ...]:
     from peace.config import ConfigError
     from peace.data.contract import DataContractError
-    from peace.flows.pretrain import CheckpointError
-    from peace.serve.store import StoreError
+    from peace.flows.checkpoints import CheckpointError
+    from peace.store import StoreError
 
     return (
         ConfigError,
@@ -154,7 +154,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fine-tuning flow: train a domain's normal ranker (Eq. 11-12) and publish it."""
         from peace.data.dataset import load_dataset
-        from peace.serve.publish import finetune_and_publish
+        from peace.flows.publish import finetune_and_publish
 
         try:
             ds = load_dataset(_dataset_of(run, data))
@@ -245,9 +245,7 @@ def register(app: typer.Typer) -> None:
         store: Annotated[Path, typer.Option("--store", help="Embedding store folder.")],
     ) -> None:
         """List published store versions and each domain's normal rankers."""
-        from peace.flows.offline_inference import list_versions
-        from peace.serve.publish import list_rankers
-        from peace.serve.store import ranker_domains
+        from peace.store import list_rankers, list_versions, ranker_domains
 
         for v in list_versions(store):
             mark = "*" if v.get("current") else " "
@@ -280,8 +278,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Point CURRENT at another version (a roll-back); running services pick it up."""
-        from peace.flows.offline_inference import set_current
-        from peace.serve.publish import set_current_ranker
+        from peace.store import set_current, set_current_ranker
 
         if zero_shot and domain is None:
             raise _fail("--zero-shot needs --domain.")

@@ -119,12 +119,11 @@ def benchmark(
     import sys
 
     from peace.cli.common import fail
-    from peace.eval.benchmark import (
-        ALL_MODELS,
+    from peace.eval.benchmark import ALL_MODELS, run_benchmark
+    from peace.eval.search import (
         COMPETITOR_PRETRAIN_CANDIDATES,
         FINETUNE_CANDIDATES,
         PRETRAIN_CANDIDATES,
-        run_benchmark,
     )
     from peace.eval.update import (
         UpdateError,

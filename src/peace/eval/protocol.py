@@ -18,13 +18,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from peace.baselines import FINE_TUNED, ZERO_SHOT
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
 from peace.data.splits import TargetSplit, pretrain_cutoff, split_targets
 from peace.flows.finetune import evaluate_per_user, fit_ranker, ranking_task
-from peace.flows.pretrain import Pretrained, pretrain
+from peace.flows.pretrain import pretrain
+from peace.flows.pretrained import Pretrained
 from peace.flows.rankers import (
     DeepFMRanker,
     EntityOverlapRanker,
@@ -36,6 +36,7 @@ from peace.flows.rankers import (
     ZeroShotRanker,
     source_entity_counts,
 )
+from peace.models import COMPETITORS, FINE_TUNED, ZERO_SHOT
 
 # name -> ModelConfig switches of the PEACE variants (Sec. 5.3.1)
 PEACE_VARIANTS: dict[str, dict[str, bool]] = {
@@ -50,8 +51,6 @@ NORMAL_REFERENCES = ("Popularity", "DeepFM")
 ZERO_SHOT_REFERENCES = ("Random", "Entity prior", "Entity overlap")
 REFERENCES = NORMAL_REFERENCES + ZERO_SHOT_REFERENCES
 DEFAULT_MODELS = ("PEACE", "Popularity", "DeepFM")
-#: pre-trained competitors: normal setting only (Table 2); zero-shot competitors (Table 3)
-COMPETITORS = FINE_TUNED + ZERO_SHOT
 
 Result = dict[tuple[str, str, str, str], list[float]]
 

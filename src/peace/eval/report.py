@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from peace.baselines import FINE_TUNED, ZERO_SHOT
 from peace.eval.results import METRICS, SETTINGS
 from peace.eval.significance import PairedTest, paired_test
+from peace.models import FINE_TUNED, ZERO_SHOT
 from peace.utils import atomic_write_text
 
 # Known names first, in the order of the paper; any other name follows, sorted.

@@ -197,8 +197,8 @@ def embeddings_for_report(
     seed: int,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """This run's embeddings, completed from ``embeddings.npz`` or by pre-training again."""
-    from peace.eval.benchmark import _apply
     from peace.eval.protocol import variant_config
+    from peace.eval.search import apply_values
     from peace.flows.pretrain import pretrain
 
     result = dict(embeddings)
@@ -211,7 +211,7 @@ def embeddings_for_report(
             result[name] = stored[name]
             continue
         values = doc["chosen"].get("PEACE", {})
-        vcfg = variant_config(dataclasses.replace(_apply(cfg, values), seed=seed), name)
+        vcfg = variant_config(dataclasses.replace(apply_values(cfg, values), seed=seed), name)
         pre = pretrain(ds, vcfg, show_progress=False)
         result[name] = (
             pre.entity_table()[:-1].numpy(),

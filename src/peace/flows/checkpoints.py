@@ -33,8 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from peace.serve.store import fsync_dir, sha256_file
-from peace.utils import atomic_write_text
+from peace.utils import atomic_write_text, fsync_dir, sha256_file
 
 CHECKSUMS = "checksums.json"
 PENDING = ".pending"

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from peace.config import FinetuneConfig
-from peace.eval.metrics import ranking_metrics
 from peace.flows.rankers import TargetDomain
+from peace.metrics import ranking_metrics
 from peace.utils import progress
 
 SELECTION_METRIC = "ndcg@10"

@@ -25,19 +25,13 @@ export removes once it is an hour old.
 Example::
 
     version = export("runs/r1", ds, "store")          # publishes and points CURRENT at it
-    list_versions("store")                             # [{"version": ..., "current": True}, ...]
-    set_current("store", older_version)                # roll back
+    peace.store.list_versions("store")                 # [{"version": ..., "current": True}, ...]
+    peace.store.set_current("store", older_version)    # roll back
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import time
-import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,43 +43,24 @@ from safetensors.torch import save_file
 
 from peace.data.dataset import Dataset
 from peace.flows.checkpoints import verify_run
-from peace.flows.pretrain import dataset_fingerprint, load_pretrained
+from peace.flows.pretrained import dataset_fingerprint, load_pretrained
 from peace.flows.rankers import item_vectors
-from peace.serve.store import (
+from peace.store import (
     FORMAT,
-    MANIFEST,
     POINTER,
-    TEMP_PREFIX,
     VERSIONS,
     StoreError,
-    current_version,
     domain_file_name,
-    file_entry,
-    fsync_dir,
-    load_manifest,
-    published_versions,
-    sha256_file,
+    new_version_id,
+    publish_folder,
+    remove_stale_temp,
     vector_column,
-    verify_files,
-    version_path,
     write_arrow,
     write_pointer,
 )
+from peace.utils import sha256_file
 
-__all__ = [
-    "export",
-    "list_versions",
-    "set_current",
-    "current_version",
-    "model_hash",
-    "publish_folder",
-    "new_version_id",
-    "remove_stale_temp",
-    "STALE_TEMP_SECONDS",
-]
-
-STALE_TEMP_SECONDS = 3600.0
-"""Temporary folders older than this are left-overs of a killed writer and may be removed."""
+__all__ = ["export", "model_hash"]
 
 SCORER_PREFIXES = ("prototypes.", "fusion.", "decoder.")
 """State-dict entries the online rankers need: P and the Eq. 9 MLP, the Eq. 2 fusion, and the
@@ -111,69 +86,6 @@ def _json_number(value: float | None) -> float | None:
     return float(value)
 
 
-def new_version_id(parent: Path, digest: str) -> str:
-    """A fresh, sortable id ``<UTC time>Z-<digest[:8]>`` not yet used under ``parent``."""
-    now = datetime.now(UTC)
-    for _ in range(100):
-        vid = now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond:06d}Z-{digest[:8]}"
-        if not (parent / vid).exists():
-            return vid
-        time.sleep(1e-3)
-        now = datetime.now(UTC)
-    raise StoreError(f"{parent}: could not find a free version id.")  # pragma: no cover
-
-
-def remove_stale_temp(parent: str | Path, older_than_s: float = STALE_TEMP_SECONDS) -> list[Path]:
-    """Delete ``.tmp-*`` folders under ``parent`` older than ``older_than_s``; return them."""
-    parent = Path(parent)
-    removed = []
-    if not parent.is_dir():
-        return removed
-    now = time.time()
-    for path in parent.iterdir():
-        if path.name.startswith(TEMP_PREFIX) and now - path.stat().st_mtime > older_than_s:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def publish_folder(parent: str | Path, name: str, build: Callable[[Path], dict[str, Any]]) -> Path:
-    """Write a folder with ``build(tmp)`` and make it appear at ``parent/name`` atomically.
-
-    ``build`` writes its files into ``tmp`` and returns the manifest (without ``files``); this
-    function adds the size and sha256 of every file, writes ``manifest.json``, fsyncs the files
-    and the folder, and renames it into place. On any failure, interruption included, the
-    temporary folder is removed and nothing becomes visible.
-    """
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f"{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        manifest = build(tmp)
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest["files"] = {
-            p.relative_to(tmp).as_posix(): file_entry(tmp, str(p.relative_to(tmp))) for p in files
-        }
-        text = json.dumps(manifest, indent=2, allow_nan=False)
-        with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        for p in files:
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
-        for d in {p.parent for p in files} | {tmp}:
-            fsync_dir(d)
-        final = parent / name
-        os.rename(tmp, final)  # atomic; fails if ``final`` exists
-        fsync_dir(parent)
-        return final
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 @torch.no_grad()
 def export(
     run: str | Path,
@@ -193,7 +105,7 @@ def export(
         make_current: point ``STORE/CURRENT`` at the new version (default True).
 
     Raises:
-        peace.flows.pretrain.CheckpointError: the run does not fit the dataset.
+        peace.flows.checkpoints.CheckpointError: the run does not fit the dataset.
     """
     run, store = Path(run), Path(store)
     digest = model_hash(run)
@@ -338,41 +250,3 @@ def export(
     if make_current:
         write_pointer(store / POINTER, vid)
     return vid
-
-
-def list_versions(store: str | Path) -> list[dict[str, Any]]:
-    """Published versions, oldest first: id, created, model hash, as_of, rows, current flag."""
-    store = Path(store)
-    current = current_version(store)
-    out = []
-    for vid in published_versions(store):
-        try:
-            m = load_manifest(version_path(store, vid))
-        except StoreError as exc:
-            out.append({"version": vid, "error": str(exc), "current": vid == current})
-            continue
-        out.append(
-            {
-                "version": vid,
-                "created": m.get("created"),
-                "model_hash": m.get("model_hash"),
-                "as_of": m.get("as_of"),
-                "users": m.get("rows", {}).get("users"),
-                "domains": sorted(m.get("domains", {})),
-                "current": vid == current,
-            }
-        )
-    return out
-
-
-def set_current(store: str | Path, version: str) -> None:
-    """Point ``STORE/CURRENT`` at a published version (roll back or forward), atomically, once
-    every file of the version matches its manifest's checksum."""
-    store = Path(store)
-    path = version_path(store, version)
-    if not path.is_dir():
-        raise StoreError(
-            f"{path}: no such version; published versions are {published_versions(store)}."
-        )
-    verify_files(path, load_manifest(path))
-    write_pointer(store / POINTER, version)

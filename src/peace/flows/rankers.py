@@ -24,7 +24,7 @@ from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
 from peace.data.splits import pretrain_rows
-from peace.flows.pretrain import Pretrained
+from peace.flows.pretrained import Pretrained
 from peace.nn.deepfm import DeepFM
 from peace.nn.heads import FineTuneHead
 from peace.nn.peace import item_vectors

@@ -68,7 +68,7 @@ from peace.serve.rankers import (
     launched_state,
     mean_entity_vectors,
 )
-from peace.serve.store import (
+from peace.store import (
     POINTER,
     StoreError,
     StoreVersion,

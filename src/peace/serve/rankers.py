@@ -39,7 +39,7 @@ from peace.nn.heads import FineTuneHead
 from peace.nn.mlp import MLP
 from peace.nn.prototypes import Prototypes
 from peace.nn.user_encoder import AttentiveFusion
-from peace.serve.store import (
+from peace.store import (
     StoreError,
     StoreVersion,
     column_array,
@@ -293,7 +293,7 @@ class NormalRanker:
 
     @classmethod
     def load(cls, folder: str | Path, verify: bool = True) -> NormalRanker:
-        """Read a ranker folder written by :func:`peace.serve.publish.finetune_and_publish`."""
+        """Read a ranker folder written by :func:`peace.flows.publish.finetune_and_publish`."""
         folder = Path(folder)
         manifest = load_manifest(folder)
         if manifest.get("kind") != "normal-ranker":

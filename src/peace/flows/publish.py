@@ -24,6 +24,8 @@ Example::
 
     result = finetune_and_publish("runs/r1", ds, "store", "travel")
     result.version, result.log[-1]
+    peace.store.list_rankers("store", "travel")       # published rankers; roll back with
+                                                       # peace.store.set_current_ranker
 """
 
 from __future__ import annotations
@@ -40,29 +42,24 @@ from safetensors.torch import save_file
 from peace.data.dataset import Dataset
 from peace.data.splits import split_target
 from peace.flows.finetune import fit_ranker, ranking_task
-from peace.flows.offline_inference import model_hash, new_version_id, publish_folder
-from peace.flows.pretrain import dataset_fingerprint, load_pretrained
+from peace.flows.offline_inference import model_hash
+from peace.flows.pretrained import dataset_fingerprint, load_pretrained
 from peace.flows.rankers import PeaceRanker, TargetDomain
-from peace.serve.store import (
+from peace.store import (
     FORMAT,
     POINTER,
     StoreError,
     StoreVersion,
     code_column,
     current_version,
-    load_manifest,
-    ranker_domains,
-    ranker_path,
+    new_version_id,
+    publish_folder,
     ranker_root,
-    read_live,
-    read_pointer,
-    verify_files,
-    version_path,
     write_arrow,
     write_pointer,
 )
 
-__all__ = ["PublishResult", "finetune_and_publish", "list_rankers", "set_current_ranker"]
+__all__ = ["PublishResult", "finetune_and_publish"]
 
 
 @dataclass
@@ -232,59 +229,3 @@ def finetune_and_publish(
     return PublishResult(
         version=rid, store_version=store_version, path=path, ranker=ranker, target=target, log=log
     )
-
-
-def list_rankers(store: str | Path, domain: str) -> list[dict[str, Any]]:
-    """Published rankers of a domain, oldest first, with the current one flagged."""
-    root = ranker_root(store, domain)
-    if not root.is_dir():
-        return []
-    current = read_pointer(root / POINTER)
-    out = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        try:
-            m = load_manifest(folder)
-        except StoreError as exc:
-            out.append({"version": folder.name, "error": str(exc)})
-            continue
-        out.append(
-            {
-                "version": folder.name,
-                "created": m.get("created"),
-                "store_version": m.get("store_version"),
-                "model_hash": m.get("model_hash"),
-                "current": folder.name == current,
-            }
-        )
-    return out
-
-
-def set_current_ranker(store: str | Path, domain: str, version: str | None) -> None:
-    """Serve ``version`` for ``domain`` (roll back), or None to go back to zero-shot.
-
-    Raises:
-        StoreError: ``domain`` is not a target domain of the store (published, launched or with
-            rankers), or a file of ``version`` does not match its manifest's checksum.
-    """
-    known = served_domains(store)
-    if domain not in known:
-        raise StoreError(
-            f"{store}: unknown domain {domain!r}; the store serves {sorted(known)[:50]}."
-        )
-    root = ranker_root(store, domain)
-    if version is None:
-        pointer = root / POINTER
-        if pointer.exists():
-            pointer.unlink()
-        return
-    path = ranker_path(store, domain, version)
-    verify_files(path, load_manifest(path))
-    write_pointer(root / POINTER, version)
-
-
-def served_domains(store: str | Path) -> set[str]:
-    """Target domains of the current store version, launched domains and domains with rankers."""
-    names = set(ranker_domains(store)) | set(read_live(store)[0])
-    if current_version(store) is not None:
-        names |= set(load_manifest(version_path(store, str(current_version(store))))["domains"])
-    return names

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from peace.eval.metrics import hit_ndcg, ranking_metrics, top_k_items
+from peace.metrics import hit_ndcg, ranking_metrics, top_k_items
 
 # 1 / log2(rank + 1), written out.
 D1, D2, D3, D4, D5, D6 = 1.0, 0.6309297536, 0.5, 0.4306765581, 0.3868528072, 0.3562071871

@@ -1,0 +1,203 @@
+"""Hyper-parameter search of ``peace benchmark``, on validation data and seed ``seeds[0]``.
+
+Hyper-parameter search, with the same budget (``len(candidates)``) for every trained model, on
+seed ``seeds[0]``:
+
+* pre-trained models (PEACE's values and every competitor's learning rate) are chosen by the
+  held-out *source* ranking (NDCG@10 of the served score over each held-out record's source
+  catalogue, :func:`peace.flows.pretrain.pretrain`), so that the zero-shot setting stays free
+  of any target data;
+* fine-tuned rankers (PEACE's head, DeepFM) are chosen by validation NDCG@10 averaged over the
+  target domains.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from peace.config import PeaceConfig
+from peace.data.dataset import Dataset
+from peace.eval.protocol import PEACE_VARIANTS, chosen_splits
+from peace.flows.finetune import fit_ranker, ranking_task
+from peace.flows.pretrain import pretrain
+from peace.flows.pretrained import Pretrained
+from peace.flows.rankers import DeepFMRanker, PeaceRanker, TargetDomain
+from peace.models import COMPETITORS, FINE_TUNED
+
+# Candidate values: two per searched model, the budget two CPU cores allow. Every pre-trained
+# model (PEACE and each competitor) searches the same thing, its pre-training learning rate, and
+# is chosen by the same rule, the held-out source ranking of its served score.
+PRETRAIN_CANDIDATES: list[dict[str, object]] = [
+    {"pretrain.lr": 0.002},
+    {"pretrain.lr": 0.005},
+]
+FINETUNE_CANDIDATES: list[dict[str, object]] = [
+    {"finetune.lr": 0.002},
+    {"finetune.lr": 0.01},
+]
+COMPETITOR_PRETRAIN_CANDIDATES: list[dict[str, object]] = PRETRAIN_CANDIDATES
+
+
+def apply_values(cfg: PeaceConfig, values: dict[str, object]) -> PeaceConfig:
+    """``cfg`` with the searched ``values`` (``{"section.key": value}``) set."""
+    return cfg.override([f"{k}={_toml(v)}" for k, v in values.items()])
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def pretrain_choice(log: list[dict]) -> tuple[str, float, float]:
+    """(criterion, its best value, a key where lower is better) of a pre-training log: the
+    held-out source NDCG@10 of the served score when logged, else the held-out loss."""
+    ndcg = [e["valid_ndcg"] for e in log if e.get("valid_ndcg") == e.get("valid_ndcg")]
+    if any(v is not None for v in ndcg):
+        best = max(v for v in ndcg if v is not None)
+        return "held-out source NDCG@10", float(best), -float(best)
+    loss = min(e["valid_loss"] for e in log)
+    return "held-out source loss", float(loss), float(loss)
+
+
+def _valid_ndcg(
+    ds: Dataset,
+    cfg: PeaceConfig,
+    make_ranker: Callable[[TargetDomain], object],
+    show_progress: bool,
+) -> float:
+    """Mean over target domains of the best validation NDCG@10 reached while fine-tuning."""
+    scores = []
+    for d, split in chosen_splits(ds, cfg).items():
+        target = TargetDomain(ds, d)
+        ranker = make_ranker(target)
+        log = fit_ranker(
+            ranker,
+            target,
+            split.train,
+            ranking_task(split.valid, split.train),
+            cfg.finetune,
+            cfg.seed,
+            cfg.eval.ks,
+            show_progress,
+        )
+        scores.append(max(e["ndcg@10"] for e in log))
+    return float(np.mean(scores))
+
+
+def search(
+    ds: Dataset,
+    cfg: PeaceConfig,
+    models: tuple[str, ...],
+    show_progress: bool,
+    log: Callable[[str], None],
+    pretrain_candidates: list[dict] | None = None,
+    finetune_candidates: list[dict] | None = None,
+    competitor_candidates: list[dict] | None = None,
+) -> tuple[dict[str, dict], list[dict], dict[str, Pretrained]]:
+    """Choose hyper-parameters on validation data; return choices, the search log, and models."""
+    pre_c = PRETRAIN_CANDIDATES if pretrain_candidates is None else pretrain_candidates
+    fin_c = FINETUNE_CANDIDATES if finetune_candidates is None else finetune_candidates
+    chosen: dict[str, dict] = {}
+    trail: list[dict] = []
+    cache: dict[str, Pretrained] = {}
+    if any(m in PEACE_VARIANTS for m in models):
+        best = _search_pretraining(ds, cfg, "PEACE", pre_c, show_progress, log, trail)
+        chosen["PEACE"] = dict(best[1])
+        cache["PEACE"] = best[2]
+        peace_cfg = apply_values(cfg, chosen["PEACE"])
+        best_ft = None
+        for cand in fin_c:
+            c = apply_values(peace_cfg, cand)
+            value = _valid_ndcg(ds, c, lambda t, c=c: PeaceRanker(best[2], t, c), show_progress)
+            trail.append(
+                {
+                    "model": "PEACE (fine-tuning)",
+                    "candidate": cand,
+                    "criterion": "valid ndcg@10",
+                    "value": value,
+                }
+            )
+            log(f"search PEACE fine-tuning {cand}: valid NDCG@10 {value:.4f}")
+            if best_ft is None or value > best_ft[0]:
+                best_ft = (value, cand)
+        chosen["PEACE"].update(best_ft[1])
+    comp_c = (
+        COMPETITOR_PRETRAIN_CANDIDATES if competitor_candidates is None else competitor_candidates
+    )
+    for name in (m for m in models if m in COMPETITORS):
+        best = _search_pretraining(ds, cfg, name, comp_c, show_progress, log, trail)
+        chosen[name] = dict(best[1])
+        cache[name] = best[2]
+        if name not in FINE_TUNED:
+            continue  # zero-shot: nothing of the target is fitted or chosen
+        model_cfg = apply_values(cfg, chosen[name])
+        best_ft = None
+        for cand in fin_c:
+            c = apply_values(model_cfg, cand)
+            t0 = time.perf_counter()
+            value = _valid_ndcg(
+                ds, c, lambda t, c=c, p=best[2]: PeaceRanker(p, t, c), show_progress
+            )
+            trail.append(
+                {
+                    "model": f"{name} (fine-tuning)",
+                    "candidate": cand,
+                    "criterion": "valid ndcg@10",
+                    "value": value,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
+            log(f"search {name} fine-tuning {cand}: valid NDCG@10 {value:.4f}")
+            if best_ft is None or value > best_ft[0]:
+                best_ft = (value, cand)
+        chosen[name].update(best_ft[1])
+    if "DeepFM" in models:
+        best_ft = None
+        for cand in fin_c:
+            c = apply_values(cfg, cand)
+            value = _valid_ndcg(ds, c, lambda t, c=c: DeepFMRanker(t, c), show_progress)
+            trail.append(
+                {"model": "DeepFM", "candidate": cand, "criterion": "valid ndcg@10", "value": value}
+            )
+            log(f"search DeepFM {cand}: valid NDCG@10 {value:.4f}")
+            if best_ft is None or value > best_ft[0]:
+                best_ft = (value, cand)
+        chosen["DeepFM"] = dict(best_ft[1])
+    return chosen, trail, cache
+
+
+def _search_pretraining(
+    ds: Dataset,
+    cfg: PeaceConfig,
+    name: str,
+    candidates: list[dict],
+    show_progress: bool,
+    log: Callable[[str], None],
+    trail: list[dict],
+) -> tuple[float, dict, Pretrained]:
+    """Pre-train model ``name`` with each candidate; (criterion key, candidate, model) of the
+    best by :func:`pretrain_choice`. Every candidate is logged and added to ``trail``."""
+    best = None
+    for cand in candidates:
+        t0 = time.perf_counter()
+        pre = pretrain(ds, apply_values(cfg, cand), show_progress=show_progress, architecture=name)
+        criterion, value, loss = pretrain_choice(pre.log)
+        trail.append(
+            {
+                "model": f"{name} (pre-training)",
+                "candidate": cand,
+                "criterion": criterion,
+                "value": value,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        log(f"search {name} pre-training {cand}: {criterion} {value:.4f}")
+        if best is None or loss < best[0]:
+            best = (loss, cand, pre)
+    return best

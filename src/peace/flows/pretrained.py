@@ -1,0 +1,164 @@
+"""A pre-trained model and its run folder: what later flows get, and how it is saved and loaded.
+
+A run folder holds ``config.toml``, ``model.safetensors`` (the selected weights),
+``last.safetensors`` and ``trainer.pt`` (to resume), ``log.json`` and ``meta.json``; every
+epoch's files are written as one checksummed commit (:mod:`peace.flows.checkpoints`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from peace.config import PeaceConfig
+from peace.data.dataset import Dataset
+from peace.data.history import HistoryIndex
+from peace.flows import checkpoints
+from peace.flows.checkpoints import CheckpointError
+from peace.models import Model, build_model
+from peace.nn.entity_encoder import EntityGraph
+from peace.nn.peace import PEACE
+
+
+@dataclass
+class Pretrained:
+    """A pre-trained PEACE (or competitor) with everything later flows need."""
+
+    model: Model
+    graph: EntityGraph
+    history: HistoryIndex
+    config: PeaceConfig
+    cutoff: float
+    log: list[dict] = field(default_factory=list)
+
+    @torch.no_grad()
+    def entity_table(self) -> torch.Tensor:
+        """H^G on the full graph, ``[|E| + 1, d]`` (row |E| = padding; user rows may follow)."""
+        self.model.eval()
+        return self.model.encoder_table(self.graph)
+
+    @torch.no_grad()
+    def interests(
+        self,
+        users: np.ndarray,
+        times: np.ndarray,
+        table: torch.Tensor | None = None,
+        chunk: int = 4096,
+    ) -> torch.Tensor:
+        """User states from their source history before ``times``: for PEACE the interest
+        vectors z^A of Eq. 1 ``[B, M, d]``; for a competitor its own (see peace.baselines.base)."""
+        self.model.eval()
+        table = self.entity_table() if table is None else table
+        out = []
+        for s in range(0, max(len(users), 1), chunk):
+            tokens, mask = self.history.lookup(users[s : s + chunk], times[s : s + chunk])
+            ids = torch.as_tensor(np.array(users[s : s + chunk], dtype=np.int64))
+            out.append(self.model.encode_users(table, ids, tokens, mask))
+        return torch.cat(out)
+
+
+def dataset_fingerprint(ds: Dataset) -> str:
+    """Hash of what a checkpoint depends on: the id spaces (entities, relations, items) and phi."""
+    h = hashlib.sha256()
+    for arr in (ds.entities, ds.relations, ds.items):
+        h.update("\x1f".join(map(str, arr)).encode())
+        h.update(b"\x1e")
+    h.update(np.ascontiguousarray(ds.item_entities, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_epoch(
+    run: Path,
+    model: PEACE,
+    optimizer: torch.optim.Optimizer,
+    gen: torch.Generator,
+    epoch: int,
+    log: list[dict],
+    cfg: PeaceConfig,
+    ds: Dataset,
+    cutoff: float,
+    best_state: dict[str, torch.Tensor] | None,
+) -> None:
+    """Write the epoch's checkpoint as one commit with its checksums (peace.flows.checkpoints).
+
+    ``best_state``: the best weights so far when they changed since the last checkpoint (they
+    become ``model.safetensors``); None keeps the earlier ``model.safetensors``."""
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "dataset": str(ds.root),
+        "fingerprint": dataset_fingerprint(ds),
+        "num_entities": ds.num_entities,
+        "cutoff": cutoff,
+        "epoch": epoch,
+    }
+    with checkpoints.commit(run) as stage:
+        stage("config.toml").write_text(cfg.to_toml(), encoding="utf-8")
+        save_file(
+            state, str(stage("last.safetensors")), metadata={"fingerprint": meta["fingerprint"]}
+        )
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "generator": gen.get_state(), "epoch": epoch},
+            stage("trainer.pt"),
+        )
+        stage("log.json").write_text(json.dumps(log, indent=2), encoding="utf-8")
+        if best_state is not None:
+            save_file(
+                {k: v.contiguous() for k, v in best_state.items()},
+                str(stage("model.safetensors")),
+                metadata={"fingerprint": meta["fingerprint"]},
+            )
+            stage("meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def load_weights(
+    model: PEACE, run: Path, fingerprint: str, name: str = "model.safetensors"
+) -> None:
+    path = run / name
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint; run `peace pretrain --out {run}` first.")
+    checkpoints.verify_run(run, [name])
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            found = (fh.metadata() or {}).get("fingerprint")
+        weights = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise checkpoints.damaged(path, exc) from None
+    if found != fingerprint:
+        raise CheckpointError(
+            f"{path}: checkpoint was trained on another id space (fingerprint {found}, dataset "
+            f"{fingerprint}); warm-start only from a run on the same entities and items."
+        )
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path}: does not fit this model ({checkpoints.one_line(exc)}); use the run's "
+            "configuration (RUN/config.toml) or pre-train again."
+        ) from None
+
+
+def load_pretrained(run: str | Path, ds: Dataset) -> Pretrained:
+    """Load a finished run folder (config, weights) for the dataset it was trained on."""
+    run = Path(run)
+    cfg_path = run / "config.toml"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{cfg_path}: missing; is {run} a pre-training run folder?")
+    checkpoints.verify_run(run, ["config.toml", "meta.json", "log.json"])
+    cfg = PeaceConfig.from_toml(cfg_path)
+    meta = checkpoints.read_json(run / "meta.json")
+    model, graph = build_model(ds, cfg)
+    load_weights(model, run, dataset_fingerprint(ds))
+    model.eval()
+    history = HistoryIndex(ds, cfg.model.history_length)
+    log = checkpoints.read_json(run / "log.json") if (run / "log.json").exists() else []
+    return Pretrained(
+        model=model, graph=graph, history=history, config=cfg, cutoff=float(meta["cutoff"]), log=log
+    )

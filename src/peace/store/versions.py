@@ -1,0 +1,204 @@
+"""Store versions: where they live, which one is served, rolling back, and reading one
+(:class:`StoreVersion`, the service's view of a version)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from peace.store.files import (
+    MANIFEST,
+    POINTER,
+    VERSIONS,
+    StoreError,
+    column_array,
+    load_manifest,
+    read_arrow,
+    read_pointer,
+    string_array,
+    verify_files,
+    write_pointer,
+)
+
+
+def version_path(store: str | Path, version: str) -> Path:
+    """Folder of one version; the id is checked so it cannot name a path outside the store."""
+    if not version or "/" in version or "\\" in version or version.startswith("."):
+        raise StoreError(f"{version!r} is not a version id.")
+    return Path(store) / VERSIONS / version
+
+
+def current_version(store: str | Path) -> str | None:
+    """The version id ``STORE/CURRENT`` names, or None for an empty store."""
+    return read_pointer(Path(store) / POINTER)
+
+
+def published_versions(store: str | Path) -> list[str]:
+    """Ids of the complete versions of a store, oldest first (temporary folders excluded)."""
+    root = Path(store) / VERSIONS
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()
+    )
+
+
+def list_versions(store: str | Path) -> list[dict[str, Any]]:
+    """Published versions, oldest first: id, created, model hash, as_of, rows, current flag."""
+    store = Path(store)
+    current = current_version(store)
+    out = []
+    for vid in published_versions(store):
+        try:
+            m = load_manifest(version_path(store, vid))
+        except StoreError as exc:
+            out.append({"version": vid, "error": str(exc), "current": vid == current})
+            continue
+        out.append(
+            {
+                "version": vid,
+                "created": m.get("created"),
+                "model_hash": m.get("model_hash"),
+                "as_of": m.get("as_of"),
+                "users": m.get("rows", {}).get("users"),
+                "domains": sorted(m.get("domains", {})),
+                "current": vid == current,
+            }
+        )
+    return out
+
+
+def set_current(store: str | Path, version: str) -> None:
+    """Point ``STORE/CURRENT`` at a published version (roll back or forward), atomically, once
+    every file of the version matches its manifest's checksum."""
+    store = Path(store)
+    path = version_path(store, version)
+    if not path.is_dir():
+        raise StoreError(
+            f"{path}: no such version; published versions are {published_versions(store)}."
+        )
+    verify_files(path, load_manifest(path))
+    write_pointer(store / POINTER, version)
+
+
+@dataclass
+class Catalogue:
+    """A target domain's items as published: ids, entity ids, vectors, popularity counts."""
+
+    domain: str
+    items: np.ndarray
+    entities: list[list[str]]
+    vectors: np.ndarray
+    """[I, d] float32: mean of the item's entity vectors (Sec. 4.4, footnote 4)."""
+    popularity: np.ndarray
+    """[I] int64: positive rows before the version's ``as_of`` (all zero = uniform)."""
+
+
+class StoreVersion:
+    """One loaded store version: user interests, entity/item vectors, prototypes, catalogues.
+
+    Use :meth:`open`; the arrays are plain numpy / torch, lookups are dicts from ids to rows.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.version: str = manifest["version"]
+        dims = manifest["dims"]
+        self.dim: int = int(dims["dim"])
+        self.n_interests: int = int(dims["n_interests"])
+
+        users = read_arrow(path / "users.arrow")
+        self.users = string_array(users, "user")
+        self.user_row: dict[str, int] = {u: i for i, u in enumerate(self.users)}
+        self.interests = torch.from_numpy(
+            column_array(users, "interests", (self.n_interests, self.dim), np.float32)
+        )
+        """[U, M, d] interest vectors z^A of Eq. 1."""
+        self.universal = torch.from_numpy(column_array(users, "universal", (self.dim,), np.float32))
+        """[U, d] universal user vectors z_u of Eq. 2 (plain interests, no target)."""
+        self.history_tokens = users.column("history_tokens").to_numpy()
+
+        entities = read_arrow(path / "entities.arrow")
+        self.entities = string_array(entities, "entity")
+        self.entity_row: dict[str, int] = {e: i for i, e in enumerate(self.entities)}
+        self.entity_vectors = torch.from_numpy(
+            column_array(entities, "vector", (self.dim,), np.float32)
+        )
+
+        items = read_arrow(path / "items.arrow")
+        self.items = string_array(items, "item")
+        self.item_domain = string_array(items, "domain")
+        self.item_row: dict[str, int] = {it: i for i, it in enumerate(self.items)}
+        self.item_vectors = torch.from_numpy(column_array(items, "vector", (self.dim,), np.float32))
+
+        protos = read_arrow(path / "prototypes.arrow")
+        self.prototypes = torch.from_numpy(column_array(protos, "vector", (self.dim,), np.float32))
+
+        self.scorer_state: dict[str, torch.Tensor] = load_file(str(path / "scorer.safetensors"))
+        self.catalogues: dict[str, Catalogue] = {}
+        for domain, info in manifest["domains"].items():
+            table = read_arrow(path / info["file"])
+            self.catalogues[domain] = Catalogue(
+                domain=domain,
+                items=string_array(table, "item"),
+                entities=table.column("entities").to_pylist(),
+                vectors=column_array(table, "vector", (self.dim,), np.float32),
+                popularity=table.column("popularity").to_numpy().astype(np.int64),
+            )
+
+    @classmethod
+    def open(
+        cls, store: str | Path, version: str | None = None, verify: bool = True
+    ) -> StoreVersion:
+        """Load ``version`` (default: the one ``STORE/CURRENT`` names), checking checksums."""
+        store = Path(store)
+        version = version or current_version(store)
+        if version is None:
+            raise StoreError(
+                f"{store}: no published version (no {POINTER} pointer); run "
+                f"`peace export --run RUN --store {store}` first."
+            )
+        path = version_path(store, version)
+        if not path.is_dir():
+            raise StoreError(
+                f"{path}: no such version; published versions are {published_versions(store)}."
+            )
+        manifest = load_manifest(path)
+        if verify:
+            verify_files(path, manifest)
+        return cls(path, manifest)
+
+    @property
+    def model_hash(self) -> str:
+        """sha256 of the pre-trained checkpoint the version was computed with."""
+        return str(self.manifest["model_hash"])
+
+    @property
+    def source_domains(self) -> list[str]:
+        return list(self.manifest.get("source_domains", []))
+
+    def user_index(self, user: str) -> int | None:
+        """Row of a user id, or None when the store does not know the user."""
+        return self.user_row.get(user)
+
+    def item_index(self, item: str) -> int | None:
+        """Row of an item id (any domain), or None."""
+        return self.item_row.get(item)
+
+    def entity_index(self, entities: list[str]) -> list[int | None]:
+        """Rows of entity ids (None where unknown)."""
+        return [self.entity_row.get(e) for e in entities]
+
+    def __repr__(self) -> str:
+        return (
+            f"StoreVersion({self.version!r}, users={len(self.users)}, "
+            f"items={len(self.items)}, domains={list(self.catalogues)})"
+        )
