@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv
+from torch_geometric.utils import softmax as pyg_softmax
 
 
 class EntityGraph:
@@ -91,6 +92,47 @@ class NeighbourSampler:
         local[nodes] = torch.arange(len(nodes))
         edge_index = local[g.edge_index[:, eid]]
         return nodes, edge_index, g.edge_type[eid]
+
+
+def relational_attention(
+    conv: GATConv,
+    x: Tensor,
+    edge_index: Tensor,
+    edge_type: Tensor,
+    relation: nn.Embedding | None,
+) -> Tensor:
+    """One GAT layer, ``conv(x, edge_index, edge_attr=relation(edge_type))``, computed per
+    relation type: the edge term of the attention, a_e . W_e r, depends on the edge's type alone,
+    so it is computed once per type instead of once per edge (the per-edge projection was most of
+    a pre-training step). Same parameters, same result up to float rounding.
+
+    ``edge_index`` must hold no self loops; every node gets one, whose edge term is the mean of
+    its incoming edges' terms (GATConv's ``fill_value="mean"``, which is linear in the edge
+    features), or 0 without incoming edges.
+    """
+    n = x.shape[0]
+    heads, out = conv.heads, conv.out_channels
+    xs = conv.lin(x).view(n, heads, out)
+    a_src = (xs * conv.att_src).sum(-1)  # [N, H]
+    a_dst = (xs * conv.att_dst).sum(-1)
+    src, dst = edge_index
+    nodes = torch.arange(n, device=x.device)
+    alpha = torch.cat([a_src[src] + a_dst[dst], a_src + a_dst])  # edges, then self loops
+    if relation is not None and conv.lin_edge is not None:
+        per_type = (conv.lin_edge(relation.weight).view(-1, heads, out) * conv.att_edge).sum(-1)
+        a_edge = per_type[edge_type]  # [E, H]
+        total = torch.zeros(n, heads, dtype=a_edge.dtype, device=x.device)
+        total = total.index_add(0, dst, a_edge)
+        count = torch.bincount(dst, minlength=n).clamp(min=1).unsqueeze(1)
+        alpha = alpha + torch.cat([a_edge, total / count])
+    src_all, dst_all = torch.cat([src, nodes]), torch.cat([dst, nodes])
+    alpha = F.leaky_relu(alpha, conv.negative_slope)
+    alpha = pyg_softmax(alpha, dst_all, num_nodes=n)
+    alpha = F.dropout(alpha, conv.dropout, conv.training)
+    messages = xs.index_select(0, src_all) * alpha.unsqueeze(-1)  # [E + N, H, C]
+    h = torch.zeros_like(xs).index_add(0, dst_all, messages)
+    h = h.mean(1) if not conv.concat else h.view(n, heads * out)
+    return h + conv.bias if conv.bias is not None else h
 
 
 class EntityEncoder(nn.Module):
@@ -206,9 +248,11 @@ class EntityEncoder(nn.Module):
     def propagate(self, x: Tensor, edge_index: Tensor, edge_type: Tensor) -> Tensor:
         if not self.use_graph:
             return x
-        edge_attr = self.relation(edge_type) if self.relation is not None else None
+        loops = edge_index[0] == edge_index[1]
+        if bool(loops.any()):  # GATConv replaces a graph's own self loops by its own
+            edge_index, edge_type = edge_index[:, ~loops], edge_type[~loops]
         for k, conv in enumerate(self.convs):
-            h = conv(x, edge_index, edge_attr=edge_attr)
+            h = relational_attention(conv, x, edge_index, edge_type, self.relation)
             if k < len(self.convs) - 1:
                 h = F.elu(h)
                 h = F.dropout(h, self.dropout, self.training)
