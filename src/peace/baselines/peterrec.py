@@ -31,13 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from peace.baselines.base import (
-    SourceContext,
-    TokenEmbedding,
-    TransferModel,
-    entity_loss,
-    left_align,
-)
+from peace.baselines.base import SourceContext
+from peace.baselines.sequence import SequenceModel
 from peace.config import PeaceConfig
 
 
@@ -119,7 +114,7 @@ class ResidualBlock(nn.Module):
         return x[:, x.shape[1] - h.shape[1] :] + h
 
 
-class PeterRec(TransferModel):
+class PeterRec(SequenceModel):
     """PeterRec on entity sequences; the user vector is the last position's output ``[B, d]``.
 
     ``patched`` (off until :meth:`patch_parameters`) switches the model patches on.
@@ -138,18 +133,14 @@ class PeterRec(TransferModel):
         dilations: tuple[int, ...] = (1, 4, 1, 4, 1, 4, 1, 4),
         bottleneck: int = 16,
     ) -> None:
-        super().__init__()
         d = cfg.model.dim
-        self.pad, self.num_entities = ctx.pad, ctx.num_entities
-        self.embedding = TokenEmbedding(ctx.num_entities, d)
+        super().__init__(ctx, d)
+        self.num_entities = ctx.num_entities
         if len(dilations) % 2:
             raise ValueError(f"PeterRec: dilations {dilations} must pair up, two per block.")
         pairs = [tuple(dilations[k : k + 2]) for k in range(0, len(dilations), 2)]
         self.blocks = nn.ModuleList([ResidualBlock(d, pair, bottleneck) for pair in pairs])
         self.patched = False
-
-    def encoder_table(self, graph: object | None = None) -> Tensor:
-        return self.embedding.table()
 
     def _encode(self, table: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
         """Right-aligned ``[B, L]`` tokens -> outputs ``[B, L, d]`` (padding positions 0)."""
@@ -177,13 +168,8 @@ class PeterRec(TransferModel):
         return h[:, -1]
 
     def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
-        tokens, mask = left_align(tokens, mask, self.pad)
+        tokens, mask = self.sequence(tokens, mask)
         return self._encode_last(table, tokens, mask)
-
-    def pretrain_losses(self, table: Tensor, batch, tau: float, gamma: float) -> dict[str, Tensor]:
-        users = self.encode_users(table, batch.users, batch.tokens, batch.mask)
-        et = entity_loss(users, table, batch)
-        return {"et": et, "total": et}
 
     def patch_parameters(self) -> list[nn.Parameter]:
         """Switch the model patches on, reset them to the identity, and return their parameters."""
