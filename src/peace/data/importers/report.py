@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import pandas as pd
 
 
 @dataclass
@@ -103,3 +106,25 @@ class ImportReport:
         for note in self.notes:
             lines.append(f"  note: {note}")
         return "\n".join(lines)
+
+
+def count_domains(
+    inter: pd.DataFrame, domains: Sequence[tuple[str, str]], report: ImportReport
+) -> None:
+    """Fill the per-domain counts of ``report`` from the final interactions."""
+    grouped = inter.groupby("domain", sort=False)
+    items = grouped["item"].nunique()
+    users = grouped["user"].nunique()
+    rows = grouped.size()
+    report.domains = [
+        DomainCount(
+            domain=name,
+            role=role,
+            items=int(items.get(name, 0)),
+            rows=int(rows.get(name, 0)),
+            users=int(users.get(name, 0)),
+        )
+        for name, role in domains
+    ]
+    report.rows_kept = len(inter)
+    report.users = int(inter["user"].nunique())
