@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 
+from peace.serve.domains import DomainState, launched_state
 from peace.serve.metrics import Metrics
-from peace.serve.rankers import DomainState, UserVectors, launched_state
+from peace.serve.rankers import UserVectors
 from peace.serve.schemas import ItemSpec, ServiceError, check_domain_name, duplicate_ids
 from peace.serve.state import (
     Signature,

@@ -17,15 +17,8 @@ from typing import Any
 
 import torch
 
-from peace.serve.rankers import (
-    DomainState,
-    NormalRanker,
-    ZeroShotScorer,
-    attach_normal,
-    catalogue_state,
-    launched_state,
-    mean_entity_vectors,
-)
+from peace.serve.domains import DomainState, attach_normal, catalogue_state, launched_state
+from peace.serve.rankers import NormalRanker, ZeroShotScorer, mean_entity_vectors
 from peace.serve.schemas import MAX_ENTITIES, ServiceError, duplicate_ids
 from peace.serve.store import (
     POINTER,
