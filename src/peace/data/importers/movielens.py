@@ -33,7 +33,7 @@ import pandas as pd
 from peace.data.contract import DataContractError
 from peace.data.importers.cut import DEFAULT_CUT, DomainSpec, GenreCut, load_cut, rarest_genre
 from peace.data.importers.files import read_fields, read_text, require_file, write_tables
-from peace.data.importers.phi import PhiRule, phi_graph, phi_table, select_phi
+from peace.data.importers.phi import DropReasons, PhiRule, phi_graph, phi_table, select_phi
 from peace.data.importers.report import ImportReport, count_domains
 from peace.data.importers.satori import read_kg_txt, read_links
 
@@ -83,6 +83,14 @@ OCCUPATION_LABELS = {
     "20": "writer",
 }
 """ML-1M occupation codes (its README) as labels: a code is a category, not a quantity."""
+
+DROP_REASONS = DropReasons(
+    no_domain="movie without a genre of the cut",
+    no_nodes="movie without a graph node in item_index2entity_id.txt",
+    unlinked="movie whose graph node is in no triplet of kg.txt",
+    empty="movie with no entity under the [phi] rule",
+)
+"""Why a movie of ``movies.dat`` is left out, as the import report says."""
 
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
@@ -174,20 +182,9 @@ def import_movielens(
     )
 
     # -- phi and the fate of every movie
-    nodes_of: dict[int, list[str] | str] = {}
-    for movie in movie_ids.tolist():
-        if movie not in movie_domain:
-            nodes_of[movie] = "movie without a genre of the cut"
-        elif movie not in node_of:
-            nodes_of[movie] = "movie without a graph node in item_index2entity_id.txt"
-        else:
-            nodes_of[movie] = [node_of[movie]]
+    nodes_of = {movie: [node] for movie, node in node_of.items()}
     entities_of, reason_of = select_phi(
-        graph,
-        spec.phi,
-        nodes_of,
-        unlinked="movie whose graph node is in no triplet of kg.txt",
-        empty="movie with no entity under the [phi] rule",
+        graph, spec.phi, movie_ids.tolist(), movie_domain, nodes_of, DROP_REASONS
     )
 
     # -- ratings
@@ -213,13 +210,7 @@ def import_movielens(
     reasons = ratings["movie"].map(status)
     unknown = ~ratings["movie"].isin(seen)
     reasons[unknown.to_numpy()] = "rating of a movie not in movies.dat"
-    keep = reasons.isna().to_numpy()
-    for reason, count in reasons[~keep].value_counts().items():
-        report.drop_rows(str(reason), int(count))
-    ratings = ratings[keep]
-    dup = ratings.duplicated(["user", "movie", "timestamp"]).to_numpy()
-    report.drop_rows("repeated (user, movie, timestamp)", int(dup.sum()))
-    ratings = ratings[~dup]
+    ratings = report.keep_rows(ratings, reasons, ("user", "movie", "timestamp"))
 
     # -- movies: kept or why not
     rated = set(ratings["movie"].unique().tolist())

@@ -4,14 +4,14 @@ every importer.
 :class:`PhiRule` says which entities an item gets (its own graph nodes, then ranked neighbours,
 never hubs); :class:`EntityGraph` indexes the triplets (entity degrees, the neighbourhood of the
 nodes items link to) and applies a rule; :func:`select_phi` maps a whole catalogue and says why
-an item gets no entity.
+an item gets no entity (:class:`DropReasons`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Container, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -247,30 +247,46 @@ def phi_table(entities: Mapping[str, list[str]]) -> pd.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class DropReasons:
+    """Why an item of a catalogue gets no entity, in an import report's words."""
+
+    no_domain: str
+    """The item has no domain."""
+    no_nodes: str
+    """The item links to no graph node."""
+    unlinked: str
+    """None of the item's nodes is in a triplet."""
+    empty: str
+    """The rule picks no entity for it."""
+
+
 def select_phi(
     graph: EntityGraph,
     rule: PhiRule,
-    nodes_of: Mapping[K, Sequence[str] | str],
-    unlinked: str,
-    empty: str,
+    items: Iterable[K],
+    domain_of: Container[K],
+    nodes_of: Mapping[K, Sequence[str]],
+    reasons: DropReasons,
 ) -> tuple[dict[K, list[str]], dict[K, str]]:
-    """phi of every item, in the order of ``nodes_of``, and why the others have none.
+    """phi of every item of ``items`` (in order), and why the others have none.
 
-    ``nodes_of`` maps an item to its own graph nodes, or to the reason it has none. An item none
-    of whose nodes is in a triplet is left out for ``unlinked``; one the rule gives no entity, for
-    ``empty``. Returns item -> ranked entities and item -> reason.
+    ``nodes_of`` maps an item to its own graph nodes. Returns item -> ranked entities and
+    item -> reason.
     """
     entities_of: dict[K, list[str]] = {}
     reason_of: dict[K, str] = {}
-    for item, nodes in nodes_of.items():
-        if isinstance(nodes, str):
-            reason_of[item] = nodes
-        elif not any(n in graph for n in nodes):
-            reason_of[item] = unlinked
+    for item in items:
+        if item not in domain_of:
+            reason_of[item] = reasons.no_domain
+        elif item not in nodes_of:
+            reason_of[item] = reasons.no_nodes
+        elif not any(n in graph for n in nodes_of[item]):
+            reason_of[item] = reasons.unlinked
         else:
-            chosen = graph.select(nodes, rule)
+            chosen = graph.select(nodes_of[item], rule)
             if chosen:
                 entities_of[item] = chosen
             else:
-                reason_of[item] = empty
+                reason_of[item] = reasons.empty
     return entities_of, reason_of

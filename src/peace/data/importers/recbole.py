@@ -32,8 +32,16 @@ from peace.data.importers.atomic import (
     token_ids,
 )
 from peace.data.importers.files import guess_separator, require_file, write_tables
-from peace.data.importers.phi import PhiRule, phi_graph, phi_table, select_phi
+from peace.data.importers.phi import DropReasons, PhiRule, phi_graph, phi_table, select_phi
 from peace.data.importers.report import ImportReport, count_domains
+
+DROP_REASONS = DropReasons(
+    no_domain="item without a domain",
+    no_nodes="item without an entity in .link",
+    unlinked="item whose linked entities are in no triplet of .kg",
+    empty="item with no entity under the phi rule",
+)
+"""Why an item of ``.inter`` is left out, as the import report says."""
 
 
 def import_recbole(
@@ -141,32 +149,14 @@ def import_recbole(
         links.setdefault(item, []).append(entity)
     graph = phi_graph(triplets, (e for ents in links.values() for e in ents), rule, report)
 
-    nodes_of: dict[str, list[str] | str] = {}
-    for item in seen_items.tolist():
-        if item not in domain_of:
-            nodes_of[item] = "item without a domain"
-        elif item not in links:
-            nodes_of[item] = "item without an entity in .link"
-        else:
-            nodes_of[item] = links[item]
     entities_of, reason_of = select_phi(
-        graph,
-        rule,
-        nodes_of,
-        unlinked="item whose linked entities are in no triplet of .kg",
-        empty="item with no entity under the phi rule",
+        graph, rule, seen_items.tolist(), domain_of, links, DROP_REASONS
     )
     for reason, count in pd.Series(reason_of, dtype=object).value_counts().items():
         report.drop_items(str(reason), int(count))
 
     reasons = rows["item"].map(pd.Series(reason_of, dtype=object))
-    keep = reasons.isna().to_numpy()
-    for reason, count in reasons[~keep].value_counts().items():
-        report.drop_rows(str(reason), int(count))
-    rows = rows[keep]
-    dup = rows.duplicated(["user", "item", "timestamp"]).to_numpy()
-    report.drop_rows("repeated (user, item, timestamp)", int(dup.sum()))
-    rows = rows[~dup].reset_index(drop=True)
+    rows = report.keep_rows(rows, reasons, ("user", "item", "timestamp")).reset_index(drop=True)
     report.items_kept = len(entities_of)
 
     interactions = pd.DataFrame(

@@ -60,6 +60,17 @@ class ImportReport:
         if count:
             self.items_dropped[reason] = self.items_dropped.get(reason, 0) + int(count)
 
+    def keep_rows(self, rows: pd.DataFrame, reasons: pd.Series, key: Sequence[str]) -> pd.DataFrame:
+        """``rows`` without those that have a reason (``reasons``, aligned; NaN: none) and without
+        repeats of ``key``; every row left out is counted under its reason."""
+        keep = reasons.isna().to_numpy()
+        for reason, count in reasons[~keep].value_counts().items():
+            self.drop_rows(str(reason), int(count))
+        rows = rows[keep]
+        dup = rows.duplicated(list(key)).to_numpy()
+        self.drop_rows(f"repeated ({', '.join(key)})", int(dup.sum()))
+        return rows[~dup]
+
     def domain(self, name: str) -> DomainCount:
         """The counts of domain ``name``; KeyError if the import has no such domain."""
         for entry in self.domains:
