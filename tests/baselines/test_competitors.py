@@ -6,24 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import fine_tune, first_target
 
 from peace.baselines import build_competitor, competitor_names
-from peace.data.dataset import load_dataset
-from peace.data.splits import split_targets
-from peace.flows.finetune import evaluate_ranker, fit_ranker, ranking_task, score_catalogue
+from peace.flows.finetune import evaluate_ranker, ranking_task, score_catalogue
 from peace.flows.pretrain import pretrain
-from peace.flows.rankers import PeaceRanker, TargetDomain, ZeroShotRanker
+from peace.flows.rankers import PeaceRanker, ZeroShotRanker
 
 NAMES = competitor_names()
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> object:
-    from conftest import toy_tables
-
-    from peace.data.contract import write_dataset
-
-    return load_dataset(write_dataset(toy_tables(), tmp_path_factory.mktemp("toy") / "toy"))
 
 
 @pytest.fixture
@@ -42,9 +32,7 @@ def test_pretraining_loss_falls(toy, cfg, name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_scores_have_the_right_shapes(toy, cfg, name: str) -> None:
     pre = pretrain(toy, cfg.override(["pretrain.epochs=1"]), show_progress=False, architecture=name)
-    d = toy.target_domains[0]
-    target = TargetDomain(toy, d)
-    split = split_targets(toy, cfg.eval.split)[d]
+    target, split = first_target(toy, cfg)
     users = np.array([0, 1, 2, 3])
     times = np.full(4, 1e9)
     n_items = len(target.catalogue)
@@ -65,19 +53,9 @@ def test_same_seed_same_model_and_metrics(toy, cfg, name: str) -> None:
     def run(seed: int) -> tuple[torch.Tensor, dict]:
         c = cfg.override([f"seed={seed}", "pretrain.epochs=2"])
         pre = pretrain(toy, c, show_progress=False, architecture=name)
-        d = toy.target_domains[0]
-        target = TargetDomain(toy, d)
-        split = split_targets(toy, c.eval.split)[d]
+        target, split = first_target(toy, c)
         ranker = PeaceRanker(pre, target, c)
-        fit_ranker(
-            ranker,
-            target,
-            split.train,
-            ranking_task(split.valid, split.train),
-            c.finetune,
-            seed,
-            show_progress=False,
-        )
+        fine_tune(ranker, target, split, c, seed)
         return pre.entity_table(), evaluate_ranker(
             ranker, target, ranking_task(split.test), seed=seed
         )
@@ -103,19 +81,8 @@ def test_frozen_encoder_stays_frozen_without_patches(toy, cfg) -> None:
         )
         before = {k: v.clone() for k, v in pre.model.state_dict().items()}
         patches = {id(p) for p in pre.model.patch_parameters()}
-        d = toy.target_domains[0]
-        target = TargetDomain(toy, d)
-        split = split_targets(toy, cfg.eval.split)[d]
-        ranker = PeaceRanker(pre, target, cfg)
-        fit_ranker(
-            ranker,
-            target,
-            split.train,
-            ranking_task(split.valid, split.train),
-            cfg.finetune,
-            0,
-            show_progress=False,
-        )
+        target, split = first_target(toy, cfg)
+        fine_tune(PeaceRanker(pre, target, cfg), target, split, cfg, 0)
         named = dict(pre.model.named_parameters())
         for key, value in before.items():
             if key in named and id(named[key]) in patches:
