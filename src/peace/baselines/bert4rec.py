@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from peace.baselines.base import SourceContext, entity_loss
+from peace.baselines.options import BERT4RecOptions
 from peace.baselines.sequence import PreNormBlock, SequenceModel, add_recent_positions
 from peace.config import PeaceConfig
 
@@ -77,34 +78,20 @@ class EncoderLayer(PreNormBlock):
 class BERT4Rec(SequenceModel):
     """BERT4Rec on entity sequences; the user vector is the appended [MASK]'s output ``[B, d]``."""
 
-    display_name = "BERT4Rec"
-    reference = (
-        "Sun et al., BERT4Rec: Sequential Recommendation with Bidirectional Encoder "
-        "Representations from Transformer, CIKM 2019"
-    )
-
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        blocks: int = 2,
-        heads: int = 2,
-        dropout: float = 0.1,
-        attention_dropout: float = 0.0,
-        mask_rate: float = 0.2,
-        max_masked: int = 5,
-        per_domain: int = 20,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: BERT4RecOptions = BERT4RecOptions()
     ) -> None:
+        super().__init__(ctx, cfg.model.dim, options.per_domain, extra_tokens=1)  # [MASK]: |E| + 1
         d = cfg.model.dim
-        super().__init__(ctx, d, per_domain, extra_tokens=1)  # row |E| + 1 = [MASK]
         self.mask_id = ctx.pad + 1
-        self.mask_rate, self.max_masked = mask_rate, max_masked
+        self.mask_rate, self.max_masked = options.mask_rate, options.max_masked
         self.position = nn.Embedding(self.window.length + 1, d)
         self.layers = nn.ModuleList(
-            [EncoderLayer(d, heads, dropout, attention_dropout) for _ in range(blocks)]
+            EncoderLayer(d, options.heads, options.dropout, options.attention_dropout)
+            for _ in range(options.blocks)
         )
         self.norm = nn.LayerNorm(d)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(options.dropout)
         self.projection = nn.Linear(d, d)  # the cloze head: GELU(W h + b) E^T + b^O
         self.output_bias = nn.Parameter(torch.zeros(ctx.num_entities))
 
@@ -154,3 +141,10 @@ class BERT4Rec(SequenceModel):
         logits = hidden @ table[: self.pad].T + self.output_bias  # [N, |E|]
         cloze = F.cross_entropy(logits, answers)
         return {"et": et, "total": et + cloze}
+
+    # the name in result tables, and the paper the model follows
+    display_name = "BERT4Rec"
+    reference = (
+        "Sun et al., BERT4Rec: Sequential Recommendation with Bidirectional Encoder "
+        "Representations from Transformer, CIKM 2019"
+    )

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from peace.baselines.base import SourceContext, TransferModel, info_nce
+from peace.baselines.options import ContrastiveOptions, GraphOptions
 
 
 class _SymmetricProduct(torch.autograd.Function):
@@ -233,13 +234,13 @@ class GraphModel(TransferModel):
     def __init__(
         self,
         ctx: SourceContext,
-        layers: int,
-        l2: float,
+        options: GraphOptions,
         pairs: Tensor | np.ndarray | None = None,
         extra_nodes: int = 0,
     ) -> None:
         super().__init__()
-        self.num_entities, self.layers, self.l2 = ctx.num_entities, layers, l2
+        layers, self.l2 = options.layers, options.l2
+        self.num_entities, self.layers = ctx.num_entities, layers
         self.num_nodes = ctx.num_entities + 1 + ctx.num_users + extra_nodes
         pairs = user_entity_pairs(ctx) if pairs is None else pairs
         self.graph = SymmetricGraph(pairs, self.num_nodes)
@@ -282,16 +283,9 @@ class ContrastiveGraphModel(GraphModel):
     separately, its distinct target entities. A subclass implements :meth:`views`.
     """
 
-    def __init__(
-        self,
-        ctx: SourceContext,
-        layers: int,
-        l2: float,
-        cl_weight: float,
-        cl_tau: float,
-    ) -> None:
-        super().__init__(ctx, layers, l2)
-        self.cl_weight, self.cl_tau = cl_weight, cl_tau
+    def __init__(self, ctx: SourceContext, options: ContrastiveOptions) -> None:
+        super().__init__(ctx, options)
+        self.cl_weight, self.cl_tau = options.cl_weight, options.cl_tau
 
     def views(self, table: Tensor, batch: object) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Two augmented views of the batch's distinct users ``[n, d]`` and of its distinct

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from peace.baselines.base import SourceContext
+from peace.baselines.options import PAUPOptions
 from peace.baselines.sequence import PreNormBlock, SequenceModel
 from peace.config import PeaceConfig
 
@@ -85,35 +86,23 @@ class SegmentAttentionLayer(PreNormBlock):
 class PAUP(SequenceModel):
     """PAUP on entity sequences; the user vector is the last position's output ``[B, d]``."""
 
-    display_name = "PAUP"
-    reference = (
-        "Zhu et al., Progressive Self-Attention Network with Unsymmetrical Positional Encoding "
-        "for Sequential Recommendation, SIGIR 2022"
-    )
-
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        layers: int = 2,
-        heads: int = 2,
-        segments: int = 5,
-        dropout: float = 0.2,
-        per_domain: int | None = None,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: PAUPOptions = PAUPOptions()
     ) -> None:
         # linear in L: reads all of PEACE's H tokens per domain unless told otherwise
         d = cfg.model.dim
-        super().__init__(ctx, d, per_domain or ctx.sequence_length)
-        self.dim, self.segments = d, segments
-        self.width = math.ceil(self.window.length / segments)
-        self.length = self.width * segments  # L, left-padded to a multiple of m
+        super().__init__(ctx, d, options.per_domain or ctx.sequence_length)
+        self.dim, self.segments = d, options.segments
+        self.width = math.ceil(self.window.length / options.segments)
+        self.length = self.width * options.segments  # L, left-padded to a multiple of m
         self.item_position = nn.Parameter(torch.empty(self.length, d))
         nn.init.normal_(self.item_position, std=0.02)
         self.layers = nn.ModuleList(
-            SegmentAttentionLayer(d, heads, segments, self.width, dropout) for _ in range(layers)
+            SegmentAttentionLayer(d, options.heads, options.segments, self.width, options.dropout)
+            for _ in range(options.layers)
         )
         self.norm = nn.LayerNorm(d)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(options.dropout)
 
     def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
         tokens, mask = self.sequence(tokens, mask)
@@ -131,3 +120,10 @@ class PAUP(SequenceModel):
         for i, layer in enumerate(self.layers):
             x = layer(x, keep, segment_keep, last_only=i == len(self.layers) - 1)
         return self.norm(x[:, -1]) * (~empty).unsqueeze(-1).to(x.dtype)
+
+    # the name in result tables, and the paper the model follows
+    display_name = "PAUP"
+    reference = (
+        "Zhu et al., Progressive Self-Attention Network with Unsymmetrical Positional Encoding "
+        "for Sequential Recommendation, SIGIR 2022"
+    )

@@ -53,6 +53,7 @@ from peace.baselines.graph import (
     NodeEmbedding,
     batch_nodes,
 )
+from peace.baselines.options import PCRecDOptions, PCRecLOptions
 from peace.baselines.routing import (
     Messages,
     _route_dense,
@@ -83,27 +84,20 @@ class _PCRec(ContrastiveGraphModel):
         users_b, entities_b = self._view(table, batch, rows, entities, first=False)
         return users_a, users_b, entities_a, entities_b, self.embedding()
 
-
-class PCRecL(_PCRec):
-    """PCRec with a LightGCN encoder; users from their history, vectors ``[B, d]``."""
-
-    display_name = "PCRec-L"
+    # the paper both backbones follow
     reference = (
         "Wang et al., Pre-training Graph Neural Network for Cross Domain Recommendation, 2021"
     )
 
+
+class PCRecL(_PCRec):
+    """PCRec with a LightGCN encoder; users from their history, vectors ``[B, d]``."""
+
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        layers: int = 2,
-        drop_rate: float = 0.2,
-        cl_weight: float = 1e-4,
-        cl_tau: float = 0.2,
-        l2: float = 1e-4,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: PCRecLOptions = PCRecLOptions()
     ) -> None:
-        super().__init__(ctx, layers, l2, cl_weight, cl_tau)
-        self.drop_rate = drop_rate
+        super().__init__(ctx, options)
+        self.drop_rate = options.drop_rate
         self.embedding = NodeEmbedding(self.num_nodes, cfg.model.dim, ctx.pad)
 
     def _table(self, adjacency: Tensor) -> Tensor:
@@ -126,6 +120,9 @@ class PCRecL(_PCRec):
         users = self.encode_users(view, batch.users[rows], batch.tokens[rows], mask)
         return users, view[entities]
 
+    # the name in result tables (the paper is the base class's)
+    display_name = "PCRec-L"
+
 
 class PCRecD(_PCRec):
     """PCRec with a disentangled (DisenGCN) encoder; users from their history, vectors ``[B, d]``.
@@ -140,30 +137,16 @@ class PCRecD(_PCRec):
     aggregation per layer; the forward values are DisenGCN's.
     """
 
-    display_name = "PCRec-D"
-    reference = (
-        "Wang et al., Pre-training Graph Neural Network for Cross Domain Recommendation, 2021"
-    )
-
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        factors: int = 8,
-        layers: int = 2,
-        iterations: int = 3,
-        sample: int = 8,
-        cl_weight: float = 1e-4,
-        cl_tau: float = 0.2,
-        l2: float = 1e-4,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: PCRecDOptions = PCRecDOptions()
     ) -> None:
-        super().__init__(ctx, layers, l2, cl_weight, cl_tau)
-        dim = cfg.model.dim
+        super().__init__(ctx, options)
+        dim, factors, iterations = cfg.model.dim, options.factors, options.iterations
         if dim % factors:
             raise ValueError(f"PCRec-D needs model.dim ({dim}) divisible by {factors} factors.")
         if iterations < 1:
             raise ValueError("PCRec-D needs at least one routing iteration.")
-        self.factors, self.iterations, self.sample = factors, iterations, sample
+        self.factors, self.iterations, self.sample = factors, iterations, options.sample
         self.embedding = NodeEmbedding(self.num_nodes, dim, ctx.pad, init="normal")
         self.project = nn.Linear(dim, dim)
         # One learned output scale (rows start at unit norm) so that inner-product logits can be
@@ -280,3 +263,6 @@ class PCRecD(_PCRec):
         around them (second view)."""
         users = self.encode_users(table, batch.users[rows], batch.tokens[rows], batch.mask[rows])
         return users, table[entities] if first else self.subgraph_rows(entities)
+
+    # the name in result tables (the paper is the base class's)
+    display_name = "PCRec-D"

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from peace.baselines.base import SourceContext
+from peace.baselines.options import PeterRecOptions
 from peace.baselines.sequence import SequenceModel
 from peace.config import PeaceConfig
 
@@ -120,26 +121,17 @@ class PeterRec(SequenceModel):
     ``patched`` (off until :meth:`patch_parameters`) switches the model patches on.
     """
 
-    display_name = "PeterRec"
-    reference = (
-        "Yuan et al., Parameter-Efficient Transfer from Sequential Behaviors for User Modeling "
-        "and Recommendation, SIGIR 2020"
-    )
-
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        dilations: tuple[int, ...] = (1, 4, 1, 4, 1, 4, 1, 4),
-        bottleneck: int = 16,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: PeterRecOptions = PeterRecOptions()
     ) -> None:
         d = cfg.model.dim
         super().__init__(ctx, d)
         self.num_entities = ctx.num_entities
+        dilations = options.dilations
         if len(dilations) % 2:
             raise ValueError(f"PeterRec: dilations {dilations} must pair up, two per block.")
         pairs = [tuple(dilations[k : k + 2]) for k in range(0, len(dilations), 2)]
-        self.blocks = nn.ModuleList([ResidualBlock(d, pair, bottleneck) for pair in pairs])
+        self.blocks = nn.ModuleList([ResidualBlock(d, p, options.bottleneck) for p in pairs])
         self.patched = False
 
     def _encode(self, table: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
@@ -178,3 +170,10 @@ class PeterRec(SequenceModel):
             patch.reset()
         self.patched = True
         return [p for patch in patches for p in patch.parameters()]
+
+    # the name in result tables, and the paper the model follows
+    display_name = "PeterRec"
+    reference = (
+        "Yuan et al., Parameter-Efficient Transfer from Sequential Behaviors for User Modeling "
+        "and Recommendation, SIGIR 2020"
+    )

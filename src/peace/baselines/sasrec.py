@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from peace.baselines.base import SourceContext
+from peace.baselines.options import SASRecOptions
 from peace.baselines.sequence import PreNormBlock, SequenceModel, add_recent_positions
 from peace.config import PeaceConfig
 
@@ -82,21 +83,18 @@ class CausalTransformer(nn.Module):
 class SASRec(SequenceModel):
     """SASRec on entity sequences; the user vector is the last position's output ``[B, d]``."""
 
-    display_name = "SASRec"
-    reference = "Kang and McAuley, Self-Attentive Sequential Recommendation, ICDM 2018"
-
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        blocks: int = 2,
-        heads: int = 1,
-        dropout: float = 0.2,
-        per_domain: int = 20,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: SASRecOptions = SASRecOptions()
     ) -> None:
-        super().__init__(ctx, cfg.model.dim, per_domain)
-        self.encoder = CausalTransformer(self.window.length, cfg.model.dim, blocks, heads, dropout)
+        super().__init__(ctx, cfg.model.dim, options.per_domain)
+        self.encoder = CausalTransformer(
+            self.window.length, cfg.model.dim, options.blocks, options.heads, options.dropout
+        )
 
     def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
         tokens, mask = self.sequence(tokens, mask)
         return self.encoder(F.embedding(tokens, table), mask)[:, -1]
+
+    # the name in result tables, and the paper the model follows
+    display_name = "SASRec"
+    reference = "Kang and McAuley, Self-Attentive Sequential Recommendation, ICDM 2018"

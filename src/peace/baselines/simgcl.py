@@ -41,31 +41,18 @@ from peace.baselines.graph import (
     history_step,
     history_weights,
 )
+from peace.baselines.options import SimGCLOptions
 from peace.config import PeaceConfig
 
 
 class SimGCL(ContrastiveGraphModel):
     """SimGCL on the user-entity graph; users from their history, vectors ``[B, d]``."""
 
-    display_name = "SimGCL"
-    reference = (
-        "Yu et al., Are Graph Augmentations Necessary? Simple Graph Contrastive Learning for "
-        "Recommendation, SIGIR 2022"
-    )
-
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        layers: int = 2,
-        eps: float = 0.1,
-        cl_weight: float = 1e-3,
-        cl_tau: float = 0.2,
-        l2: float = 1e-4,
-        skip_input: bool = True,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: SimGCLOptions = SimGCLOptions()
     ) -> None:
-        super().__init__(ctx, layers, l2, cl_weight, cl_tau)
-        self.eps, self.skip_input = eps, skip_input
+        super().__init__(ctx, options)
+        self.eps, self.skip_input = options.eps, options.skip_input
         self.embedding = NodeEmbedding(self.num_nodes, cfg.model.dim, ctx.pad)
 
     def _perturb(self, h: Tensor, views: int) -> Tensor:
@@ -110,3 +97,10 @@ class SimGCL(ContrastiveGraphModel):
         users_a, users_b = self._user_views(views, ego, batch, rows).chunk(2, dim=1)
         entities_a, entities_b = self._combine(views)[entity_nodes].chunk(2, dim=1)
         return users_a, users_b, entities_a, entities_b, ego
+
+    # the name in result tables, and the paper the model follows
+    display_name = "SimGCL"
+    reference = (
+        "Yu et al., Are Graph Augmentations Necessary? Simple Graph Contrastive Learning for "
+        "Recommendation, SIGIR 2022"
+    )

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from peace.baselines.base import SourceContext
 from peace.baselines.graph import GraphModel, NodeEmbedding
+from peace.baselines.options import TigerOptions
 from peace.config import PeaceConfig
 
 
@@ -71,24 +72,14 @@ class Tiger(GraphModel):
         items: ``[I_s]`` dataset ids of the source items that are nodes of the graph.
     """
 
-    display_name = "Tiger"
-    reference = (
-        "Zhuo et al., Tiger: Transferable Interest Graph Embedding for Domain-Level Zero-Shot "
-        "Recommendation, CIKM 2022"
-    )
-
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        layers: int = 2,
-        discarded: int = 1,
-        l2: float = 1e-4,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: TigerOptions = TigerOptions()
     ) -> None:
+        layers, discarded = options.layers, options.discarded
         if not 0 <= discarded <= layers:
             raise ValueError(f"Tiger discards 0..{layers} bottom layers, not {discarded}.")
         pairs, items = interest_graph_pairs(ctx)
-        super().__init__(ctx, layers, l2, pairs, extra_nodes=len(items))
+        super().__init__(ctx, options, pairs, extra_nodes=len(items))
         self.items, self.num_users, self.discarded = items, ctx.num_users, discarded
         self.embedding = NodeEmbedding(self.num_nodes, cfg.model.dim, ctx.pad)
 
@@ -100,3 +91,10 @@ class Tiger(GraphModel):
         """Mean of the user layers ``C..L``, propagated from the history."""
         layers = self.layout.user_layers(table, users, tokens, mask)
         return torch.stack(layers[self.discarded :]).mean(0)
+
+    # the name in result tables, and the paper the model follows
+    display_name = "Tiger"
+    reference = (
+        "Zhuo et al., Tiger: Transferable Interest Graph Embedding for Domain-Level Zero-Shot "
+        "Recommendation, CIKM 2022"
+    )
