@@ -11,10 +11,7 @@ import torch
 
 from peace.config import PeaceConfig
 from peace.data.contract import DataContractError, write_dataset
-from peace.data.dataset import Dataset, load_dataset
-from peace.data.splits import TargetSplit, split_targets
-from peace.flows.finetune import fit_ranker, ranking_task
-from peace.flows.rankers import TargetDomain
+from peace.data.dataset import load_dataset
 
 # Tiny tensors: one thread is faster and immune to oversubscribed cores.
 torch.set_num_threads(1)
@@ -82,12 +79,6 @@ def toy_dir(tmp_path: Path) -> Path:
     return write_dataset(toy_tables(), tmp_path / "toy")
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    """The toy dataset, loaded once per test module."""
-    return load_dataset(write_dataset(toy_tables(), tmp_path_factory.mktemp("toy") / "toy"))
-
-
 # A model small enough for tests to train in a second or two.
 TINY_OVERRIDES = [
     "model.dim=16",
@@ -108,17 +99,3 @@ TINY_OVERRIDES = [
 @pytest.fixture
 def tiny_config() -> PeaceConfig:
     return PeaceConfig().override([*TINY_OVERRIDES, "pretrain.epochs=2", "finetune.epochs=3"])
-
-
-def first_target(ds: Dataset, cfg: PeaceConfig) -> tuple[TargetDomain, TargetSplit]:
-    """The first target domain of ``ds`` and its chronological split."""
-    d = ds.target_domains[0]
-    return TargetDomain(ds, d), split_targets(ds, cfg.eval.split)[d]
-
-
-def fine_tune(
-    ranker: object, target: TargetDomain, split: TargetSplit, cfg: PeaceConfig, seed: int
-) -> list[dict]:
-    """Fine-tune ``ranker`` on the split's training rows, choosing by its validation rows."""
-    task = ranking_task(split.valid, split.train)
-    return fit_ranker(ranker, target, split.train, task, cfg.finetune, seed, show_progress=False)

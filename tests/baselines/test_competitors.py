@@ -6,19 +6,40 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import fine_tune, first_target
 
 from peace.baselines import build_competitor, competitor_names
-from peace.flows.finetune import evaluate_ranker, ranking_task, score_catalogue
+from peace.data.dataset import load_dataset
+from peace.data.splits import split_targets
+from peace.flows.finetune import evaluate_ranker, fit_ranker, ranking_task, score_catalogue
 from peace.flows.pretrain import pretrain
-from peace.flows.rankers import PeaceRanker, ZeroShotRanker
+from peace.flows.rankers import PeaceRanker, TargetDomain, ZeroShotRanker
 
 NAMES = competitor_names()
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> object:
+    from conftest import toy_tables
+
+    from peace.data.contract import write_dataset
+
+    return load_dataset(write_dataset(toy_tables(), tmp_path_factory.mktemp("toy") / "toy"))
 
 
 @pytest.fixture
 def cfg(tiny_config):
     return tiny_config.override(["pretrain.epochs=4", "finetune.epochs=2"])
+
+
+def _fine_tuned(ds, pre, cfg, seed: int) -> tuple[PeaceRanker, TargetDomain, object]:
+    """``pre``'s ranker fine-tuned on the first target domain, the domain and its split."""
+    d = ds.target_domains[0]
+    target = TargetDomain(ds, d)
+    split = split_targets(ds, cfg.eval.split)[d]
+    ranker = PeaceRanker(pre, target, cfg)
+    valid = ranking_task(split.valid, split.train)
+    fit_ranker(ranker, target, split.train, valid, cfg.finetune, seed, show_progress=False)
+    return ranker, target, split
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -32,7 +53,9 @@ def test_pretraining_loss_falls(toy, cfg, name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_scores_have_the_right_shapes(toy, cfg, name: str) -> None:
     pre = pretrain(toy, cfg.override(["pretrain.epochs=1"]), show_progress=False, architecture=name)
-    target, split = first_target(toy, cfg)
+    d = toy.target_domains[0]
+    target = TargetDomain(toy, d)
+    split = split_targets(toy, cfg.eval.split)[d]
     users = np.array([0, 1, 2, 3])
     times = np.full(4, 1e9)
     n_items = len(target.catalogue)
@@ -53,9 +76,7 @@ def test_same_seed_same_model_and_metrics(toy, cfg, name: str) -> None:
     def run(seed: int) -> tuple[torch.Tensor, dict]:
         c = cfg.override([f"seed={seed}", "pretrain.epochs=2"])
         pre = pretrain(toy, c, show_progress=False, architecture=name)
-        target, split = first_target(toy, c)
-        ranker = PeaceRanker(pre, target, c)
-        fine_tune(ranker, target, split, c, seed)
+        ranker, target, split = _fine_tuned(toy, pre, c, seed)
         return pre.entity_table(), evaluate_ranker(
             ranker, target, ranking_task(split.test), seed=seed
         )
@@ -81,8 +102,7 @@ def test_frozen_encoder_stays_frozen_without_patches(toy, cfg) -> None:
         )
         before = {k: v.clone() for k, v in pre.model.state_dict().items()}
         patches = {id(p) for p in pre.model.patch_parameters()}
-        target, split = first_target(toy, cfg)
-        fine_tune(PeaceRanker(pre, target, cfg), target, split, cfg, 0)
+        _fine_tuned(toy, pre, cfg, 0)
         named = dict(pre.model.named_parameters())
         for key, value in before.items():
             if key in named and id(named[key]) in patches:

@@ -6,11 +6,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import fine_tune, first_target
 
 from peace.baselines.base import left_align
+from peace.data.dataset import load_dataset
+from peace.data.splits import split_targets
+from peace.flows.finetune import fit_ranker, ranking_task
 from peace.flows.pretrain import pretrain
-from peace.flows.rankers import PeaceRanker
+from peace.flows.rankers import PeaceRanker, TargetDomain
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> object:
+    from conftest import toy_tables
+
+    from peace.data.contract import write_dataset
+
+    return load_dataset(write_dataset(toy_tables(), tmp_path_factory.mktemp("toy") / "toy"))
 
 
 @pytest.fixture
@@ -48,7 +59,9 @@ def test_patches_start_as_the_identity(pre) -> None:
 def test_fine_tuning_trains_only_patches_and_head(toy, pre) -> None:
     cfg = pre.config.override(["finetune.epochs=2"])
     encoder_before = {k: v.clone() for k, v in pre.model.state_dict().items()}
-    target, split = first_target(toy, cfg)
+    d = toy.target_domains[0]
+    target = TargetDomain(toy, d)
+    split = split_targets(toy, cfg.eval.split)[d]
     ranker = PeaceRanker(pre, target, cfg)
     assert not ranker.precomputed
     head_before = {k: v.clone() for k, v in ranker.head.state_dict().items()}
@@ -56,7 +69,8 @@ def test_fine_tuning_trains_only_patches_and_head(toy, pre) -> None:
     patches = {id(p) for p in pre.model.patch_parameters()}
     assert patches <= trainable
     assert trainable - patches == {id(p) for p in ranker.head.parameters()}
-    fine_tune(ranker, target, split, cfg, 0)
+    valid = ranking_task(split.valid, split.train)
+    fit_ranker(ranker, target, split.train, valid, cfg.finetune, 0, show_progress=False)
     after = pre.model.state_dict()
     patch_keys = _patch_keys(pre.model)
     for key, value in encoder_before.items():

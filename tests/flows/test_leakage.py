@@ -11,25 +11,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from conftest import fine_tune, first_target, toy_tables
+from conftest import toy_tables
 
 from peace.data.contract import write_dataset
 from peace.data.dataset import load_dataset
 from peace.data.splits import split_targets
-from peace.flows.finetune import ranking_task, score_catalogue
+from peace.flows.finetune import fit_ranker, ranking_task, score_catalogue
 from peace.flows.pretrain import pretrain
-from peace.flows.rankers import PeaceRanker, ZeroShotRanker
+from peace.flows.rankers import PeaceRanker, TargetDomain, ZeroShotRanker
 
 
 def _pipeline(root: Path, cfg):
     """Pre-train, fine-tune the first target domain; return weights and test scores."""
     ds = load_dataset(root)
     pre = pretrain(ds, cfg, show_progress=False)
-    target, split = first_target(ds, cfg)
+    d = ds.target_domains[0]
+    split = split_targets(ds)[d]
+    target = TargetDomain(ds, d)
     seen = pd.concat([split.train, split.valid])
     test = ranking_task(split.test, seen)
     ranker = PeaceRanker(pre, target, cfg)
-    fine_tune(ranker, target, split, cfg, cfg.seed)
+    valid = ranking_task(split.valid, split.train)
+    fit_ranker(ranker, target, split.train, valid, cfg.finetune, cfg.seed, show_progress=False)
     zero = ZeroShotRanker(pre, target)
     return {
         "pretrained": {k: v.clone() for k, v in pre.model.state_dict().items()},

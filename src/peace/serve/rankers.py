@@ -39,7 +39,6 @@ from peace.nn.heads import FineTuneHead
 from peace.nn.mlp import MLP
 from peace.nn.prototypes import Prototypes
 from peace.nn.user_encoder import AttentiveFusion
-from peace.serve.index import InnerProductIndex, faiss_available
 from peace.serve.store import (
     StoreError,
     StoreVersion,
@@ -378,3 +377,6 @@ __all__ = [
     "faiss_available",
     "mean_entity_vectors",
 ]
+
+# The approximate index lives in peace.serve.index; its names are importable from here too.
+from peace.serve.index import InnerProductIndex, faiss_available  # noqa: E402
