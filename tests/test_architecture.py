@@ -156,7 +156,7 @@ def test_the_walker_sees_known_imports() -> None:
     """Imports at module level and inside functions are found, so the rule is not vacuous."""
     edges = package_edges()
     assert "peace.flows.offline_inference" in edges[("flows", "store")]
-    assert "peace.serve.app" in edges[("serve", "store")]
+    assert "peace.serve.state" in edges[("serve", "store")]
     # cli/deploy.py imports the service inside a command function
     assert "peace.cli.deploy" in edges[("cli", "serve")]
 

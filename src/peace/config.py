@@ -78,13 +78,23 @@ class ModelConfig:
 
 
 @dataclass
-class PretrainConfig:
-    """Entity-oriented pre-training on the source domains (Eq. 3-4, 7, 10)."""
+class TrainingConfig:
+    """What every training section has: batch, Adam's learning rate and weight decay, epochs."""
 
     batch_size: int = 512
+    """Records per optimiser step (A.3: 512)."""
     lr: float = 1e-4
+    """Adam's learning rate."""
     weight_decay: float = 0.0
+    """Adam's L2 weight decay."""
     epochs: int = 10
+    """Passes over the training records."""
+
+
+@dataclass
+class PretrainConfig(TrainingConfig):
+    """Entity-oriented pre-training on the source domains (Eq. 3-4, 7, 10)."""
+
     tau: float = 0.2
     """Temperature of Eq. 7."""
     gamma: float = 1.0
@@ -120,16 +130,15 @@ class PretrainConfig:
     """Share of each source domain's items kept out of pre-training (0 = none). When > 0, the
     held-out ranking that selects the kept state ranks the records of those items among them:
     new items, as in a new domain, rather than later records of items already trained on."""
+    # TrainingConfig's values for pre-training (fields keep TrainingConfig's order)
+    lr: float = 1e-4
+    epochs: int = 10
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(TrainingConfig):
     """Fine-tuning on a target domain (Eq. 11-12)."""
 
-    batch_size: int = 512
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    epochs: int = 30
     patience: int = 5
     """Early stopping on validation NDCG@10, checked every epoch."""
     neg_ratio: int = 4
@@ -147,6 +156,9 @@ class FinetuneConfig:
     interaction_features: bool = False
     """Eq. 11's MLP also sees the explicit user-item interactions z_u * z_i and the zero-shot
     score z_u . z_i, which an MLP over a concatenation learns poorly on its own."""
+    # TrainingConfig's values for fine-tuning (fields keep TrainingConfig's order)
+    lr: float = 1e-3
+    epochs: int = 30
 
 
 @dataclass

@@ -31,6 +31,17 @@ def cfg(tiny_config):
     return tiny_config.override(["pretrain.epochs=4", "finetune.epochs=2"])
 
 
+def _fine_tuned(ds, pre, cfg, seed: int) -> tuple[PeaceRanker, TargetDomain, object]:
+    """``pre``'s ranker fine-tuned on the first target domain, the domain and its split."""
+    d = ds.target_domains[0]
+    target = TargetDomain(ds, d)
+    split = split_targets(ds, cfg.eval.split)[d]
+    ranker = PeaceRanker(pre, target, cfg)
+    valid = ranking_task(split.valid, split.train)
+    fit_ranker(ranker, target, split.train, valid, cfg.finetune, seed, show_progress=False)
+    return ranker, target, split
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_pretraining_loss_falls(toy, cfg, name: str) -> None:
     pre = pretrain(toy, cfg, show_progress=False, architecture=name)
@@ -65,19 +76,7 @@ def test_same_seed_same_model_and_metrics(toy, cfg, name: str) -> None:
     def run(seed: int) -> tuple[torch.Tensor, dict]:
         c = cfg.override([f"seed={seed}", "pretrain.epochs=2"])
         pre = pretrain(toy, c, show_progress=False, architecture=name)
-        d = toy.target_domains[0]
-        target = TargetDomain(toy, d)
-        split = split_targets(toy, c.eval.split)[d]
-        ranker = PeaceRanker(pre, target, c)
-        fit_ranker(
-            ranker,
-            target,
-            split.train,
-            ranking_task(split.valid, split.train),
-            c.finetune,
-            seed,
-            show_progress=False,
-        )
+        ranker, target, split = _fine_tuned(toy, pre, c, seed)
         return pre.entity_table(), evaluate_ranker(
             ranker, target, ranking_task(split.test), seed=seed
         )
@@ -103,19 +102,7 @@ def test_frozen_encoder_stays_frozen_without_patches(toy, cfg) -> None:
         )
         before = {k: v.clone() for k, v in pre.model.state_dict().items()}
         patches = {id(p) for p in pre.model.patch_parameters()}
-        d = toy.target_domains[0]
-        target = TargetDomain(toy, d)
-        split = split_targets(toy, cfg.eval.split)[d]
-        ranker = PeaceRanker(pre, target, cfg)
-        fit_ranker(
-            ranker,
-            target,
-            split.train,
-            ranking_task(split.valid, split.train),
-            cfg.finetune,
-            0,
-            show_progress=False,
-        )
+        _fine_tuned(toy, pre, cfg, 0)
         named = dict(pre.model.named_parameters())
         for key, value in before.items():
             if key in named and id(named[key]) in patches:

@@ -136,9 +136,7 @@ def test_history_propagation_equals_the_graph_for_a_user_whose_history_is_its_ed
     ctx = _context()
     torch.manual_seed(0)
     model = model_class(ctx, tiny_config).eval()
-    ego = model.embedding()
-    h1 = graph_mm(model.graph, ego)
-    h2 = graph_mm(model.graph, h1)
+    ego, h1, h2 = dense_layers(model)
     node_rows = (h1 + h2) / 2 if model_class is SimGCL else (ego + h1 + h2) / 3
     users = [0, 2, 5]
     tokens, mask = _history_of_edges(ctx, users)
@@ -210,13 +208,18 @@ def graph_mm(graph: SymmetricGraph, x: torch.Tensor) -> torch.Tensor:
     return graph.adjacency.to_dense() @ x
 
 
+def dense_layers(model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A graph model's input rows and its first two LightGCN layers, by dense products."""
+    ego = model.embedding()
+    h1 = graph_mm(model.graph, ego)
+    return ego, h1, graph_mm(model.graph, h1)
+
+
 def test_tiger_discards_the_users_bottom_layer_and_keeps_every_entity_layer(tiny_config) -> None:
     ctx = _context()
     torch.manual_seed(0)
     model = Tiger(ctx, tiny_config).eval()
-    ego = model.embedding()
-    h1 = graph_mm(model.graph, ego)
-    h2 = graph_mm(model.graph, h1)
+    ego, h1, h2 = dense_layers(model)
     table = model.encoder_table(None)
     e = ctx.num_entities + 1
     torch.testing.assert_close(table[:e], ((ego + h1 + h2) / 3)[:e])

@@ -69,15 +69,8 @@ def test_fine_tuning_trains_only_patches_and_head(toy, pre) -> None:
     patches = {id(p) for p in pre.model.patch_parameters()}
     assert patches <= trainable
     assert trainable - patches == {id(p) for p in ranker.head.parameters()}
-    fit_ranker(
-        ranker,
-        target,
-        split.train,
-        ranking_task(split.valid, split.train),
-        cfg.finetune,
-        0,
-        show_progress=False,
-    )
+    valid = ranking_task(split.valid, split.train)
+    fit_ranker(ranker, target, split.train, valid, cfg.finetune, 0, show_progress=False)
     after = pre.model.state_dict()
     patch_keys = _patch_keys(pre.model)
     for key, value in encoder_before.items():

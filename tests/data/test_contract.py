@@ -38,21 +38,29 @@ def _drop_column(table: str, column: str) -> Callable[[Tables], None]:
     return mutate
 
 
-def _nan_timestamp(t: Tables) -> None:
-    inter = t["interactions"]
-    inter["timestamp"] = inter["timestamp"].astype(float)
-    _set(inter, 5, "timestamp", np.nan)
+def _retyped(
+    table: str, column: str, dtype: type, row: int, value: object
+) -> Callable[[Tables], None]:
+    """Cast ``column`` of ``table`` to ``dtype``, then set one of its cells to ``value``."""
+
+    def mutate(t: Tables) -> None:
+        frame = t[table]
+        frame[column] = frame[column].astype(dtype)
+        _set(frame, row, column, value)
+
+    return mutate
 
 
-def _text_timestamp(t: Tables) -> None:
-    inter = t["interactions"]
-    inter["timestamp"] = inter["timestamp"].astype(str)
-    _set(inter, 5, "timestamp", "yesterday")
+def _repeated(table: str, row: int) -> Callable[[Tables], None]:
+    """Append a copy of one row of ``table``."""
+
+    def mutate(t: Tables) -> None:
+        t[table] = pd.concat([t[table], t[table].iloc[[row]]], ignore_index=True)
+
+    return mutate
 
 
-def _duplicate_row(t: Tables) -> None:
-    inter = t["interactions"]
-    t["interactions"] = pd.concat([inter, inter.iloc[[3]]], ignore_index=True)
+_duplicate_row = _repeated("interactions", 3)
 
 
 def _label(value: int) -> Callable[[Tables], None]:
@@ -96,23 +104,8 @@ def _unknown_domain(t: Tables) -> None:
     _set(t["interactions"], 9, "domain", "s9")
 
 
-def _domain_twice(t: Tables) -> None:
-    t["domains"] = pd.concat([t["domains"], t["domains"].iloc[[0]]], ignore_index=True)
-
-
 def _no_target(t: Tables) -> None:
     t["domains"]["role"] = "source"
-
-
-def _text_rank(t: Tables) -> None:
-    phi = t["item_entities"]
-    phi["rank"] = phi["rank"].astype(str)
-    _set(phi, 4, "rank", "first")
-
-
-def _entity_twice(t: Tables) -> None:
-    phi = t["item_entities"]
-    t["item_entities"] = pd.concat([phi, phi.iloc[[2]]], ignore_index=True)
 
 
 # (mutation, file named, offending value quoted, words of the fix)
@@ -127,9 +120,14 @@ BROKEN = {
     "unknown entity": (_unknown_entity, "item_entities", "'ghost'", "add a triplet"),
     "listed domain, no rows": (_listed_domain_without_rows, "interactions", "'t3'", "remove it"),
     "domain rows removed": (_domain_rows_removed, "interactions", "'s2'", "remove it"),
-    "NaN timestamp": (_nan_timestamp, "interactions", "row 5: timestamp nan", "numeric timestamp"),
+    "NaN timestamp": (
+        _retyped("interactions", "timestamp", float, 5, np.nan),
+        "interactions",
+        "row 5: timestamp nan",
+        "numeric timestamp",
+    ),
     "text timestamp": (
-        _text_timestamp,
+        _retyped("interactions", "timestamp", str, 5, "yesterday"),
         "interactions",
         "row 5: timestamp 'yesterday'",
         "numeric timestamp",
@@ -140,10 +138,25 @@ BROKEN = {
     "bad role": (_bad_role, "domains", "'sink'", "set it to source or target"),
     "four entities": (_too_many_entities, "item_entities", "'s1_i0' maps to 4", "at most 3"),
     "unknown domain": (_unknown_domain, "interactions", "row 9: domain 's9'", "add it"),
-    "domain listed twice": (_domain_twice, "domains", "'s1' is listed twice", "keep one row"),
+    "domain listed twice": (
+        _repeated("domains", 0),
+        "domains",
+        "'s1' is listed twice",
+        "keep one row",
+    ),
     "no target domain": (_no_target, "domains", "'target'", "at least one of each"),
-    "rank not a number": (_text_rank, "item_entities", "row 4: rank 'first'", "number each"),
-    "entity listed twice": (_entity_twice, "item_entities", "twice", "keep one row"),
+    "rank not a number": (
+        _retyped("item_entities", "rank", str, 4, "first"),
+        "item_entities",
+        "row 4: rank 'first'",
+        "number each",
+    ),
+    "entity listed twice": (
+        _repeated("item_entities", 2),
+        "item_entities",
+        "twice",
+        "keep one row",
+    ),
 }
 
 

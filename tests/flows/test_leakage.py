@@ -31,15 +31,8 @@ def _pipeline(root: Path, cfg):
     seen = pd.concat([split.train, split.valid])
     test = ranking_task(split.test, seen)
     ranker = PeaceRanker(pre, target, cfg)
-    fit_ranker(
-        ranker,
-        target,
-        split.train,
-        ranking_task(split.valid, split.train),
-        cfg.finetune,
-        cfg.seed,
-        show_progress=False,
-    )
+    valid = ranking_task(split.valid, split.train)
+    fit_ranker(ranker, target, split.train, valid, cfg.finetune, cfg.seed, show_progress=False)
     zero = ZeroShotRanker(pre, target)
     return {
         "pretrained": {k: v.clone() for k, v in pre.model.state_dict().items()},

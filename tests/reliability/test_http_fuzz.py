@@ -3,6 +3,7 @@ path and no traceback in any answer (5,200 requests, in-process, seeded)."""
 
 from __future__ import annotations
 
+import json
 import string
 import urllib.parse
 from collections.abc import Iterator
@@ -60,14 +61,8 @@ KNOWN = ["u0", "u3", "t1_i0", "t1_i4", "t2_i1", "s1_i0", "e0_0", "e1_2", "e4_1"]
 texts = st.text(max_size=16)
 ids = st.one_of(st.sampled_from(KNOWN), texts, st.just("x" * 257))
 domain_names = st.one_of(st.sampled_from(["t1", "t2", "s1", "nope", "\u202e", " t1"]), texts)
-# JSON bodies hold finite numbers only: the client refuses to encode NaN or infinity (the raw
-# bodies below send them, e.g. b"1e999").
 scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=False, allow_infinity=False),
-    ids,
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), ids
 )
 values = st.recursive(
     scalars,
@@ -128,7 +123,10 @@ def test_api_requests(served: tuple[TestClient, Path]) -> None:
     def one(endpoint: str, domain: str, item: str, k: object, body: object, token: str | None):
         headers = {"authorization": f"Bearer {token}"} if token else {}
         content = body if isinstance(body, bytes) else None
-        payload = None if isinstance(body, bytes) else body
+        if body is not None and content is None:
+            # JSON as Python writes it: infinities go out as the non-standard Infinity token
+            content = json.dumps(body).encode()
+            headers["content-type"] = "application/json"
         if endpoint == "recommend":
             url = f"/v1/domains/{seg(domain)}/recommend"
             send(client, root, "GET", url, params={"user": item, "k": str(k)}, headers=headers)
@@ -140,7 +138,7 @@ def test_api_requests(served: tuple[TestClient, Path]) -> None:
                 "launch": ("POST", "/v1/domains"),
                 "put": ("PUT", f"/v1/domains/{seg(domain)}/items/{seg(item)}"),
             }[endpoint]
-            send(client, root, method, url, content=content, json=payload, headers=headers)
+            send(client, root, method, url, content=content, headers=headers)
 
     before = SENT["requests"]
     one()

@@ -75,8 +75,8 @@ class SourceContext:
 class TransferModel(nn.Module):
     """Base class of the competitors: defaults for a model with one vector per user.
 
-    Subclasses implement :meth:`encoder_table`, :meth:`encode_users` and
-    :meth:`pretrain_losses`; the rest has inner-product defaults.
+    Subclasses implement :meth:`encoder_table` and :meth:`encode_users`; the rest has defaults:
+    inner products, and pre-training by the entity-oriented loss alone (A.3).
     """
 
     #: the name in result tables
@@ -93,7 +93,11 @@ class TransferModel(nn.Module):
     def pretrain_losses(
         self, table: Tensor, batch: object, tau: float, gamma: float
     ) -> dict[str, Tensor]:
-        raise NotImplementedError
+        """The entity-oriented loss of the batch's users alone (``"total"`` is ``"et"``)."""
+        loss = entity_loss(
+            self.encode_users(table, batch.users, batch.tokens, batch.mask), table, batch
+        )
+        return {"et": loss, "total": loss}
 
     def user_vectors(self, states: Tensor, items: Tensor) -> Tensor:
         """``[B, d]`` states -> ``[B, C, d]``, the same vector for every candidate."""

@@ -18,38 +18,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from peace.baselines.base import (
-    SourceContext,
-    TokenEmbedding,
-    TransferModel,
-    entity_loss,
-    left_align,
-)
+from peace.baselines.base import SourceContext, entity_loss
+from peace.baselines.options import ComiRecOptions
+from peace.baselines.sequence import SequenceModel
 from peace.config import PeaceConfig
 from peace.nn.user_encoder import masked_softmax
 
 
-class ComiRec(TransferModel):
+class ComiRec(SequenceModel):
     """ComiRec-SA on entity sequences; user states are ``[B, K, d]`` interest vectors."""
 
-    display_name = "ComiRec"
-    reference = "Cen et al., Controllable Multi-Interest Framework for Recommendation, KDD 2020"
-
-    def __init__(self, ctx: SourceContext, cfg: PeaceConfig, interests: int = 8) -> None:
-        super().__init__()
+    def __init__(
+        self, ctx: SourceContext, cfg: PeaceConfig, options: ComiRecOptions = ComiRecOptions()
+    ) -> None:
         d = cfg.model.dim
-        self.pad = ctx.pad
-        self.embedding = TokenEmbedding(ctx.num_entities, d)
+        super().__init__(ctx, d)
         self.position = nn.Embedding(ctx.sequence_length, d)
         nn.init.normal_(self.position.weight, std=0.1)
         self.W1 = nn.Linear(d, 4 * d, bias=False)
-        self.W2 = nn.Linear(4 * d, interests, bias=False)
-
-    def encoder_table(self, graph: object | None = None) -> Tensor:
-        return self.embedding.table()
+        self.W2 = nn.Linear(4 * d, options.interests, bias=False)
 
     def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
-        tokens, mask = left_align(tokens, mask, self.pad)
+        tokens, mask = self.sequence(tokens, mask)
         h = F.embedding(tokens, table)  # [B, L, d]
         length = tokens.shape[1]
         pos = self.position.weight[self.position.num_embeddings - length :]
@@ -68,3 +58,7 @@ class ComiRec(TransferModel):
         users = self.user_vectors(states, F.embedding(batch.targets, table))
         loss = entity_loss(users, table, batch)
         return {"et": loss, "total": loss}
+
+    # the name in result tables, and the paper the model follows
+    display_name = "ComiRec"
+    reference = "Cen et al., Controllable Multi-Interest Framework for Recommendation, KDD 2020"

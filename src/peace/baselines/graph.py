@@ -1,5 +1,10 @@
 """What the graph competitors (SimGCL, PCRec-L, PCRec-D, Tiger) share.
 
+* :class:`GraphModel`: a model over a graph of entities, padding and users (and any further
+  nodes), its layered encoder table, LightGCN propagation (:meth:`GraphModel.propagate`) and
+  pre-training by the entity-oriented loss plus weighted terms (L2 of the batch's input rows);
+  :class:`ContrastiveGraphModel` adds InfoNCE between two views of the batch's users and
+  entities (SimGCL, PCRec).
 * :class:`SymmetricGraph`: the normalised adjacency D^-1/2 A D^-1/2 of an undirected graph, with
   a fixed sparsity pattern so that edge dropout is cheap, and :func:`symmetric_mm`, its product.
 * :class:`NodeEmbedding`: input embeddings with a zero padding row.
@@ -21,13 +26,15 @@ uses it) is the trained row of its node, and zero for a user with no node edge.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from peace.baselines.base import SourceContext
+from peace.baselines.base import SourceContext, TransferModel, info_nce
+from peace.baselines.options import ContrastiveOptions, GraphOptions
 
 
 class _SymmetricProduct(torch.autograd.Function):
@@ -170,10 +177,11 @@ class LayeredTable:
         users = graph.degree[self.rows : self.rows + num_users]
         self.warm = (users > 0).float().unsqueeze(1)  # [U, 1]
 
-    def pack(self, final: Tensor, layer_rows: list[Tensor], user_inputs: Tensor) -> Tensor:
-        """``[(L + 1)(|E| + 1) + U, d]`` from the final rows, per-layer rows and user inputs."""
-        user_inputs = user_inputs[self.rows : self.rows + self.num_users] * self.warm
-        parts = [final[: self.rows]] + [h[: self.rows] for h in layer_rows]
+    def pack(self, final: Tensor, layers: list[Tensor]) -> Tensor:
+        """``[(L + 1)(|E| + 1) + U, d]`` from the final rows and the node layers ``0..L`` (the
+        entity rows of layers ``0..L-1``, the users' input rows of layer 0)."""
+        user_inputs = layers[0][self.rows : self.rows + self.num_users] * self.warm
+        parts = [final[: self.rows]] + [h[: self.rows] for h in layers[:-1]]
         return torch.cat(parts + [user_inputs])
 
     def layer(self, table: Tensor, k: int) -> Tensor:
@@ -209,3 +217,86 @@ def l2_penalty(ego: Tensor, batch: object, num_entities: int) -> Tensor:
     users = ego[batch.users + num_entities + 1]
     targets = ego[batch.targets] * batch.valid.unsqueeze(-1)
     return (users.pow(2).sum() + targets.pow(2).sum()) / len(batch.users)
+
+
+class GraphModel(TransferModel):
+    """A model over a graph of entities ``0..|E|-1``, padding ``|E|``, users ``|E| + 1 ..`` and
+    ``extra_nodes`` further nodes, with users propagated from their history.
+
+    The graph is ``pairs`` (default: the pre-training user-entity pairs,
+    :func:`user_entity_pairs`); the table is laid out by :class:`LayeredTable`. Pre-training
+    minimises the entity-oriented loss plus the weighted terms of :meth:`penalties` (training
+    mode only). A subclass sets ``self.embedding`` (:class:`NodeEmbedding`).
+    """
+
+    embedding: NodeEmbedding
+
+    def __init__(
+        self,
+        ctx: SourceContext,
+        options: GraphOptions,
+        pairs: Tensor | np.ndarray | None = None,
+        extra_nodes: int = 0,
+    ) -> None:
+        super().__init__()
+        layers, self.l2 = options.layers, options.l2
+        self.num_entities, self.layers = ctx.num_entities, layers
+        self.num_nodes = ctx.num_entities + 1 + ctx.num_users + extra_nodes
+        pairs = user_entity_pairs(ctx) if pairs is None else pairs
+        self.graph = SymmetricGraph(pairs, self.num_nodes)
+        self.layout = LayeredTable(self.graph, ctx.num_entities, ctx.num_users, layers)
+
+    def propagate(
+        self, x: Tensor, adjacency: Tensor | None = None, perturb: Callable | None = None
+    ) -> list[Tensor]:
+        """LightGCN layers ``0..L`` ``[N, d]`` of ``x`` (``A^k x``, each step's output passed
+        through ``perturb`` when given) over ``adjacency`` (default: the full graph's)."""
+        adjacency = self.graph.adjacency if adjacency is None else adjacency
+        out = [x]
+        for _ in range(self.layers):
+            h = symmetric_mm(adjacency, out[-1])
+            out.append(h if perturb is None else perturb(h))
+        return out
+
+    def mean_table(self, layers: list[Tensor]) -> Tensor:
+        """The encoder table whose entity rows are the mean of layers ``0..L``."""
+        return self.layout.pack(torch.stack(layers).mean(0), layers)
+
+    def penalties(self, table: Tensor, batch: object) -> list[Tensor]:
+        """Weighted terms added, in order, to the entity loss: here L2 of the input rows."""
+        return [self.l2 * l2_penalty(self.embedding(), batch, self.num_entities)]
+
+    def pretrain_losses(
+        self, table: Tensor, batch: object, tau: float, gamma: float
+    ) -> dict[str, Tensor]:
+        out = super().pretrain_losses(table, batch, tau, gamma)
+        if self.training:
+            for term in self.penalties(table, batch):
+                out["total"] = out["total"] + term
+        return out
+
+
+class ContrastiveGraphModel(GraphModel):
+    """Pre-training by entity BCE + lambda InfoNCE(view a, view b) + L2 (SimGCL, PCRec).
+
+    The InfoNCE (cosine, temperature ``cl_tau``) is taken over the batch's distinct users and,
+    separately, its distinct target entities. A subclass implements :meth:`views`.
+    """
+
+    def __init__(self, ctx: SourceContext, options: ContrastiveOptions) -> None:
+        super().__init__(ctx, options)
+        self.cl_weight, self.cl_tau = options.cl_weight, options.cl_tau
+
+    def views(self, table: Tensor, batch: object) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Two augmented views of the batch's distinct users ``[n, d]`` and of its distinct
+        target entities ``[m, d]`` (users a, users b, entities a, entities b), and the input rows
+        ``[N, d]`` the L2 term reads (training mode only)."""
+        raise NotImplementedError
+
+    def penalties(self, table: Tensor, batch: object) -> list[Tensor]:
+        users_a, users_b, entities_a, entities_b, ego = self.views(table, batch)
+        cl = info_nce(users_a, users_b, self.cl_tau)
+        if len(entities_a):
+            cl = cl + info_nce(entities_a, entities_b, self.cl_tau)
+        reg = l2_penalty(ego, batch, self.num_entities)
+        return [self.cl_weight * cl, self.l2 * reg]

@@ -37,18 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from peace.baselines.base import (
-    RecentWindow,
-    SourceContext,
-    TokenEmbedding,
-    TransferModel,
-    entity_loss,
-    left_align,
-)
+from peace.baselines.base import SourceContext
+from peace.baselines.options import PAUPOptions
+from peace.baselines.sequence import PreNormBlock, SequenceModel
 from peace.config import PeaceConfig
 
 
-class SegmentAttentionLayer(nn.Module):
+class SegmentAttentionLayer(PreNormBlock):
     """One PAUP layer: items attend to the m segments of the sequence.
 
     Shapes:
@@ -69,7 +64,7 @@ class SegmentAttentionLayer(nn.Module):
         self.value = nn.Linear(dim, dim)
         self.out = nn.Linear(dim, dim)
         self.norm_ff = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.ff = self.feed_forward(dim, dim, nn.GELU())
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, keep: Tensor, segment_keep: Tensor, last_only: bool) -> Tensor:
@@ -79,58 +74,38 @@ class SegmentAttentionLayer(nn.Module):
         seg = self.down(windows) + self.segment_position  # [B, m, d]
         queries = h[:, -1:] if last_only else h
         x = x[:, -1:] if last_only else x
-        dh = d // self.heads
-        q = self.query(queries).view(b, -1, self.heads, dh).transpose(1, 2)  # [B, H, Q, dh]
-        k = self.key(seg).view(b, self.segments, self.heads, dh).transpose(1, 2)  # [B, H, m, dh]
-        v = self.value(seg).view(b, self.segments, self.heads, dh).transpose(1, 2)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # [B, H, Q, m]
+        q = self.split_heads(self.query(queries))[0]  # [B, H, Q, dh]
+        k = self.split_heads(self.key(seg))[0]  # [B, H, m, dh]
+        v = self.split_heads(self.value(seg))[0]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads)  # [B, H, Q, m]
         scores = scores.masked_fill(~segment_keep[:, None, None, :], float("-inf"))
         attended = self.dropout(scores.softmax(-1)) @ v  # [B, H, Q, dh]
-        attended = attended.transpose(1, 2).reshape(b, -1, d)
-        x = x + self.dropout(self.out(attended))
-        return x + self.dropout(self.ff(self.norm_ff(x)))
+        return self.residual(x, self.merge_heads(attended))
 
 
-class PAUP(TransferModel):
+class PAUP(SequenceModel):
     """PAUP on entity sequences; the user vector is the last position's output ``[B, d]``."""
 
-    display_name = "PAUP"
-    reference = (
-        "Zhu et al., Progressive Self-Attention Network with Unsymmetrical Positional Encoding "
-        "for Sequential Recommendation, SIGIR 2022"
-    )
-
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        layers: int = 2,
-        heads: int = 2,
-        segments: int = 5,
-        dropout: float = 0.2,
-        per_domain: int | None = None,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: PAUPOptions = PAUPOptions()
     ) -> None:
-        super().__init__()
         # linear in L: reads all of PEACE's H tokens per domain unless told otherwise
-        self.window = RecentWindow(ctx, per_domain or ctx.sequence_length)
         d = cfg.model.dim
-        self.pad, self.dim, self.segments = ctx.pad, d, segments
-        self.width = math.ceil(self.window.length / segments)
-        self.length = self.width * segments  # L, left-padded to a multiple of m
-        self.embedding = TokenEmbedding(ctx.num_entities, d)
+        super().__init__(ctx, d, options.per_domain or ctx.sequence_length)
+        self.dim, self.segments = d, options.segments
+        self.width = math.ceil(self.window.length / options.segments)
+        self.length = self.width * options.segments  # L, left-padded to a multiple of m
         self.item_position = nn.Parameter(torch.empty(self.length, d))
         nn.init.normal_(self.item_position, std=0.02)
         self.layers = nn.ModuleList(
-            [SegmentAttentionLayer(d, heads, segments, self.width, dropout) for _ in range(layers)]
+            SegmentAttentionLayer(d, options.heads, options.segments, self.width, options.dropout)
+            for _ in range(options.layers)
         )
         self.norm = nn.LayerNorm(d)
-        self.dropout = nn.Dropout(dropout)
-
-    def encoder_table(self, graph: object | None = None) -> Tensor:
-        return self.embedding.table()
+        self.dropout = nn.Dropout(options.dropout)
 
     def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
-        tokens, mask = left_align(*self.window(tokens, mask), self.pad)
+        tokens, mask = self.sequence(tokens, mask)
         extra = self.length - tokens.shape[1]
         if extra > 0:
             tokens = F.pad(tokens, (extra, 0), value=self.pad)
@@ -146,7 +121,9 @@ class PAUP(TransferModel):
             x = layer(x, keep, segment_keep, last_only=i == len(self.layers) - 1)
         return self.norm(x[:, -1]) * (~empty).unsqueeze(-1).to(x.dtype)
 
-    def pretrain_losses(self, table: Tensor, batch, tau: float, gamma: float) -> dict[str, Tensor]:
-        users = self.encode_users(table, batch.users, batch.tokens, batch.mask)
-        loss = entity_loss(users, table, batch)
-        return {"et": loss, "total": loss}
+    # the name in result tables, and the paper the model follows
+    display_name = "PAUP"
+    reference = (
+        "Zhu et al., Progressive Self-Attention Network with Unsymmetrical Positional Encoding "
+        "for Sequential Recommendation, SIGIR 2022"
+    )

@@ -43,48 +43,33 @@ from torch's global generator and only in training mode.
 
 from __future__ import annotations
 
-import bisect
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from peace.baselines.base import SourceContext, TransferModel, entity_loss, info_nce
+from peace.baselines.base import SourceContext
 from peace.baselines.graph import (
-    LayeredTable,
+    ContrastiveGraphModel,
     NodeEmbedding,
-    SymmetricGraph,
     batch_nodes,
-    l2_penalty,
-    symmetric_mm,
-    user_entity_pairs,
+)
+from peace.baselines.options import PCRecDOptions, PCRecLOptions
+from peace.baselines.routing import (
+    Messages,
+    _route_dense,
+    message_blocks,
+    neighbour_routing,
+    uniform_blocks,
 )
 from peace.config import PeaceConfig
 
 
-class _ContrastiveGraphModel(TransferModel):
-    """Shared pre-training of PCRec: entity BCE + lambda InfoNCE(view a, view b) + L2.
+class _PCRec(ContrastiveGraphModel):
+    """PCRec's pre-training: two subgraph views of the batch's users and entities per step.
 
-    Subclasses set ``self.embedding`` (:class:`NodeEmbedding`) and implement
-    :meth:`encoder_table`, :meth:`encode_users` and :meth:`_view`.
+    Subclasses set ``self.embedding`` and implement :meth:`encoder_table`,
+    :meth:`encode_users` and :meth:`_view`.
     """
-
-    def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        layers: int,
-        cl_weight: float,
-        cl_tau: float,
-        l2: float,
-    ) -> None:
-        super().__init__()
-        self.num_entities = ctx.num_entities
-        self.num_nodes = ctx.num_entities + 1 + ctx.num_users
-        self.layers, self.cl_weight, self.cl_tau, self.l2 = layers, cl_weight, cl_tau, l2
-        self.graph = SymmetricGraph(user_entity_pairs(ctx), self.num_nodes)
-        self.layout = LayeredTable(self.graph, ctx.num_entities, ctx.num_users, layers)
 
     def _view(
         self, table: Tensor, batch, rows: Tensor, entities: Tensor, first: bool
@@ -93,50 +78,31 @@ class _ContrastiveGraphModel(TransferModel):
         the ``entities`` ``[m, d]``; ``first`` tells the two views of a step apart."""
         raise NotImplementedError
 
-    def pretrain_losses(self, table: Tensor, batch, tau: float, gamma: float) -> dict[str, Tensor]:
-        users = self.encode_users(table, batch.users, batch.tokens, batch.mask)
-        loss = entity_loss(users, table, batch)
-        out = {"et": loss, "total": loss}
-        if self.training:
-            rows, entities = batch_nodes(batch, self.num_entities)
-            users_a, entities_a = self._view(table, batch, rows, entities, first=True)
-            users_b, entities_b = self._view(table, batch, rows, entities, first=False)
-            cl = info_nce(users_a, users_b, self.cl_tau)
-            if len(entities):
-                cl = cl + info_nce(entities_a, entities_b, self.cl_tau)
-            reg = l2_penalty(self.embedding(), batch, self.num_entities)
-            out["total"] = loss + self.cl_weight * cl + self.l2 * reg
-        return out
+    def views(self, table: Tensor, batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        rows, entities = batch_nodes(batch, self.num_entities)
+        users_a, entities_a = self._view(table, batch, rows, entities, first=True)
+        users_b, entities_b = self._view(table, batch, rows, entities, first=False)
+        return users_a, users_b, entities_a, entities_b, self.embedding()
 
-
-class PCRecL(_ContrastiveGraphModel):
-    """PCRec with a LightGCN encoder; users from their history, vectors ``[B, d]``."""
-
-    display_name = "PCRec-L"
+    # the paper both backbones follow
     reference = (
         "Wang et al., Pre-training Graph Neural Network for Cross Domain Recommendation, 2021"
     )
 
+
+class PCRecL(_PCRec):
+    """PCRec with a LightGCN encoder; users from their history, vectors ``[B, d]``."""
+
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        layers: int = 2,
-        drop_rate: float = 0.2,
-        cl_weight: float = 1e-4,
-        cl_tau: float = 0.2,
-        l2: float = 1e-4,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: PCRecLOptions = PCRecLOptions()
     ) -> None:
-        super().__init__(ctx, cfg, layers, cl_weight, cl_tau, l2)
-        self.drop_rate = drop_rate
+        super().__init__(ctx, options)
+        self.drop_rate = options.drop_rate
         self.embedding = NodeEmbedding(self.num_nodes, cfg.model.dim, ctx.pad)
 
     def _table(self, adjacency: Tensor) -> Tensor:
         """sum_k alpha_k A^k x with alpha_k = 1 / (L + 1), k = 0..L, in the layered layout."""
-        layers = [self.embedding()]
-        for _ in range(self.layers):
-            layers.append(symmetric_mm(adjacency, layers[-1]))
-        return self.layout.pack(torch.stack(layers).mean(0), layers[:-1], layers[0])
+        return self.mean_table(self.propagate(self.embedding(), adjacency))
 
     def encoder_table(self, graph: object | None = None) -> Tensor:
         return self._table(self.graph.adjacency)
@@ -154,121 +120,11 @@ class PCRecL(_ContrastiveGraphModel):
         users = self.encode_users(view, batch.users[rows], batch.tokens[rows], mask)
         return users, view[entities]
 
-
-@dataclass
-class Messages:
-    """Weighted messages grouped by receiving node, cut into blocks of consecutive nodes.
-
-    Attributes:
-        src, dst, weight: ``[M]`` sender, receiver (non-decreasing) and weight of each message.
-        blocks: ``(first node, end node, first message, end message)`` spans covering every node,
-            each holding exactly the messages its nodes receive.
-        fan_in: when every node receives exactly this many messages (``M = N * fan_in``), blocks
-            are routed as dense ``[n, fan_in, K, D]`` tensors; None for a general graph.
-    """
-
-    src: Tensor
-    dst: Tensor
-    weight: Tensor
-    blocks: list[tuple[int, int, int, int]]
-    fan_in: int | None = None
+    # the name in result tables (the paper is the base class's)
+    display_name = "PCRec-L"
 
 
-def uniform_blocks(num: int, fan_in: int, budget: int) -> list[tuple[int, int, int, int]]:
-    """:func:`message_blocks` for ``num`` nodes receiving ``fan_in`` messages each."""
-    step = max(budget // fan_in, 1)
-    return [
-        (n0, min(n0 + step, num), n0 * fan_in, min(n0 + step, num) * fan_in)
-        for n0 in range(0, num, step)
-    ]
-
-
-def message_blocks(pointer: Tensor, budget: int) -> list[tuple[int, int, int, int]]:
-    """Spans of consecutive nodes with at most ``budget`` messages each (or one node).
-
-    ``pointer`` ``[N + 1]``: node n receives messages ``pointer[n]:pointer[n + 1]``.
-    """
-    ptr = pointer.tolist()
-    blocks, n0, num = [], 0, len(ptr) - 1
-    while n0 < num:
-        n1 = max(bisect.bisect_right(ptr, ptr[n0] + budget, lo=n0 + 1) - 1, n0 + 1)
-        blocks.append((n0, n1, ptr[n0], ptr[n1]))
-        n0 = n1
-    return blocks
-
-
-def neighbour_routing(
-    z: Tensor,
-    messages: Messages,
-    iterations: int,
-    tau: float = 1.0,
-    centres: Tensor | None = None,
-) -> Tensor:
-    """DisenGCN's neighbourhood routing: one layer over weighted messages to every node.
-
-    For every node u and factor k, starting from c_{u,k} = z_{u,k}, repeat: each message from v
-    is split over the factors by p_{v,k} = softmax_k(z_{v,k} . c_{u,k} / tau), and
-    c_{u,k} = normalize(z_{u,k} + sum_v w_{uv} p_{v,k} z_{v,k}). A node's result depends only on
-    the z of its senders, so each block of nodes is routed on its own, with cache-sized tensors.
-    The routing weights p of the last iteration are computed without gradient; the output is
-    differentiable in the messages and centres (``iterations`` >= 1).
-
-    Shapes:
-        z ``[N, K, D]`` (unit-norm per factor) -> c ``[N, K, D]``; with ``centres`` ``[R, K, D]``
-        (the receivers' own z when they are not ``z``'s rows ``0..R-1``), messages are sent by
-        rows of ``z`` to rows of ``centres`` and the result is ``[R, K, D]``.
-    """
-    centres = z if centres is None else centres
-    out = []
-    for n0, n1, m0, m1 in messages.blocks:
-        centre = centres[n0:n1]
-        if m1 == m0:
-            out.append(centre)
-            continue
-        neigh = z[messages.src[m0:m1]]  # [m, K, D]
-        weight = messages.weight[m0:m1]
-        if messages.fan_in is not None:
-            out.append(_route_dense(centre, neigh, weight, messages.fan_in, iterations, tau))
-        else:
-            local = messages.dst[m0:m1] - n0
-            out.append(_route_sparse(centre, neigh, local, weight, iterations, tau))
-    return torch.cat(out)
-
-
-def _route_dense(
-    centre: Tensor, neigh: Tensor, weight: Tensor, fan_in: int, iterations: int, tau: float
-) -> Tensor:
-    """Routing of ``[n, K, D]`` centres, each receiving ``fan_in`` consecutive messages."""
-    neigh = neigh.view(len(centre), fan_in, *centre.shape[1:])  # [n, S, K, D]
-    weight = weight.view(len(centre), fan_in, 1)
-    with torch.no_grad():  # routing weights are constants of the backward pass
-        c = centre
-        for step in range(iterations):
-            logits = (neigh * c.unsqueeze(1)).sum(-1)  # [n, S, K]
-            p = torch.softmax(logits if tau == 1.0 else logits / tau, dim=-1) * weight
-            if step < iterations - 1:
-                c = F.normalize(centre + (neigh * p.unsqueeze(-1)).sum(1), dim=-1)
-    return F.normalize(centre + (neigh * p.unsqueeze(-1)).sum(1), dim=-1)
-
-
-def _route_sparse(
-    centre: Tensor, neigh: Tensor, local: Tensor, weight: Tensor, iterations: int, tau: float
-) -> Tensor:
-    """Routing of ``[n, K, D]`` centres over messages ``[m, K, D]`` sent to ``local`` ids."""
-    weight = weight.unsqueeze(-1)
-    with torch.no_grad():  # routing weights are constants of the backward pass
-        c = centre
-        for step in range(iterations):
-            logits = (neigh * c[local]).sum(-1)  # [m, K]
-            p = torch.softmax(logits if tau == 1.0 else logits / tau, dim=-1) * weight
-            if step < iterations - 1:
-                agg = torch.zeros_like(centre).index_add(0, local, neigh * p.unsqueeze(-1))
-                c = F.normalize(centre + agg, dim=-1)
-    agg = torch.zeros_like(centre).index_add(0, local, neigh * p.unsqueeze(-1))
-    return F.normalize(centre + agg, dim=-1)
-
-
-class PCRecD(_ContrastiveGraphModel):
+class PCRecD(_PCRec):
     """PCRec with a disentangled (DisenGCN) encoder; users from their history, vectors ``[B, d]``.
 
     The input embeddings are projected by one linear map to K factors of d / K dimensions, each
@@ -281,38 +137,22 @@ class PCRecD(_ContrastiveGraphModel):
     aggregation per layer; the forward values are DisenGCN's.
     """
 
-    display_name = "PCRec-D"
-    reference = (
-        "Wang et al., Pre-training Graph Neural Network for Cross Domain Recommendation, 2021"
-    )
-
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        factors: int = 8,
-        layers: int = 2,
-        iterations: int = 3,
-        sample: int = 8,
-        cl_weight: float = 1e-4,
-        cl_tau: float = 0.2,
-        l2: float = 1e-4,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: PCRecDOptions = PCRecDOptions()
     ) -> None:
-        super().__init__(ctx, cfg, layers, cl_weight, cl_tau, l2)
-        dim = cfg.model.dim
+        super().__init__(ctx, options)
+        dim, factors, iterations = cfg.model.dim, options.factors, options.iterations
         if dim % factors:
             raise ValueError(f"PCRec-D needs model.dim ({dim}) divisible by {factors} factors.")
         if iterations < 1:
             raise ValueError("PCRec-D needs at least one routing iteration.")
-        self.factors, self.iterations, self.sample = factors, iterations, sample
+        self.factors, self.iterations, self.sample = factors, iterations, options.sample
         self.embedding = NodeEmbedding(self.num_nodes, dim, ctx.pad, init="normal")
         self.project = nn.Linear(dim, dim)
         # One learned output scale (rows start at unit norm) so that inner-product logits can be
         # calibrated; the factors themselves stay unit-norm as in DisenGCN.
         self.scale = nn.Parameter(torch.tensor(factors**-0.5))
-        keep = torch.ones(self.num_nodes, 1)
-        keep[ctx.pad] = 0.0
-        self._keep = keep
+        self._keep = self.embedding._keep
         g = self.graph
         self._full = Messages(
             g.src, g.dst, 1.0 / g.degree[g.dst], message_blocks(g.crow, self.BLOCK)
@@ -413,7 +253,7 @@ class PCRecD(_ContrastiveGraphModel):
         """Sampled neighbourhoods in training mode, every neighbour in eval mode."""
         z = self._layers(self.sampled_messages() if self.training else self._full)
         flat = [h.flatten(1) for h in z]
-        return self.layout.pack(flat[-1] * (self._keep * self.scale), flat[:-1], flat[0])
+        return self.layout.pack(flat[-1] * (self._keep * self.scale), flat)
 
     def _view(
         self, table: Tensor, batch, rows: Tensor, entities: Tensor, first: bool
@@ -423,3 +263,6 @@ class PCRecD(_ContrastiveGraphModel):
         around them (second view)."""
         users = self.encode_users(table, batch.users[rows], batch.tokens[rows], batch.mask[rows])
         return users, table[entities] if first else self.subgraph_rows(entities)
+
+    # the name in result tables (the paper is the base class's)
+    display_name = "PCRec-D"

@@ -31,13 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from peace.baselines.base import (
-    SourceContext,
-    TokenEmbedding,
-    TransferModel,
-    entity_loss,
-    left_align,
-)
+from peace.baselines.base import SourceContext
+from peace.baselines.options import PeterRecOptions
+from peace.baselines.sequence import SequenceModel
 from peace.config import PeaceConfig
 
 
@@ -119,37 +115,24 @@ class ResidualBlock(nn.Module):
         return x[:, x.shape[1] - h.shape[1] :] + h
 
 
-class PeterRec(TransferModel):
+class PeterRec(SequenceModel):
     """PeterRec on entity sequences; the user vector is the last position's output ``[B, d]``.
 
     ``patched`` (off until :meth:`patch_parameters`) switches the model patches on.
     """
 
-    display_name = "PeterRec"
-    reference = (
-        "Yuan et al., Parameter-Efficient Transfer from Sequential Behaviors for User Modeling "
-        "and Recommendation, SIGIR 2020"
-    )
-
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        dilations: tuple[int, ...] = (1, 4, 1, 4, 1, 4, 1, 4),
-        bottleneck: int = 16,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: PeterRecOptions = PeterRecOptions()
     ) -> None:
-        super().__init__()
         d = cfg.model.dim
-        self.pad, self.num_entities = ctx.pad, ctx.num_entities
-        self.embedding = TokenEmbedding(ctx.num_entities, d)
+        super().__init__(ctx, d)
+        self.num_entities = ctx.num_entities
+        dilations = options.dilations
         if len(dilations) % 2:
             raise ValueError(f"PeterRec: dilations {dilations} must pair up, two per block.")
         pairs = [tuple(dilations[k : k + 2]) for k in range(0, len(dilations), 2)]
-        self.blocks = nn.ModuleList([ResidualBlock(d, pair, bottleneck) for pair in pairs])
+        self.blocks = nn.ModuleList([ResidualBlock(d, p, options.bottleneck) for p in pairs])
         self.patched = False
-
-    def encoder_table(self, graph: object | None = None) -> Tensor:
-        return self.embedding.table()
 
     def _encode(self, table: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
         """Right-aligned ``[B, L]`` tokens -> outputs ``[B, L, d]`` (padding positions 0)."""
@@ -177,13 +160,8 @@ class PeterRec(TransferModel):
         return h[:, -1]
 
     def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
-        tokens, mask = left_align(tokens, mask, self.pad)
+        tokens, mask = self.sequence(tokens, mask)
         return self._encode_last(table, tokens, mask)
-
-    def pretrain_losses(self, table: Tensor, batch, tau: float, gamma: float) -> dict[str, Tensor]:
-        users = self.encode_users(table, batch.users, batch.tokens, batch.mask)
-        et = entity_loss(users, table, batch)
-        return {"et": et, "total": et}
 
     def patch_parameters(self) -> list[nn.Parameter]:
         """Switch the model patches on, reset them to the identity, and return their parameters."""
@@ -192,3 +170,10 @@ class PeterRec(TransferModel):
             patch.reset()
         self.patched = True
         return [p for patch in patches for p in patch.parameters()]
+
+    # the name in result tables, and the paper the model follows
+    display_name = "PeterRec"
+    reference = (
+        "Yuan et al., Parameter-Efficient Transfer from Sequential Behaviors for User Modeling "
+        "and Recommendation, SIGIR 2020"
+    )

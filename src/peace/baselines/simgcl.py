@@ -33,55 +33,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from peace.baselines.base import SourceContext, TransferModel, entity_loss, info_nce
+from peace.baselines.base import SourceContext
 from peace.baselines.graph import (
-    LayeredTable,
+    ContrastiveGraphModel,
     NodeEmbedding,
-    SymmetricGraph,
     batch_nodes,
     history_step,
     history_weights,
-    l2_penalty,
-    symmetric_mm,
-    user_entity_pairs,
 )
+from peace.baselines.options import SimGCLOptions
 from peace.config import PeaceConfig
 
 
-class SimGCL(TransferModel):
+class SimGCL(ContrastiveGraphModel):
     """SimGCL on the user-entity graph; users from their history, vectors ``[B, d]``."""
 
-    display_name = "SimGCL"
-    reference = (
-        "Yu et al., Are Graph Augmentations Necessary? Simple Graph Contrastive Learning for "
-        "Recommendation, SIGIR 2022"
-    )
-
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        layers: int = 2,
-        eps: float = 0.1,
-        cl_weight: float = 1e-3,
-        cl_tau: float = 0.2,
-        l2: float = 1e-4,
-        skip_input: bool = True,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: SimGCLOptions = SimGCLOptions()
     ) -> None:
-        super().__init__()
-        self.num_entities = ctx.num_entities
-        self.layers, self.eps, self.cl_weight, self.cl_tau, self.l2 = (
-            layers,
-            eps,
-            cl_weight,
-            cl_tau,
-            l2,
-        )
-        self.skip_input = skip_input
-        num_nodes = ctx.num_entities + 1 + ctx.num_users
-        self.graph = SymmetricGraph(user_entity_pairs(ctx), num_nodes)
-        self.embedding = NodeEmbedding(num_nodes, cfg.model.dim, ctx.pad)
-        self.layout = LayeredTable(self.graph, ctx.num_entities, ctx.num_users, layers)
+        super().__init__(ctx, options)
+        self.eps, self.skip_input = options.eps, options.skip_input
+        self.embedding = NodeEmbedding(self.num_nodes, cfg.model.dim, ctx.pad)
 
     def _perturb(self, h: Tensor, views: int) -> Tensor:
         """``h`` plus sign-aligned uniform noise of length eps, per column block of ``views``."""
@@ -92,11 +64,7 @@ class SimGCL(TransferModel):
     def _layers(self, x: Tensor, views: int = 0) -> list[Tensor]:
         """Layers ``0..L`` of the propagation of ``x``; with ``views`` > 0, ``x`` holds that many
         column blocks, each perturbed by its own noise at every layer from 1 on."""
-        out = [x]
-        for _ in range(self.layers):
-            h = symmetric_mm(self.graph.adjacency, out[-1])
-            out.append(self._perturb(h, views) if views else h)
-        return out
+        return self.propagate(x, perturb=(lambda h: self._perturb(h, views)) if views else None)
 
     def _combine(self, layers: list[Tensor]) -> Tensor:
         """Mean of layers ``1..L`` (or ``0..L`` without ``skip_input``)."""
@@ -105,7 +73,7 @@ class SimGCL(TransferModel):
     def encoder_table(self, graph: object | None = None) -> Tensor:
         """Clean propagation in :class:`~peace.baselines.graph.LayeredTable`'s layout."""
         layers = self._layers(self.embedding())
-        return self.layout.pack(self._combine(layers), layers[:-1], layers[0])
+        return self.layout.pack(self._combine(layers), layers)
 
     def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
         return self._combine(self.layout.user_layers(table, users, tokens, mask))
@@ -121,19 +89,18 @@ class SimGCL(TransferModel):
             out.append(self._perturb(step, 2))
         return self._combine(out)
 
-    def pretrain_losses(self, table: Tensor, batch, tau: float, gamma: float) -> dict[str, Tensor]:
-        users = self.encode_users(table, batch.users, batch.tokens, batch.mask)
-        loss = entity_loss(users, table, batch)
-        out = {"et": loss, "total": loss}
-        if self.training:
-            ego = self.embedding()
-            views = self._layers(torch.cat([ego, ego], 1), views=2)
-            rows, entity_nodes = batch_nodes(batch, self.num_entities)
-            a, b = self._user_views(views, ego, batch, rows).chunk(2, dim=1)
-            cl = info_nce(a, b, self.cl_tau)
-            if len(entity_nodes):
-                a, b = self._combine(views)[entity_nodes].chunk(2, dim=1)
-                cl = cl + info_nce(a, b, self.cl_tau)
-            reg = l2_penalty(ego, batch, self.num_entities)
-            out["total"] = loss + self.cl_weight * cl + self.l2 * reg
-        return out
+    def views(self, table: Tensor, batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Both views from one noisy propagation of the input rows, doubled column-wise."""
+        ego = self.embedding()
+        views = self._layers(torch.cat([ego, ego], 1), views=2)
+        rows, entity_nodes = batch_nodes(batch, self.num_entities)
+        users_a, users_b = self._user_views(views, ego, batch, rows).chunk(2, dim=1)
+        entities_a, entities_b = self._combine(views)[entity_nodes].chunk(2, dim=1)
+        return users_a, users_b, entities_a, entities_b, ego
+
+    # the name in result tables, and the paper the model follows
+    display_name = "SimGCL"
+    reference = (
+        "Yu et al., Are Graph Augmentations Necessary? Simple Graph Contrastive Learning for "
+        "Recommendation, SIGIR 2022"
+    )

@@ -33,14 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from peace.baselines.base import SourceContext, TransferModel, entity_loss
-from peace.baselines.graph import (
-    LayeredTable,
-    NodeEmbedding,
-    SymmetricGraph,
-    l2_penalty,
-    symmetric_mm,
-)
+from peace.baselines.base import SourceContext
+from peace.baselines.graph import GraphModel, NodeEmbedding
+from peace.baselines.options import TigerOptions
 from peace.config import PeaceConfig
 
 
@@ -70,54 +65,36 @@ def interest_graph_pairs(ctx: SourceContext) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(pairs), items
 
 
-class Tiger(TransferModel):
+class Tiger(GraphModel):
     """Tiger's interest-graph GCN; users from their history, vectors ``[B, d]``.
 
     Attributes:
         items: ``[I_s]`` dataset ids of the source items that are nodes of the graph.
     """
 
-    display_name = "Tiger"
-    reference = (
-        "Zhuo et al., Tiger: Transferable Interest Graph Embedding for Domain-Level Zero-Shot "
-        "Recommendation, CIKM 2022"
-    )
-
     def __init__(
-        self,
-        ctx: SourceContext,
-        cfg: PeaceConfig,
-        layers: int = 2,
-        discarded: int = 1,
-        l2: float = 1e-4,
+        self, ctx: SourceContext, cfg: PeaceConfig, options: TigerOptions = TigerOptions()
     ) -> None:
-        super().__init__()
+        layers, discarded = options.layers, options.discarded
         if not 0 <= discarded <= layers:
             raise ValueError(f"Tiger discards 0..{layers} bottom layers, not {discarded}.")
-        self.num_entities, self.num_users = ctx.num_entities, ctx.num_users
-        self.layers, self.discarded, self.l2 = layers, discarded, l2
-        pairs, self.items = interest_graph_pairs(ctx)
-        num_nodes = ctx.num_entities + 1 + ctx.num_users + len(self.items)
-        self.graph = SymmetricGraph(pairs, num_nodes)
-        self.embedding = NodeEmbedding(num_nodes, cfg.model.dim, ctx.pad)
-        self.layout = LayeredTable(self.graph, ctx.num_entities, ctx.num_users, layers)
+        pairs, items = interest_graph_pairs(ctx)
+        super().__init__(ctx, options, pairs, extra_nodes=len(items))
+        self.items, self.num_users, self.discarded = items, ctx.num_users, discarded
+        self.embedding = NodeEmbedding(self.num_nodes, cfg.model.dim, ctx.pad)
 
     def encoder_table(self, graph: object | None = None) -> Tensor:
         """Entity rows: mean of layers ``0..L``, in :class:`LayeredTable`'s layout."""
-        layers = [self.embedding()]
-        for _ in range(self.layers):
-            layers.append(symmetric_mm(self.graph.adjacency, layers[-1]))
-        return self.layout.pack(torch.stack(layers).mean(0), layers[:-1], layers[0])
+        return self.mean_table(self.propagate(self.embedding()))
 
     def encode_users(self, table: Tensor, users: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
         """Mean of the user layers ``C..L``, propagated from the history."""
         layers = self.layout.user_layers(table, users, tokens, mask)
         return torch.stack(layers[self.discarded :]).mean(0)
 
-    def pretrain_losses(self, table: Tensor, batch, tau: float, gamma: float) -> dict[str, Tensor]:
-        users = self.encode_users(table, batch.users, batch.tokens, batch.mask)
-        loss = entity_loss(users, table, batch)
-        total = loss
-        if self.training:
-            total = loss + self.l2 * l2_penalty(self.embedding(), batch, self.num_entities)
-        return {"et": loss, "total": total}
+    # the name in result tables, and the paper the model follows
+    display_name = "Tiger"
+    reference = (
+        "Zhuo et al., Tiger: Transferable Interest Graph Embedding for Domain-Level Zero-Shot "
+        "Recommendation, CIKM 2022"
+    )

@@ -10,12 +10,29 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from peace.cli.common import fail as _fail
+from peace.cli.common import load_config
+
+# Options declared once: those several deploy commands share, and a few short ones.
+Run = Annotated[Path, typer.Option("--run", help="Pre-training run folder.")]
+Store = Annotated[Path, typer.Option("--store", help="Embedding store folder.")]
+RunData = Annotated[
+    Path | None,
+    typer.Option("--data", help="Dataset folder (default: the one recorded in RUN/meta.json)."),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+Domain = Annotated[str, typer.Option("--domain", help="Target domain to fine-tune.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")]
+ReloadInterval = Annotated[
+    float, typer.Option("--reload-interval", help="Seconds between checks for a new version.")
+]
 
 
 def _dataset_of(run: Path, data: Path | None) -> Path:
@@ -45,6 +62,15 @@ def _handled() -> tuple[type[BaseException], ...]:
     )
 
 
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Turn the errors a user can fix (:func:`_handled`) into one clear message and exit 2."""
+    try:
+        yield
+    except _handled() as exc:
+        raise _fail(str(exc)) from None
+
+
 def register(app: typer.Typer) -> None:
     """Add ``pretrain``, ``export``, ``finetune``, ``serve`` and ``store`` to ``app``."""
 
@@ -68,38 +94,27 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--set", help="Override a value, e.g. --set model.dim=32 (repeatable)."),
         ] = None,
-        resume: Annotated[
-            bool, typer.Option("--resume", help="Continue an interrupted run in --out.")
-        ] = False,
+        resume: Resume = False,
         warm_start: Annotated[
             Path | None,
             typer.Option(
                 "--warm-start", help="Initialise from another run's weights (same id spaces)."
             ),
         ] = None,
-        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+        quiet: Quiet = False,
     ) -> None:
         """Pre-training flow: pre-train PEACE on the source domains (Eq. 1-10) into RUN."""
-        from peace.config import PeaceConfig
         from peace.data.dataset import load_dataset
         from peace.flows.pretrain import pretrain
 
-        try:
-            if config is not None:
-                cfg = PeaceConfig.from_toml(config)
-            elif preset is not None:
-                cfg = PeaceConfig.preset(preset)
-            elif resume and (out / "config.toml").is_file():
-                cfg = PeaceConfig.from_toml(out / "config.toml")
-            else:
-                cfg = PeaceConfig()
-            cfg = cfg.override(list(set_ or []))
+        if config is None and preset is None and resume and (out / "config.toml").is_file():
+            config = out / "config.toml"  # a resumed run keeps its configuration
+        cfg = load_config(config, set_, preset)
+        with _reported():
             ds = load_dataset(data, profile_bins=cfg.finetune.profile_bins)
             result = pretrain(
                 ds, cfg, out=out, show_progress=not quiet, resume=resume, warm_start=warm_start
             )
-        except _handled() as exc:
-            raise _fail(str(exc)) from None
         last = result.log[-1] if result.log else {}
         typer.echo(
             f"pre-trained {len(result.log)} epoch(s) into {out} "
@@ -109,14 +124,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export_cmd(
-        run: Annotated[Path, typer.Option("--run", help="Pre-training run folder.")],
-        store: Annotated[Path, typer.Option("--store", help="Embedding store folder.")],
-        data: Annotated[
-            Path | None,
-            typer.Option(
-                "--data", help="Dataset folder (default: the one recorded in RUN/meta.json)."
-            ),
-        ] = None,
+        run: Run,
+        store: Store,
+        data: RunData = None,
         as_of: Annotated[
             float | None,
             typer.Option("--as-of", help="Data cut-off timestamp (default: after all behaviour)."),
@@ -126,43 +136,34 @@ def register(app: typer.Typer) -> None:
         from peace.data.dataset import load_dataset
         from peace.flows.offline_inference import export
 
-        try:
+        with _reported():
             ds = load_dataset(_dataset_of(run, data))
             version = export(run, ds, store, as_of=as_of)
-        except _handled() as exc:
-            raise _fail(str(exc)) from None
         typer.echo(f"published store version {version} in {store} (now CURRENT)")
 
     @app.command("finetune")
     def finetune_cmd(
-        run: Annotated[Path, typer.Option("--run", help="Pre-training run folder.")],
-        store: Annotated[Path, typer.Option("--store", help="Embedding store folder.")],
-        domain: Annotated[str, typer.Option("--domain", help="Target domain to fine-tune.")],
-        data: Annotated[
-            Path | None,
-            typer.Option(
-                "--data", help="Dataset folder (default: the one recorded in RUN/meta.json)."
-            ),
-        ] = None,
+        run: Run,
+        store: Store,
+        domain: Domain,
+        data: RunData = None,
         set_: Annotated[
             list[str] | None,
             typer.Option(
                 "--set", help="Override a fine-tuning value, e.g. --set finetune.epochs=10."
             ),
         ] = None,
-        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+        quiet: Quiet = False,
     ) -> None:
         """Fine-tuning flow: train a domain's normal ranker (Eq. 11-12) and publish it."""
         from peace.data.dataset import load_dataset
         from peace.flows.publish import finetune_and_publish
 
-        try:
+        with _reported():
             ds = load_dataset(_dataset_of(run, data))
             result = finetune_and_publish(
                 run, ds, store, domain, show_progress=not quiet, overrides=list(set_ or [])
             )
-        except _handled() as exc:
-            raise _fail(str(exc)) from None
         best = max((e.get("ndcg@10", float("nan")) for e in result.log), default=float("nan"))
         typer.echo(
             f"published normal ranker {result.version} of {domain!r} (store version "
@@ -171,7 +172,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("serve")
     def serve_cmd(
-        store: Annotated[Path, typer.Option("--store", help="Embedding store folder.")],
+        store: Store,
         host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
         port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
         token: Annotated[
@@ -195,10 +196,7 @@ def register(app: typer.Typer) -> None:
             int,
             typer.Option("--ann-pool", help="Candidates the ANN index proposes per recommend."),
         ] = 100,
-        reload_interval: Annotated[
-            float,
-            typer.Option("--reload-interval", help="Seconds between checks for a new version."),
-        ] = 0.5,
+        reload_interval: ReloadInterval = 0.5,
         max_launch_bytes: Annotated[
             int,
             typer.Option(
@@ -217,7 +215,7 @@ def register(app: typer.Typer) -> None:
         def announce() -> None:
             typer.echo(f"serving {store} on http://{host}:{port} (docs at /docs)", err=True)
 
-        try:
+        with _reported():
             run_server(
                 store,
                 host=host,
@@ -232,8 +230,6 @@ def register(app: typer.Typer) -> None:
                 ann_pool=ann_pool,
                 reload_interval_s=reload_interval,
             )
-        except _handled() as exc:
-            raise _fail(str(exc)) from None
 
     store_app = typer.Typer(
         help="Inspect the embedding store and roll versions back or forth.", no_args_is_help=True
@@ -242,7 +238,7 @@ def register(app: typer.Typer) -> None:
 
     @store_app.command("list")
     def store_list(
-        store: Annotated[Path, typer.Option("--store", help="Embedding store folder.")],
+        store: Store,
     ) -> None:
         """List published store versions and each domain's normal rankers."""
         from peace.store import list_rankers, list_versions, ranker_domains
@@ -260,7 +256,7 @@ def register(app: typer.Typer) -> None:
 
     @store_app.command("use")
     def store_use(
-        store: Annotated[Path, typer.Option("--store", help="Embedding store folder.")],
+        store: Store,
         version: Annotated[
             str | None, typer.Option("--version", help="Version id to serve.")
         ] = None,
@@ -284,13 +280,11 @@ def register(app: typer.Typer) -> None:
             raise _fail("--zero-shot needs --domain.")
         if version is None and not zero_shot:
             raise _fail("give --version ID (see `peace store list`), or --domain D --zero-shot.")
-        try:
+        with _reported():
             if domain is None:
                 set_current(store, str(version))
             else:
                 set_current_ranker(store, domain, None if zero_shot else version)
-        except _handled() as exc:
-            raise _fail(str(exc)) from None
         target = "zero-shot" if zero_shot else version
         typer.echo(f"CURRENT -> {target}" + (f" for {domain}" if domain else ""), err=True)
 

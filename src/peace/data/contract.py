@@ -99,6 +99,11 @@ def read_table(root: str | Path, name: str, required: bool = True) -> pd.DataFra
     return frame
 
 
+def table_error(frame: pd.DataFrame, message: str) -> DataContractError:
+    """A :class:`DataContractError` about a table read by :func:`read_table` (its path first)."""
+    return DataContractError(f"{frame.attrs.get('path', '<table>')}: {message}")
+
+
 def _check_ids(path: Path, frame: pd.DataFrame, column: str) -> None:
     """Refuse empty (or blank) ids and ids longer than :data:`MAX_ID_LENGTH` characters."""
     values = frame[column]

@@ -21,18 +21,9 @@ from peace.data.contract import (
     ROLES,
     DataContractError,
     read_table,
+    table_error,
 )
-
-
-@dataclass
-class ProfileTable:
-    """Categorical codes of profile columns (x_u or x_i of Eq. 11); code 0 means unknown."""
-
-    columns: list[str]
-    codes: np.ndarray
-    """[num_rows, num_columns] int64."""
-    cardinalities: list[int]
-    """Codes per column, unknown included."""
+from peace.data.profiles import ProfileTable, encode_profiles
 
 
 @dataclass
@@ -117,10 +108,6 @@ class Dataset:
         return pd.DataFrame(rows)
 
 
-def _fail(frame: pd.DataFrame, message: str) -> DataContractError:
-    return DataContractError(f"{frame.attrs.get('path', '<table>')}: {message}")
-
-
 def _first_row(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
@@ -136,7 +123,7 @@ def _check_positives(inter: pd.DataFrame, domains: list[str], roles: list[str]) 
     positive = inter["label"].to_numpy() == 1
     sources = [d for d, r in zip(domains, roles, strict=True) if r == "source"]
     if not positive[inter["domain"].isin(sources).to_numpy()].any():
-        raise _fail(
+        raise table_error(
             inter,
             f"no source row has label 1 (source domains {sources}); pre-training learns from "
             "positive source rows, add some (label 1 = a click or purchase).",
@@ -158,7 +145,7 @@ def _check_positives(inter: pd.DataFrame, domains: list[str], roles: list[str]) 
         }
         for part, values in parts.items():
             if not (values == 1).any():
-                raise _fail(
+                raise table_error(
                     inter,
                     f"target domain {name!r} has {n} rows, {int((labels == 1).sum())} positive; "
                     f"its chronological 70/15/15 split leaves no positive row in the {part} "
@@ -191,7 +178,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     bad_role = ~dom["role"].isin(ROLES)
     if bad_role.any():
         row = _first_row(bad_role.to_numpy())
-        raise _fail(
+        raise table_error(
             dom,
             f"row {row}: role {dom['role'].iloc[row]!r} of domain {dom['domain'].iloc[row]!r} "
             f"is not one of {list(ROLES)}; set it to source or target.",
@@ -199,18 +186,20 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     dup = dom["domain"].duplicated()
     if dup.any():
         name = dom["domain"][dup].iloc[0]
-        raise _fail(dom, f"domain {name!r} is listed twice; keep one row per domain.")
+        raise table_error(dom, f"domain {name!r} is listed twice; keep one row per domain.")
     unprintable = [not name.isprintable() for name in dom["domain"]]
     if any(unprintable):
         row = unprintable.index(True)
-        raise _fail(
+        raise table_error(
             dom,
             f"row {row}: domain {dom['domain'].iloc[row]!r} has a control, format or "
             "bidirectional-override character; name domains with printable characters only.",
         )
     for role in ROLES:
         if not (dom["role"] == role).any():
-            raise _fail(dom, f"no domain has role {role!r}; a dataset needs at least one of each.")
+            raise table_error(
+                dom, f"no domain has role {role!r}; a dataset needs at least one of each."
+            )
     domains = dom["domain"].tolist()
     roles = dom["role"].tolist()
     domain_of = {name: i for i, name in enumerate(domains)}
@@ -219,7 +208,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     unknown_domain = ~inter["domain"].isin(domain_of)
     if unknown_domain.any():
         row = _first_row(unknown_domain.to_numpy())
-        raise _fail(
+        raise table_error(
             inter,
             f"row {row}: domain {inter['domain'].iloc[row]!r} is not in domains "
             f"({domains}); add it to the domains table or fix the row.",
@@ -228,7 +217,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     bad_ts = ts.isna() | ~np.isfinite(ts.to_numpy(dtype=np.float64, na_value=np.nan))
     if bad_ts.any():
         row = _first_row(bad_ts.to_numpy())
-        raise _fail(
+        raise table_error(
             inter,
             f"row {row}: timestamp {_show(inter['timestamp'].iloc[row])} is missing or not a "
             "number; every interaction needs a numeric timestamp (e.g. seconds since the epoch).",
@@ -237,7 +226,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     bad_label = ~label.isin([0, 1])
     if bad_label.any():
         row = _first_row(bad_label.to_numpy())
-        raise _fail(
+        raise table_error(
             inter,
             f"row {row}: label {_show(inter['label'].iloc[row])} is not 0 or 1; use 1 for a "
             "positive (click, purchase) and 0 for an observed negative.",
@@ -247,7 +236,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     if dup.any():
         row = _first_row(dup.to_numpy())
         r = inter.iloc[row]
-        raise _fail(
+        raise table_error(
             inter,
             f"row {row} repeats (user={r['user']!r}, item={r['item']!r}, domain={r['domain']!r}, "
             f"timestamp={_show(r['timestamp'])}); drop duplicate rows (e.g. "
@@ -258,7 +247,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     if len(multi):
         item = multi.index[0]
         where = sorted(inter.loc[inter["item"] == item, "domain"].unique())
-        raise _fail(
+        raise table_error(
             inter,
             f"item {item!r} appears in several domains {where}; items must not be shared across "
             "domains (give each domain's copy its own id).",
@@ -266,7 +255,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     used = set(inter["domain"].unique())
     empty = [d for d in domains if d not in used]
     if empty:
-        raise _fail(
+        raise table_error(
             inter,
             f"domain {empty[0]!r} has no interactions; remove it from domains or add its rows.",
         )
@@ -280,7 +269,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     unknown_entity = ~phi["entity"].isin(entity_set)
     if unknown_entity.any():
         row = _first_row(unknown_entity.to_numpy())
-        raise _fail(
+        raise table_error(
             phi,
             f"row {row}: entity {phi['entity'].iloc[row]!r} (item {phi['item'].iloc[row]!r}) is "
             "unknown to the entity graph; add a triplet for it or map the item to a known entity.",
@@ -290,7 +279,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     bad_rank = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0)
     if bad_rank.any():
         row = _first_row(bad_rank)
-        raise _fail(
+        raise table_error(
             phi,
             f"row {row}: rank {_show(phi['rank'].iloc[row])} is not a non-negative integer; "
             "number each item's entities 0, 1, 2 from the most to the least telling.",
@@ -299,7 +288,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     dup = phi.duplicated(["item", "entity"])
     if dup.any():
         row = _first_row(dup.to_numpy())
-        raise _fail(
+        raise table_error(
             phi,
             f"row {row}: item {phi['item'].iloc[row]!r} lists entity "
             f"{phi['entity'].iloc[row]!r} twice; keep one row.",
@@ -307,7 +296,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     per_item = phi.groupby("item")["entity"].size()
     too_many = per_item[per_item > MAX_ENTITIES_PER_ITEM]
     if len(too_many):
-        raise _fail(
+        raise table_error(
             phi,
             f"item {too_many.index[0]!r} maps to {int(too_many.iloc[0])} entities; at most "
             f"{MAX_ENTITIES_PER_ITEM} are allowed (keep the ones of lowest rank).",
@@ -316,7 +305,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     mapped = set(phi["item"])
     missing = [i for i in items_seen if i not in mapped]
     if missing:
-        raise _fail(
+        raise table_error(
             phi,
             f"item {missing[0]!r} (and {len(missing) - 1} more) has no entity; map every item "
             "of interactions to at least one entity.",
@@ -362,7 +351,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     if feats is not None:
         cols = [c for c in feats.columns if c != "entity"]
         if not cols:
-            raise _fail(
+            raise table_error(
                 feats,
                 "has only the 'entity' column and no feature column; add columns f0 .. fD or "
                 "remove the file (entities then learn id embeddings).",
@@ -370,7 +359,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
         dup = feats["entity"].duplicated()
         if dup.any():
             row = _first_row(dup.to_numpy())
-            raise _fail(
+            raise table_error(
                 feats,
                 f"row {row}: entity {feats['entity'].iloc[row]!r} has two feature rows; keep one.",
             )
@@ -378,7 +367,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
         finite = np.isfinite(values.to_numpy(np.float64, na_value=np.nan))
         if not finite.all():
             row, col = (int(x[0]) for x in np.nonzero(~finite))
-            raise _fail(
+            raise table_error(
                 feats,
                 f"row {row}: feature {cols[col]!r} of entity {feats['entity'].iloc[row]!r} is "
                 f"{_show(feats[cols[col]].iloc[row])}, missing, not a number or not finite; "
@@ -401,40 +390,6 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
         item_entities=item_entities,
         triplets=triplets,
         entity_features=entity_features,
-        user_profiles=_encode_profiles(uprof, "user", uidx, profile_bins),
-        item_profiles=_encode_profiles(iprof, "item", iidx, profile_bins),
+        user_profiles=encode_profiles(uprof, "user", uidx, profile_bins),
+        item_profiles=encode_profiles(iprof, "item", iidx, profile_bins),
     )
-
-
-def _encode_profiles(
-    frame: pd.DataFrame | None, key: str, index: pd.Index, bins: int
-) -> ProfileTable | None:
-    """Profile columns as categorical codes: strings by value, numbers by quantile bin."""
-    if frame is None:
-        return None
-    dup = frame[key].duplicated()
-    if dup.any():
-        raise _fail(frame, f"{key} {frame[key][dup].iloc[0]!r} has two profile rows; keep one.")
-    frame = frame[frame[key].isin(index)]
-    rows = index.get_indexer(frame[key])
-    columns = [c for c in frame.columns if c != key]
-    codes = np.zeros((len(index), len(columns)), dtype=np.int64)
-    cards = []
-    for j, column in enumerate(columns):
-        # A missing value is unknown (code 0), not a category of its own, and does not stop a
-        # numeric column from being binned.
-        present = frame[column].notna().to_numpy()
-        values = frame[column][present]
-        numeric = pd.to_numeric(values, errors="coerce")
-        col_codes = np.zeros(len(present), dtype=np.int64)
-        if len(numeric) and numeric.notna().all() and numeric.nunique() > bins:
-            edges = np.unique(np.quantile(numeric, np.linspace(0, 1, bins + 1)[1:-1]))
-            col_codes[present] = np.searchsorted(edges, numeric.to_numpy(), side="right") + 1
-            card = len(edges) + 2
-        else:
-            cats, inverse = np.unique(values.astype(str).to_numpy(), return_inverse=True)
-            col_codes[present] = inverse + 1
-            card = len(cats) + 1
-        codes[rows, j] = col_codes
-        cards.append(int(card))
-    return ProfileTable(columns=columns, codes=codes, cardinalities=cards)

@@ -8,10 +8,11 @@
   universal vector and the stored item vectors; no graph, no history.
 * :class:`NormalRanker` is a published fine-tuned ranker (Eq. 11): the same user vectors, the
   item vector and the DeepFM profile codes through :class:`peace.nn.heads.FineTuneHead`.
-* :class:`InnerProductIndex` is the approximate inner-product index used to pick candidates from
-  large catalogues (faiss ``IndexIVFFlat`` when faiss is installed, else an IVF in numpy).
-* :class:`DomainState` is one served domain: catalogue, item-side precomputation, optional normal
-  ranker and index; immutable once built (edits make a new one).
+* :class:`UserVectors` are a known user's stored vectors, the input of both.
+
+The approximate inner-product index that picks candidates from large catalogues is
+:mod:`peace.serve.index`; a served domain (catalogue, rankers, index) is
+:class:`peace.serve.domains.DomainState`.
 
 The prototype-enhanced user vectors (used by the normal ranker, and by the zero-shot ranker in
 the ``inner-enhanced`` and ``decoder`` modes) are the costly part. Item-side work is done once
@@ -25,8 +26,7 @@ ties exactly as the offline model does.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -353,125 +353,6 @@ class NormalRanker:
         )[0]
 
 
-# --------------------------------------------------------------------------- ANN index
-def faiss_available() -> bool:
-    """Whether ``import faiss`` works (the ``faiss-cpu`` wheel)."""
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-class InnerProductIndex:
-    """Approximate maximum-inner-product search over ``[N, d]`` vectors (an inverted file).
-
-    k-means (L2) cuts the vectors into ``n_lists`` lists, each vector goes to the list whose
-    centroid has the largest inner product with it; a query probes the ``n_probe`` lists with the
-    largest inner products with their centroids and ranks their members exactly.
-
-    Args:
-        vectors: ``[N, d]`` float32.
-        n_lists: lists of the inverted file (default ``round(4 sqrt(N))``).
-        n_probe: lists probed per query (default ``max(16, n_lists // 4)``).
-        seed: k-means seed.
-        backend: ``"faiss"`` (``IndexIVFFlat``), ``"numpy"`` or ``"auto"`` (faiss if installed).
-    """
-
-    def __init__(
-        self,
-        vectors: np.ndarray,
-        n_lists: int | None = None,
-        n_probe: int | None = None,
-        seed: int = 0,
-        backend: Literal["auto", "faiss", "numpy"] = "auto",
-    ) -> None:
-        x = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.size, self.dim = x.shape
-        self.n_lists = int(n_lists or max(1, min(self.size, round(4 * math.sqrt(self.size)))))
-        self.n_probe = int(n_probe or max(16, self.n_lists // 4))
-        self.n_probe = max(1, min(self.n_probe, self.n_lists))
-        if backend == "auto":
-            backend = "faiss" if faiss_available() else "numpy"
-        self.backend = backend
-        if backend == "faiss":
-            import faiss
-
-            quantizer = faiss.IndexFlatIP(self.dim)
-            index = faiss.IndexIVFFlat(
-                quantizer, self.dim, self.n_lists, faiss.METRIC_INNER_PRODUCT
-            )
-            index.cp.seed = seed
-            index.cp.min_points_per_centroid = 1
-            index.train(x)
-            index.add(x)
-            index.nprobe = self.n_probe
-            self._faiss = index
-            self._quantizer = quantizer
-        elif backend == "numpy":
-            self._vectors = x
-            centroids = _kmeans(x, self.n_lists, seed)
-            assign = np.concatenate(
-                [np.argmax(x[s : s + 8192] @ centroids.T, axis=1) for s in range(0, len(x), 8192)]
-            )
-            order = np.argsort(assign, kind="stable")
-            self._centroids = centroids
-            self._members = order
-            self._offsets = np.concatenate(
-                [[0], np.cumsum(np.bincount(assign, minlength=self.n_lists))]
-            )
-        else:
-            raise ValueError(f"backend {backend!r}: expected auto, faiss or numpy.")
-
-    def search(self, query: np.ndarray, n: int) -> np.ndarray:
-        """Rows of (approximately) the ``n`` largest inner products with ``query`` ``[d]``."""
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        n = int(min(n, self.size))
-        if self.backend == "faiss":
-            _, rows = self._faiss.search(q, n)
-            rows = rows[0]
-            return rows[rows >= 0].astype(np.int64)
-        lists = np.argsort(-(self._centroids @ q[0]), kind="stable")[: self.n_probe]
-        cand = np.concatenate(
-            [self._members[self._offsets[c] : self._offsets[c + 1]] for c in lists]
-        )
-        if len(cand) == 0:
-            return cand.astype(np.int64)
-        scores = self._vectors[cand] @ q[0]
-        if len(cand) > n:
-            part = np.argpartition(-scores, n - 1)[:n]
-            cand, scores = cand[part], scores[part]
-        return cand[np.argsort(-scores, kind="stable")].astype(np.int64)
-
-
-def _kmeans(
-    x: np.ndarray, k: int, seed: int, iterations: int = 20, chunk: int = 8192
-) -> np.ndarray:
-    """Lloyd's k-means with a seeded random initialisation; empty clusters keep their centroid.
-
-    Trained on at most ``256 k`` sampled points (as faiss does); distances in row chunks.
-    """
-    rng = np.random.default_rng(seed)
-    if len(x) > 256 * k:
-        x = x[rng.choice(len(x), size=256 * k, replace=False)]
-    centroids = x[rng.choice(len(x), size=k, replace=False)].copy()
-    for _ in range(iterations):
-        c_sq = (centroids * centroids).sum(1)
-        assign = np.concatenate(
-            [
-                np.argmin(c_sq[None, :] - 2 * x[s : s + chunk] @ centroids.T, axis=1)
-                for s in range(0, len(x), chunk)
-            ]
-        )
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, assign, x)
-        counts = np.bincount(assign, minlength=k)
-        filled = counts > 0
-        centroids[filled] = sums[filled] / counts[filled, None]
-    return centroids
-
-
-# --------------------------------------------------------------------------- a served domain
 @dataclass(frozen=True)
 class UserVectors:
     """A known user's stored vectors."""
@@ -483,203 +364,19 @@ class UserVectors:
     """[d] universal vector z_u (Eq. 2)."""
 
 
-@dataclass(frozen=True)
-class DomainState:
-    """One served domain: an immutable snapshot of its catalogue and rankers.
+__all__ = [
+    "CHUNK",
+    "TIE_TOLERANCE",
+    "InnerProductIndex",
+    "ItemKeys",
+    "NormalRanker",
+    "RankerName",
+    "UserVectors",
+    "ZeroShotScorer",
+    "ZeroShotMode",
+    "faiss_available",
+    "mean_entity_vectors",
+]
 
-    ``items``, ``entities``, ``vectors``, ``keys``, ``counts`` are aligned (catalogue order);
-    items added at run time are appended. ``index`` covers the first ``index.size`` rows.
-    """
-
-    name: str
-    origin: Literal["store", "launched"]
-    items: tuple[str, ...]
-    item_row: dict[str, int]
-    entities: tuple[tuple[str, ...], ...]
-    vectors: Tensor
-    keys: ItemKeys | None
-    counts: np.ndarray
-    live_items: dict[str, list[str]] = field(default_factory=dict)
-    """Items added or changed at run time (persisted under ``STORE/live``)."""
-    normal: NormalRanker | None = None
-    normal_rows: Tensor | None = None
-    normal_note: str | None = None
-    """Why a published normal ranker is not used (e.g. trained on another model), if so."""
-    index: InnerProductIndex | None = None
-    stale_rows: frozenset[int] = frozenset()
-    """Rows changed after the index was built (scored exactly at every query)."""
-
-    @property
-    def size(self) -> int:
-        return len(self.items)
-
-    @property
-    def popularity(self) -> np.ndarray:
-        """Shares of the popularity counts; uniform when the domain has no rows."""
-        total = self.counts.sum()
-        if total <= 0:
-            return np.full(self.size, 1.0 / max(self.size, 1))
-        return self.counts / total
-
-    @property
-    def ranker(self) -> RankerName:
-        return "normal" if self.normal is not None else "zero-shot"
-
-    def with_items(
-        self, new: dict[str, list[str]], vectors: Tensor, scorer: ZeroShotScorer
-    ) -> DomainState:
-        """A copy with items added or replaced (``vectors`` aligned with ``new``)."""
-        items, entities = list(self.items), list(self.entities)
-        row = dict(self.item_row)
-        all_vecs = self.vectors.clone()
-        counts = self.counts.copy()
-        appended, stale = [], set(self.stale_rows)
-        new_keys = scorer.item_keys(vectors)
-        keys = (
-            None if self.keys is None else ItemKeys(self.keys.top.clone(), self.keys.ties.clone())
-        )
-        for j, (item, ents) in enumerate(new.items()):
-            if item in row:
-                r = row[item]
-                entities[r] = tuple(ents)
-                all_vecs[r] = vectors[j]
-                if keys is not None and new_keys is not None:
-                    keys.top[r], keys.ties[r] = new_keys.top[j], new_keys.ties[j]
-                stale.add(r)
-            else:
-                row[item] = len(items)
-                items.append(item)
-                entities.append(tuple(ents))
-                appended.append(j)
-        if appended:
-            idx = torch.as_tensor(appended, dtype=torch.long)
-            all_vecs = torch.cat([all_vecs, vectors[idx]])
-            keys = ItemKeys.cat(keys, None if new_keys is None else new_keys.take(idx))
-            counts = np.concatenate([counts, np.zeros(len(appended), np.int64)])
-        normal_rows = None
-        if self.normal is not None:
-            normal_rows = self.normal.code_rows(items)
-        live = {**self.live_items, **{k: list(v) for k, v in new.items()}}
-        return replace(
-            self,
-            items=tuple(items),
-            item_row=row,
-            entities=tuple(entities),
-            vectors=all_vecs,
-            keys=keys,
-            counts=counts,
-            live_items=live,
-            normal_rows=normal_rows,
-            stale_rows=frozenset(stale),
-        )
-
-    def with_index(self, threshold: int, **index_args: Any) -> DomainState:
-        """A copy with an ANN index over the catalogue when it has more than ``threshold`` items."""
-        if self.size <= threshold:
-            return replace(self, index=None, stale_rows=frozenset())
-        index = InnerProductIndex(self.vectors.numpy(), **index_args)
-        return replace(self, index=index, stale_rows=frozenset())
-
-    def rows_of(self, items: list[str]) -> list[int | None]:
-        return [self.item_row.get(i) for i in items]
-
-    # ---------------------------------------------------------------- scoring
-    def score_rows(
-        self, scorer: ZeroShotScorer, user: UserVectors | None, rows: Tensor
-    ) -> tuple[Tensor, RankerName]:
-        """Scores ``[C]`` of catalogue rows for a user (None = unknown user: popularity)."""
-        if user is None:
-            return (
-                torch.as_tensor(self.popularity[rows.numpy()], dtype=torch.float32),
-                "popularity-fallback",
-            )
-        items = self.vectors[rows]
-        keys = None if self.keys is None else self.keys.take(rows)
-        if self.normal is None:
-            return scorer.scores(user.interests, items, keys, user.universal), "zero-shot"
-        user_vecs = scorer.user_vectors(user.interests, items, keys)
-        assert self.normal_rows is not None
-        return (
-            self.normal.scores(user.id, user_vecs, items, self.normal_rows[rows], user.universal),
-            "normal",
-        )
-
-    def candidates(self, scorer: ZeroShotScorer, user: UserVectors, pool: int) -> Tensor:
-        """Catalogue rows to rank exactly: all of them, or the index's pool plus newer rows."""
-        if self.index is None:
-            return torch.arange(self.size)
-        found = self.index.search(scorer.query(user.interests, user.universal).numpy(), pool)
-        extra = np.arange(self.index.size, self.size)
-        stale = np.fromiter(self.stale_rows, dtype=np.int64, count=len(self.stale_rows))
-        rows = np.unique(np.concatenate([found, extra, stale]).astype(np.int64))
-        return torch.as_tensor(rows, dtype=torch.long)
-
-    def recommend(
-        self, scorer: ZeroShotScorer, user: UserVectors | None, k: int, pool: int
-    ) -> tuple[list[str], list[float], RankerName, bool]:
-        """Top ``k`` items: (ids, scores, ranker, approximate?)."""
-        k = min(k, self.size)
-        if k == 0:
-            return [], [], ("popularity-fallback" if user is None else self.ranker), False
-        if user is None:
-            pop = self.popularity
-            order = np.lexsort((np.arange(self.size), -pop))[:k]
-            return (
-                [self.items[i] for i in order],
-                [float(pop[i]) for i in order],
-                "popularity-fallback",
-                False,
-            )
-        rows = self.candidates(scorer, user, max(pool, k))
-        scores, ranker = self.score_rows(scorer, user, rows)
-        top = torch.topk(scores, min(k, len(rows)))
-        chosen = rows[top.indices]
-        return (
-            [self.items[int(i)] for i in chosen],
-            [float(s) for s in top.values],
-            ranker,
-            self.index is not None,
-        )
-
-
-def catalogue_state(version: StoreVersion, domain: str, scorer: ZeroShotScorer) -> DomainState:
-    """A store domain's :class:`DomainState` (no normal ranker, no index yet)."""
-    cat = version.catalogues[domain]
-    vectors = torch.from_numpy(cat.vectors)
-    items = tuple(str(i) for i in cat.items)
-    return DomainState(
-        name=domain,
-        origin="store",
-        items=items,
-        item_row={it: i for i, it in enumerate(items)},
-        entities=tuple(tuple(e) for e in cat.entities),
-        vectors=vectors,
-        keys=scorer.item_keys(vectors),
-        counts=cat.popularity.astype(np.int64),
-    )
-
-
-def launched_state(domain: str, scorer: ZeroShotScorer) -> DomainState:
-    """An empty domain launched at run time (items are added with :meth:`with_items`)."""
-    vectors = torch.zeros(0, scorer.dim)
-    return DomainState(
-        name=domain,
-        origin="launched",
-        items=(),
-        item_row={},
-        entities=(),
-        vectors=vectors,
-        keys=scorer.item_keys(vectors),
-        counts=np.zeros(0, np.int64),
-    )
-
-
-def attach_normal(
-    state: DomainState, ranker: NormalRanker | None, note: str | None = None
-) -> DomainState:
-    """A copy of ``state`` served by ``ranker`` (None: zero-shot, with ``note`` saying why)."""
-    if ranker is None:
-        return replace(state, normal=None, normal_rows=None, normal_note=note)
-    return replace(
-        state, normal=ranker, normal_rows=ranker.code_rows(list(state.items)), normal_note=None
-    )
+# The approximate index lives in peace.serve.index; its names are importable from here too.
+from peace.serve.index import InnerProductIndex, faiss_available  # noqa: E402

@@ -9,7 +9,9 @@ Both write the tables of :mod:`peace.data.contract` and return an :class:`Import
 with one :class:`~peace.data.contract.DataContractError` naming the file, the line and the fix.
 """
 
-from peace.data.importers.movielens import PhiRule, import_movielens, load_cut
+from peace.data.importers.cut import load_cut
+from peace.data.importers.movielens import import_movielens
+from peace.data.importers.phi import PhiRule
 from peace.data.importers.recbole import import_recbole
 from peace.data.importers.report import DomainCount, ImportReport
 

@@ -15,102 +15,33 @@ See ``docs/importing.md``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from peace.data.contract import ROLES, DataContractError
-from peace.data.importers.movielens import (
-    EntityGraph,
-    PhiRule,
-    count_domains,
-    guess_separator,
-    note_hubs,
-    note_unknown_relations,
-    phi_table,
-    read_fields,
-    read_text,
-    require_file,
-    to_float,
-    write_tables,
+from peace.data.importers.atomic import (
+    AtomicFile,
+    check_unique,
+    read_atomic,
+    read_labels,
+    read_profiles,
+    read_timestamps,
+    read_triplets,
+    token_ids,
 )
-from peace.data.importers.report import ImportReport
+from peace.data.importers.files import guess_separator, require_file, write_tables
+from peace.data.importers.phi import DropReasons, PhiRule, phi_graph, phi_table, select_phi
+from peace.data.importers.report import ImportReport, count_domains
 
-FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
-"""The ``:type`` suffixes of RecBole atomic headers."""
-
-
-@dataclass
-class AtomicFile:
-    """One parsed atomic file: field types, values (tokens as strings, floats as float64) and
-    each row's line number."""
-
-    path: Path
-    types: dict[str, str]
-    frame: pd.DataFrame
-    numbers: Sequence[int]
-
-    def line(self, row: int) -> int:
-        """The line number of row ``row``."""
-        return int(self.numbers[row])
-
-
-def read_atomic(path: Path, required: Sequence[str], example: str) -> AtomicFile:
-    """Read the atomic file ``path`` and check that it has the ``required`` fields.
-
-    Raises:
-        DataContractError: on a missing file, a header without ``:type``, an unknown type, a
-            missing field, or a line with the wrong number of fields (with its number).
-    """
-    require_file(path, f"RecBole atomic file, header like {example!r}", "add it to the folder.")
-    text, _ = read_text(path)
-    header, _, body = text.partition("\n")
-    header = header.rstrip("\r")
-    if not header.strip():
-        raise DataContractError(
-            f"{path}, line 1: empty header; the first line must name the fields, e.g. {example!r}."
-        )
-    columns = header.split("\t")
-    if len(columns) == 1:
-        other = guess_separator(header.replace(":", ""))
-        if other is not None:
-            raise DataContractError(
-                f"{path}, line 1: header {header!r} has no tab; it looks {other}-separated. "
-                f"RecBole atomic files are tab-separated, e.g. {example!r}; convert the file."
-            )
-    types: dict[str, str] = {}
-    for column in columns:
-        name, sep, kind = column.strip().partition(":")
-        if not sep or not name:
-            raise DataContractError(
-                f"{path}, line 1: header field {column!r} has no ':type' suffix; write it as "
-                f"{column.strip() or 'name'}:token (ids, categories) or :float (numbers); the "
-                f"types are {list(FIELD_TYPES)}, e.g. {example!r}."
-            )
-        if kind not in FIELD_TYPES:
-            raise DataContractError(
-                f"{path}, line 1: field {name!r} has type {kind!r}; use one of {list(FIELD_TYPES)}."
-            )
-        if name in types:
-            raise DataContractError(
-                f"{path}, line 1: field {name!r} appears twice in the header; rename one."
-            )
-        types[name] = kind
-    missing = [name for name in required if name not in types]
-    if missing:
-        shown = ", ".join(f"{n}:{t}" for n, t in types.items())
-        raise DataContractError(
-            f"{path}: missing required field(s) {missing}; the header has [{shown}]. Add or "
-            f"rename the column(s), e.g. {example!r}."
-        )
-    floats = [name for name, kind in types.items() if kind == "float"]
-    frame, numbers = read_fields(
-        path, body, "\t", list(types), example, floats=floats, first_line=2
-    )
-    return AtomicFile(path=path, types=types, frame=frame, numbers=numbers)
+DROP_REASONS = DropReasons(
+    no_domain="item without a domain",
+    no_nodes="item without an entity in .link",
+    unlinked="item whose linked entities are in no triplet of .kg",
+    empty="item with no entity under the phi rule",
+)
+"""Why an item of ``.inter`` is left out, as the import report says."""
 
 
 def import_recbole(
@@ -166,16 +97,16 @@ def import_recbole(
             ("item_id",) + ((domain_field,) if domain_field is not None else ()),
             "item_id:token\ttitle:token_seq\tclass:token_seq",
         )
-        _check_unique(item_file, "item_id")
+        check_unique(item_file, "item_id")
 
     # -- interactions
     frame = inter.frame
     report.rows_read = len(frame)
-    users = _ids(inter, "user_id")
-    items = _ids(inter, "item_id")
-    stamps = _timestamps(inter)
+    users = token_ids(inter, "user_id")
+    items = token_ids(inter, "item_id")
+    stamps = read_timestamps(inter)
     if "label" in inter.types:
-        labels = _labels(inter)
+        labels = read_labels(inter)
     else:
         labels = np.ones(len(frame), dtype=np.int64)
         report.notes.append("no label field in .inter: every row is a positive (label 1)")
@@ -205,7 +136,7 @@ def import_recbole(
         ("head_id", "relation_id", "tail_id"),
         "head_id:token\trelation_id:token\ttail_id:token",
     )
-    triplets = _triplets(kg, report)
+    triplets = read_triplets(kg, report)
     links: dict[str, list[str]] = {}
     for item, entity, number in zip(
         link.frame["item_id"].tolist(), link.frame["entity_id"].tolist(), link.numbers, strict=True
@@ -216,36 +147,16 @@ def import_recbole(
                 f"{link.path}, line {number}: empty item_id or entity_id; fill or remove the line."
             )
         links.setdefault(item, []).append(entity)
-    graph = EntityGraph(triplets, (e for ents in links.values() for e in ents))
-    note_unknown_relations(rule, triplets, report)
-    note_hubs(graph, rule, report)
+    graph = phi_graph(triplets, (e for ents in links.values() for e in ents), rule, report)
 
-    reason_of: dict[str, str] = {}
-    entities_of: dict[str, list[str]] = {}
-    for item in seen_items.tolist():
-        if item not in domain_of:
-            reason_of[item] = "item without a domain"
-        elif item not in links:
-            reason_of[item] = "item without an entity in .link"
-        elif not any(e in graph for e in links[item]):
-            reason_of[item] = "item whose linked entities are in no triplet of .kg"
-        else:
-            chosen = graph.select(links[item], rule)
-            if chosen:
-                entities_of[item] = chosen
-            else:
-                reason_of[item] = "item with no entity under the phi rule"
+    entities_of, reason_of = select_phi(
+        graph, rule, seen_items.tolist(), domain_of, links, DROP_REASONS
+    )
     for reason, count in pd.Series(reason_of, dtype=object).value_counts().items():
         report.drop_items(str(reason), int(count))
 
     reasons = rows["item"].map(pd.Series(reason_of, dtype=object))
-    keep = reasons.isna().to_numpy()
-    for reason, count in reasons[~keep].value_counts().items():
-        report.drop_rows(str(reason), int(count))
-    rows = rows[keep]
-    dup = rows.duplicated(["user", "item", "timestamp"]).to_numpy()
-    report.drop_rows("repeated (user, item, timestamp)", int(dup.sum()))
-    rows = rows[~dup].reset_index(drop=True)
+    rows = report.keep_rows(rows, reasons, ("user", "item", "timestamp")).reset_index(drop=True)
     report.items_kept = len(entities_of)
 
     interactions = pd.DataFrame(
@@ -279,15 +190,15 @@ def import_recbole(
     }
     if item_file is not None:
         skip = {"item_id"} | ({domain_field} if domain_field else set())
-        profiles = _profiles(item_file, "item_id", "item", skip, set(entities_of), report)
+        profiles = read_profiles(item_file, "item_id", "item", skip, set(entities_of), report)
         if profiles is not None:
             tables["item_profiles"] = profiles
     user_path = atomic / f"{name}.user"
     if user_path.is_file():
         user_file = read_atomic(user_path, ("user_id",), "user_id:token\tage:float\tgender:token")
-        _check_unique(user_file, "user_id")
+        check_unique(user_file, "user_id")
         kept_users = set(interactions["user"].unique())
-        profiles = _profiles(user_file, "user_id", "user", {"user_id"}, kept_users, report)
+        profiles = read_profiles(user_file, "user_id", "user", {"user_id"}, kept_users, report)
         if profiles is not None:
             tables["user_profiles"] = profiles
 
@@ -332,67 +243,6 @@ def _dataset_name(atomic: Path) -> str:
         f"{atomic}: several .inter files {found}; keep one dataset per folder, named "
         f"{atomic.name}.inter."
     )
-
-
-def _ids(table: AtomicFile, field: str) -> np.ndarray:
-    """The stripped, non-empty tokens of ``field`` (the first token of a token_seq)."""
-    values = table.frame[field].astype(str).str.strip()
-    if table.types[field] == "token_seq":
-        values = values.str.split(" ").str[0].fillna("")
-    empty = (values == "").to_numpy()
-    if empty.any():
-        row = int(np.flatnonzero(empty)[0])
-        raise DataContractError(
-            f"{table.path}, line {table.line(row)}: empty {field}; every row needs one. Fill or "
-            "remove the line."
-        )
-    return values.to_numpy(dtype=object)
-
-
-def _float_field(table: AtomicFile, field: str) -> np.ndarray:
-    if table.types[field] == "float":
-        return table.frame[field].to_numpy(np.float64)
-    return to_float(table.path, table.frame[field].astype(str).tolist(), table.numbers, field)
-
-
-def _timestamps(inter: AtomicFile) -> np.ndarray:
-    """``timestamp`` as int64 when every value is whole, else float64; NaN is an error."""
-    stamps = _float_field(inter, "timestamp")
-    bad = ~np.isfinite(stamps)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataContractError(
-            f"{inter.path}, line {inter.line(row)}: timestamp "
-            f"{inter.frame['timestamp'].iloc[row]!r} is missing or not finite; every row needs "
-            "a time (e.g. seconds since the epoch), peace splits target domains by time."
-        )
-    if np.all(stamps == np.round(stamps)) and np.all(np.abs(stamps) < 2**62):
-        return stamps.astype(np.int64)
-    return stamps
-
-
-def _labels(inter: AtomicFile) -> np.ndarray:
-    labels = _float_field(inter, "label")
-    bad = ~np.isin(labels, (0.0, 1.0))
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataContractError(
-            f"{inter.path}, line {inter.line(row)}: label {inter.frame['label'].iloc[row]!r} is "
-            "not 0 or 1; binarise the label field (1 = positive), or drop it to treat every row "
-            "as a positive."
-        )
-    return labels.astype(np.int64)
-
-
-def _check_unique(table: AtomicFile, field: str) -> None:
-    values = table.frame[field].astype(str).str.strip()
-    dup = values.duplicated().to_numpy()
-    if dup.any():
-        row = int(np.flatnonzero(dup)[0])
-        raise DataContractError(
-            f"{table.path}, line {table.line(row)}: {field} {values.iloc[row]!r} appears on an "
-            "earlier line too; keep one line per id."
-        )
 
 
 def _domains_from_field(
@@ -508,59 +358,3 @@ def _roles(
                 "one target domain. Change the targets."
             )
     return roles
-
-
-def _triplets(kg: AtomicFile, report: ImportReport) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        {
-            "head": kg.frame["head_id"].astype(str).str.strip(),
-            "relation": kg.frame["relation_id"].astype(str).str.strip(),
-            "tail": kg.frame["tail_id"].astype(str).str.strip(),
-        }
-    )
-    if frame.empty:
-        raise DataContractError(f"{kg.path}: no triplets; the graph must not be empty.")
-    empty = (frame == "").any(axis=1).to_numpy()
-    if empty.any():
-        row = int(np.flatnonzero(empty)[0])
-        raise DataContractError(
-            f"{kg.path}, line {kg.line(row)}: empty head_id, relation_id or tail_id; fill or "
-            "remove the line."
-        )
-    dup = frame.duplicated().to_numpy()
-    if dup.any():
-        report.notes.append(f"{int(dup.sum())} repeated triplet(s) of {kg.path.name} dropped")
-        frame = frame[~dup].reset_index(drop=True)
-    return frame
-
-
-def _profiles(
-    table: AtomicFile,
-    key_field: str,
-    key: str,
-    skip: set[str],
-    keep: set[str],
-    report: ImportReport,
-) -> pd.DataFrame | None:
-    """Profile columns of ``table``: token -> string category, float -> number; seq types are
-    left out (noted). Only rows whose key is in ``keep``."""
-    keys = table.frame[key_field].astype(str).str.strip()
-    data: dict[str, object] = {key: keys.to_numpy(dtype=object)}
-    left_out = []
-    for name, kind in table.types.items():
-        if name in skip:
-            continue
-        if kind == "token":
-            data[name] = table.frame[name].astype(str).str.strip().to_numpy(dtype=object)
-        elif kind == "float":
-            data[name] = table.frame[name].to_numpy(np.float64)
-        else:
-            left_out.append(f"{name}:{kind}")
-    if left_out:
-        report.notes.append(
-            f"{table.path.name}: sequence field(s) not used as profiles: {left_out}"
-        )
-    if len(data) == 1:
-        return None
-    frame = pd.DataFrame(data)
-    return frame[frame[key].isin(keep)].reset_index(drop=True)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import pandas as pd
 
 
 @dataclass
@@ -57,6 +60,17 @@ class ImportReport:
         if count:
             self.items_dropped[reason] = self.items_dropped.get(reason, 0) + int(count)
 
+    def keep_rows(self, rows: pd.DataFrame, reasons: pd.Series, key: Sequence[str]) -> pd.DataFrame:
+        """``rows`` without those that have a reason (``reasons``, aligned; NaN: none) and without
+        repeats of ``key``; every row left out is counted under its reason."""
+        keep = reasons.isna().to_numpy()
+        for reason, count in reasons[~keep].value_counts().items():
+            self.drop_rows(str(reason), int(count))
+        rows = rows[keep]
+        dup = rows.duplicated(list(key)).to_numpy()
+        self.drop_rows(f"repeated ({', '.join(key)})", int(dup.sum()))
+        return rows[~dup]
+
     def domain(self, name: str) -> DomainCount:
         """The counts of domain ``name``; KeyError if the import has no such domain."""
         for entry in self.domains:
@@ -103,3 +117,25 @@ class ImportReport:
         for note in self.notes:
             lines.append(f"  note: {note}")
         return "\n".join(lines)
+
+
+def count_domains(
+    inter: pd.DataFrame, domains: Sequence[tuple[str, str]], report: ImportReport
+) -> None:
+    """Fill the per-domain counts of ``report`` from the final interactions."""
+    grouped = inter.groupby("domain", sort=False)
+    items = grouped["item"].nunique()
+    users = grouped["user"].nunique()
+    rows = grouped.size()
+    report.domains = [
+        DomainCount(
+            domain=name,
+            role=role,
+            items=int(items.get(name, 0)),
+            rows=int(rows.get(name, 0)),
+            users=int(users.get(name, 0)),
+        )
+        for name, role in domains
+    ]
+    report.rows_kept = len(inter)
+    report.users = int(inter["user"].nunique())

@@ -1,0 +1,172 @@
+"""The HTTP half of ``serve_latency.py``: the service as a subprocess on loopback, and rank and
+recommend requests from 1 or more concurrent clients (threads, one keep-alive ``httpx.Client``
+each), with latency percentiles and throughput per case."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+NORMAL_DOMAIN, ZERO_SHOT_DOMAIN, ANN_DOMAIN = "travel", "rental", "ann-large"
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "mean_ms": float(a.mean()),
+        "max_ms": float(a.max()),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def load(base: str, make_request: Any, n: int, clients: int) -> dict[str, Any]:
+    """Send ``n`` requests from ``clients`` threads; latency per request and throughput."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    rankers: list[set[str]] = [set() for _ in range(clients)]
+    per = [n // clients + (1 if c < n % clients else 0) for c in range(clients)]
+    barrier = threading.Barrier(clients + 1)
+
+    def worker(c: int) -> None:
+        rng = np.random.default_rng(1000 + c)
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for _ in range(10):  # warm-up, not measured
+                method, url, kwargs = make_request(rng)
+                http.request(method, url, **kwargs)
+            barrier.wait()
+            for _ in range(per[c]):
+                method, url, kwargs = make_request(rng)
+                t = time.perf_counter()
+                r = http.request(method, url, **kwargs)
+                latencies[c].append((time.perf_counter() - t) * 1000)
+                if r.status_code != 200:
+                    errors[c] += 1
+                else:
+                    rankers[c].add(r.json()["ranker"])
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    flat = [x for lat in latencies for x in lat]
+    return {
+        "requests": len(flat),
+        "clients": clients,
+        "errors": sum(errors),
+        "throughput_rps": len(flat) / wall,
+        "wall_s": wall,
+        "ranker": sorted(set().union(*rankers)),
+        **percentiles(flat),
+    }
+
+
+def http_cases(
+    store: Path, catalogues: dict[str, list[str]], users: list[str], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "peace.serve.app",
+        "--store",
+        str(store),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--threads",
+        "1",
+    ]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    results = []
+    try:
+        for _ in range(600):  # at most 60 s to start
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None:
+                raise RuntimeError(
+                    f"server exited: {server.stderr.read() if server.stderr else ''}"
+                )
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not start in 60 s")
+
+        def ranker_request(domain: str) -> Any:
+            cat = catalogues[domain]
+
+            def make(rng: np.random.Generator) -> tuple[str, str, dict]:
+                body = {
+                    "user": users[int(rng.integers(len(users)))],
+                    "items": list(rng.choice(cat, args.candidates, replace=False)),
+                }
+                return "POST", f"/v1/domains/{domain}/rank", {"json": body}
+
+            return make
+
+        def recommend_request(rng: np.random.Generator) -> tuple[str, str, dict]:
+            user = users[int(rng.integers(len(users)))]
+            return "GET", f"/v1/domains/{ANN_DOMAIN}/recommend", {"params": {"user": user, "k": 10}}
+
+        for domain in (ZERO_SHOT_DOMAIN, NORMAL_DOMAIN):
+            for clients in args.clients:
+                r = load(base, ranker_request(domain), args.requests, clients)
+                results.append(
+                    {
+                        "case": f"rank {domain}",
+                        "endpoint": "rank",
+                        "candidates": args.candidates,
+                        **r,
+                    }
+                )
+                print_row(results[-1])
+        for clients in args.clients:
+            r = load(base, recommend_request, args.recommend_requests, clients)
+            results.append(
+                {
+                    "case": f"recommend {ANN_DOMAIN} (k=10)",
+                    "endpoint": "recommend",
+                    "candidates": len(catalogues[ANN_DOMAIN]),
+                    **r,
+                }
+            )
+            print_row(results[-1])
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return results
+
+
+def print_row(r: dict[str, Any]) -> None:
+    print(
+        f"{r['case']:<34} {'/'.join(r['ranker']):<20} {r['clients']:>3} {r['requests']:>6} "
+        f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['throughput_rps']:>9.1f} {r['errors']:>4}",
+        flush=True,
+    )

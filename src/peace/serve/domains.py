@@ -1,0 +1,217 @@
+"""A served domain: an immutable snapshot of its catalogue, item-side precomputation, optional
+normal ranker and approximate index (edits make a new one), and how it scores and recommends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from peace.serve.index import InnerProductIndex
+from peace.serve.rankers import ItemKeys, NormalRanker, RankerName, UserVectors, ZeroShotScorer
+from peace.store import StoreVersion
+
+
+@dataclass(frozen=True)
+class DomainState:
+    """One served domain: an immutable snapshot of its catalogue and rankers.
+
+    ``items``, ``entities``, ``vectors``, ``keys``, ``counts`` are aligned (catalogue order);
+    items added at run time are appended. ``index`` covers the first ``index.size`` rows.
+    """
+
+    name: str
+    origin: Literal["store", "launched"]
+    items: tuple[str, ...]
+    item_row: dict[str, int]
+    entities: tuple[tuple[str, ...], ...]
+    vectors: Tensor
+    keys: ItemKeys | None
+    counts: np.ndarray
+    live_items: dict[str, list[str]] = field(default_factory=dict)
+    """Items added or changed at run time (persisted under ``STORE/live``)."""
+    normal: NormalRanker | None = None
+    normal_rows: Tensor | None = None
+    normal_note: str | None = None
+    """Why a published normal ranker is not used (e.g. trained on another model), if so."""
+    index: InnerProductIndex | None = None
+    stale_rows: frozenset[int] = frozenset()
+    """Rows changed after the index was built (scored exactly at every query)."""
+
+    @property
+    def size(self) -> int:
+        return len(self.items)
+
+    @property
+    def popularity(self) -> np.ndarray:
+        """Shares of the popularity counts; uniform when the domain has no rows."""
+        total = self.counts.sum()
+        if total <= 0:
+            return np.full(self.size, 1.0 / max(self.size, 1))
+        return self.counts / total
+
+    @property
+    def ranker(self) -> RankerName:
+        return "normal" if self.normal is not None else "zero-shot"
+
+    def with_items(
+        self, new: dict[str, list[str]], vectors: Tensor, scorer: ZeroShotScorer
+    ) -> DomainState:
+        """A copy with items added or replaced (``vectors`` aligned with ``new``)."""
+        items, entities = list(self.items), list(self.entities)
+        row = dict(self.item_row)
+        all_vecs = self.vectors.clone()
+        counts = self.counts.copy()
+        appended, stale = [], set(self.stale_rows)
+        new_keys = scorer.item_keys(vectors)
+        keys = (
+            None if self.keys is None else ItemKeys(self.keys.top.clone(), self.keys.ties.clone())
+        )
+        for j, (item, ents) in enumerate(new.items()):
+            if item in row:
+                r = row[item]
+                entities[r] = tuple(ents)
+                all_vecs[r] = vectors[j]
+                if keys is not None and new_keys is not None:
+                    keys.top[r], keys.ties[r] = new_keys.top[j], new_keys.ties[j]
+                stale.add(r)
+            else:
+                row[item] = len(items)
+                items.append(item)
+                entities.append(tuple(ents))
+                appended.append(j)
+        if appended:
+            idx = torch.as_tensor(appended, dtype=torch.long)
+            all_vecs = torch.cat([all_vecs, vectors[idx]])
+            keys = ItemKeys.cat(keys, None if new_keys is None else new_keys.take(idx))
+            counts = np.concatenate([counts, np.zeros(len(appended), np.int64)])
+        normal_rows = None
+        if self.normal is not None:
+            normal_rows = self.normal.code_rows(items)
+        live = {**self.live_items, **{k: list(v) for k, v in new.items()}}
+        return replace(
+            self,
+            items=tuple(items),
+            item_row=row,
+            entities=tuple(entities),
+            vectors=all_vecs,
+            keys=keys,
+            counts=counts,
+            live_items=live,
+            normal_rows=normal_rows,
+            stale_rows=frozenset(stale),
+        )
+
+    def with_index(self, threshold: int, **index_args: Any) -> DomainState:
+        """A copy with an ANN index over the catalogue when it has more than ``threshold`` items."""
+        if self.size <= threshold:
+            return replace(self, index=None, stale_rows=frozenset())
+        index = InnerProductIndex(self.vectors.numpy(), **index_args)
+        return replace(self, index=index, stale_rows=frozenset())
+
+    def rows_of(self, items: list[str]) -> list[int | None]:
+        return [self.item_row.get(i) for i in items]
+
+    # ---------------------------------------------------------------- scoring
+    def score_rows(
+        self, scorer: ZeroShotScorer, user: UserVectors | None, rows: Tensor
+    ) -> tuple[Tensor, RankerName]:
+        """Scores ``[C]`` of catalogue rows for a user (None = unknown user: popularity)."""
+        if user is None:
+            return (
+                torch.as_tensor(self.popularity[rows.numpy()], dtype=torch.float32),
+                "popularity-fallback",
+            )
+        items = self.vectors[rows]
+        keys = None if self.keys is None else self.keys.take(rows)
+        if self.normal is None:
+            return scorer.scores(user.interests, items, keys, user.universal), "zero-shot"
+        user_vecs = scorer.user_vectors(user.interests, items, keys)
+        assert self.normal_rows is not None
+        return (
+            self.normal.scores(user.id, user_vecs, items, self.normal_rows[rows], user.universal),
+            "normal",
+        )
+
+    def candidates(self, scorer: ZeroShotScorer, user: UserVectors, pool: int) -> Tensor:
+        """Catalogue rows to rank exactly: all of them, or the index's pool plus newer rows."""
+        if self.index is None:
+            return torch.arange(self.size)
+        found = self.index.search(scorer.query(user.interests, user.universal).numpy(), pool)
+        extra = np.arange(self.index.size, self.size)
+        stale = np.fromiter(self.stale_rows, dtype=np.int64, count=len(self.stale_rows))
+        rows = np.unique(np.concatenate([found, extra, stale]).astype(np.int64))
+        return torch.as_tensor(rows, dtype=torch.long)
+
+    def recommend(
+        self, scorer: ZeroShotScorer, user: UserVectors | None, k: int, pool: int
+    ) -> tuple[list[str], list[float], RankerName, bool]:
+        """Top ``k`` items: (ids, scores, ranker, approximate?)."""
+        k = min(k, self.size)
+        if k == 0:
+            return [], [], ("popularity-fallback" if user is None else self.ranker), False
+        if user is None:
+            pop = self.popularity
+            order = np.lexsort((np.arange(self.size), -pop))[:k]
+            return (
+                [self.items[i] for i in order],
+                [float(pop[i]) for i in order],
+                "popularity-fallback",
+                False,
+            )
+        rows = self.candidates(scorer, user, max(pool, k))
+        scores, ranker = self.score_rows(scorer, user, rows)
+        top = torch.topk(scores, min(k, len(rows)))
+        chosen = rows[top.indices]
+        return (
+            [self.items[int(i)] for i in chosen],
+            [float(s) for s in top.values],
+            ranker,
+            self.index is not None,
+        )
+
+
+def catalogue_state(version: StoreVersion, domain: str, scorer: ZeroShotScorer) -> DomainState:
+    """A store domain's :class:`DomainState` (no normal ranker, no index yet)."""
+    cat = version.catalogues[domain]
+    vectors = torch.from_numpy(cat.vectors)
+    items = tuple(str(i) for i in cat.items)
+    return DomainState(
+        name=domain,
+        origin="store",
+        items=items,
+        item_row={it: i for i, it in enumerate(items)},
+        entities=tuple(tuple(e) for e in cat.entities),
+        vectors=vectors,
+        keys=scorer.item_keys(vectors),
+        counts=cat.popularity.astype(np.int64),
+    )
+
+
+def launched_state(domain: str, scorer: ZeroShotScorer) -> DomainState:
+    """An empty domain launched at run time (items are added with :meth:`with_items`)."""
+    vectors = torch.zeros(0, scorer.dim)
+    return DomainState(
+        name=domain,
+        origin="launched",
+        items=(),
+        item_row={},
+        entities=(),
+        vectors=vectors,
+        keys=scorer.item_keys(vectors),
+        counts=np.zeros(0, np.int64),
+    )
+
+
+def attach_normal(
+    state: DomainState, ranker: NormalRanker | None, note: str | None = None
+) -> DomainState:
+    """A copy of ``state`` served by ``ranker`` (None: zero-shot, with ``note`` saying why)."""
+    if ranker is None:
+        return replace(state, normal=None, normal_rows=None, normal_note=note)
+    return replace(
+        state, normal=ranker, normal_rows=ranker.code_rows(list(state.items)), normal_note=None
+    )
