@@ -143,6 +143,12 @@ def test_merge_brings_rows_run_elsewhere(toy_dir: Path, tmp_path: Path) -> None:
     assert _bench(toy_dir, wrong, "--models", "DeepFM", "--set", "finetune.lr=0.5").exit_code == 0
     refused = _bench(toy_dir, main, "--merge", str(wrong))
     assert refused.exit_code != 0 and "another configuration" in refused.output
+    fresh = tmp_path / "fresh" / "report"  # merging into a folder that does not exist yet
+    assert _bench(toy_dir, fresh, "--merge", str(main)).exit_code == 0
+    assert {r["model"] for r in json.loads((fresh / "results.json").read_text())["rows"]} == {
+        "Popularity",
+        "DeepFM",
+    }
 
 
 def test_a_stopped_parallel_run_keeps_its_finished_groups(

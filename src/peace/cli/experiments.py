@@ -154,6 +154,7 @@ def benchmark(
     if merge:
         import json
 
+        out.mkdir(parents=True, exist_ok=True)
         doc = None
         for folder in merge:
             path = folder / "results.json"
