@@ -65,7 +65,9 @@ def flops_per_step(
     d, a, M, n = m.dim, m.attention_dim, m.n_interests, m.n_prototypes
     h1, h2 = m.mlp_hidden
     edges = n_edges + n_entities  # with self loops
-    gat = m.gnn_layers * (2 * n_entities * d * d + 2 * edges * d * d + 6 * edges * d)
+    # per layer: x W, the attention and the weighted messages per edge (the relation term of
+    # the attention is computed once per relation type: negligible)
+    gat = m.gnn_layers * (2 * n_entities * d * d + 6 * edges * d)
     eq1 = 2 * n_entities * (d * a + a * M) + 2 * batch * M * seq_len * d
     pea = (
         2 * batch * M * n * d + 2 * pairs * M * n * d + 2 * pairs * M * (d * h1 + h1 * h2 + h2 * d)
