@@ -67,6 +67,12 @@ class ModelConfig:
     """Entities that stand for a single item (linked to one item only, e.g. a movie's own graph
     node) share one learned input vector, so the GAT encodes them from their neighbourhood; a
     target item's own node, never seen in pre-training, then gets a trained encoding."""
+    unseen_entities: Literal["keep", "zero"] = "keep"
+    """Entities that phi links to no source-domain item (a new domain's own graph nodes and its
+    other new entities, and graph entities no item links to) never get a training signal of their
+    own. ``"zero"``: whenever the model is not training (held-out evaluation, both rankers,
+    export), they enter the graph attention with a zero input, the mean of their random
+    initialisation, so an encoding built from trained neighbours carries no noise from them."""
     degree_buckets: int = 0
     """When > 0, entity inputs add a learned vector per degree bucket floor(log2(1 + degree)) of
     the entity in the graph (capped at this many buckets): how richly an entity is described,

@@ -28,6 +28,7 @@ __all__ = [
     "build_context",
     "build_model",
     "private_entities",
+    "unseen_entities",
 ]
 
 #: pre-trained competitors: normal setting only (Table 2); zero-shot competitors (Table 3)
@@ -55,9 +56,19 @@ def build_model(
     model = PEACE(ds.num_entities, graph.num_edge_types, cfg.model, feature_dim)
     model.entity_encoder.set_features(ds.entity_features)
     model.entity_encoder.set_private(private_entities(ds))
+    model.entity_encoder.set_unseen(unseen_entities(ds))
     degree = np.bincount(ds.triplets[:, [0, 2]].reshape(-1), minlength=ds.num_entities)
     model.entity_encoder.set_degrees(degree)
     return model, graph
+
+
+def unseen_entities(ds: Dataset) -> np.ndarray:
+    """``[|E|]`` bool: entities that phi links to no item of a source domain."""
+    linked = np.zeros(ds.num_entities, dtype=bool)
+    for d in ds.source_domains:
+        ents = ds.item_entities[ds.domain_items(d)]
+        linked[ents[ents >= 0]] = True
+    return ~linked
 
 
 def private_entities(ds: Dataset) -> np.ndarray:

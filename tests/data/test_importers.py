@@ -9,6 +9,7 @@ import pytest
 
 from peace.data.contract import OPTIONAL_TABLES, REQUIRED_TABLES, DataContractError, read_table
 from peace.data.importers import ImportReport, PhiRule, import_movielens, import_recbole, load_cut
+from peace.data.importers.cut import DEFAULT_CUT
 from peace.data.importers.movielens import rarest_genre
 
 # --------------------------------------------------------------------------------------------
@@ -619,3 +620,16 @@ def test_movielens_phi_skips_hubs(ml, tmp_path):
     assert not hubs & {e for ents in phi.values() for e in ents}
     assert phi["1"] == ["100", "D1"]  # the shared director stays
     assert any("hub" in note for note in report.notes)
+
+
+def test_validation_cut_moves_three_source_genres_to_validation_domains() -> None:
+    default = load_cut()
+    validation = load_cut(DEFAULT_CUT.parent / "ml1m_validation_cut.toml")
+    roles = {s.name: s.role for s in validation.domains}
+    for name in ("Sci-Fi", "Romance", "Adventure"):
+        assert roles[name] == "target"
+    benchmark = {s.name: s.genres for s in default.domains if s.role == "target"}
+    assert {s.name: s.genres for s in validation.domains if s.name in benchmark} == benchmark
+    assert validation.phi == default.phi
+    genres = {g for s in default.domains for g in s.genres}
+    assert {g for s in validation.domains for g in s.genres} == genres

@@ -14,7 +14,7 @@ from peace.eval.protocol import run_seed
 from peace.flows.pretrain import pretrain
 from peace.flows.rankers import PeaceRanker, TargetDomain, source_entity_counts
 from peace.flows.records import NegativeSampler, kept_out_items
-from peace.models import private_entities
+from peace.models import private_entities, unseen_entities
 
 
 def test_popularity_negatives_follow_item_counts(toy_dir: Path) -> None:
@@ -89,6 +89,22 @@ def test_inductive_entities_share_one_input(toy_dir: Path, tiny_config) -> None:
     if bool(private.any()):
         assert torch.equal(x[private], enc.private_input.expand(int(private.sum()), -1))
     assert torch.equal(x[~private], enc.embedding.weight[~private])
+
+
+def test_unseen_entities_are_those_no_source_item_links(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    unseen = unseen_entities(ds)
+    linked = set()
+    for d in ds.source_domains:
+        linked |= set(ds.item_entities[ds.domain_items(d)].ravel().tolist()) - {-1}
+    assert linked and unseen.sum() == ds.num_entities - len(linked)
+    assert not unseen[sorted(linked)].any() and unseen.any()
+    pre = pretrain(ds, tiny_config.override(['model.unseen_entities="zero"']), show_progress=False)
+    enc = pre.model.entity_encoder
+    pre.entity_table()  # serving: eval mode
+    assert torch.equal(
+        enc.inputs()[torch.as_tensor(unseen)], torch.zeros(int(unseen.sum()), enc.dim)
+    )
 
 
 def test_zero_shot_references(toy_dir: Path, tiny_config) -> None:

@@ -181,3 +181,33 @@ def test_per_type_attention_equals_the_library_layer(heads: int, relations: bool
     (grad_got,) = torch.autograd.grad(got.square().sum(), x)
     assert torch.allclose(got, expected, atol=1e-5)
     assert torch.allclose(grad_got, grad_expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_unseen_entities_enter_with_zero_inputs_outside_training(residual: bool) -> None:
+    torch.manual_seed(0)
+    g = _random_graph(5)
+    unseen = torch.zeros(30, dtype=torch.bool)
+    unseen[[2, 7, 11]] = True
+    enc = EntityEncoder(30, g.num_edge_types, dim=8, residual=residual, unseen="zero")
+    enc.set_unseen(unseen)
+    enc.train()
+    trained = enc(g)
+    reference = EntityEncoder(30, g.num_edge_types, dim=8, residual=residual)
+    reference.load_state_dict(enc.state_dict())
+    torch.testing.assert_close(trained, reference(g))  # training: every input as it is
+    enc.eval()
+    with torch.no_grad():
+        reference.embedding.weight[unseen] = 0.0
+    served = enc(g)
+    torch.testing.assert_close(served, reference(g))
+    assert not torch.allclose(served, trained)
+    nodes = torch.tensor([7, 3, 11])
+    torch.testing.assert_close(enc.inputs(nodes)[[0, 2]], torch.zeros(2, 8))
+    keep = EntityEncoder(30, g.num_edge_types, dim=8, residual=residual)
+    keep.load_state_dict(enc.state_dict())
+    keep.set_unseen(unseen)
+    keep.eval()
+    torch.testing.assert_close(keep(g), trained)  # "keep" ignores the mask
+    with pytest.raises(ValueError, match="expected keep or zero"):
+        EntityEncoder(30, g.num_edge_types, dim=8, unseen="drop")

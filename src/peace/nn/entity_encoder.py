@@ -153,6 +153,8 @@ class EntityEncoder(nn.Module):
             source's, instead of from untrained id vectors.
         residual: each layer adds its messages to its input (x + GAT(x)) instead of replacing
             it, so an entity keeps its own vector and the graph refines it.
+        unseen: with ``"zero"``, entities marked by :meth:`set_unseen` (linked to no source
+            item) get a zero input outside training; ``"keep"`` leaves every input as it is.
         degree_buckets: when > 0, every input adds a learned vector for the entity's degree
             bucket (floor(log2(1 + degree)), capped), set by :meth:`set_degrees`: attention
             averages messages, so without it an encoding cannot tell a richly described entity
@@ -176,8 +178,13 @@ class EntityEncoder(nn.Module):
         inductive: bool = False,
         degree_buckets: int = 0,
         residual: bool = False,
+        unseen: str = "keep",
     ) -> None:
         super().__init__()
+        if unseen not in ("keep", "zero"):
+            raise ValueError(f"unseen entities {unseen!r}: expected keep or zero.")
+        self.unseen_mode = unseen
+        self.unseen: Tensor | None = None
         self.num_entities, self.dim, self.layers = num_entities, dim, layers
         self.num_edge_types, self.heads, self.feature_dim = num_edge_types, heads, feature_dim
         self.use_graph = use_graph
@@ -222,6 +229,11 @@ class EntityEncoder(nn.Module):
         kept outside the state dict, like the features)."""
         self.private = None if private is None else torch.as_tensor(private, dtype=torch.bool)
 
+    def set_unseen(self, unseen: np.ndarray | Tensor | None) -> None:
+        """``[|E|]`` bool: entities linked to no source item (data, kept outside the state
+        dict); used when ``unseen = "zero"``."""
+        self.unseen = None if unseen is None else torch.as_tensor(unseen, dtype=torch.bool)
+
     def set_degrees(self, degree: np.ndarray | Tensor | None) -> None:
         """``[|E|]`` entity degrees in the graph (data, kept outside the state dict)."""
         if degree is None or self.degree_embedding is None:
@@ -243,6 +255,9 @@ class EntityEncoder(nn.Module):
         if self.degree_embedding is not None and self.degree_bucket is not None:
             bucket = self.degree_bucket if nodes is None else self.degree_bucket[nodes]
             x = x + self.degree_embedding(bucket)
+        if self.unseen_mode == "zero" and self.unseen is not None and not self.training:
+            unseen = self.unseen if nodes is None else self.unseen[nodes]
+            x = x.masked_fill(unseen.to(x.device).unsqueeze(-1), 0.0)
         return x
 
     def propagate(self, x: Tensor, edge_index: Tensor, edge_type: Tensor) -> Tensor:

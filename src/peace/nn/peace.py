@@ -109,6 +109,7 @@ class PEACE(nn.Module):
             inductive=config.inductive_entities,
             degree_buckets=config.degree_buckets,
             residual=config.gnn_residual,
+            unseen=config.unseen_entities,
         )
         self.interests = InterestExtractor(d, config.n_interests, config.attention_dim)
         self.fusion = AttentiveFusion(d, config.attention_dim, config.user_prior)
