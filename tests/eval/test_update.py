@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from peace.config import PeaceConfig
-from peace.eval.update import UpdateError, kept_document, merge_update
+from peace.eval.update import SHARED_MODEL_KEYS, UpdateError, kept_document, merge_update
 
 
 def _row(model: str) -> dict:
@@ -79,9 +79,39 @@ def test_update_reads_a_key_the_document_predates_as_its_default(tmp_path: Path)
         "Popularity",
         "DeepFM",
     }
-    changed = cfg.override(["model.gnn_residual=true"])
-    with pytest.raises(UpdateError, match="gnn_residual"):
+    changed = cfg.override(["finetune.lr=0.05"])
+    with pytest.raises(UpdateError, match="finetune.lr"):
         kept_document(path, "toy", [0], changed, ("Tiger",))
+
+
+def test_a_peace_only_model_key_keeps_the_other_models_rows(tmp_path: Path) -> None:
+    """[model] keys that only PEACE reads do not invalidate competitors' rows; shared ones do."""
+    cfg = PeaceConfig()
+    path = tmp_path / "results.json"
+    _document(path, cfg)
+    changed = cfg.override(["model.gnn_residual=true", "model.unseen_entities=zero"])
+    kept = kept_document(path, "toy", [0], changed, ("Tiger",))
+    assert {r["model"] for r in kept["rows"]} == {"Popularity", "DeepFM"}
+    with pytest.raises(UpdateError, match="model.dim"):
+        kept_document(path, "toy", [0], cfg.override(["model.dim=32"]), ("Tiger",))
+    doc = json.loads(path.read_text())
+    doc["rows"].append(_row("PEACE"))
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UpdateError, match="gnn_residual"):  # PEACE's rows would be kept
+        kept_document(path, "toy", [0], changed, ("Tiger",))
+
+
+def test_competitors_read_only_the_shared_model_keys() -> None:
+    """What SHARED_MODEL_KEYS promises, checked on the competitors' source."""
+    import re
+
+    import peace.baselines
+
+    root = Path(peace.baselines.__file__).parent
+    read = set()
+    for source in root.glob("*.py"):
+        read |= set(re.findall(r"\bmodel\.(\w+)", source.read_text()))
+    assert read and read <= SHARED_MODEL_KEYS, read - SHARED_MODEL_KEYS
 
 
 def test_per_user_values_and_curves_follow_their_models(tmp_path: Path) -> None:

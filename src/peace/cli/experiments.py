@@ -160,8 +160,8 @@ def benchmark(
             path = folder / "results.json"
             try:
                 other = json.loads(path.read_text())
-                check_document(other, path, ds.root.name, seed_list, cfg)
                 names = tuple(sorted({r["model"] for r in other["rows"]}))
+                check_document(other, path, ds.root.name, seed_list, cfg, list(names))
                 previous = (
                     kept_document(out / "results.json", ds.root.name, seed_list, cfg, names)
                     if (out / "results.json").is_file()

@@ -25,6 +25,11 @@ from peace.data.dataset import Dataset
 
 EMBEDDED = ("PEACE", "PEACE w/o CPL")
 
+# The [model] keys that models other than PEACE and its variants read: the width d, the history
+# length and the head's MLP. The other [model] keys shape PEACE's encoders alone, so a change in
+# them leaves the competitors' and references' rows valid and they are kept.
+SHARED_MODEL_KEYS = frozenset({"dim", "history_length", "mlp_hidden"})
+
 
 class UpdateError(ValueError):
     """An existing report that cannot be extended by this run; the message says why."""
@@ -43,11 +48,11 @@ def kept_document(
     if not path.is_file():
         raise UpdateError(f"--update: {path} does not exist; run without --update first.")
     doc = json.loads(path.read_text())
+    old_models = sorted({r["model"] for r in doc["rows"]})
     try:
-        check_document(doc, path, dataset, seeds, cfg)
+        check_document(doc, path, dataset, seeds, cfg, [m for m in old_models if m not in models])
     except UpdateError as exc:
         raise UpdateError(f"--update: {exc}") from None
-    old_models = sorted({r["model"] for r in doc["rows"]})
     variants = [m for m in old_models if m.startswith("PEACE")]
     rerun = [m for m in variants if m in models]
     if rerun and len(rerun) != len(variants):
@@ -120,8 +125,19 @@ def _with_defaults(config: dict, defaults: dict) -> dict:
     return out
 
 
-def check_document(doc: dict, path: Path, dataset: str, seeds: list[int], cfg: PeaceConfig) -> None:
-    """Raise :class:`UpdateError` unless ``doc`` is for this dataset, seeds and configuration."""
+def check_document(
+    doc: dict,
+    path: Path,
+    dataset: str,
+    seeds: list[int],
+    cfg: PeaceConfig,
+    models: list[str] | None = None,
+) -> None:
+    """Raise :class:`UpdateError` unless ``doc`` is for this dataset, seeds and configuration.
+
+    ``models``: the models whose rows are used (default: all). When none of them is PEACE or a
+    PEACE variant, the [model] keys outside :data:`SHARED_MODEL_KEYS` may differ.
+    """
     if doc.get("dataset") != dataset:
         raise UpdateError(
             f"{path} is for dataset {doc.get('dataset')!r}, not {dataset!r}; "
@@ -135,6 +151,12 @@ def check_document(doc: dict, path: Path, dataset: str, seeds: list[int], cfg: P
     defaults = json.loads(json.dumps(PeaceConfig().to_dict()))
     # A key the document predates ran with that key's default: it is not a difference.
     diff = sorted(_differences(_with_defaults(doc.get("config") or {}, defaults), current))
+    if models is not None and not any(m.startswith("PEACE") for m in models):
+        diff = [
+            d
+            for d in diff
+            if not d.startswith("model.") or d.split(":")[0][6:] in SHARED_MODEL_KEYS
+        ]
     if diff:
         raise UpdateError(
             f"{path} was made with another configuration ({', '.join(diff[:5])}); "
