@@ -28,6 +28,15 @@ def seed_everything(seed: int) -> torch.Generator:
     return gen
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Draw torch's random numbers inside from ``seed`` alone, then restore the global state:
+    a module initialised inside does not depend on what ran before it in the process."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def usable_cpus() -> list[int]:
     """The CPUs this process may run on (its affinity mask, e.g. from taskset or a container)."""
     if hasattr(os, "sched_getaffinity"):

@@ -100,3 +100,20 @@ def test_target_test_rows_reach_no_weight(tmp_path: Path, tiny_config) -> None:
     torch.testing.assert_close(base["normal"], other["normal"], rtol=0, atol=0)
     # ...while the test data itself did change.
     assert base["relevant"] != other["relevant"]
+
+
+def test_a_rankers_start_depends_on_its_seed_alone(tmp_path: Path, tiny_config) -> None:
+    """What ran before in the process (another model, another domain) does not move a fine-tuned
+    ranker's initial weights, so a model's rows do not depend on the models run beside it."""
+    from peace.flows.rankers import DeepFMRanker
+
+    ds = load_dataset(write_dataset(toy_tables(), tmp_path / "d"))
+    pre = pretrain(ds, tiny_config, show_progress=False)
+    target = TargetDomain(ds, ds.target_domains[0])
+    first = PeaceRanker(pre, target, tiny_config).head.state_dict()
+    deepfm = DeepFMRanker(target, tiny_config).state_dict()
+    torch.rand(1000)  # the process draws other random numbers in between
+    _assert_same_state(first, PeaceRanker(pre, target, tiny_config).head.state_dict())
+    _assert_same_state(deepfm, DeepFMRanker(target, tiny_config).state_dict())
+    reseeded = PeaceRanker(pre, target, tiny_config.override(["seed=1"])).head.state_dict()
+    assert any(not torch.equal(first[k], reseeded[k]) for k in first)

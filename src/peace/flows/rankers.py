@@ -28,6 +28,7 @@ from peace.flows.pretrained import Pretrained
 from peace.nn.deepfm import DeepFM
 from peace.nn.heads import FineTuneHead
 from peace.nn.peace import item_vectors
+from peace.utils import seeded
 
 
 class TargetDomain:
@@ -76,14 +77,15 @@ class PeaceRanker(nn.Module):
         super().__init__()
         self.pre, self.target = pre, target
         fc = cfg.finetune
-        self.head = FineTuneHead(
-            cfg.model.dim,
-            target.cardinalities,
-            cfg.model.mlp_hidden,
-            fc.fm_dim,
-            fc.deepfm_hidden,
-            fc.interaction_features,
-        )
+        with seeded(cfg.seed):  # the head's start depends on the seed, not on earlier models
+            self.head = FineTuneHead(
+                cfg.model.dim,
+                target.cardinalities,
+                cfg.model.mlp_hidden,
+                fc.fm_dim,
+                fc.deepfm_hidden,
+                fc.interaction_features,
+            )
         self.frozen = fc.freeze_encoders
         if self.frozen:
             self.pre.model.requires_grad_(False)
@@ -155,7 +157,10 @@ class DeepFMRanker(nn.Module):
     def __init__(self, target: TargetDomain, cfg: PeaceConfig) -> None:
         super().__init__()
         self.target = target
-        self.deepfm = DeepFM(target.cardinalities, cfg.finetune.fm_dim, cfg.finetune.deepfm_hidden)
+        with seeded(cfg.seed):
+            self.deepfm = DeepFM(
+                target.cardinalities, cfg.finetune.fm_dim, cfg.finetune.deepfm_hidden
+            )
 
     def states(self, users: np.ndarray, times: np.ndarray) -> None:
         return None
