@@ -125,6 +125,11 @@ def _with_defaults(config: dict, defaults: dict) -> dict:
     return out
 
 
+def _shared(key: str) -> bool:
+    """Whether a configuration key ("model.dim", "finetune.lr") matters to every model."""
+    return not key.startswith("model.") or key.removeprefix("model.") in SHARED_MODEL_KEYS
+
+
 def check_document(
     doc: dict,
     path: Path,
@@ -152,10 +157,11 @@ def check_document(
     # A key the document predates ran with that key's default: it is not a difference.
     diff = sorted(_differences(_with_defaults(doc.get("config") or {}, defaults), current))
     if models is not None and not any(m.startswith("PEACE") for m in models):
+        key = lambda d: d.split(":")[0]  # noqa: E731 ("model.dim: 64 there, 32 here")
         diff = [
             d
             for d in diff
-            if not d.startswith("model.") or d.split(":")[0][6:] in SHARED_MODEL_KEYS
+            if not key(d).startswith("model.") or key(d).removeprefix("model.") in SHARED_MODEL_KEYS
         ]
     if diff:
         raise UpdateError(
