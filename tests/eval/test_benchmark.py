@@ -208,3 +208,24 @@ def test_a_failed_group_keeps_the_others_and_later_runs_leave_their_folders(
     later = _bench(toy_dir, out, "--models", "DeepFM", "--jobs", "2")
     assert later.exit_code == 0, later.output
     assert sorted(p.name for p in (out / "partial").iterdir()) == ["Popularity"]
+
+
+def test_target_history_counts_each_test_users_training_rows(toy_dir: Path) -> None:
+    from peace.config import PeaceConfig
+    from peace.data.dataset import load_dataset
+    from peace.eval.protocol import chosen_splits, target_history
+    from peace.flows.finetune import ranking_task
+
+    ds = load_dataset(toy_dir)
+    cfg = PeaceConfig()
+    history = target_history(ds, cfg)
+    splits = chosen_splits(ds, cfg)
+    assert sorted(history) == sorted(ds.domains[d] for d in splits)
+    for d, split in splits.items():
+        users = ranking_task(split.test).users
+        counts = history[ds.domains[d]]
+        assert len(counts) == len(users)
+        train = split.train[split.train["label"] == 1]
+        for u, n in zip(users, counts, strict=True):
+            assert n == int((train["user"] == u).sum())
+        assert any(counts) or len(train) == 0

@@ -295,3 +295,37 @@ def test_one_seed_shows_no_spread_and_a_lone_row_is_not_bold() -> None:
     assert "**0.4000**" in pair and "±" not in pair
     three = metric_table(Results(rows, seeds=3), "normal", ["PEACE", "DeepFM"], ["t1"], ["ndcg@10"])
     assert "0.4000 ± 0.0000" in three
+
+
+def test_margins_split_by_the_users_history_in_the_target_domain(tmp_path: Path) -> None:
+    # PEACE ahead of DeepFM for users new to Horror, behind for users with 5 or more rows there
+    doc = _doc(full=False)
+    counts = [0] * 30 + [2] * 10 + [7] * 30
+    peace = [0.6] * 30 + [0.4] * 10 + [0.2] * 30
+    deepfm = [0.3] * 30 + [0.4] * 10 + [0.5] * 30
+    doc["per_user"] = {
+        "PEACE": {"normal": {"Horror": peace}},
+        "DeepFM": {"normal": {"Horror": deepfm}},
+        "Popularity": {"normal": {"Horror": deepfm}},
+    }
+    text = write_report(
+        tmp_path, doc, _statistics(), None, seed=0, history={"Horror": counts}
+    ).read_text(encoding="utf-8")
+    section = text[text.index("By the user's history in the target domain") :]
+    rows = {
+        (cells[2], cells[3]): cells
+        for line in section.splitlines()
+        if line.startswith("| normal | Horror")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    # Popularity is the best other model in Horror; DeepFM is compared as well
+    assert rows[("DeepFM", "none")][4:8] == ["30", "0.6000", "0.3000", "+0.3000"]
+    assert rows[("DeepFM", "1-4")][7] == "+0.0000" and rows[("DeepFM", "1-4")][8] == "1"
+    assert rows[("DeepFM", "5 or more")][7] == "-0.3000"
+    assert float(rows[("DeepFM", "5 or more")][8]) < 0.001
+    assert ("Popularity", "none") in rows
+    # per-user values of a different length (another split) are not paired with the counts
+    short = write_report(
+        tmp_path / "short", doc, _statistics(), None, seed=0, history={"Horror": counts[:-1]}
+    ).read_text(encoding="utf-8")
+    assert "By the user's history" not in short

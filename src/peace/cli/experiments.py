@@ -256,6 +256,7 @@ def benchmark(
 def _write_benchmark(out: Path, ds, cfg, seed_list: list[int], doc: dict, embeddings: dict) -> None:
     """results.json, config.toml, embeddings.npz and REPORT.md of a benchmark document."""
     from peace.eval.benchmark import data_statistics
+    from peace.eval.protocol import target_history
     from peace.eval.report import write_report
     from peace.eval.update import save_embeddings
 
@@ -271,7 +272,8 @@ def _write_benchmark(out: Path, ds, cfg, seed_list: list[int], doc: dict, embedd
         config=cfg.to_dict(),
     )
     cfg.save(out / "config.toml")
-    report = write_report(out, written, statistics, embeddings, seed=seed_list[0])
+    history = target_history(ds, cfg)
+    report = write_report(out, written, statistics, embeddings, seed_list[0], history)
     print_tables(written["rows"], "benchmark", len(seed_list))
     console.print(f"wrote {out / 'results.json'} and {report}; wall {written['wall_seconds']:.0f}s")
 
@@ -291,6 +293,7 @@ def report(
     from peace.cli.common import fail
     from peace.config import PeaceConfig
     from peace.eval.benchmark import data_statistics
+    from peace.eval.protocol import target_history
     from peace.eval.report import write_report
     from peace.eval.update import (
         UpdateError,
@@ -313,7 +316,7 @@ def report(
     embeddings = embeddings_for_report(out, {}, ds, cfg, doc, seed)
     save_embeddings(out, embeddings)
     statistics, _ = data_statistics(ds)
-    written = write_report(out, doc, statistics, embeddings, seed=seed)
+    written = write_report(out, doc, statistics, embeddings, seed, target_history(ds, cfg))
     console.print(f"wrote {written}")
 
 

@@ -188,6 +188,22 @@ def chosen_splits(ds: Dataset, cfg: PeaceConfig) -> dict[int, TargetSplit]:
     return {d: s for d, s in splits.items() if ds.domains[d] in cfg.eval.domains}
 
 
+def target_history(ds: Dataset, cfg: PeaceConfig) -> dict[str, list[int]]:
+    """Per target domain: each test user's positive rows in the domain's training split.
+
+    Users come in the order of the test ranking task, the order of the per-user values of the
+    ``normal`` and ``zero-shot-test`` settings, so the report can split every paired comparison
+    by how much the user had already done in the domain.
+    """
+    out: dict[str, list[int]] = {}
+    for d, split in chosen_splits(ds, cfg).items():
+        users = ranking_task(split.test).users
+        train = split.train
+        counts = train[train["label"] == 1].groupby("user").size()
+        out[ds.domains[d]] = [int(counts.get(u, 0)) for u in users]
+    return out
+
+
 def _zero_shot_reference(
     results: Result, name: str, ds: Dataset, splits: dict[int, TargetSplit], cfg: PeaceConfig
 ) -> None:

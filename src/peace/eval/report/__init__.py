@@ -15,7 +15,7 @@ and reproduction); this module puts them together.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,14 @@ def render_report(
     statistics: pd.DataFrame | None,
     embeddings: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     seed: int = 0,
+    history: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[str, list[Path]]:
-    """The text of ``REPORT.md`` and the figures written under ``out / "figures"``."""
+    """The text of ``REPORT.md`` and the figures written under ``out / "figures"``.
+
+    ``history`` maps a target domain to each test user's positive training rows there (in the
+    order of the per-user values, :func:`peace.eval.protocol.target_history`); with it, the
+    wins-and-losses section splits each margin by that count.
+    """
     figures = Path(out) / "figures"
     domain_order: list[str] = []
     if statistics is not None and len(statistics) and "domain" in statistics.columns:
@@ -97,7 +103,7 @@ def render_report(
         _section_zero_shot(res),
         ablation,
         emb,
-        _section_wins(res, doc.get("per_user")),
+        _section_wins(res, doc.get("per_user"), history),
         _section_search(doc),
         _section_reproduce(doc),
     ]
@@ -114,17 +120,19 @@ def write_report(
     statistics: pd.DataFrame,
     embeddings: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     seed: int = 0,
+    history: Mapping[str, Sequence[int]] | None = None,
 ) -> Path:
     """Write ``out/REPORT.md`` and its figures under ``out/figures``; return the report's path.
 
     ``doc`` is the ``results.json`` document (``dataset``, ``seeds``, ``rows`` and optionally
     ``graph``, ``search``, ``chosen``, ``wall_seconds``, ``timings``, ``environment``,
     ``commands``, ``config``); ``statistics`` the per-domain counts of Table 1; ``embeddings``
-    maps a variant name to its entity vectors ``[E, d]`` and prototypes ``[n, d]``.
+    maps a variant name to its entity vectors ``[E, d]`` and prototypes ``[n, d]``; ``history``
+    as in :func:`render_report`.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    text, _ = render_report(out, doc, statistics, embeddings, seed)
+    text, _ = render_report(out, doc, statistics, embeddings, seed, history)
     path = out / "REPORT.md"
     atomic_write_text(path, text)
     return path

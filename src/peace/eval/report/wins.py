@@ -1,9 +1,11 @@
 """Where PEACE wins and loses: its headline metric against the best other model per setting
-and domain, with a paired per-user test of each margin where per-user values were kept."""
+and domain, with a paired per-user test of each margin where per-user values were kept, and the
+same margins split by how many rows the test user already had in the target domain's training
+split."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,7 +72,96 @@ def _paired(
     return paired_test(np.asarray(a), np.asarray(b), seed)
 
 
-def _section_wins(res: Results, per_user: Mapping[str, Any] | None = None) -> str:
+#: groups of test users by their positive rows in the target's training split: (label, low, high)
+HISTORY_GROUPS: tuple[tuple[str, int, float], ...] = (
+    ("none", 0, 0),
+    ("1-4", 1, 4),
+    ("5 or more", 5, float("inf")),
+)
+
+
+def history_breakdown(
+    items: list[dict[str, Any]],
+    per_user: Mapping[str, Any] | None,
+    history: Mapping[str, Sequence[int]] | None,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """The paired margins of ``items`` (from :func:`win_loss`) split by :data:`HISTORY_GROUPS`.
+
+    In the normal setting DeepFM (the part of Eq. 11 that sees no pre-trained vector) is compared
+    too when it is not already the best other model.
+    """
+    if not per_user or not history:
+        return []
+    out = []
+    for it in items:
+        setting, domain = it["setting"], it["domain"]
+        counts = history.get(domain)
+        others = [it["best_model"]]
+        if setting == "normal" and "DeepFM" in per_user and it["best_model"] != "DeepFM":
+            others.append("DeepFM")
+        for other in others:
+            a = per_user.get(PEACE, {}).get(setting, {}).get(domain)
+            b = per_user.get(other, {}).get(setting, {}).get(domain)
+            if counts is None or a is None or b is None or not len(a):
+                continue
+            if not (len(a) == len(b) == len(counts)):
+                continue  # per-user values of another split: nothing to pair
+            n = np.asarray(counts)
+            for label, low, high in HISTORY_GROUPS:
+                mask = (n >= low) & (n <= high)
+                if not mask.any():
+                    continue
+                test = paired_test(np.asarray(a)[mask], np.asarray(b)[mask], seed)
+                out.append(
+                    {
+                        "setting": setting,
+                        "domain": domain,
+                        "other": other,
+                        "group": label,
+                        "peace": float(np.asarray(a)[mask].mean()),
+                        "their": float(np.asarray(b)[mask].mean()),
+                        "test": test,
+                    }
+                )
+    return out
+
+
+def _history_section(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    table = _table(
+        ["Setting", "Domain", "Against", "Rows before", "Users", "PEACE", "Them", "Margin", "p"],
+        [
+            [
+                r["setting"],
+                r["domain"],
+                r["other"],
+                r["group"],
+                f"{r['test'].users:,}",
+                f"{r['peace']:.4f}",
+                f"{r['their']:.4f}",
+                f"{r['test'].mean:+.4f}",
+                f"{r['test'].p_value:.2g}",
+            ]
+            for r in rows
+        ],
+        "lllrrrrrr",
+    )
+    return (
+        "### By the user's history in the target domain\n\n"
+        "The same per-user comparison (NDCG@10, mean over seeds), with the test users split by "
+        "how many positive rows each had in the target domain's training split: none (new to "
+        "the domain), 1-4, or 5 or more. p is the two-sided Wilcoxon signed-rank p-value within "
+        "the group.\n\n" + table
+    )
+
+
+def _section_wins(
+    res: Results,
+    per_user: Mapping[str, Any] | None = None,
+    history: Mapping[str, Sequence[int]] | None = None,
+) -> str:
     items = win_loss(res, per_user)
     if not items:
         return "No setting has both PEACE and another model, so there is nothing to compare."
@@ -157,4 +248,7 @@ def _section_wins(res: Results, per_user: Mapping[str, Any] | None = None) -> st
         f"PEACE is ahead in {sum(1 for it in items if round(it['margin'], 4) > 0)} and behind in "
         f"{losses} of {len(items)} (setting, domain) pairs; the numbers above are the evidence."
     )
+    by_history = _history_section(history_breakdown(items, per_user, history))
+    if by_history:
+        notes.append(by_history)
     return "\n\n".join(notes)
