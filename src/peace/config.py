@@ -162,6 +162,11 @@ class FinetuneConfig(TrainingConfig):
     interaction_features: bool = False
     """Eq. 11's MLP also sees the explicit user-item interactions z_u * z_i and the zero-shot
     score z_u . z_i, which an MLP over a concatenation learns poorly on its own."""
+    user_dropout: float = 0.0
+    """Share of training pairs whose user vector z_u^T (and z_u^T * z_i^T) the head sees as zeros
+    (scaled as dropout is). The zero-shot score is kept. Without it the head can read z_u^T as a
+    user identity and fit what users with many target rows already did (docs/experiments.md,
+    section 15). Ranking is unchanged by it; it acts during fine-tuning only."""
     # TrainingConfig's values for fine-tuning (fields keep TrainingConfig's order)
     lr: float = 1e-3
     epochs: int = 30

@@ -15,6 +15,7 @@ from peace.flows.pretrain import pretrain
 from peace.flows.rankers import PeaceRanker, TargetDomain, source_entity_counts
 from peace.flows.records import NegativeSampler, kept_out_items
 from peace.models import private_entities, unseen_entities
+from peace.nn.heads import FineTuneHead
 
 
 def test_popularity_negatives_follow_item_counts(toy_dir: Path) -> None:
@@ -186,3 +187,29 @@ def test_kept_out_items_select_pretraining(toy_dir: Path, tiny_config) -> None:
     pre = pretrain(ds, cfg, show_progress=False)
     assert all(0.0 <= e["valid_ndcg"] <= 1.0 for e in pre.log)
     assert pre.log[0]["valid_popularity_ndcg"] == pre.log[-1]["valid_popularity_ndcg"]
+
+
+def test_user_dropout_acts_in_training_only() -> None:
+    torch.manual_seed(0)
+    plain = FineTuneHead(8, [3, 4], (8, 4), 4, (8, 4, 2), interactions=True)
+    dropped = FineTuneHead(8, [3, 4], (8, 4), 4, (8, 4, 2), True, user_dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())
+    users, items = torch.randn(2, 64, 8), torch.randn(2, 64, 8)
+    codes = torch.randint(0, 3, (2, 64, 2))
+    affinity = (users * items).sum(-1)
+    plain.eval(), dropped.eval()
+    with torch.no_grad():
+        assert torch.equal(
+            plain(users, items, codes, affinity), dropped(users, items, codes, affinity)
+        )
+        dropped.train()
+        torch.manual_seed(1)
+        out = dropped(users, items, codes, affinity)
+        blind = plain(torch.zeros_like(users), items, codes, affinity)
+        scaled = plain(users * 2.0, items, codes, affinity)
+    # every pair sees either no user vector or the user vector scaled by 1 / (1 - p)
+    zeroed = torch.isclose(out, blind, atol=1e-6)
+    kept = torch.isclose(out, scaled, atol=1e-6)
+    assert bool((zeroed | kept).all()) and 20 < int(zeroed.sum()) < 108
+    with pytest.raises(ValueError, match="finetune.user_dropout = 1.0"):
+        FineTuneHead(8, [3, 4], user_dropout=1.0)

@@ -85,6 +85,7 @@ class PeaceRanker(nn.Module):
                 fc.fm_dim,
                 fc.deepfm_hidden,
                 fc.interaction_features,
+                fc.user_dropout,
             )
         self.frozen = fc.freeze_encoders
         if self.frozen:

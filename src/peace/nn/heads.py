@@ -10,6 +10,10 @@ output of its 64-32-8 deep network (A.3).
 With ``interactions`` (``finetune.interaction_features``) the MLP also sees z_u^T * z_i^T and the
 zero-shot score (the universal encoding . z_i, Sec. 4.4): an MLP over a concatenation learns
 additive terms easily and user-item products poorly, so the head is handed them.
+
+With ``user_dropout`` p (``finetune.user_dropout``), during training each (user, item) pair
+sees z_u^T (and z_u^T * z_i^T) as zeros with probability p and scaled by 1 / (1 - p)
+otherwise, so the head cannot lean on z_u^T as a user identity; the zero-shot score is kept.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class FineTuneHead(nn.Module):
         cardinalities: codes per profile field (user fields then item fields).
         mlp_hidden: two hidden widths of the MLP.
         fm_dim, deepfm_hidden: DeepFM sizes (A.3: 8 and 64-32-8).
+        interactions: also feed z_u * z_i and the zero-shot score.
+        user_dropout: share of training pairs that see the user vector as zeros.
 
     Shapes:
         users ``[B, C, d]``, items ``[B, C, d]``, codes ``[B, C, F]`` -> logits ``[B, C]``.
@@ -42,10 +48,16 @@ class FineTuneHead(nn.Module):
         fm_dim: int = 8,
         deepfm_hidden: tuple[int, ...] = (64, 32, 8),
         interactions: bool = False,
+        user_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= user_dropout < 1.0:
+            raise ValueError(
+                f"finetune.user_dropout = {user_dropout!r}: expected a share in [0, 1), e.g. 0.5."
+            )
         self.dim = dim
         self.interactions = interactions
+        self.user_dropout = user_dropout
         self.deepfm = DeepFM(cardinalities, fm_dim, deepfm_hidden)
         extra = dim + 1 if interactions else 0
         self.mlp = MLP(2 * dim + extra + self.deepfm.out_dim, mlp_hidden, 1)
@@ -54,6 +66,9 @@ class FineTuneHead(nn.Module):
         self, users: Tensor, items: Tensor, codes: Tensor, affinity: Tensor | None = None
     ) -> Tensor:
         """Logits ``[B, C]``; ``affinity`` ``[B, C]`` is the zero-shot score (with interactions)."""
+        if self.training and self.user_dropout > 0:
+            keep = torch.rand(users.shape[:-1] + (1,), device=users.device) >= self.user_dropout
+            users = users * keep.to(users.dtype) / (1.0 - self.user_dropout)
         parts = [users, items]
         if self.interactions:
             if affinity is None:
@@ -67,5 +82,6 @@ class FineTuneHead(nn.Module):
         return (
             f"FineTuneHead({self.dim}, {d.cardinalities}, mlp_hidden={list(self.mlp.hidden)}, "
             f"fm_dim={d.fm_dim}, deepfm_hidden={list(d.hidden)}"
-            + (", interactions=True)" if self.interactions else ")")
+            + (", interactions=True" if self.interactions else "")
+            + (f", user_dropout={self.user_dropout})" if self.user_dropout else ")")
         )
