@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from peace.config import PeaceConfig
-from peace.eval.update import SHARED_MODEL_KEYS, UpdateError, kept_document, merge_update
+from peace.eval.update import (
+    PEACE_FINETUNE_KEYS,
+    SHARED_MODEL_KEYS,
+    UpdateError,
+    kept_document,
+    merge_update,
+)
 
 
 def _row(model: str) -> dict:
@@ -89,11 +95,15 @@ def test_a_peace_only_model_key_keeps_the_other_models_rows(tmp_path: Path) -> N
     cfg = PeaceConfig()
     path = tmp_path / "results.json"
     _document(path, cfg)
-    changed = cfg.override(["model.gnn_residual=true", "model.unseen_entities=zero"])
+    changed = cfg.override(
+        ["model.gnn_residual=true", "model.unseen_entities=zero", "finetune.user_dropout=0.5"]
+    )
     kept = kept_document(path, "toy", [0], changed, ("Tiger",))
     assert {r["model"] for r in kept["rows"]} == {"Popularity", "DeepFM"}
     with pytest.raises(UpdateError, match="model.dim"):
         kept_document(path, "toy", [0], cfg.override(["model.dim=32"]), ("Tiger",))
+    with pytest.raises(UpdateError, match="finetune.epochs"):  # DeepFM trains with it
+        kept_document(path, "toy", [0], cfg.override(["finetune.epochs=3"]), ("Tiger",))
     doc = json.loads(path.read_text())
     doc["rows"].append(_row("PEACE"))
     path.write_text(json.dumps(doc))
@@ -112,6 +122,31 @@ def test_competitors_read_only_the_shared_model_keys() -> None:
     for source in root.glob("*.py"):
         read |= set(re.findall(r"\bmodel\.(\w+)", source.read_text()))
     assert read and read <= SHARED_MODEL_KEYS, read - SHARED_MODEL_KEYS
+
+
+def test_only_peace_reads_its_finetune_keys() -> None:
+    """What PEACE_FINETUNE_KEYS promises: no competitor and no reference ranker reads them."""
+    import inspect
+    import re
+
+    import peace.baselines
+    from peace.flows import rankers
+
+    sources = [p.read_text() for p in Path(peace.baselines.__file__).parent.glob("*.py")]
+    sources += [
+        inspect.getsource(c)
+        for name, c in vars(rankers).items()
+        if inspect.isclass(c) and c.__module__ == rankers.__name__ and name != "PeaceRanker"
+    ]
+    read = set()
+    for source in sources:
+        read |= set(re.findall(r"\b(?:fc|finetune|cfg)\.(\w+)", source))
+    assert read & PEACE_FINETUNE_KEYS == set()
+    assert set(re.findall(r"\bfc\.(\w+)", inspect.getsource(rankers.PeaceRanker))) & {
+        "interaction_features",
+        "user_dropout",
+        "freeze_encoders",
+    } == {"interaction_features", "user_dropout", "freeze_encoders"}
 
 
 def test_per_user_values_and_curves_follow_their_models(tmp_path: Path) -> None:

@@ -30,6 +30,20 @@ EMBEDDED = ("PEACE", "PEACE w/o CPL")
 # them leaves the competitors' and references' rows valid and they are kept.
 SHARED_MODEL_KEYS = frozenset({"dim", "history_length", "mlp_hidden"})
 
+# The [finetune] keys that shape PEACE's ranker alone (Eq. 11's head and its encoders); the
+# other [finetune] keys (learning rate, epochs, DeepFM's widths, ...) matter to every model.
+PEACE_FINETUNE_KEYS = frozenset(
+    {"freeze_encoders", "encoder_lr_scale", "interaction_features", "user_dropout"}
+)
+
+
+def peace_only(key: str) -> bool:
+    """Whether a configuration key ("model.n_interests", "finetune.lr") is read by PEACE alone."""
+    section, _, name = key.partition(".")
+    if section == "model":
+        return name not in SHARED_MODEL_KEYS
+    return section == "finetune" and name in PEACE_FINETUNE_KEYS
+
 
 class UpdateError(ValueError):
     """An existing report that cannot be extended by this run; the message says why."""
@@ -125,11 +139,6 @@ def _with_defaults(config: dict, defaults: dict) -> dict:
     return out
 
 
-def _shared(key: str) -> bool:
-    """Whether a configuration key ("model.dim", "finetune.lr") matters to every model."""
-    return not key.startswith("model.") or key.removeprefix("model.") in SHARED_MODEL_KEYS
-
-
 def check_document(
     doc: dict,
     path: Path,
@@ -141,7 +150,7 @@ def check_document(
     """Raise :class:`UpdateError` unless ``doc`` is for this dataset, seeds and configuration.
 
     ``models``: the models whose rows are used (default: all). When none of them is PEACE or a
-    PEACE variant, the [model] keys outside :data:`SHARED_MODEL_KEYS` may differ.
+    PEACE variant, the keys only PEACE reads (:func:`peace_only`) may differ.
     """
     if doc.get("dataset") != dataset:
         raise UpdateError(
@@ -157,12 +166,7 @@ def check_document(
     # A key the document predates ran with that key's default: it is not a difference.
     diff = sorted(_differences(_with_defaults(doc.get("config") or {}, defaults), current))
     if models is not None and not any(m.startswith("PEACE") for m in models):
-        key = lambda d: d.split(":")[0]  # noqa: E731 ("model.dim: 64 there, 32 here")
-        diff = [
-            d
-            for d in diff
-            if not key(d).startswith("model.") or key(d).removeprefix("model.") in SHARED_MODEL_KEYS
-        ]
+        diff = [d for d in diff if not peace_only(d.split(":")[0])]  # "model.dim: 64 there, ..."
     if diff:
         raise UpdateError(
             f"{path} was made with another configuration ({', '.join(diff[:5])}); "
