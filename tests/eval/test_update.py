@@ -9,7 +9,7 @@ import pytest
 
 from peace.config import PeaceConfig
 from peace.eval.update import (
-    PEACE_FINETUNE_KEYS,
+    HEAD_KEYS,
     SHARED_MODEL_KEYS,
     UpdateError,
     kept_document,
@@ -90,8 +90,9 @@ def test_update_reads_a_key_the_document_predates_as_its_default(tmp_path: Path)
         kept_document(path, "toy", [0], changed, ("Tiger",))
 
 
-def test_a_peace_only_model_key_keeps_the_other_models_rows(tmp_path: Path) -> None:
-    """[model] keys that only PEACE reads do not invalidate competitors' rows; shared ones do."""
+def test_a_key_a_model_does_not_read_keeps_its_rows(tmp_path: Path) -> None:
+    """[model] keys only PEACE reads, and the head's [finetune] keys (PEACE and the fine-tuned
+    competitors), keep the rows of the models that do not read them; shared keys do not."""
     cfg = PeaceConfig()
     path = tmp_path / "results.json"
     _document(path, cfg)
@@ -104,6 +105,13 @@ def test_a_peace_only_model_key_keeps_the_other_models_rows(tmp_path: Path) -> N
         kept_document(path, "toy", [0], cfg.override(["model.dim=32"]), ("Tiger",))
     with pytest.raises(UpdateError, match="finetune.epochs"):  # DeepFM trains with it
         kept_document(path, "toy", [0], cfg.override(["finetune.epochs=3"]), ("Tiger",))
+    doc = json.loads(path.read_text())
+    doc["rows"].append(_row("SASRec"))  # fine-tuned with the same head as PEACE
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UpdateError, match="user_dropout"):
+        kept_document(path, "toy", [0], changed, ("Tiger",))
+    kept = kept_document(path, "toy", [0], cfg.override(["model.gnn_residual=true"]), ("Tiger",))
+    assert {r["model"] for r in kept["rows"]} == {"Popularity", "DeepFM", "SASRec"}
     doc = json.loads(path.read_text())
     doc["rows"].append(_row("PEACE"))
     path.write_text(json.dumps(doc))
@@ -124,8 +132,8 @@ def test_competitors_read_only_the_shared_model_keys() -> None:
     assert read and read <= SHARED_MODEL_KEYS, read - SHARED_MODEL_KEYS
 
 
-def test_only_peace_reads_its_finetune_keys() -> None:
-    """What PEACE_FINETUNE_KEYS promises: no competitor and no reference ranker reads them."""
+def test_only_the_head_reads_its_finetune_keys() -> None:
+    """What HEAD_KEYS promises: they reach a model only through the Eq. 11 head's ranker."""
     import inspect
     import re
 
@@ -141,7 +149,7 @@ def test_only_peace_reads_its_finetune_keys() -> None:
     read = set()
     for source in sources:
         read |= set(re.findall(r"\b(?:fc|finetune|cfg)\.(\w+)", source))
-    assert read & PEACE_FINETUNE_KEYS == set()
+    assert read & HEAD_KEYS == set()
     assert set(re.findall(r"\bfc\.(\w+)", inspect.getsource(rankers.PeaceRanker))) & {
         "interaction_features",
         "user_dropout",

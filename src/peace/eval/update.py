@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from peace.baselines import FINE_TUNED
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 
@@ -30,19 +31,23 @@ EMBEDDED = ("PEACE", "PEACE w/o CPL")
 # them leaves the competitors' and references' rows valid and they are kept.
 SHARED_MODEL_KEYS = frozenset({"dim", "history_length", "mlp_hidden"})
 
-# The [finetune] keys that shape PEACE's ranker alone (Eq. 11's head and its encoders); the
-# other [finetune] keys (learning rate, epochs, DeepFM's widths, ...) matter to every model.
-PEACE_FINETUNE_KEYS = frozenset(
+# The [finetune] keys of the Eq. 11 head, which PEACE and every fine-tuned competitor share
+# (footnote 6: the same head on each model's vectors); DeepFM, popularity, the zero-shot
+# references and the zero-shot competitors do not read them.
+HEAD_KEYS = frozenset(
     {"freeze_encoders", "encoder_lr_scale", "interaction_features", "user_dropout"}
 )
 
 
-def peace_only(key: str) -> bool:
-    """Whether a configuration key ("model.n_interests", "finetune.lr") is read by PEACE alone."""
+def reads(model: str, key: str) -> bool:
+    """Whether the rows of ``model`` depend on configuration key ``key`` ("finetune.lr")."""
     section, _, name = key.partition(".")
-    if section == "model":
-        return name not in SHARED_MODEL_KEYS
-    return section == "finetune" and name in PEACE_FINETUNE_KEYS
+    variant = model.startswith("PEACE")
+    if section == "model" and name not in SHARED_MODEL_KEYS:
+        return variant
+    if section == "finetune" and name in HEAD_KEYS:
+        return variant or model in FINE_TUNED
+    return True
 
 
 class UpdateError(ValueError):
@@ -149,8 +154,8 @@ def check_document(
 ) -> None:
     """Raise :class:`UpdateError` unless ``doc`` is for this dataset, seeds and configuration.
 
-    ``models``: the models whose rows are used (default: all). When none of them is PEACE or a
-    PEACE variant, the keys only PEACE reads (:func:`peace_only`) may differ.
+    ``models``: the models whose rows are used (default: all); a key that none of them
+    :func:`reads` may differ.
     """
     if doc.get("dataset") != dataset:
         raise UpdateError(
@@ -165,8 +170,8 @@ def check_document(
     defaults = json.loads(json.dumps(PeaceConfig().to_dict()))
     # A key the document predates ran with that key's default: it is not a difference.
     diff = sorted(_differences(_with_defaults(doc.get("config") or {}, defaults), current))
-    if models is not None and not any(m.startswith("PEACE") for m in models):
-        diff = [d for d in diff if not peace_only(d.split(":")[0])]  # "model.dim: 64 there, ..."
+    if models is not None:  # a difference reads "model.dim: 64 there, 32 here"
+        diff = [d for d in diff if any(reads(m, d.split(":")[0]) for m in models)]
     if diff:
         raise UpdateError(
             f"{path} was made with another configuration ({', '.join(diff[:5])}); "
