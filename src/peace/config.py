@@ -167,6 +167,11 @@ class FinetuneConfig(TrainingConfig):
     (scaled as dropout is). The zero-shot score is kept. Without it the head can read z_u^T as a
     user identity and fit what users with many target rows already did (docs/experiments.md,
     section 15). Ranking is unchanged by it; it acts during fine-tuning only."""
+    target_history: int = 0
+    """The user attribute "behaviours in current domains" (Sec. 5.1.1): DeepFM's x_u holds the
+    user's last ``target_history`` positive items of the target's training split before the
+    row's time, as one multi-valued field sharing the item-id vectors; in the DeepFM reference
+    and in Eq. 11's DeepFM alike. 0: off (profile fields only)."""
     # TrainingConfig's values for fine-tuning (fields keep TrainingConfig's order)
     lr: float = 1e-3
     epochs: int = 30

@@ -183,3 +183,27 @@ def test_restricted_source_domains(history_ds: Dataset) -> None:
         ref_tokens, ref_mask = _reference(ds, int(u), float(t), 4, [1])
         np.testing.assert_array_equal(tokens[b].numpy(), ref_tokens)
         np.testing.assert_array_equal(mask[b].numpy(), ref_mask)
+
+
+def test_recent_items_are_the_latest_before_the_time() -> None:
+    """RecentItems: a user's last L codes strictly before the query time, newest last, 0 pads,
+    checked against a direct filter of the rows."""
+    from peace.data.history import RecentItems
+
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 5, 80)
+    times = rng.integers(0, 20, 80).astype(float)
+    codes = rng.integers(1, 30, 80)
+    recent = RecentItems(users, times, codes, length=3, num_users=6)
+    q_users = np.array([0, 1, 2, 3, 4, 5, 0, 1])
+    q_times = np.array([0.0, 5.0, 10.0, 19.0, 20.0, 7.0, np.inf, 10.5])
+    got = recent.lookup(q_users, q_times)
+    assert got.shape == (8, 3)
+    for row, (u, t) in enumerate(zip(q_users, q_times, strict=True)):
+        keep = (users == u) & (times < t)
+        order = np.lexsort((codes[keep], times[keep]))
+        expected = list(codes[keep][order][-3:])
+        assert got[row].tolist() == [0] * (3 - len(expected)) + expected, (u, t)
+    assert got[5].tolist() == [0, 0, 0]  # user 5 has no rows
+    with pytest.raises(ValueError, match="length"):
+        RecentItems(users, times, codes, length=0, num_users=6)

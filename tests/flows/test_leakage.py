@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from conftest import toy_tables
 
@@ -79,7 +80,11 @@ def test_future_source_behaviour_changes_no_prediction(tmp_path: Path, tiny_conf
     torch.testing.assert_close(base["normal"], other["normal"], rtol=0, atol=0)
 
 
-def test_target_test_rows_reach_no_weight(tmp_path: Path, tiny_config) -> None:
+@pytest.mark.parametrize("history", [0, 3], ids=["profile", "target-history"])
+def test_target_test_rows_reach_no_weight(tmp_path: Path, tiny_config, history: int) -> None:
+    """Also with the user's target-domain history as a DeepFM field: it comes from the training
+    split, so shuffled test rows move neither a weight nor a score."""
+    tiny_config = tiny_config.override([f"finetune.target_history={history}"])
     tables = toy_tables()
     base = _pipeline(write_dataset(tables, tmp_path / "a"), tiny_config)
 
@@ -117,3 +122,38 @@ def test_a_rankers_start_depends_on_its_seed_alone(tmp_path: Path, tiny_config) 
     _assert_same_state(deepfm, DeepFMRanker(target, tiny_config).state_dict())
     reseeded = PeaceRanker(pre, target, tiny_config.override(["seed=1"])).head.state_dict()
     assert any(not torch.equal(first[k], reseeded[k]) for k in first)
+
+
+def test_a_training_rows_history_holds_only_earlier_training_positives(
+    tmp_path: Path, tiny_config
+) -> None:
+    """finetune.target_history: each training row's bag is the user's positives of the training
+    split strictly before the row (never the row's own item, never a later row)."""
+    from peace.flows.rankers import DeepFMRanker, WithRecent
+
+    cfg = tiny_config.override(["finetune.target_history=4"])
+    ds = load_dataset(write_dataset(toy_tables(), tmp_path / "h"))
+    d = ds.target_domains[0]
+    split = split_targets(ds)[d]
+    target = TargetDomain(ds, d)
+    ranker = DeepFMRanker(target, cfg)
+    valid = ranking_task(split.valid, split.train)
+    fit_ranker(ranker, target, split.train, valid, cfg.finetune, cfg.seed, show_progress=False)
+    rows = split.train
+    states = ranker.states(rows["user"].to_numpy(), rows["timestamp"].to_numpy())
+    assert isinstance(states, WithRecent) and states.recent.shape == (len(rows), 4)
+    pos = rows[rows["label"] == 1]
+    nonempty = 0
+    for k, (user, t) in enumerate(zip(rows["user"], rows["timestamp"], strict=True)):
+        earlier = pos[(pos["user"] == user) & (pos["timestamp"] < t)]
+        allowed = set(target.to_local(earlier["item"].to_numpy()) + 1)
+        bag = [c for c in states.recent[k].tolist() if c > 0]
+        assert set(bag) <= allowed and len(bag) == min(4, len(earlier)), (user, t)
+        nonempty += bool(bag)
+    assert nonempty > 0
+    # Scored later (validation, test), the bag is the user's last training positives.
+    later = ranker.states(valid.users, np.full(len(valid), np.inf)).recent
+    for k, user in enumerate(valid.users):
+        mine = pos[pos["user"] == user].sort_values(["timestamp", "item"])
+        expected = list(target.to_local(mine["item"].to_numpy()[-4:]) + 1)
+        assert [c for c in later[k].tolist() if c > 0] == expected

@@ -86,3 +86,34 @@ def test_repr_reads_like_the_constructor(model: DeepFM) -> None:
         assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
             k: v.shape for k, v in module.state_dict().items()
         }
+
+
+def test_a_bag_field_pairs_the_candidate_with_the_users_earlier_items() -> None:
+    """A multi-valued field (the user's earlier items) is the mean of the item-id field's vectors:
+    the FM gains <mean bag vector, each field's vector>; padding and repeats do not count."""
+    torch.manual_seed(0)
+    m = DeepFM(CARDS, fm_dim=4, hidden=(8, 6, 3), bag_field=3)
+    torch.nn.init.normal_(m.latent.weight)
+    torch.nn.init.normal_(m.first_order.weight)
+    codes = _codes((2, 5))  # [B, C, F]
+    bag = torch.tensor([[1, 2, 0], [0, 0, 0]])
+    rep = m.representation(codes, bag)
+    assert rep.shape == (2, 5, 4) and m(codes, bag).shape == (2, 5)
+    plain = DeepFM(CARDS, fm_dim=4, hidden=(8, 6, 3))
+    plain.load_state_dict(
+        {k: v for k, v in m.state_dict().items() if not k.startswith("deep")}, strict=False
+    )
+    offsets = torch.tensor([0, 3, 8, 10])
+    v_bag = m.latent.weight[bag[0, :2] + offsets[3]].mean(0)
+    f_bag = m.first_order.weight[bag[0, :2] + offsets[3]].mean()
+    v = m.latent.weight[codes[0] + offsets]  # [C, F, k]
+    expected = plain.representation(codes[0])[:, 0] + v.sum(1) @ v_bag + f_bag
+    torch.testing.assert_close(rep[0, :, 0], expected)
+    # Padding and a repeated item leave the mean where it is; an empty bag adds nothing to the FM.
+    torch.testing.assert_close(m(codes, torch.tensor([[1, 2], [0, 0]])), m(codes, bag))
+    torch.testing.assert_close(m(codes, torch.tensor([[1, 2, 1, 2], [0, 0, 0, 0]])), m(codes, bag))
+    torch.testing.assert_close(rep[1, :, 0], plain.representation(codes[1])[:, 0])
+    torch.testing.assert_close(m(codes), m(codes, torch.zeros(2, 0, dtype=torch.long)))
+    assert not torch.allclose(m(codes, bag)[0], m(codes, torch.tensor([[3, 0, 0], [0, 0, 0]]))[0])
+    with pytest.raises(ValueError, match="bag_field"):
+        DeepFM(CARDS, bag_field=4)

@@ -359,6 +359,18 @@ def test_finetune_refuses_a_store_of_another_checkpoint(
         finetune_and_publish(run[0], run[1], tmp_path, "t1")
 
 
+def test_finetune_refuses_a_head_the_service_cannot_feed(
+    run: tuple[Path, Dataset], tmp_path: Path
+) -> None:
+    """The service keeps no per-user target history, so such a head is not published."""
+    export(run[0], run[1], tmp_path)
+    with pytest.raises(ValueError, match="finetune.target_history = 5"):
+        finetune_and_publish(
+            run[0], run[1], tmp_path, "t1", overrides=["finetune.target_history=5"]
+        )
+    assert current_rankers(tmp_path) == {}
+
+
 # --------------------------------------------------------------------------- ANN index
 @pytest.mark.parametrize("backend", ["numpy", "faiss"])
 def test_inner_product_index(backend: str) -> None:

@@ -111,6 +111,51 @@ class HistoryIndex:
         return out
 
 
+class RecentItems:
+    """Each user's latest positive items of one table strictly before a time, as id codes.
+
+    The user attribute "behaviours in current domains" of Sec. 5.1.1: for a row (u, t), the
+    codes of u's last ``length`` positive items in ``rows`` before t, newest last; 0 pads.
+
+    Args:
+        users, times, codes: the positive rows (codes >= 1, e.g. a domain's local item id + 1).
+        length: items kept per query.
+        num_users: size of the user id space.
+    """
+
+    def __init__(
+        self,
+        users: np.ndarray,
+        times: np.ndarray,
+        codes: np.ndarray,
+        length: int,
+        num_users: int,
+    ) -> None:
+        if length < 1:
+            raise ValueError(f"length = {length}: expected at least 1 item per query.")
+        users = np.asarray(users, dtype=np.int64)
+        order = np.lexsort((np.asarray(codes), np.asarray(times, dtype=np.float64), users))
+        self.length, self.num_users = length, num_users
+        self._users = users[order]
+        self._times = np.asarray(times, dtype=np.float64)[order]
+        self._codes = torch.as_tensor(np.asarray(codes, dtype=np.int64)[order])
+        self._offsets = np.zeros(num_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self._users, minlength=num_users), out=self._offsets[1:])
+
+    def lookup(self, users: np.ndarray, times: np.ndarray) -> torch.Tensor:
+        """``[B, length]`` codes of each (user, time)'s latest items strictly before the time."""
+        users = np.asarray(users, dtype=np.int64)
+        start = self._offsets[users]
+        end = _lexsearch(self._users, self._times, users, np.asarray(times, dtype=np.float64))
+        end = torch.as_tensor(np.clip(end, start, self._offsets[users + 1]))
+        idx = end.unsqueeze(1) - self.length + torch.arange(self.length)
+        valid = idx >= torch.as_tensor(start).unsqueeze(1)
+        if self._codes.numel() == 0:
+            return torch.zeros(idx.shape, dtype=torch.long)
+        codes = self._codes[idx.clamp(min=0, max=self._codes.numel() - 1)]
+        return torch.where(valid, codes, torch.zeros_like(codes))
+
+
 def _lexsearch(
     seg_keys: np.ndarray, seg_times: np.ndarray, q_keys: np.ndarray, q_times: np.ndarray
 ) -> np.ndarray:

@@ -123,6 +123,8 @@ def fit_ranker(
     """Train ``ranker`` on ``train_rows`` (Eq. 12), keep the best validation epoch; return log."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    if cfg.target_history > 0:  # the users' domain history: training rows only, also when scored
+        target.remember(train_rows, cfg.target_history)
     rows = train_rows.sort_values(["timestamp", "user", "item"], kind="stable")
     users_np = rows["user"].to_numpy()
     states = ranker.states(users_np, rows["timestamp"].to_numpy())

@@ -128,6 +128,11 @@ def finetune_and_publish(
             "finetune.freeze_encoders=false: the published ranker must keep the "
             "pre-trained encoders frozen (lightweight mode of Sec. 4.5)."
         )
+    if cfg.finetune.target_history > 0:
+        raise ValueError(
+            f"finetune.target_history = {cfg.finetune.target_history}: the service does not "
+            "store users' target-domain histories yet; publish with finetune.target_history=0."
+        )
     split = split_target(ds, d, cfg.eval.split)
     if len(split.train) == 0:
         raise ValueError(f"domain {domain!r} has no training rows; serve it zero-shot.")

@@ -3,7 +3,8 @@
 A ranker scores (user, item) pairs of one target domain's catalogue:
 
 * ``states(users, times)``: what the ranker knows of each user at a time (e.g. the interest
-  vectors of Eq. 1 from source behaviour strictly before that time), or None;
+  vectors of Eq. 1 from source behaviour strictly before that time), or None; with
+  ``finetune.target_history`` a :class:`WithRecent` that adds the user's earlier target items;
 * ``forward(users, states, items)``: logits ``[B, C]`` for local item columns ``[B, C]``;
 * ``trainable``: whether :func:`peace.flows.finetune.fit_ranker` should train it.
 
@@ -13,6 +14,7 @@ A ranker scores (user, item) pairs of one target domain's catalogue:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -22,7 +24,7 @@ from torch import Tensor, nn
 
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
-from peace.data.history import HistoryIndex
+from peace.data.history import HistoryIndex, RecentItems
 from peace.data.splits import pretrain_rows
 from peace.flows.pretrained import Pretrained
 from peace.nn.deepfm import DeepFM
@@ -53,6 +55,29 @@ class TargetDomain:
             user_cards + (list(ip.cardinalities) if ip else []) + [len(self.catalogue) + 1]
         )
         self.item_entities = torch.as_tensor(ds.item_entities[self.catalogue], dtype=torch.long)
+        self.num_users = n_users
+        self.recent_items: RecentItems | None = None
+
+    @property
+    def item_id_field(self) -> int:
+        """The field of the local item id (the last one), which the user history shares."""
+        return len(self.cardinalities) - 1
+
+    def remember(self, rows: pd.DataFrame, length: int) -> None:
+        """Keep the positives of ``rows`` (the training split) as the users' domain history:
+        :meth:`recent` then answers with each user's last ``length`` of them before a time."""
+        pos = rows[rows["label"] == 1]
+        codes = self.to_local(pos["item"].to_numpy()) + 1  # the item-id field's codes
+        self.recent_items = RecentItems(
+            pos["user"].to_numpy(), pos["timestamp"].to_numpy(), codes, length, self.num_users
+        )
+
+    def recent(self, users: np.ndarray, times: np.ndarray) -> Tensor | None:
+        """``[B, L]`` item-id codes of each user's remembered items before ``times`` (0 pads);
+        None when nothing is remembered."""
+        if self.recent_items is None:
+            return None
+        return self.recent_items.lookup(users, times)
 
     def codes(self, users: Tensor, items: Tensor) -> Tensor:
         """Profile codes ``[B, C, F]`` of user-item pairs (users ``[B]``, items ``[B, C]``)."""
@@ -61,6 +86,39 @@ class TargetDomain:
 
     def to_local(self, items: np.ndarray) -> np.ndarray:
         return self.column[items]
+
+
+@dataclass(frozen=True)
+class WithRecent:
+    """A ranker's per-row states together with each row's earlier target items ``[N, L]``;
+    indexed by rows as a tensor is."""
+
+    states: Tensor | None
+    recent: Tensor
+
+    def __getitem__(self, rows) -> WithRecent:
+        return WithRecent(None if self.states is None else self.states[rows], self.recent[rows])
+
+    def __len__(self) -> int:
+        return len(self.recent)
+
+
+def with_recent(target: TargetDomain, users, times, states: Tensor | None):
+    """``states`` with the target's remembered items of each (user, time), when it has any."""
+    recent = target.recent(users, times)
+    return states if recent is None else WithRecent(states, recent)
+
+
+def split_recent(states) -> tuple[Tensor | None, Tensor | None]:
+    """``(states, recent items or None)`` of what :func:`with_recent` returned."""
+    if isinstance(states, WithRecent):
+        return states.states, states.recent
+    return states, None
+
+
+def bag_field(target: TargetDomain, cfg: PeaceConfig) -> int | None:
+    """The DeepFM field the user's target history shares (``finetune.target_history``)."""
+    return target.item_id_field if cfg.finetune.target_history > 0 else None
 
 
 class PeaceRanker(nn.Module):
@@ -86,6 +144,7 @@ class PeaceRanker(nn.Module):
                 fc.deepfm_hidden,
                 fc.interaction_features,
                 fc.user_dropout,
+                bag_field(target, cfg),
             )
         self.frozen = fc.freeze_encoders
         if self.frozen:
@@ -101,10 +160,12 @@ class PeaceRanker(nn.Module):
         else:
             self.encoder = pre.model  # registered, so its trainable parameters train too
 
-    def states(self, users: np.ndarray, times: np.ndarray) -> Tensor:
+    def states(self, users: np.ndarray, times: np.ndarray) -> Tensor | WithRecent:
         if self.precomputed:
-            return self.pre.interests(users, times, self._table)
-        return torch.as_tensor(self.pre.history.positions(users, times))
+            own = self.pre.interests(users, times, self._table)
+        else:
+            own = torch.as_tensor(self.pre.history.positions(users, times))
+        return with_recent(self.target, users, times, own)
 
     def _states_and_items(self, users: Tensor, states: Tensor) -> tuple[Tensor, Tensor]:
         if self.precomputed:
@@ -114,7 +175,8 @@ class PeaceRanker(nn.Module):
         encoded = self.pre.model.encode_users(table, users, tokens, mask)
         return encoded, item_vectors(table, self.target.item_entities)
 
-    def forward(self, users: Tensor, states: Tensor, items: Tensor) -> Tensor:
+    def forward(self, users: Tensor, states: Tensor | WithRecent, items: Tensor) -> Tensor:
+        states, recent = split_recent(states)
         encoded, all_items = self._states_and_items(users, states)
         item_vecs = all_items[items]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.precomputed):
@@ -122,7 +184,8 @@ class PeaceRanker(nn.Module):
             affinity = None
             if self.head.interactions:  # the zero-shot score, z_u . z_i (Sec. 4.4)
                 affinity = self.pre.model.zero_shot_scores(encoded, item_vecs, "inner")
-        return self.head(user_vecs, item_vecs, self.target.codes(users, items), affinity)
+        codes = self.target.codes(users, items)
+        return self.head(user_vecs, item_vecs, codes, affinity, recent)
 
     def train(self, mode: bool = True) -> PeaceRanker:
         super().train(mode)
@@ -160,14 +223,17 @@ class DeepFMRanker(nn.Module):
         self.target = target
         with seeded(cfg.seed):
             self.deepfm = DeepFM(
-                target.cardinalities, cfg.finetune.fm_dim, cfg.finetune.deepfm_hidden
+                target.cardinalities,
+                cfg.finetune.fm_dim,
+                cfg.finetune.deepfm_hidden,
+                bag_field(target, cfg),
             )
 
-    def states(self, users: np.ndarray, times: np.ndarray) -> None:
-        return None
+    def states(self, users: np.ndarray, times: np.ndarray) -> WithRecent | None:
+        return with_recent(self.target, users, times, None)
 
-    def forward(self, users: Tensor, states: Tensor | None, items: Tensor) -> Tensor:
-        return self.deepfm(self.target.codes(users, items))
+    def forward(self, users: Tensor, states: WithRecent | None, items: Tensor) -> Tensor:
+        return self.deepfm(self.target.codes(users, items), split_recent(states)[1])
 
 
 class PopularityRanker(nn.Module):

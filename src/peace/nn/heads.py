@@ -14,6 +14,10 @@ additive terms easily and user-item products poorly, so the head is handed them.
 With ``user_dropout`` p (``finetune.user_dropout``), during training each (user, item) pair
 sees z_u^T (and z_u^T * z_i^T) as zeros with probability p and scaled by 1 / (1 - p)
 otherwise, so the head cannot lean on z_u^T as a user identity; the zero-shot score is kept.
+
+With ``bag_field`` (``finetune.target_history``) x_u^T also holds the user's earlier items of the
+target domain (Sec. 5.1.1, "behaviours in current domains"), a multi-valued field of DeepFM that
+shares the item-id field's vectors (:class:`peace.nn.deepfm.DeepFM`).
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ class FineTuneHead(nn.Module):
         fm_dim, deepfm_hidden: DeepFM sizes (A.3: 8 and 64-32-8).
         interactions: also feed z_u * z_i and the zero-shot score.
         user_dropout: share of training pairs that see the user vector as zeros.
+        bag_field: the field (item id) whose codes the user's target-domain history holds.
 
     Shapes:
-        users ``[B, C, d]``, items ``[B, C, d]``, codes ``[B, C, F]`` -> logits ``[B, C]``.
+        users ``[B, C, d]``, items ``[B, C, d]``, codes ``[B, C, F]``, bag ``[B, L]`` -> logits
+        ``[B, C]``.
     """
 
     def __init__(
@@ -49,6 +55,7 @@ class FineTuneHead(nn.Module):
         deepfm_hidden: tuple[int, ...] = (64, 32, 8),
         interactions: bool = False,
         user_dropout: float = 0.0,
+        bag_field: int | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= user_dropout < 1.0:
@@ -58,14 +65,20 @@ class FineTuneHead(nn.Module):
         self.dim = dim
         self.interactions = interactions
         self.user_dropout = user_dropout
-        self.deepfm = DeepFM(cardinalities, fm_dim, deepfm_hidden)
+        self.deepfm = DeepFM(cardinalities, fm_dim, deepfm_hidden, bag_field)
         extra = dim + 1 if interactions else 0
         self.mlp = MLP(2 * dim + extra + self.deepfm.out_dim, mlp_hidden, 1)
 
     def forward(
-        self, users: Tensor, items: Tensor, codes: Tensor, affinity: Tensor | None = None
+        self,
+        users: Tensor,
+        items: Tensor,
+        codes: Tensor,
+        affinity: Tensor | None = None,
+        bag: Tensor | None = None,
     ) -> Tensor:
-        """Logits ``[B, C]``; ``affinity`` ``[B, C]`` is the zero-shot score (with interactions)."""
+        """Logits ``[B, C]``; ``affinity`` ``[B, C]`` is the zero-shot score (with interactions),
+        ``bag`` ``[B, L]`` the user's earlier target items (with ``bag_field``)."""
         if self.training and self.user_dropout > 0:
             keep = torch.rand(users.shape[:-1] + (1,), device=users.device) >= self.user_dropout
             users = users * keep.to(users.dtype) / (1.0 - self.user_dropout)
@@ -74,7 +87,7 @@ class FineTuneHead(nn.Module):
             if affinity is None:
                 raise ValueError("a head with interaction features needs the zero-shot score.")
             parts += [users * items, affinity.unsqueeze(-1)]
-        x = torch.cat([*parts, self.deepfm.representation(codes)], dim=-1)
+        x = torch.cat([*parts, self.deepfm.representation(codes, bag)], dim=-1)
         return self.mlp(x).squeeze(-1)  # Eq. 11 (the sigmoid lives in the loss, Eq. 12)
 
     def __repr__(self) -> str:
