@@ -329,3 +329,13 @@ def test_margins_split_by_the_users_history_in_the_target_domain(tmp_path: Path)
         tmp_path / "short", doc, _statistics(), None, seed=0, history={"Horror": counts[:-1]}
     ).read_text(encoding="utf-8")
     assert "By the user's history" not in short
+
+
+def test_a_run_records_the_cpu_it_ran_on() -> None:
+    """Results are reproducible per kind of CPU, so the environment names the CPU model."""
+    from peace.eval.results import environment
+
+    env = environment()
+    assert isinstance(env["cpu"], str) and env["cpu"].strip()
+    if Path("/proc/cpuinfo").is_file() and "model name" in Path("/proc/cpuinfo").read_text():
+        assert env["cpu"] in Path("/proc/cpuinfo").read_text()

@@ -21,12 +21,25 @@ SETTINGS = ("normal", "zero-shot", "zero-shot-test")
 METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 
 
+def cpu_model() -> str:
+    """The CPU's model name. Float kernels differ between CPU families, so the same seed gives
+    the same numbers on the same kind of CPU; a results file records which one it ran on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
     }
 
