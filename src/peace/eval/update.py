@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from peace.baselines import FINE_TUNED
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
+from peace.models import FINE_TUNED
 
 EMBEDDED = ("PEACE", "PEACE w/o CPL")
 
