@@ -45,6 +45,9 @@ class ModelConfig:
     """H: last H entity tokens per source domain (A.3: 200)."""
     n_interests: int = 10
     """M: interest kernels of Eq. 1 (A.3: 10)."""
+    recency: bool = False
+    """Each kernel of Eq. 1 adds a learned bias per recency slot (tokens counted back from the
+    newest of each source domain) to its attention scores, so it can prefer recent behaviour."""
     attention_dim: int = 64
     """Rows of W^A in Eq. 1 and W in Eq. 2."""
     n_prototypes: int = 900

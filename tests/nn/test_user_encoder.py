@@ -120,3 +120,41 @@ def test_forward_tokens_equals_forward_on_gathered_vectors() -> None:
     torch.testing.assert_close(fast, slow)
     torch.testing.assert_close(grad_fast, grad_slow)
     assert (fast[2] == 0).all()
+
+
+def test_recency_bias_is_per_kernel_and_slot_of_each_domain_block() -> None:
+    torch.manual_seed(0)
+    extractor = InterestExtractor(8, n_interests=3, attention_dim=6, recency=3)
+    assert repr(extractor).endswith("recency=3)")
+    sequence, mask = _batch(length=9)  # three source-domain blocks of H = 3
+    paper = InterestExtractor(8, n_interests=3, attention_dim=6)
+    paper.load_state_dict(extractor.state_dict(), strict=False)
+    plain = extractor.attention(sequence, mask)
+    torch.testing.assert_close(plain, paper.attention(sequence, mask))  # zero bias: Eq. 1
+    with torch.no_grad():
+        extractor.recency[1, 2] = 5.0  # kernel 1 prefers the newest token of every block
+    attn = extractor.attention(sequence, mask)
+    torch.testing.assert_close(attn[:, [0, 2]], plain[:, [0, 2]])  # other kernels unchanged
+    # Kernel 1 by hand for a full row: logits + 5 at slots 2, 5 and 8.
+    h = sequence[3]
+    logits = extractor.kernels.weight[1] @ torch.tanh(extractor.W_A.weight @ h.T)
+    logits = logits + torch.tensor([0, 0, 5.0] * 3)
+    torch.testing.assert_close(attn[3, 1], torch.softmax(logits, 0))
+    # forward_tokens (the fast path) adds the same bias.
+    table = torch.cat([torch.randn(20, 8), torch.zeros(1, 8)])
+    tokens = torch.randint(0, 20, (4, 9))
+    tokens[~mask] = 20
+    torch.testing.assert_close(
+        extractor.forward_tokens(table, tokens, mask), extractor(table[tokens], mask)
+    )
+    assert (extractor(sequence, mask)[2] == 0).all()  # no history: still zeros
+    with pytest.raises(ValueError, match="not a multiple of the recency block"):
+        extractor.attention(sequence[:, :8], mask[:, :8])
+
+
+def test_recency_bias_trains() -> None:
+    torch.manual_seed(0)
+    extractor = InterestExtractor(8, n_interests=2, attention_dim=6, recency=9)
+    sequence, mask = _batch()
+    extractor(sequence, mask).square().sum().backward()
+    assert extractor.recency.grad is not None and extractor.recency.grad.abs().sum() > 0

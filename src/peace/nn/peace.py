@@ -111,7 +111,12 @@ class PEACE(nn.Module):
             residual=config.gnn_residual,
             unseen=config.unseen_entities,
         )
-        self.interests = InterestExtractor(d, config.n_interests, config.attention_dim)
+        self.interests = InterestExtractor(
+            d,
+            config.n_interests,
+            config.attention_dim,
+            recency=config.history_length if config.recency else 0,
+        )
         self.fusion = AttentiveFusion(d, config.attention_dim, config.user_prior)
         self.prototypes = Prototypes(
             d, config.n_prototypes, config.top_k_prototypes, config.mlp_hidden

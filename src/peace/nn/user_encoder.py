@@ -10,6 +10,12 @@ Eq. 2, attentive fusion of the interest-specific encodings into the universal en
 
 Padding tokens are masked out of the softmax of Eq. 1; a user with no history at all gets zero
 interest vectors (and so a zero universal vector), never NaN.
+
+With ``recency`` (``model.recency``) each kernel's score of Eq. 1 also adds a learned bias per
+recency slot, w_i^T tanh(W^A h_l) + r_i[slot(l)], where slot(l) counts back from the newest
+token of l's source-domain block (blocks of H tokens, right-aligned, so the newest token of every
+domain is slot 0). A kernel can so prefer recent behaviour; the pooled values stay the entity
+vectors, so z^A lives in the entity space as before.
 """
 
 from __future__ import annotations
@@ -33,26 +39,47 @@ class InterestExtractor(nn.Module):
         dim: d, width of the entity vectors.
         n_interests: M.
         attention_dim: rows of W^A.
+        recency: H, tokens per source-domain block, to add a learned bias per kernel and recency
+            slot to the scores of Eq. 1 (0: none, the paper's form).
 
     Shapes:
         sequence ``[B, L, d]``, mask ``[B, L]`` (True = token) -> interests ``[B, M, d]``.
+        With ``recency``, L is a multiple of H (one right-aligned block per source domain).
     """
 
-    def __init__(self, dim: int, n_interests: int, attention_dim: int) -> None:
+    def __init__(
+        self, dim: int, n_interests: int, attention_dim: int, recency: int = 0
+    ) -> None:
         super().__init__()
         self.dim, self.n_interests, self.attention_dim = dim, n_interests, attention_dim
         self.W_A = nn.Linear(dim, attention_dim, bias=False)
         self.kernels = nn.Linear(attention_dim, n_interests, bias=False)  # rows are w_1..w_M
+        # r_i[slot]: column j is the j-th slot of a block, the newest token at column H - 1.
+        self.recency = nn.Parameter(torch.zeros(n_interests, recency)) if recency > 0 else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.W_A.weight)
         nn.init.xavier_uniform_(self.kernels.weight)
+        if self.recency is not None:
+            nn.init.zeros_(self.recency)
+
+    def _add_recency(self, scores: Tensor) -> Tensor:
+        """``scores [B, M, L]`` plus each kernel's bias at each token's recency slot."""
+        if self.recency is None:
+            return scores
+        block = self.recency.shape[1]
+        if scores.shape[-1] % block:
+            raise ValueError(
+                f"sequence length {scores.shape[-1]} is not a multiple of the recency block "
+                f"{block} (model.history_length): expected one block per source domain."
+            )
+        return scores + self.recency.repeat(1, scores.shape[-1] // block)
 
     def attention(self, sequence: Tensor, mask: Tensor) -> Tensor:
         """[B, M, L] attention of each interest kernel over the sequence."""
-        scores = self.kernels(torch.tanh(self.W_A(sequence)))  # [B, L, M]
-        return masked_softmax(scores.transpose(1, 2), mask.unsqueeze(1), dim=-1)
+        scores = self.kernels(torch.tanh(self.W_A(sequence))).transpose(1, 2)  # [B, M, L]
+        return masked_softmax(self._add_recency(scores), mask.unsqueeze(1), dim=-1)
 
     def forward(self, sequence: Tensor, mask: Tensor) -> Tensor:
         return self.attention(sequence, mask) @ sequence  # Eq. 1
@@ -66,14 +93,15 @@ class InterestExtractor(nn.Module):
         """
         per_entity = self.kernels(torch.tanh(self.W_A(table)))  # [E, M]
         # F.embedding: its backward accumulates rows far faster than advanced indexing does.
-        scores = F.embedding(tokens, per_entity).transpose(1, 2)  # [B, M, L]
+        scores = self._add_recency(F.embedding(tokens, per_entity).transpose(1, 2))  # [B, M, L]
         attention = masked_softmax(scores, mask.unsqueeze(1), dim=-1)
         return attention @ F.embedding(tokens, table)  # Eq. 1
 
     def __repr__(self) -> str:
+        recency = "" if self.recency is None else f", recency={self.recency.shape[1]}"
         return (
             f"InterestExtractor({self.dim}, n_interests={self.n_interests}, "
-            f"attention_dim={self.attention_dim})"
+            f"attention_dim={self.attention_dim}{recency})"
         )
 
 
