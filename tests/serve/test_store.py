@@ -393,14 +393,16 @@ def test_inner_product_index(backend: str) -> None:
 
 
 def test_parity_with_served_score_switches(tmp_path: Path) -> None:
-    """With the user prior of Eq. 2 and the head's interaction features on, the stored vectors
-    and the published head still give the offline scores (zero-shot and normal)."""
+    """With the user prior of Eq. 2, the recency bias of Eq. 1 and the head's interaction
+    features on, the stored vectors and the published head still give the offline scores
+    (zero-shot and normal)."""
     data = write_dataset(toy_tables(), tmp_path / "toy")
     ds = load_dataset(data)
     cfg = PeaceConfig().override(
         [
             *TINY,
             "model.user_prior=true",
+            "model.recency=true",
             'pretrain.served_loss="softmax"',
             "finetune.interaction_features=true",
         ]
@@ -424,6 +426,7 @@ def test_parity_with_served_score_switches(tmp_path: Path) -> None:
         torch.as_tensor(users), result.ranker.states(users, np.full(len(users), np.inf)), items
     )
     pre = load_pretrained(tmp_path / "run", ds)
+    assert pre.model.interests.recency.abs().sum() > 0  # trained: the stored interests use it
     zero = ZeroShotRanker(pre, TargetDomain(ds, ds.domain_index("t1")))
     offline_zero = zero(
         torch.as_tensor(users), zero.states(users, np.full(len(users), np.inf)), items
