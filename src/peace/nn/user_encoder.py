@@ -47,9 +47,7 @@ class InterestExtractor(nn.Module):
         With ``recency``, L is a multiple of H (one right-aligned block per source domain).
     """
 
-    def __init__(
-        self, dim: int, n_interests: int, attention_dim: int, recency: int = 0
-    ) -> None:
+    def __init__(self, dim: int, n_interests: int, attention_dim: int, recency: int = 0) -> None:
         super().__init__()
         self.dim, self.n_interests, self.attention_dim = dim, n_interests, attention_dim
         self.W_A = nn.Linear(dim, attention_dim, bias=False)
