@@ -151,6 +151,27 @@ def test_merge_brings_rows_run_elsewhere(toy_dir: Path, tmp_path: Path) -> None:
     }
 
 
+def test_merge_of_several_folders_replaces_rows_run_under_an_older_configuration(
+    toy_dir: Path, tmp_path: Path
+) -> None:
+    """Rows that this or a later --merge folder replaces need not match the new configuration;
+    a kept row that does not match is still refused."""
+    main, a, b = tmp_path / "main", tmp_path / "a", tmp_path / "b"
+    old = ("--models", "Popularity,DeepFM", "--set", "finetune.lr=0.5")
+    assert _bench(toy_dir, main, *old).exit_code == 0
+    assert _bench(toy_dir, a, "--models", "DeepFM").exit_code == 0
+    assert _bench(toy_dir, b, "--models", "Popularity").exit_code == 0
+    alone = _bench(toy_dir, main, "--merge", str(a))  # would keep Popularity's old row
+    assert alone.exit_code != 0 and "finetune.lr" in alone.output
+    merged = _bench(toy_dir, main, "--merge", str(a), "--merge", str(b))
+    assert merged.exit_code == 0, merged.output
+    doc = json.loads((main / "results.json").read_text())
+    expected = [r for f in (a, b) for r in json.loads((f / "results.json").read_text())["rows"]]
+    key = lambda r: (r["model"], r["setting"], r["domain"], r["metric"])  # noqa: E731
+    assert sorted(doc["rows"], key=key) == sorted(expected, key=key)
+    assert doc["config"]["finetune"]["lr"] != 0.5
+
+
 def test_a_stopped_parallel_run_keeps_its_finished_groups(
     toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

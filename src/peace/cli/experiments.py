@@ -156,14 +156,23 @@ def benchmark(
 
         out.mkdir(parents=True, exist_ok=True)
         doc = None
-        for folder in merge:
+        try:
+            incoming = [
+                tuple(sorted({r["model"] for r in json.loads(f.read_text())["rows"]}))
+                for f in (folder / "results.json" for folder in merge)
+            ]
+        except (OSError, ValueError, KeyError) as exc:
+            raise fail(f"--merge: {exc}") from exc
+        for k, folder in enumerate(merge):
             path = folder / "results.json"
+            names = incoming[k]
+            # Rows that this or a later folder replaces are not kept, so they need not match.
+            replaced = tuple(sorted({m for later in incoming[k:] for m in later}))
             try:
                 other = json.loads(path.read_text())
-                names = tuple(sorted({r["model"] for r in other["rows"]}))
                 check_document(other, path, ds.root.name, seed_list, cfg, list(names))
                 previous = (
-                    kept_document(out / "results.json", ds.root.name, seed_list, cfg, names)
+                    kept_document(out / "results.json", ds.root.name, seed_list, cfg, replaced)
                     if (out / "results.json").is_file()
                     else empty_document()
                 )
