@@ -157,19 +157,16 @@ def benchmark(
         out.mkdir(parents=True, exist_ok=True)
         doc = None
         try:
-            incoming = [
-                tuple(sorted({r["model"] for r in json.loads(f.read_text())["rows"]}))
-                for f in (folder / "results.json" for folder in merge)
-            ]
+            others = [json.loads((folder / "results.json").read_text()) for folder in merge]
+            incoming = [tuple(sorted({r["model"] for r in o["rows"]})) for o in others]
         except (OSError, ValueError, KeyError) as exc:
             raise fail(f"--merge: {exc}") from exc
-        for k, folder in enumerate(merge):
+        for k, (folder, other) in enumerate(zip(merge, others, strict=True)):
             path = folder / "results.json"
             names = incoming[k]
             # Rows that this or a later folder replaces are not kept, so they need not match.
             replaced = tuple(sorted({m for later in incoming[k:] for m in later}))
             try:
-                other = json.loads(path.read_text())
                 check_document(other, path, ds.root.name, seed_list, cfg, list(names))
                 previous = (
                     kept_document(out / "results.json", ds.root.name, seed_list, cfg, replaced)
