@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -77,6 +78,9 @@ def machine() -> dict[str, Any]:
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch": torch.__version__,
         "faiss": faiss_available(),
+        # uvicorn's HTTP parser and event loop: the C ones when installed (the serve extra)
+        "httptools": importlib.util.find_spec("httptools") is not None,
+        "uvloop": importlib.util.find_spec("uvloop") is not None,
     }
     if hasattr(os, "getloadavg"):
         info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]

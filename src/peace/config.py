@@ -150,6 +150,11 @@ class FinetuneConfig(TrainingConfig):
 
     patience: int = 5
     """Early stopping on validation NDCG@10, checked every epoch."""
+    patience_steps: int = 0
+    """Early stopping also waits until this many optimiser steps have passed without improvement
+    (0: ``patience`` epochs alone). A small domain's epoch is a few steps (ML-1M Documentary:
+    9), so ``patience`` epochs alone can stop a ranker on a dip a few dozen steps in; domains
+    whose ``patience`` epochs already hold this many steps are unaffected."""
     neg_ratio: int = 4
     freeze_encoders: bool = True
     """Lightweight mode of Sec. 4.5: only the MLP and DeepFM are trained."""

@@ -4,7 +4,8 @@ Training rows are the target's chronological training split only (positives with
 negatives drawn from the domain's catalogue, Eq. 12); each row's user state is computed from
 source behaviour strictly before the row's time. After every epoch the ranker is scored on the
 validation split by full ranking; the epoch with the best NDCG@10 is kept and training stops after
-``patience`` epochs without improvement. The test split is never read here.
+``patience`` epochs without improvement that also hold at least ``patience_steps`` optimiser
+steps. The test split is never read here.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def fit_ranker(
         )
     optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_items = len(target.catalogue)
-    best, best_state, stale, log = -1.0, None, 0, []
+    best, best_state, stale, stale_steps, log = -1.0, None, 0, 0, []
     for epoch in progress(range(cfg.epochs), f"fine-tune {target.name}", enabled=show_progress):
         ranker.train()
         order = torch.randperm(len(users), generator=gen)
@@ -175,11 +176,11 @@ def fit_ranker(
         log.append({"epoch": epoch + 1, "loss": total / max(n, 1), **metrics})
         score = metrics.get(SELECTION_METRIC, float("nan"))
         if score > best or best_state is None:
-            best, stale = score, 0
+            best, stale, stale_steps = score, 0, 0
             best_state = copy.deepcopy({k: v for k, v in ranker.state_dict().items()})
         else:
-            stale += 1
-            if stale >= cfg.patience:
+            stale, stale_steps = stale + 1, stale_steps + n
+            if stale >= cfg.patience and stale_steps >= cfg.patience_steps:
                 break
     if best_state is not None:
         ranker.load_state_dict(best_state)

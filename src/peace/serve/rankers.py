@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -214,12 +215,19 @@ class ZeroShotScorer(nn.Module):
         protos = self.prototypes
         c = items.shape[0]
         m, k = interests.shape[0], keys.top.shape[1]
-        flat = keys.top.reshape(-1)
         logits = protos.interest_logits(interests.unsqueeze(0))[0]  # [M, n], P z^A / sqrt(d)
-        selected = logits.index_select(1, flat).view(m, c, k)  # unmasked entries of Eq. 8
+        selected = logits.index_select(1, keys.top.reshape(-1)).view(m, c, k)  # Eq. 8 kept
         attn = torch.softmax(selected, dim=-1).transpose(0, 1)  # [C, M, K]
-        chosen = protos.weight.index_select(0, flat).view(c, k, -1)  # [C, K, d]
-        mixed = torch.bmm(attn, chosen)  # [C, M, d] = P^T SoftMax((P z^A + m) / sqrt(d))
+        # P^T SoftMax((P z^A + m) / sqrt(d)) as C * M weighted bags of K prototype rows: no
+        # [C, K, d] copy of the prototypes, one pass over the (cache-resident) table.
+        rows = keys.top.to(torch.int32).unsqueeze(1).expand(c, m, k).reshape(-1)
+        mixed = F.embedding_bag(
+            rows,
+            protos.weight,
+            torch.arange(0, c * m * k, k, dtype=torch.int32),
+            mode="sum",
+            per_sample_weights=attn.reshape(-1),
+        ).view(c, m, -1)  # [C, M, d]
         enhanced = protos.enhance_mlp(mixed + interests.unsqueeze(0))  # Eq. 9
         return self.fusion(enhanced)  # Eq. 2 on the enhanced interests
 

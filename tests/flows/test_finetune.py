@@ -1,0 +1,37 @@
+"""Early stopping of fine-tuning: ``patience`` epochs, and at least ``patience_steps`` steps."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from peace.data.dataset import load_dataset
+from peace.data.splits import split_targets
+from peace.flows.finetune import fit_ranker, ranking_task
+from peace.flows.rankers import DeepFMRanker, TargetDomain
+
+
+@pytest.mark.parametrize("patience_steps_in_epochs", [0, 4])
+def test_patience_counts_epochs_and_steps(
+    toy_dir: Path, tiny_config, patience_steps_in_epochs: int
+) -> None:
+    ds = load_dataset(toy_dir)
+    d = ds.target_domains[0]
+    split = split_targets(ds)[d]
+    target = TargetDomain(ds, d)
+    steps = math.ceil(len(split.train) / tiny_config.finetune.batch_size)  # per epoch
+    cfg = tiny_config.override(
+        [
+            "finetune.lr=0.0",  # nothing improves after the first epoch
+            "finetune.epochs=20",
+            "finetune.patience=2",
+            f"finetune.patience_steps={patience_steps_in_epochs * steps}",
+        ]
+    )
+    ranker = DeepFMRanker(target, cfg)
+    valid = ranking_task(split.valid, split.train)
+    log = fit_ranker(ranker, target, split.train, valid, cfg.finetune, 0, show_progress=False)
+    # the first epoch, then max(patience, patience_steps / steps) epochs without improvement
+    assert len(log) == 1 + max(2, patience_steps_in_epochs)
