@@ -12,7 +12,7 @@ from conftest import toy_tables
 
 from peace.data.contract import write_dataset
 from peace.data.dataset import Dataset, load_dataset
-from peace.data.history import HistoryIndex
+from peace.data.history import HistoryIndex, _PairSearch
 
 
 def _history_tables() -> dict[str, pd.DataFrame]:
@@ -207,3 +207,21 @@ def test_recent_items_are_the_latest_before_the_time() -> None:
     assert got[5].tolist() == [0, 0, 0]  # user 5 has no rows
     with pytest.raises(ValueError, match="length"):
         RecentItems(users, times, codes, length=0, num_users=6)
+
+
+def test_pair_search_is_the_first_row_not_below_the_query() -> None:
+    rng = np.random.default_rng(0)
+    keys = np.sort(rng.integers(0, 30, 500))
+    times = rng.integers(0, 40, 500).astype(np.float64)  # many equal times
+    order = np.lexsort((times, keys))
+    keys, times = keys[order], times[order]
+    search = _PairSearch(keys, times)
+    q_keys = rng.integers(-1, 32, 400)  # keys before, between and after the rows' keys too
+    q_times = np.concatenate([rng.integers(-5, 45, 396).astype(np.float64), [np.inf] * 2, [0, 39]])
+    rows = list(zip(keys.tolist(), times.tolist(), strict=True))
+    expected = [
+        next((i for i, row in enumerate(rows) if row >= (k, t)), len(rows))
+        for k, t in zip(q_keys.tolist(), q_times.tolist(), strict=True)
+    ]
+    assert search(q_keys, q_times).tolist() == expected
+    assert _PairSearch(np.zeros(0, np.int64), np.zeros(0))(q_keys, q_times).tolist() == [0] * 400

@@ -42,6 +42,7 @@ class HistoryIndex:
         self._tokens: list[torch.Tensor] = []
         self._times: list[np.ndarray] = []
         self._offsets: list[np.ndarray] = []
+        self._search: list[_PairSearch] = []
         for d in self.domains:
             rows = pos[pos["domain"] == d].sort_values(["user", "timestamp", "item"], kind="stable")
             ents = ds.item_entities[rows["item"].to_numpy()]  # [R, 3]
@@ -55,6 +56,7 @@ class HistoryIndex:
             self._tokens.append(torch.from_numpy(tokens.astype(np.int64)))
             self._times.append(times.astype(np.float64))
             self._offsets.append(offsets)
+            self._search.append(_PairSearch(users, times))
 
     @property
     def sequence_length(self) -> int:
@@ -68,14 +70,11 @@ class HistoryIndex:
         users = np.asarray(users, dtype=np.int64)
         times = np.asarray(times, dtype=np.float64)
         out = np.zeros((len(users), len(self.domains), 2), dtype=np.int64)
-        for k, (tt, off) in enumerate(zip(self._times, self._offsets, strict=True)):
+        for k, (search, off) in enumerate(zip(self._search, self._offsets, strict=True)):
             start, stop = off[users], off[users + 1]
             # Within a user's segment times are sorted: a binary search on the segment per row,
             # vectorised by searching (user, time) keys in a single lexicographic order.
-            seg_user = np.repeat(np.arange(self.num_users), np.diff(off))
-            keys_user = seg_user.astype(np.float64)
-            end = _lexsearch(keys_user, tt, users.astype(np.float64), times)
-            end = np.clip(end, start, stop)
+            end = np.clip(search(users, times), start, stop)
             out[:, k, 0] = np.maximum(start, end - self.history_length)
             out[:, k, 1] = end
         return out
@@ -141,12 +140,13 @@ class RecentItems:
         self._codes = torch.as_tensor(np.asarray(codes, dtype=np.int64)[order])
         self._offsets = np.zeros(num_users + 1, dtype=np.int64)
         np.cumsum(np.bincount(self._users, minlength=num_users), out=self._offsets[1:])
+        self._search = _PairSearch(self._users, self._times)
 
     def lookup(self, users: np.ndarray, times: np.ndarray) -> torch.Tensor:
         """``[B, length]`` codes of each (user, time)'s latest items strictly before the time."""
         users = np.asarray(users, dtype=np.int64)
         start = self._offsets[users]
-        end = _lexsearch(self._users, self._times, users, np.asarray(times, dtype=np.float64))
+        end = self._search(users, np.asarray(times, dtype=np.float64))
         end = torch.as_tensor(np.clip(end, start, self._offsets[users + 1]))
         idx = end.unsqueeze(1) - self.length + torch.arange(self.length)
         valid = idx >= torch.as_tensor(start).unsqueeze(1)
@@ -156,17 +156,27 @@ class RecentItems:
         return torch.where(valid, codes, torch.zeros_like(codes))
 
 
-def _lexsearch(
-    seg_keys: np.ndarray, seg_times: np.ndarray, q_keys: np.ndarray, q_times: np.ndarray
-) -> np.ndarray:
-    """Index of the first (key, time) >= (q_key, q_time) in data sorted by (key, time)."""
-    if len(seg_keys) == 0:
-        return np.zeros(len(q_keys), dtype=np.int64)
-    # Map times to dense ranks so (key, rank) packs into one exact float64 / int64 key.
-    all_times = np.unique(np.concatenate([seg_times, q_times]))
-    t_rank = np.searchsorted(all_times, seg_times)
-    q_rank = np.searchsorted(all_times, q_times)
-    width = len(all_times) + 1
-    packed = seg_keys.astype(np.int64) * width + t_rank
-    q_packed = q_keys.astype(np.int64) * width + q_rank
-    return np.searchsorted(packed, q_packed, side="left").astype(np.int64)
+class _PairSearch:
+    """Binary search of (key, time) queries in rows sorted by (key, time).
+
+    ``search(q_keys, q_times)`` is the index of the first row with (key, time) >= (q_key, q_time).
+    Times are replaced by their rank among the rows' distinct times, so (key, rank) packs into
+    one exact int64 per row; that packing is done once here, and a query costs two binary
+    searches instead of a sort of every row.
+    """
+
+    def __init__(self, keys: np.ndarray, times: np.ndarray) -> None:
+        times = np.asarray(times, dtype=np.float64)
+        self._distinct = np.unique(times)
+        self._width = len(self._distinct) + 1  # a query time after every row ranks last
+        self._packed = np.asarray(keys, dtype=np.int64) * self._width + np.searchsorted(
+            self._distinct, times
+        )
+
+    def __call__(self, q_keys: np.ndarray, q_times: np.ndarray) -> np.ndarray:
+        if len(self._packed) == 0:
+            return np.zeros(len(q_keys), dtype=np.int64)
+        # a row's time t >= q_time iff rank(t) >= the number of distinct times below q_time
+        rank = np.searchsorted(self._distinct, np.asarray(q_times, dtype=np.float64), "left")
+        packed = np.asarray(q_keys, dtype=np.int64) * self._width + rank
+        return np.searchsorted(self._packed, packed, side="left").astype(np.int64)
