@@ -155,6 +155,10 @@ class FinetuneConfig(TrainingConfig):
     (0: ``patience`` epochs alone). A small domain's epoch is a few steps (ML-1M Documentary:
     9), so ``patience`` epochs alone can stop a ranker on a dip a few dozen steps in; domains
     whose ``patience`` epochs already hold this many steps are unaffected."""
+    min_steps: int = 0
+    """The budget holds at least this many optimiser steps: a domain whose ``epochs`` hold fewer
+    trains for more epochs (early stopping still applies). 0: ``epochs`` alone. An epoch budget
+    gives a small domain a few hundred steps and a large one thousands."""
     neg_ratio: int = 4
     freeze_encoders: bool = True
     """Lightweight mode of Sec. 4.5: only the MLP and DeepFM are trained."""

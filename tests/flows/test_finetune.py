@@ -1,4 +1,4 @@
-"""Early stopping of fine-tuning: ``patience`` epochs, and at least ``patience_steps`` steps."""
+"""Fine-tuning budget (``epochs``, ``min_steps``) and early stopping (patience)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,25 @@ def test_patience_counts_epochs_and_steps(
     log = fit_ranker(ranker, target, split.train, valid, cfg.finetune, 0, show_progress=False)
     # the first epoch, then max(patience, patience_steps / steps) epochs without improvement
     assert len(log) == 1 + max(2, patience_steps_in_epochs)
+
+
+@pytest.mark.parametrize("min_steps_in_epochs", [0, 3, 7])
+def test_min_steps_extends_the_epoch_budget(
+    toy_dir: Path, tiny_config, min_steps_in_epochs: int
+) -> None:
+    ds = load_dataset(toy_dir)
+    d = ds.target_domains[0]
+    split = split_targets(ds)[d]
+    target = TargetDomain(ds, d)
+    steps = math.ceil(len(split.train) / tiny_config.finetune.batch_size)  # per epoch
+    cfg = tiny_config.override(
+        [
+            "finetune.epochs=5",
+            "finetune.patience=100",  # no early stop: the budget alone ends training
+            f"finetune.min_steps={max(0, min_steps_in_epochs * steps - 1)}",  # ceil
+        ]
+    )
+    ranker = DeepFMRanker(target, cfg)
+    valid = ranking_task(split.valid, split.train)
+    log = fit_ranker(ranker, target, split.train, valid, cfg.finetune, 0, show_progress=False)
+    assert len(log) == max(5, min_steps_in_epochs)

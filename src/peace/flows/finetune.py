@@ -144,7 +144,9 @@ def fit_ranker(
     optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_items = len(target.catalogue)
     best, best_state, stale, stale_steps, log = -1.0, None, 0, 0, []
-    for epoch in progress(range(cfg.epochs), f"fine-tune {target.name}", enabled=show_progress):
+    steps_per_epoch = max(1, -(-len(users) // cfg.batch_size))
+    epochs = max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch))
+    for epoch in progress(range(epochs), f"fine-tune {target.name}", enabled=show_progress):
         ranker.train()
         order = torch.randperm(len(users), generator=gen)
         total, n = 0.0, 0
