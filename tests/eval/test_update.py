@@ -170,3 +170,23 @@ def test_per_user_values_and_curves_follow_their_models(tmp_path: Path) -> None:
     new = {"rows": [_row("Tiger")], "per_user": {"Tiger": {}}, "curves": {"Tiger": []}}
     merged = merge_update(kept, new, {"command": "c", "models": ["Tiger"], "wall_seconds": 1.0})
     assert set(merged["per_user"]) == {"DeepFM", "Tiger"} and set(merged["curves"]) == {"Tiger"}
+
+
+def test_a_finetune_schedule_key_keeps_the_rows_of_models_that_train_nothing(
+    tmp_path: Path,
+) -> None:
+    """Popularity and the zero-shot rows fit nothing with [finetune]; DeepFM and the fine-tuned
+    competitors do, so their rows are not kept under another schedule."""
+    cfg = PeaceConfig()
+    path = tmp_path / "results.json"
+    _document(path, cfg)
+    changed = cfg.override(["finetune.patience_steps=100", "finetune.min_steps=800"])
+    kept = kept_document(path, "toy", [0], changed, ("DeepFM",))
+    assert {r["model"] for r in kept["rows"]} == {"Popularity", "Tiger"}
+    with pytest.raises(UpdateError, match="patience_steps"):  # DeepFM's rows would be kept
+        kept_document(path, "toy", [0], changed, ("Tiger",))
+    doc = json.loads(path.read_text())
+    doc["rows"] = [r for r in doc["rows"] if r["model"] != "DeepFM"] + [_row("SASRec")]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UpdateError, match="min_steps"):
+        kept_document(path, "toy", [0], changed, ("Tiger",))

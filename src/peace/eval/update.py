@@ -32,8 +32,9 @@ EMBEDDED = ("PEACE", "PEACE w/o CPL")
 SHARED_MODEL_KEYS = frozenset({"dim", "history_length", "mlp_hidden"})
 
 # The [finetune] keys of the Eq. 11 head, which PEACE and every fine-tuned competitor share
-# (footnote 6: the same head on each model's vectors); DeepFM, popularity, the zero-shot
-# references and the zero-shot competitors do not read them.
+# (footnote 6: the same head on each model's vectors); DeepFM reads the other [finetune] keys
+# (its training schedule); popularity, the zero-shot references and the zero-shot competitors
+# read none.
 HEAD_KEYS = frozenset(
     {"freeze_encoders", "encoder_lr_scale", "interaction_features", "user_dropout"}
 )
@@ -45,8 +46,8 @@ def reads(model: str, key: str) -> bool:
     variant = model.startswith("PEACE")
     if section == "model" and name not in SHARED_MODEL_KEYS:
         return variant
-    if section == "finetune" and name in HEAD_KEYS:
-        return variant or model in FINE_TUNED
+    if section == "finetune":  # popularity and the zero-shot rows train nothing on the target
+        return variant or model in FINE_TUNED or (model == "DeepFM" and name not in HEAD_KEYS)
     return True
 
 
