@@ -57,3 +57,43 @@ def test_min_steps_extends_the_epoch_budget(
     valid = ranking_task(split.valid, split.train)
     log = fit_ranker(ranker, target, split.train, valid, cfg.finetune, 0, show_progress=False)
     assert len(log) == max(5, min_steps_in_epochs)
+
+
+def test_validation_memo_gives_the_same_epochs(toy_dir: Path, tiny_config, monkeypatch) -> None:
+    """Frozen encoders: the validation pairs' inputs are computed once and reused every epoch,
+    with the same numbers as scoring every pair afresh; trainable encoders are never kept."""
+    from peace.flows import finetune
+    from peace.flows.pretrain import pretrain
+    from peace.flows.rankers import PeaceRanker
+
+    ds = load_dataset(toy_dir)
+    d = ds.target_domains[0]
+    split = split_targets(ds)[d]
+    target = TargetDomain(ds, d)
+    cfg = tiny_config.override(
+        ["finetune.epochs=4", "finetune.patience=100", "finetune.interaction_features=true"]
+    )
+    pre = pretrain(ds, cfg, show_progress=False)
+    valid = ranking_task(split.valid, split.train)
+    calls = []
+    pair_inputs = PeaceRanker.pair_inputs
+    monkeypatch.setattr(
+        PeaceRanker, "pair_inputs", lambda self, *a: calls.append(1) or pair_inputs(self, *a)
+    )
+
+    def fit(cfg) -> list[dict]:
+        calls.clear()
+        ranker = PeaceRanker(pre, target, cfg)
+        return fit_ranker(ranker, target, split.train, valid, cfg.finetune, 0, show_progress=False)
+
+    kept = fit(cfg)
+    n_train = len(calls)
+    monkeypatch.setattr(finetune.PairMemo, "usable", lambda *a: False)
+    fresh = fit(cfg)
+    assert kept == fresh  # every epoch's loss and metrics, exactly
+    assert len(calls) - n_train == 3  # one validation chunk, scored afresh at epochs 2-4
+    monkeypatch.undo()
+    trainable = PeaceRanker(pre, target, cfg.override(["finetune.freeze_encoders=false"]))
+    assert not finetune.PairMemo().usable(trainable, 10, cfg.model.dim)
+    assert finetune.PairMemo().usable(PeaceRanker(pre, target, cfg), 10, cfg.model.dim)
+    assert not finetune.PairMemo(max_bytes=100).usable(PeaceRanker(pre, target, cfg), 10, 64)

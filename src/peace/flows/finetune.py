@@ -59,20 +59,54 @@ def ranking_task(rows: pd.DataFrame, seen: pd.DataFrame | None = None) -> Rankin
     )
 
 
+class PairMemo:
+    """The head's inputs for every (validation user, catalogue item) pair, kept between epochs.
+
+    With frozen encoders the user vectors of Eq. 8-9 and Eq. 2 and the zero-shot score of each
+    pair do not change while Eq. 11's head trains, yet they cost more than the head; a ranker
+    that says so (``precomputed`` and ``pair_inputs``) computes them at the first validation and
+    only its head after. The scores are the same numbers, as the inputs are computed in the same
+    chunks. A task whose inputs would take more than ``max_bytes`` is scored afresh every time.
+    """
+
+    def __init__(self, max_bytes: int = 512 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self.chunks: list[tuple] | None = None
+
+    def usable(self, ranker: nn.Module, n_pairs: int, dim: int) -> bool:
+        usable = getattr(ranker, "precomputed", False) and hasattr(ranker, "pair_inputs")
+        return usable and n_pairs * (2 * dim + 8) * 4 <= self.max_bytes
+
+
 @torch.no_grad()
 def score_catalogue(
-    ranker: nn.Module, task: RankingTask, n_items: int, pair_budget: int = 2_000_000
+    ranker: nn.Module,
+    task: RankingTask,
+    n_items: int,
+    pair_budget: int = 2_000_000,
+    memo: PairMemo | None = None,
 ) -> torch.Tensor:
     """Scores ``[U, I]`` of every task user against the whole catalogue, in user chunks."""
     ranker.eval()
+    if memo is not None and memo.chunks is not None:
+        out = [ranker.head(*inputs).float() for inputs in memo.chunks]
+        return torch.cat(out) if out else torch.zeros(0, n_items)
+    dim = getattr(getattr(ranker, "head", None), "dim", 0)
+    keep = memo is not None and memo.usable(ranker, len(task) * n_items, dim)
     states = ranker.states(task.users, task.times)
     chunk = max(1, pair_budget // max(n_items, 1))
-    out = []
+    out, kept = [], []
     for s in range(0, len(task), chunk):
         users = torch.as_tensor(task.users[s : s + chunk], dtype=torch.long)
         items = torch.arange(n_items).expand(len(users), -1)
         st = None if states is None else states[s : s + chunk]
-        out.append(ranker(users, st, items).float())
+        if keep:
+            kept.append(ranker.pair_inputs(users, st, items))
+            out.append(ranker.head(*kept[-1]).float())
+        else:
+            out.append(ranker(users, st, items).float())
+    if keep:
+        memo.chunks = kept
     return torch.cat(out) if out else torch.zeros(0, n_items)
 
 
@@ -82,11 +116,12 @@ def evaluate_ranker(
     task: RankingTask,
     ks: tuple[int, ...] = (5, 10),
     seed: int = 0,
+    memo: PairMemo | None = None,
 ) -> dict[str, float]:
     """Mean Hit@K / NDCG@K of ``ranker`` on ``task`` by full ranking of the catalogue."""
     if len(task) == 0:
         return {f"{m}@{k}": float("nan") for k in ks for m in ("hit", "ndcg")}
-    per_user = evaluate_per_user(ranker, target, task, ks, seed)
+    per_user = evaluate_per_user(ranker, target, task, ks, seed, memo)
     return {name: float(values.mean()) for name, values in per_user.items()}
 
 
@@ -96,11 +131,12 @@ def evaluate_per_user(
     task: RankingTask,
     ks: tuple[int, ...] = (5, 10),
     seed: int = 0,
+    memo: PairMemo | None = None,
 ) -> dict[str, np.ndarray]:
     """Hit@K / NDCG@K of every task user (in ``task.users`` order), for paired comparisons."""
     if len(task) == 0:
         return {f"{m}@{k}": np.zeros(0) for k in ks for m in ("hit", "ndcg")}
-    scores = score_catalogue(ranker, task, len(target.catalogue))
+    scores = score_catalogue(ranker, task, len(target.catalogue), memo=memo)
     return ranking_metrics(
         scores,
         np.arange(len(target.catalogue)),
@@ -144,6 +180,7 @@ def fit_ranker(
     optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_items = len(target.catalogue)
     best, best_state, stale, stale_steps, log = -1.0, None, 0, 0, []
+    memo = PairMemo()  # the validation pairs' inputs, when the encoders are frozen
     steps_per_epoch = max(1, -(-len(users) // cfg.batch_size))
     epochs = max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch))
     for epoch in progress(range(epochs), f"fine-tune {target.name}", enabled=show_progress):
@@ -174,7 +211,7 @@ def fit_ranker(
             optimizer.step()
             total += float(loss.detach())
             n += 1
-        metrics = evaluate_ranker(ranker, target, valid_task, ks, seed)
+        metrics = evaluate_ranker(ranker, target, valid_task, ks, seed, memo)
         log.append({"epoch": epoch + 1, "loss": total / max(n, 1), **metrics})
         score = metrics.get(SELECTION_METRIC, float("nan"))
         if score > best or best_state is None:

@@ -176,6 +176,12 @@ class PeaceRanker(nn.Module):
         return encoded, item_vectors(table, self.target.item_entities)
 
     def forward(self, users: Tensor, states: Tensor | WithRecent, items: Tensor) -> Tensor:
+        return self.head(*self.pair_inputs(users, states, items))
+
+    def pair_inputs(self, users: Tensor, states: Tensor | WithRecent, items: Tensor) -> tuple:
+        """What Eq. 11's head reads for each (user, item) pair: the user vectors of Eq. 8-9 and
+        Eq. 2, the item vectors, the DeepFM codes, the zero-shot score and the target history.
+        With frozen encoders (``precomputed``) none of it changes while the head trains."""
         states, recent = split_recent(states)
         encoded, all_items = self._states_and_items(users, states)
         item_vecs = all_items[items]
@@ -185,7 +191,7 @@ class PeaceRanker(nn.Module):
             if self.head.interactions:  # the zero-shot score, z_u . z_i (Sec. 4.4)
                 affinity = self.pre.model.zero_shot_scores(encoded, item_vecs, "inner")
         codes = self.target.codes(users, items)
-        return self.head(user_vecs, item_vecs, codes, affinity, recent)
+        return user_vecs, item_vecs, codes, affinity, recent
 
     def train(self, mode: bool = True) -> PeaceRanker:
         super().train(mode)
