@@ -75,3 +75,42 @@ def test_sampled_subgraph_training(toy_dir: Path, tiny_config) -> None:
     assert all(math.isfinite(e["loss"]) for e in pre.log)
     again = pretrain(ds, cfg, show_progress=False)
     assert [e["loss"] for e in pre.log] == [e["loss"] for e in again.log]
+
+
+def test_hide_own_domain_masks_the_records_own_block(toy_dir: Path, tiny_config) -> None:
+    """pretrain.hide_own_domain: a hidden record's history keeps its other source domains only;
+    at 0 the batch is the paper's, drawn without touching the generator."""
+    import numpy as np
+
+    from peace.data.history import HistoryIndex
+    from peace.data.splits import pretrain_cutoff, split_targets
+    from peace.flows.records import NegativeSampler, make_batch, make_records
+
+    ds = load_dataset(toy_dir)
+    history = HistoryIndex(ds, tiny_config.model.history_length)
+    rec = make_records(ds, history, pretrain_cutoff(split_targets(ds)))
+    position = torch.full((len(ds.domains),), -1, dtype=torch.long)
+    position[ds.source_domains] = torch.arange(len(ds.source_domains))
+    idx = np.arange(min(64, len(rec.users)))
+    sampler = NegativeSampler(ds)
+    item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
+
+    def batch(share: float, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        return make_batch(item_entities, history, rec, idx, sampler, 1, gen, position, share)
+
+    plain, hidden = batch(0.0), batch(1.0)
+    h = history.history_length
+    own = position[torch.as_tensor(rec.domains[idx])]
+    slot = torch.arange(plain.tokens.shape[1]) // h
+    is_own = slot.unsqueeze(0) == own.unsqueeze(1)
+    assert plain.mask[is_own].any()  # something to hide
+    assert not hidden.mask[is_own].any() and (hidden.tokens[is_own] == history.pad).all()
+    assert torch.equal(hidden.mask[~is_own], plain.mask[~is_own])
+    assert torch.equal(hidden.tokens[~is_own], plain.tokens[~is_own])
+    gen = torch.Generator().manual_seed(0)
+    same = make_batch(item_entities, history, rec, idx, sampler, 1, gen, position)
+    assert torch.equal(same.targets, plain.targets)  # the default draws nothing extra
+    half = batch(0.5)
+    rows_hidden = (~half.mask & plain.mask & is_own).any(1)
+    assert 0 < int(rows_hidden.sum()) < len(idx)

@@ -31,6 +31,10 @@ EMBEDDED = ("PEACE", "PEACE w/o CPL")
 # them leaves the competitors' and references' rows valid and they are kept.
 SHARED_MODEL_KEYS = frozenset({"dim", "history_length", "mlp_hidden"})
 
+# The [pretrain] keys that only PEACE's pre-training reads (the served-score term of Eq. 10 and
+# the hidden own domain); the competitors pre-train without them (peace.flows.pretrain).
+PEACE_PRETRAIN_KEYS = frozenset({"served_loss", "served_weight", "hide_own_domain"})
+
 # The [finetune] keys of the Eq. 11 head, which PEACE and every fine-tuned competitor share
 # (footnote 6: the same head on each model's vectors); DeepFM reads the other [finetune] keys
 # (its training schedule); popularity, the zero-shot references and the zero-shot competitors
@@ -45,6 +49,8 @@ def reads(model: str, key: str) -> bool:
     section, _, name = key.partition(".")
     variant = model.startswith("PEACE")
     if section == "model" and name not in SHARED_MODEL_KEYS:
+        return variant
+    if section == "pretrain" and name in PEACE_PRETRAIN_KEYS:
         return variant
     if section == "finetune":  # popularity and the zero-shot rows train nothing on the target
         return variant or model in FINE_TUNED or (model == "DeepFM" and name not in HEAD_KEYS)
