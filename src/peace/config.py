@@ -131,11 +131,6 @@ class PretrainConfig(TrainingConfig):
     the record's item and its sampled negatives; ``none``: the paper's Eq. 10 alone."""
     served_weight: float = 1.0
     """Weight of the served-score term in Eq. 10."""
-    hide_own_domain: float = 0.0
-    """PEACE: share of pre-training records whose history hides the record's own source domain
-    (its block of Eq. 1's sequence is masked), so the user encoding must predict a domain's
-    entities from the user's other domains, as it must for a new domain. With a share above 0
-    the held-out records are ranked with their own domain hidden too. 0: the paper's form."""
     eval_every: int = 0
     """Score the held-out source records every this many steps (0 = once per epoch)."""
     patience: int = 0

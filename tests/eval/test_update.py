@@ -193,7 +193,7 @@ def test_a_finetune_schedule_key_keeps_the_rows_of_models_that_train_nothing(
 
 
 def test_peace_only_pretrain_keys_keep_the_competitors_rows(tmp_path: Path) -> None:
-    """The served-score term and the hidden own domain shape PEACE's pre-training alone."""
+    """The served-score term of Eq. 10 shapes PEACE's pre-training alone."""
     from peace.eval.update import PEACE_PRETRAIN_KEYS, reads
 
     cfg = PeaceConfig()
@@ -202,7 +202,7 @@ def test_peace_only_pretrain_keys_keep_the_competitors_rows(tmp_path: Path) -> N
     doc = json.loads(path.read_text())
     doc["rows"].append(_row("SASRec"))
     path.write_text(json.dumps(doc))
-    changed = cfg.override(['pretrain.served_loss="softmax"', "pretrain.hide_own_domain=0.5"])
+    changed = cfg.override(['pretrain.served_loss="softmax"', "pretrain.served_weight=0.5"])
     kept = kept_document(path, "toy", [0], changed, ("Tiger",))
     assert {r["model"] for r in kept["rows"]} == {"Popularity", "DeepFM", "SASRec"}
     assert all(reads("PEACE w/o GL", f"pretrain.{k}") for k in PEACE_PRETRAIN_KEYS)

@@ -31,9 +31,9 @@ EMBEDDED = ("PEACE", "PEACE w/o CPL")
 # them leaves the competitors' and references' rows valid and they are kept.
 SHARED_MODEL_KEYS = frozenset({"dim", "history_length", "mlp_hidden"})
 
-# The [pretrain] keys that only PEACE's pre-training reads (the served-score term of Eq. 10 and
-# the hidden own domain); the competitors pre-train without them (peace.flows.pretrain).
-PEACE_PRETRAIN_KEYS = frozenset({"served_loss", "served_weight", "hide_own_domain"})
+# The [pretrain] keys that only PEACE's pre-training reads (the served-score term of Eq. 10);
+# the competitors pre-train without it (peace.flows.pretrain).
+PEACE_PRETRAIN_KEYS = frozenset({"served_loss", "served_weight"})
 
 # The [finetune] keys of the Eq. 11 head, which PEACE and every fine-tuned competitor share
 # (footnote 6: the same head on each model's vectors); DeepFM reads the other [finetune] keys

@@ -146,9 +146,8 @@ def pretrain(
             raise checkpoints.damaged(run / "trainer.pt", exc) from None
         log = checkpoints.read_json(run / "log.json")
 
-    hide_own = pc.hide_own_domain if architecture == "PEACE" else 0.0
     held = make_held_out(
-        ds, history, train, held_out, item_entities, negatives, cfg, source_position, cold, hide_own
+        ds, history, train, held_out, item_entities, negatives, cfg, source_position, cold
     )
     best = min((selection_criterion(e) for e in log), default=float("inf"))
     stale = evaluations_since_best(log)
@@ -216,7 +215,6 @@ def pretrain(
                 pc.neg_ratio,
                 gen,
                 source_position,
-                hide_own,
             )
             if ranks is not None:
                 batch = distributed.shard(batch, ranks)

@@ -156,13 +156,9 @@ def make_batch(
     neg_ratio: int,
     gen: torch.Generator,
     source_position: torch.Tensor | None = None,
-    hide_own: float = 0.0,
 ) -> PretrainBatch:
     tokens, mask = history.gather(rec.positions[idx])
     domains = torch.as_tensor(rec.domains[idx], dtype=torch.long)
-    if hide_own > 0 and source_position is not None:
-        hide = torch.rand(len(idx), generator=gen) < hide_own
-        tokens, mask = hide_blocks(tokens, mask, source_position[domains], hide, history)
     items = torch.as_tensor(rec.items[idx], dtype=torch.long).unsqueeze(1)
     labels = torch.as_tensor(rec.labels[idx]).unsqueeze(1)
     item_valid = torch.ones_like(items, dtype=torch.bool)
@@ -189,20 +185,6 @@ def make_batch(
         item_valid=item_valid,
         domains=None if source_position is None else source_position[domains],
     )
-
-
-def hide_blocks(
-    tokens: torch.Tensor,
-    mask: torch.Tensor,
-    blocks: torch.Tensor,
-    hide: torch.Tensor,
-    history: HistoryIndex,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``tokens, mask [B, |S| * H]`` with source-domain block ``blocks[b]`` masked (padding)
-    in the rows where ``hide`` is true (``pretrain.hide_own_domain``)."""
-    slot = torch.arange(tokens.shape[1]) // history.history_length
-    drop = hide.unsqueeze(1) & (slot.unsqueeze(0) == blocks.unsqueeze(1))
-    return tokens.masked_fill(drop, history.pad), mask & ~drop
 
 
 def batch_entity_table(

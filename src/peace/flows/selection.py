@@ -21,7 +21,6 @@ from peace.flows.records import (
     NegativeSampler,
     PretrainRecords,
     batch_entity_table,
-    hide_blocks,
     make_batch,
 )
 from peace.models import Model
@@ -47,9 +46,6 @@ class HeldOut:
     popularity_ndcg: float = float("nan")
     allowed: np.ndarray | None = None
     """Items the ranking is over (the kept-out items); None = every item of the domain."""
-    hidden: torch.Tensor | None = None
-    """Per ranking record, the history block of its own domain, hidden when it is ranked
-    (``pretrain.hide_own_domain``); None = the whole history."""
 
 
 RANKING_RECORDS = 4000
@@ -65,12 +61,9 @@ def make_held_out(
     cfg: PeaceConfig,
     source_position: torch.Tensor,
     cold: tuple[np.ndarray, PretrainRecords] | None = None,
-    hide_own: float = 0.0,
 ) -> HeldOut:
     """``cold``: (mask of items kept out of pre-training, their records); when given, the
-    ranking measure ranks those records among the kept-out items of their domain.
-    ``hide_own`` > 0: the held-out loss hides that share of the records' own domains, the
-    ranking measure all of them (:func:`peace.flows.records.hide_blocks`)."""
+    ranking measure ranks those records among the kept-out items of their domain."""
     pc = cfg.pretrain
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # fixed negatives: evaluations compare
     batches = [
@@ -83,7 +76,6 @@ def make_held_out(
             pc.neg_ratio,
             gen,
             source_position,
-            hide_own,
         )
         for s in range(0, len(held), pc.batch_size)
     ]
@@ -106,11 +98,7 @@ def make_held_out(
         lambda idx, cat: torch.as_tensor(counts[cat]).expand(len(idx), -1),
         allowed=allowed,
     )["ndcg@10"]
-    blocks = source_position[torch.as_tensor(ranking.domains, dtype=torch.long)]
-    hidden = blocks if hide_own > 0 else None
-    return HeldOut(
-        batches=batches, ranking=ranking, popularity_ndcg=pop, allowed=allowed, hidden=hidden
-    )
+    return HeldOut(batches=batches, ranking=ranking, popularity_ndcg=pop, allowed=allowed)
 
 
 def _rank_metrics(
@@ -176,9 +164,6 @@ def evaluate_held_out(
     if len(held.ranking):
         rec = held.ranking
         tokens, mask = history.gather(rec.positions)
-        if held.hidden is not None:  # ranked from the user's other domains alone
-            every = torch.ones(len(tokens), dtype=torch.bool)
-            tokens, mask = hide_blocks(tokens, mask, held.hidden, every, history)
         users = torch.as_tensor(rec.users, dtype=torch.long)
         states = model.encode_users(full, users, tokens, mask)
         scorer = cfg.eval.zero_shot_scorer
