@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from peace.data.dataset import load_dataset
 from peace.data.splits import split_targets
@@ -93,7 +94,20 @@ def test_validation_memo_gives_the_same_epochs(toy_dir: Path, tiny_config, monke
     assert kept == fresh  # every epoch's loss and metrics, exactly
     assert len(calls) - n_train == 3  # one validation chunk, scored afresh at epochs 2-4
     monkeypatch.undo()
+    frozen = PeaceRanker(pre, target, cfg)
     trainable = PeaceRanker(pre, target, cfg.override(["finetune.freeze_encoders=false"]))
-    assert not finetune.PairMemo().usable(trainable, 10, cfg.model.dim)
-    assert finetune.PairMemo().usable(PeaceRanker(pre, target, cfg), 10, cfg.model.dim)
-    assert not finetune.PairMemo(max_bytes=100).usable(PeaceRanker(pre, target, cfg), 10, 64)
+    assert not finetune.PairMemo().usable(trainable, 10)
+    assert finetune.PairMemo().usable(frozen, 10)
+    assert not finetune.PairMemo(max_bytes=100).usable(frozen, 10)
+    # a memo answers only for the task it was filled with
+    memo = finetune.PairMemo()
+    other = ranking_task(split.test, split.train)
+    n = len(target.catalogue)
+    torch.testing.assert_close(
+        finetune.score_catalogue(frozen, valid, n, memo=memo),
+        finetune.score_catalogue(frozen, valid, n),
+    )
+    torch.testing.assert_close(
+        finetune.score_catalogue(frozen, other, n, memo=memo),
+        finetune.score_catalogue(frozen, other, n),
+    )

@@ -71,11 +71,15 @@ class PairMemo:
 
     def __init__(self, max_bytes: int = 512 * 2**20) -> None:
         self.max_bytes = max_bytes
-        self.chunks: list[tuple] | None = None
+        self.task: RankingTask | None = None
+        self.chunks: list[tuple] = []
 
-    def usable(self, ranker: nn.Module, n_pairs: int, dim: int) -> bool:
-        usable = getattr(ranker, "precomputed", False) and hasattr(ranker, "pair_inputs")
-        return usable and n_pairs * (2 * dim + 8) * 4 <= self.max_bytes
+    def usable(self, ranker: nn.Module, n_pairs: int) -> bool:
+        if not (getattr(ranker, "precomputed", False) and hasattr(ranker, "pair_inputs")):
+            return False
+        # user and item vectors and the zero-shot score (float32), the DeepFM codes (int64)
+        per_pair = 4 * (2 * ranker.head.dim + 1) + 8 * len(ranker.target.cardinalities)
+        return n_pairs * per_pair <= self.max_bytes
 
 
 @torch.no_grad()
@@ -88,11 +92,10 @@ def score_catalogue(
 ) -> torch.Tensor:
     """Scores ``[U, I]`` of every task user against the whole catalogue, in user chunks."""
     ranker.eval()
-    if memo is not None and memo.chunks is not None:
+    if memo is not None and memo.task is task:
         out = [ranker.head(*inputs).float() for inputs in memo.chunks]
         return torch.cat(out) if out else torch.zeros(0, n_items)
-    dim = getattr(getattr(ranker, "head", None), "dim", 0)
-    keep = memo is not None and memo.usable(ranker, len(task) * n_items, dim)
+    keep = memo is not None and memo.usable(ranker, len(task) * n_items)
     states = ranker.states(task.users, task.times)
     chunk = max(1, pair_budget // max(n_items, 1))
     out, kept = [], []
@@ -106,7 +109,7 @@ def score_catalogue(
         else:
             out.append(ranker(users, st, items).float())
     if keep:
-        memo.chunks = kept
+        memo.task, memo.chunks = task, kept
     return torch.cat(out) if out else torch.zeros(0, n_items)
 
 
