@@ -120,9 +120,14 @@ def test_update_adds_models_and_keeps_the_others(toy_dir: Path, tmp_path: Path) 
 def test_update_refuses_another_configuration(toy_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert _bench(toy_dir, out, "--models", "Popularity").exit_code == 0
-    result = _bench(toy_dir, out, "--models", "DeepFM", "--update", "--set", "finetune.lr=0.5")
+    result = _bench(toy_dir, out, "--models", "DeepFM", "--update", "--set", "model.dim=8")
     assert result.exit_code != 0
-    assert "another configuration" in result.output and "finetune.lr" in result.output
+    assert "another configuration" in result.output and "model.dim" in result.output
+    # Popularity fits nothing with [finetune]: its rows stay valid under another schedule.
+    kept = _bench(toy_dir, out, "--models", "DeepFM", "--update", "--set", "finetune.lr=0.5")
+    assert kept.exit_code == 0, kept.output
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {r["model"] for r in rows} == {"Popularity", "DeepFM"}
     missing = _bench(toy_dir, tmp_path / "nothing", "--models", "DeepFM", "--update")
     assert missing.exit_code != 0 and "run without --update first" in missing.output
 
@@ -157,19 +162,19 @@ def test_merge_of_several_folders_replaces_rows_run_under_an_older_configuration
     """Rows that this or a later --merge folder replaces need not match the new configuration;
     a kept row that does not match is still refused."""
     main, a, b = tmp_path / "main", tmp_path / "a", tmp_path / "b"
-    old = ("--models", "Popularity,DeepFM", "--set", "finetune.lr=0.5")
+    old = ("--models", "Popularity,DeepFM", "--set", "model.dim=8")  # a key both read
     assert _bench(toy_dir, main, *old).exit_code == 0
     assert _bench(toy_dir, a, "--models", "DeepFM").exit_code == 0
     assert _bench(toy_dir, b, "--models", "Popularity").exit_code == 0
     alone = _bench(toy_dir, main, "--merge", str(a))  # would keep Popularity's old row
-    assert alone.exit_code != 0 and "finetune.lr" in alone.output
+    assert alone.exit_code != 0 and "model.dim" in alone.output
     merged = _bench(toy_dir, main, "--merge", str(a), "--merge", str(b))
     assert merged.exit_code == 0, merged.output
     doc = json.loads((main / "results.json").read_text())
     expected = [r for f in (a, b) for r in json.loads((f / "results.json").read_text())["rows"]]
     key = lambda r: (r["model"], r["setting"], r["domain"], r["metric"])  # noqa: E731
     assert sorted(doc["rows"], key=key) == sorted(expected, key=key)
-    assert doc["config"]["finetune"]["lr"] != 0.5
+    assert doc["config"]["model"]["dim"] != 8
 
 
 def test_a_stopped_parallel_run_keeps_its_finished_groups(
