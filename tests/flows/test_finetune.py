@@ -14,14 +14,23 @@ from peace.flows.finetune import fit_ranker, ranking_task
 from peace.flows.rankers import DeepFMRanker, TargetDomain
 
 
+def _first_target(toy_dir: Path):
+    ds = load_dataset(toy_dir)
+    d = ds.target_domains[0]
+    return split_targets(ds)[d], TargetDomain(ds, d)
+
+
+def _fit_deepfm(split, target, cfg) -> list[dict]:
+    valid = ranking_task(split.valid, split.train)
+    ranker = DeepFMRanker(target, cfg)
+    return fit_ranker(ranker, target, split.train, valid, cfg.finetune, 0, show_progress=False)
+
+
 @pytest.mark.parametrize("patience_steps_in_epochs", [0, 4])
 def test_patience_counts_epochs_and_steps(
     toy_dir: Path, tiny_config, patience_steps_in_epochs: int
 ) -> None:
-    ds = load_dataset(toy_dir)
-    d = ds.target_domains[0]
-    split = split_targets(ds)[d]
-    target = TargetDomain(ds, d)
+    split, target = _first_target(toy_dir)
     steps = math.ceil(len(split.train) / tiny_config.finetune.batch_size)  # per epoch
     cfg = tiny_config.override(
         [
@@ -31,9 +40,7 @@ def test_patience_counts_epochs_and_steps(
             f"finetune.patience_steps={patience_steps_in_epochs * steps}",
         ]
     )
-    ranker = DeepFMRanker(target, cfg)
-    valid = ranking_task(split.valid, split.train)
-    log = fit_ranker(ranker, target, split.train, valid, cfg.finetune, 0, show_progress=False)
+    log = _fit_deepfm(split, target, cfg)
     # the first epoch, then max(patience, patience_steps / steps) epochs without improvement
     assert len(log) == 1 + max(2, patience_steps_in_epochs)
 
@@ -42,10 +49,7 @@ def test_patience_counts_epochs_and_steps(
 def test_min_steps_extends_the_epoch_budget(
     toy_dir: Path, tiny_config, min_steps_in_epochs: int
 ) -> None:
-    ds = load_dataset(toy_dir)
-    d = ds.target_domains[0]
-    split = split_targets(ds)[d]
-    target = TargetDomain(ds, d)
+    split, target = _first_target(toy_dir)
     steps = math.ceil(len(split.train) / tiny_config.finetune.batch_size)  # per epoch
     cfg = tiny_config.override(
         [
@@ -54,9 +58,7 @@ def test_min_steps_extends_the_epoch_budget(
             f"finetune.min_steps={max(0, min_steps_in_epochs * steps - 1)}",  # ceil
         ]
     )
-    ranker = DeepFMRanker(target, cfg)
-    valid = ranking_task(split.valid, split.train)
-    log = fit_ranker(ranker, target, split.train, valid, cfg.finetune, 0, show_progress=False)
+    log = _fit_deepfm(split, target, cfg)
     assert len(log) == max(5, min_steps_in_epochs)
 
 
