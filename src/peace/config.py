@@ -131,10 +131,6 @@ class PretrainConfig(TrainingConfig):
     the record's item and its sampled negatives; ``none``: the paper's Eq. 10 alone."""
     served_weight: float = 1.0
     """Weight of the served-score term in Eq. 10."""
-    served_user_weight: float = 0.0
-    """Weight of the served score's user side in Eq. 10 (0 = off): each positive record's item
-    picks its user among the batch's by z_u . z_i, which fits only the part of the score that
-    depends on the user (with ``served_loss`` on)."""
     eval_every: int = 0
     """Score the held-out source records every this many steps (0 = once per epoch)."""
     patience: int = 0

@@ -14,7 +14,7 @@ from peace.config import ModelConfig, PeaceConfig
 from peace.data.dataset import load_dataset
 from peace.data.history import HistoryIndex
 from peace.nn.entity_encoder import EntityGraph
-from peace.nn.peace import PEACE, PretrainBatch, SourceCatalogue, served_user_loss
+from peace.nn.peace import PEACE, PretrainBatch
 
 N_ENTITIES, N_RELATIONS = 40, 3
 
@@ -184,58 +184,3 @@ def test_zero_shot_scores_rank_items_by_their_vectors(tiny_config: PeaceConfig, 
     # Without PEA, a user's score for an item does not depend on the other candidates.
     swapped = model.zero_shot_scores(interests, items[:, [2, 1, 0]], scorer)
     torch.testing.assert_close(scores[:, [2, 1, 0]], swapped)
-
-
-def _user_side_batch(users: list[int], items: list[int]) -> PretrainBatch:
-    """Positive records only: what the user side of L_served reads."""
-    n = len(users)
-    return PretrainBatch(
-        tokens=torch.zeros(n, 1, dtype=torch.long),
-        mask=torch.ones(n, 1, dtype=torch.bool),
-        targets=torch.zeros(n, 1, dtype=torch.long),
-        labels=torch.ones(n, 1),
-        valid=torch.ones(n, 1, dtype=torch.bool),
-        users=torch.as_tensor(users),
-        items=torch.as_tensor(items).unsqueeze(1),
-        item_labels=torch.ones(n, 1),
-        item_valid=torch.ones(n, 1, dtype=torch.bool),
-    )
-
-
-def test_served_user_side_ignores_what_depends_on_the_item_alone() -> None:
-    gen = torch.Generator().manual_seed(0)
-    table = torch.randn(6, 4, generator=gen)
-    catalogue = SourceCatalogue(
-        entities=torch.arange(6).unsqueeze(1),
-        domain_mask=torch.ones(1, 6, dtype=torch.bool),
-        column=torch.arange(6),
-    )
-    batch = _user_side_batch([0, 1, 2, 3], [0, 1, 2, 3])
-    users = torch.randn(4, 4, generator=gen)
-    loss = served_user_loss(users, table, batch, catalogue)
-    # a vector shared by every user adds c . z_i, a term of the item alone: no change
-    shifted = served_user_loss(users + 5 * torch.randn(4, generator=gen), table, batch, catalogue)
-    assert torch.allclose(loss, shifted, atol=1e-5)
-    # each item's own user far ahead of the others: the loss goes to 0
-    aligned = served_user_loss(20 * torch.eye(4), torch.eye(6, 4), batch, catalogue)
-    assert float(aligned) < 1e-3 < float(loss)
-
-
-def test_served_user_side_leaves_out_the_same_user_and_the_same_item() -> None:
-    gen = torch.Generator().manual_seed(1)
-    table = torch.randn(4, 3, generator=gen)
-    catalogue = SourceCatalogue(
-        entities=torch.arange(4).unsqueeze(1),
-        domain_mask=torch.ones(1, 4, dtype=torch.bool),
-        column=torch.arange(4),
-    )
-    users = torch.randn(4, 3, generator=gen)
-    # records 0 and 1 share user 7; records 2 and 3 share item 1: neither is the other's negative
-    items = [0, 2, 1, 1]
-    loss = served_user_loss(users, table, _user_side_batch([7, 7, 8, 9], items), catalogue)
-    logits = table[items] @ users.T  # [record's item, record's user]
-    candidates = {0: [0, 2, 3], 1: [1, 2, 3], 2: [2, 0, 1], 3: [3, 0, 1]}
-    expected = torch.stack(
-        [-torch.log_softmax(logits[r, c], 0)[0] for r, c in candidates.items()]
-    ).mean()
-    assert torch.allclose(loss, expected, atol=1e-6)

@@ -120,9 +120,7 @@ def pretrain(
         table, batch, cat = batch_entity_table(model, graph, batch, sampler, gen, catalogue)
         if served == "none":
             return model.pretrain_losses(table, batch, pc.tau, pc.gamma)
-        return model.pretrain_losses(
-            table, batch, pc.tau, pc.gamma, served, pc.served_weight, cat, pc.served_user_weight
-        )
+        return model.pretrain_losses(table, batch, pc.tau, pc.gamma, served, pc.served_weight, cat)
 
     step_losses_of = distributed.objective(model, step_losses, ranks)
     run = Path(out) if out is not None else None
@@ -157,7 +155,7 @@ def pretrain(
     improved_since_save = False
     steps = int(log[-1].get("step", 0)) if log else 0
     stop = False
-    sums = {"total": 0.0, "et": 0.0, "cp": 0.0, "ip": 0.0, "iu": 0.0}
+    sums = {"total": 0.0, "et": 0.0, "cp": 0.0, "ip": 0.0}
     n_batches = 0
     t0 = time.perf_counter()
 
@@ -173,7 +171,6 @@ def pretrain(
             "loss_et": sums["et"] / max(n_batches, 1),
             "loss_cp": sums["cp"] / max(n_batches, 1),
             "loss_ip": sums["ip"] / max(n_batches, 1),
-            **({"loss_iu": sums["iu"] / max(n_batches, 1)} if pc.served_user_weight > 0 else {}),
             **scores,
             "valid_popularity_ndcg": held.popularity_ndcg,
             "seconds": time.perf_counter() - t0,

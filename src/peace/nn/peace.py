@@ -190,7 +190,6 @@ class PEACE(nn.Module):
         served: str = "none",
         served_weight: float = 1.0,
         catalogue: SourceCatalogue | None = None,
-        served_user_weight: float = 0.0,
     ) -> dict[str, Tensor]:
         """Eq. 4, Eq. 7, L_served and their sum Eq. 10 for one batch (means over pairs)."""
         interests = self.encode_interests(entity_table, batch.tokens, batch.mask)
@@ -206,48 +205,10 @@ class PEACE(nn.Module):
             losses["cp"] = loss_cp
             losses["total"] = losses["total"] + gamma * loss_cp  # Eq. 10
         if served != "none" and served_weight > 0:
-            universal = self.universal(interests)
-            loss_ip = served_loss(universal, entity_table, batch, served, catalogue)
+            loss_ip = served_loss(self.universal(interests), entity_table, batch, served, catalogue)
             losses["ip"] = loss_ip
             losses["total"] = losses["total"] + served_weight * loss_ip
-            if served_user_weight > 0:
-                loss_iu = served_user_loss(universal, entity_table, batch, catalogue)
-                losses["iu"] = loss_iu
-                losses["total"] = losses["total"] + served_user_weight * loss_iu
         return losses
-
-
-def served_user_loss(
-    users: Tensor,
-    entity_table: Tensor,
-    batch: PretrainBatch,
-    catalogue: SourceCatalogue | None,
-) -> Tensor:
-    """L_served seen from the item: each positive record's item picks its user among the batch's.
-
-    The softmax runs over the universal encodings of the batch's positive records, so a term of
-    z_u . z_i that depends on the item alone cancels and only the user's part of the served score
-    is fitted. Records of the same user, and of other users with the same item, are left out of
-    each row's candidates (they are not negatives).
-    """
-    if batch.items is None or batch.item_labels is None or batch.item_valid is None:
-        raise ValueError("L_served needs the batch's items; build batches with their items.")
-    if catalogue is None or batch.users is None:
-        raise ValueError("the user side of L_served needs the source catalogue and record users.")
-    positive = batch.item_valid[:, 0] & (batch.item_labels[:, 0] > 0)
-    if int(positive.sum()) < 2:
-        return users.sum() * 0.0
-    z = users[positive]
-    items = batch.items[positive, 0]
-    owners = batch.users[positive]
-    vectors = item_vectors(entity_table, catalogue.entities[catalogue.column[items]])  # [P, d]
-    logits = vectors @ z.T  # [P items, P users]
-    clash = (owners.unsqueeze(1) == owners.unsqueeze(0)) | (
-        items.unsqueeze(1) == items.unsqueeze(0)
-    )
-    clash.fill_diagonal_(False)
-    logits = logits.masked_fill(clash, float("-inf"))
-    return F.cross_entropy(logits, torch.arange(len(z), device=z.device))
 
 
 def served_loss(
