@@ -622,12 +622,27 @@ def test_movielens_phi_skips_hubs(ml, tmp_path):
     assert any("hub" in note for note in report.notes)
 
 
-def test_validation_cut_moves_three_source_genres_to_validation_domains() -> None:
+@pytest.mark.parametrize(
+    ("file", "moved"),
+    [
+        ("ml1m_validation_cut.toml", ("Sci-Fi", "Romance", "Adventure")),
+        (
+            "ml1m_validation_small_cut.toml",
+            ("Film-Noir", "Fantasy", "Western", "Mystery", "Musical"),
+        ),
+    ],
+)
+def test_validation_cuts_move_source_genres_to_validation_domains(file, moved) -> None:
     default = load_cut()
-    validation = load_cut(DEFAULT_CUT.parent / "ml1m_validation_cut.toml")
+    validation = load_cut(DEFAULT_CUT.parent / file)
     roles = {s.name: s.role for s in validation.domains}
-    for name in ("Sci-Fi", "Romance", "Adventure"):
-        assert roles[name] == "target"
+    assert {name for name, role in roles.items() if role == "target"} - {
+        s.name for s in default.domains if s.role == "target"
+    } == set(moved)
+    assert all(
+        [g for s in validation.domains if s.name == name for g in s.genres] == [name]
+        for name in moved
+    )
     benchmark = {s.name: s.genres for s in default.domains if s.role == "target"}
     assert {s.name: s.genres for s in validation.domains if s.name in benchmark} == benchmark
     assert validation.phi == default.phi
