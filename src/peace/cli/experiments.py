@@ -73,6 +73,8 @@ QUICK = [
     "pretrain.epochs=1",
     "pretrain.max_steps=30",
     "finetune.epochs=2",
+    "finetune.min_steps=0",
+    "finetune.patience_steps=0",
 ]
 
 
