@@ -21,6 +21,7 @@ from peace.flows.pretrained import load_pretrained
 from peace.flows.publish import finetune_and_publish
 from peace.flows.rankers import TargetDomain, ZeroShotRanker
 from peace.serve.app import Service, create_app
+from peace.serve.metrics import UNMATCHED, Metrics
 from peace.serve.rankers import UserVectors
 from peace.store import (
     POINTER,
@@ -320,6 +321,7 @@ def test_metrics_and_docs(base: tuple[Path, Dataset, Path], store: Path) -> None
         assert 'peace_ranker_used_total{ranker="popularity-fallback"} 1' in text
         assert "peace_request_duration_seconds_bucket" in text
         assert "peace_store_info" in text
+        assert 'peace_catalogue_items{domain="t1",ranker="zero-shot"}' in text
         spec = c.get("/openapi.json").json()
         assert "/v1/domains/{domain}/rank" in spec["paths"]
         assert c.get("/docs").status_code == 200
@@ -364,3 +366,26 @@ def test_watcher_reloads_without_requests(base: tuple[Path, Dataset, Path], stor
         assert service.snapshot().version.version == new
     finally:
         service.stop_watcher()
+
+
+def test_metric_labels_stay_bounded() -> None:
+    metrics = Metrics()
+    metrics.observe("/v1/domains/{domain}/rank", "POST", 200, 0.002)
+    metrics.observe("/v1/domains/{domain}/rank", "POST", 200, 0.2)
+    metrics.observe(UNMATCHED, "BREW", 999, 0.0001)
+    metrics.event("reload")
+    rank = {"endpoint": "/v1/domains/{domain}/rank"}
+    assert metrics.value("peace_requests_total", {**rank, "method": "POST", "status": "200"}) == 2
+    assert (
+        metrics.value(
+            "peace_requests_total", {"endpoint": UNMATCHED, "method": "other", "status": "0"}
+        )
+        == 1
+    )
+    assert metrics.value("peace_request_duration_seconds_bucket", {**rank, "le": "0.0025"}) == 1
+    assert metrics.value("peace_request_duration_seconds_count", rank) == 2
+    assert metrics.value("peace_events_total", {"event": "reload"}) == 1
+    assert metrics.value("peace_events_total", {"event": "item_put"}) == 0
+    text = metrics.render(None)
+    assert "BREW" not in text and 'status="999"' not in text
+    assert "# TYPE peace_request_duration_seconds histogram" in text

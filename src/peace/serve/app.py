@@ -43,7 +43,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from peace.serve.guard import MAX_LAUNCH_BYTES, RELEASE_AFTER_BYTES, _Guard, release_memory
-from peace.serve.metrics import LATENCY_BUCKETS, METHODS, UNMATCHED, Metrics
+from peace.serve.metrics import CONTENT_TYPE, LATENCY_BUCKETS, METHODS, UNMATCHED, Metrics
 from peace.serve.schemas import (
     DEFAULT_K,
     MAX_ENTITIES,
@@ -312,7 +312,7 @@ def create_app(
     )
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(
-            service.metrics.render(service.snapshot()), media_type="text/plain; version=0.0.4"
+            service.metrics.render(service.snapshot()), media_type=CONTENT_TYPE
         )
 
     return app

@@ -1,4 +1,11 @@
-"""Request counters and a latency histogram, rendered in the Prometheus text format (v0.0.4).
+"""The service's Prometheus metrics (``prometheus_client``, one registry per service).
+
+* ``peace_requests_total{endpoint, method, status}`` and the latency histogram
+  ``peace_request_duration_seconds{endpoint}``, counted by :class:`peace.serve.guard.Guard`;
+* ``peace_ranker_used_total{ranker}``: normal, zero-shot, popularity-fallback;
+* ``peace_events_total{event}``: reload, reload_failed, domain_launched, item_put;
+* ``peace_store_info{version}`` and ``peace_catalogue_items{domain, ranker}``, read from the
+  served snapshot when the metrics are rendered.
 
 Labels stay bounded: an endpoint is a route template or ``unmatched``, a method outside
 :data:`METHODS` is counted as ``other``, a status outside 100-599 as 0.
@@ -6,9 +13,11 @@ Labels stay bounded: an endpoint is a route template or ``unmatched``, a method 
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
     from peace.serve.state import Snapshot
@@ -18,19 +27,40 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
 """HTTP methods that get their own metric label; any other method is counted as ``other``."""
 UNMATCHED = "unmatched"
 """Endpoint label of unknown paths and of requests refused before routing (e.g. 401)."""
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""Media type of :meth:`Metrics.render` (the Prometheus text format)."""
 
 
 class Metrics:
-    """Counters and a latency histogram, rendered in the Prometheus text format (v0.0.4)."""
+    """Request counters, the latency histogram, ranker and event counters of one service."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.latency_buckets: dict[str, list[int]] = {}
-        self.latency_sum: dict[str, float] = defaultdict(float)
-        self.latency_count: dict[str, int] = defaultdict(int)
-        self.rankers: dict[str, int] = defaultdict(int)
-        self.events: dict[str, int] = defaultdict(int)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "peace_requests",
+            "HTTP requests by endpoint, method and status.",
+            ("endpoint", "method", "status"),
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "peace_request_duration_seconds",
+            "Request latency by endpoint.",
+            ("endpoint",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._rankers = Counter(
+            "peace_ranker_used",
+            "Scored requests by the ranker that served.",
+            ("ranker",),
+            registry=self.registry,
+        )
+        self._events = Counter(
+            "peace_events",
+            "Reloads, reload failures and run-time edits.",
+            ("event",),
+            registry=self.registry,
+        )
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Count one request. Labels stay bounded: ``endpoint`` is a route template or
@@ -38,81 +68,44 @@ class Metrics:
         100-599 becomes 0."""
         method = method if method in METHODS else "other"
         status = status if 100 <= status <= 599 else 0
-        with self._lock:
-            self.requests[(endpoint, method, status)] += 1
-            buckets = self.latency_buckets.setdefault(endpoint, [0] * len(LATENCY_BUCKETS))
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if seconds <= bound:
-                    buckets[i] += 1
-            self.latency_sum[endpoint] += seconds
-            self.latency_count[endpoint] += 1
+        self._requests.labels(endpoint, method, str(status)).inc()
+        self._latency.labels(endpoint).observe(seconds)
 
     def ranker_used(self, ranker: str) -> None:
-        with self._lock:
-            self.rankers[ranker] += 1
+        self._rankers.labels(ranker).inc()
 
     def event(self, name: str) -> None:
-        with self._lock:
-            self.events[name] += 1
+        self._events.labels(name).inc()
+
+    def value(self, name: str, labels: dict[str, str]) -> float:
+        """The current value of one sample (0 when it was never counted), e.g.
+        ``value("peace_events_total", {"event": "reload"})``."""
+        found = self.registry.get_sample_value(name, labels)
+        return 0.0 if found is None else float(found)
 
     def render(self, snapshot: Snapshot | None) -> str:
-        lines = [
-            "# HELP peace_requests_total HTTP requests by endpoint, method and status.",
-            "# TYPE peace_requests_total counter",
-        ]
-        with self._lock:
-            for (ep, method, status), n in sorted(self.requests.items()):
-                lines.append(
-                    f'peace_requests_total{{endpoint="{_esc(ep)}",method="{method}",'
-                    f'status="{status}"}} {n}'
-                )
-            lines += [
-                "# HELP peace_request_duration_seconds Request latency by endpoint.",
-                "# TYPE peace_request_duration_seconds histogram",
-            ]
-            for ep, buckets in sorted(self.latency_buckets.items()):
-                label = f'endpoint="{_esc(ep)}"'
-                for bound, n in zip(LATENCY_BUCKETS, buckets, strict=True):
-                    lines.append(
-                        f'peace_request_duration_seconds_bucket{{{label},le="{bound}"}} {n}'
-                    )
-                lines.append(
-                    f'peace_request_duration_seconds_bucket{{{label},le="+Inf"}} '
-                    f"{self.latency_count[ep]}"
-                )
-                lines.append(
-                    f"peace_request_duration_seconds_sum{{{label}}} {self.latency_sum[ep]:.6f}"
-                )
-                lines.append(
-                    f"peace_request_duration_seconds_count{{{label}}} {self.latency_count[ep]}"
-                )
-            lines += [
-                "# HELP peace_ranker_used_total Scored requests by the ranker that served.",
-                "# TYPE peace_ranker_used_total counter",
-            ]
-            for ranker, n in sorted(self.rankers.items()):
-                lines.append(f'peace_ranker_used_total{{ranker="{ranker}"}} {n}')
-            lines += [
-                "# HELP peace_events_total Reloads, reload failures and run-time edits.",
-                "# TYPE peace_events_total counter",
-            ]
-            for name, n in sorted(self.events.items()):
-                lines.append(f'peace_events_total{{event="{name}"}} {n}')
+        """Every metric in the Prometheus text format, the snapshot's gauges included."""
+        text = generate_latest(self.registry)
         if snapshot is not None:
-            lines += [
-                "# HELP peace_store_info The served store version (value 1).",
-                "# TYPE peace_store_info gauge",
-                f'peace_store_info{{version="{_esc(snapshot.version.version)}"}} 1',
-                "# HELP peace_catalogue_items Items per served domain.",
-                "# TYPE peace_catalogue_items gauge",
-            ]
-            for name, state in sorted(snapshot.domains.items()):
-                lines.append(
-                    f'peace_catalogue_items{{domain="{_esc(name)}",'
-                    f'ranker="{state.ranker}"}} {state.size}'
-                )
-        return "\n".join(lines) + "\n"
+            text += generate_latest(_SnapshotGauges(snapshot))
+        return text.decode()
 
 
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class _SnapshotGauges:
+    """The served store version and catalogue sizes, read when the metrics are rendered."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "peace_store_info", "The served store version (value 1).", labels=("version",)
+        )
+        info.add_metric((self.snapshot.version.version,), 1)
+        yield info
+        items = GaugeMetricFamily(
+            "peace_catalogue_items", "Items per served domain.", labels=("domain", "ranker")
+        )
+        for name, state in sorted(self.snapshot.domains.items()):
+            items.add_metric((name, state.ranker), state.size)
+        yield items
