@@ -17,6 +17,8 @@ import httpx
 import numpy as np
 
 NORMAL_DOMAIN, ZERO_SHOT_DOMAIN, ANN_DOMAIN = "travel", "rental", "ann-large"
+RANK, RECOMMEND = "/v1/domains/{domain}/rank", "/v1/domains/{domain}/recommend"
+"""Route templates: the endpoint labels of the service's latency histogram."""
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -36,12 +38,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def load(base: str, make_request: Any, n: int, clients: int) -> dict[str, Any]:
-    """Send ``n`` requests from ``clients`` threads; latency per request and throughput."""
+def server_seconds(base: str, endpoint: str) -> tuple[float, float]:
+    """The service's own latency histogram for ``endpoint``: (sum of seconds, count)."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    label = f'{{endpoint="{endpoint}"}}'
+    found = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for key in found:
+            if line.startswith(f"peace_request_duration_seconds_{key}{label}"):
+                found[key] = float(line.rsplit(" ", 1)[1])
+    return found["sum"], found["count"]
+
+
+def load(base: str, make_request: Any, n: int, clients: int, endpoint: str) -> dict[str, Any]:
+    """Send ``n`` requests from ``clients`` threads; latency per request and throughput, and the
+    mean time the service itself spent on them (its latency histogram, so without the clients'
+    own cost of building, sending and parsing requests)."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     rankers: list[set[str]] = [set() for _ in range(clients)]
     per = [n // clients + (1 if c < n % clients else 0) for c in range(clients)]
+    warm = threading.Barrier(clients + 1)
     barrier = threading.Barrier(clients + 1)
 
     def worker(c: int) -> None:
@@ -50,6 +67,7 @@ def load(base: str, make_request: Any, n: int, clients: int) -> dict[str, Any]:
             for _ in range(10):  # warm-up, not measured
                 method, url, kwargs = make_request(rng)
                 http.request(method, url, **kwargs)
+            warm.wait()
             barrier.wait()
             for _ in range(per[c]):
                 method, url, kwargs = make_request(rng)
@@ -64,12 +82,16 @@ def load(base: str, make_request: Any, n: int, clients: int) -> dict[str, Any]:
     threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
     for t in threads:
         t.start()
+    warm.wait()
+    served_before = server_seconds(base, endpoint)
     barrier.wait()
     start = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    served_after = server_seconds(base, endpoint)
     flat = [x for lat in latencies for x in lat]
+    served = served_after[1] - served_before[1]
     return {
         "requests": len(flat),
         "clients": clients,
@@ -78,6 +100,7 @@ def load(base: str, make_request: Any, n: int, clients: int) -> dict[str, Any]:
         "wall_s": wall,
         "ranker": sorted(set().union(*rankers)),
         **percentiles(flat),
+        "server_mean_ms": (served_after[0] - served_before[0]) / served * 1000 if served else None,
     }
 
 
@@ -134,7 +157,7 @@ def http_cases(
 
         for domain in (ZERO_SHOT_DOMAIN, NORMAL_DOMAIN):
             for clients in args.clients:
-                r = load(base, ranker_request(domain), args.requests, clients)
+                r = load(base, ranker_request(domain), args.requests, clients, RANK)
                 results.append(
                     {
                         "case": f"rank {domain}",
@@ -145,7 +168,7 @@ def http_cases(
                 )
                 print_row(results[-1])
         for clients in args.clients:
-            r = load(base, recommend_request, args.recommend_requests, clients)
+            r = load(base, recommend_request, args.recommend_requests, clients, RECOMMEND)
             results.append(
                 {
                     "case": f"recommend {ANN_DOMAIN} (k=10)",
@@ -165,8 +188,10 @@ def http_cases(
 
 
 def print_row(r: dict[str, Any]) -> None:
+    server = r["server_mean_ms"]
     print(
         f"{r['case']:<34} {'/'.join(r['ranker']):<20} {r['clients']:>3} {r['requests']:>6} "
-        f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['throughput_rps']:>9.1f} {r['errors']:>4}",
+        f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['throughput_rps']:>9.1f} {r['errors']:>4} "
+        f"{'-' if server is None else f'{server:.2f}':>9}",
         flush=True,
     )

@@ -16,11 +16,19 @@ What it does (every step bounded):
    1 and with 16 concurrent clients (threads, one keep-alive ``httpx.Client`` each), for both
    rankers, plus ``recommend`` on the large domain;
 5. writes ``benchmarks/results/serve_latency.json`` (p50, p90, p99, mean, throughput per case,
-   in-process timings, ANN recall, machine info, the command) and prints a table.
+   the mean time the service itself spent per request, read from its latency histogram before
+   and after each case, in-process timings, ANN recall, machine info, the command) and prints a
+   table.
+
+``--sizes preset`` measures the same cases with the model sizes of the benchmark preset
+(``peace/configs/benchmark.toml``: M = 8, n = 64, K = 16, the normal head with interaction
+features), the configuration of the public record, and writes
+``benchmarks/results/serve_latency_preset.json``.
 
 Usage::
 
     python benchmarks/serve_latency.py                 # the full run (a few minutes)
+    python benchmarks/serve_latency.py --sizes preset  # the benchmark preset's sizes
     python benchmarks/serve_latency.py --requests 200 --ann-items 3000 --pretrain-steps 5
 """
 
@@ -59,6 +67,18 @@ MODEL = [
     "pretrain.epochs=1",
     "finetune.epochs=2",
 ]
+"""The paper's sizes (A.3, the defaults of :class:`PeaceConfig`) with H scaled to 50."""
+
+PRESET = ["pretrain.epochs=1", "finetune.epochs=2", "finetune.min_steps=0"]
+"""The benchmark preset's sizes; training kept brief (latency, not accuracy)."""
+
+
+def model_config(args: argparse.Namespace) -> PeaceConfig:
+    """The configuration the run is pre-trained with (``--sizes``)."""
+    brief = [f"pretrain.max_steps={args.pretrain_steps}", f"seed={args.seed}"]
+    if args.sizes == "preset":
+        return PeaceConfig.preset("benchmark").override([*PRESET, *brief])
+    return PeaceConfig().override([*MODEL, *brief])
 
 
 def machine() -> dict[str, Any]:
@@ -115,9 +135,7 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Dataset, Path, dict[str
     ds = load_dataset(data)
     if not (args.reuse and (run / "model.safetensors").exists()):
         shutil.rmtree(run, ignore_errors=True)
-        cfg = PeaceConfig().override(
-            [*MODEL, f"pretrain.max_steps={args.pretrain_steps}", f"seed={args.seed}"]
-        )
+        cfg = model_config(args)
         t = time.perf_counter()
         pretrain(ds, cfg, out=run, show_progress=False)
         timings["pretrain_s"] = time.perf_counter() - t
@@ -126,7 +144,9 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Dataset, Path, dict[str
     export(run, ds, store)
     timings["export_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    finetune_and_publish(run, ds, store, NORMAL_DOMAIN, overrides=["finetune.epochs=2"])
+    finetune_and_publish(
+        run, ds, store, NORMAL_DOMAIN, overrides=["finetune.epochs=2", "finetune.min_steps=0"]
+    )
     timings["finetune_s"] = time.perf_counter() - t
     return ds, store, timings
 
@@ -221,12 +241,13 @@ def ann_recall(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--work",
-        type=Path,
-        default=Path(tempfile.gettempdir()) / "peace-serve-latency",
-        help="scratch folder (data, run, store)",
+        "--sizes",
+        choices=["paper", "preset"],
+        default="paper",
+        help="model sizes: the paper's A.3 (default) or the benchmark preset's",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "serve_latency.json")
+    parser.add_argument("--work", type=Path, help="scratch folder (data, run, store)")
+    parser.add_argument("--out", type=Path, help="result file (default: by --sizes)")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--recommend-requests", type=int, default=500)
     parser.add_argument("--inproc-requests", type=int, default=500)
@@ -238,7 +259,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", action="store_true", help="reuse a pre-trained run in --work")
     args = parser.parse_args(argv)
+    suffix = "" if args.sizes == "paper" else f"_{args.sizes}"
+    if args.work is None:
+        args.work = Path(tempfile.gettempdir()) / f"peace-serve-latency{suffix}"
+    if args.out is None:
+        args.out = ROOT / "results" / f"serve_latency{suffix}.json"
     torch.set_num_threads(1)
+    cfg = model_config(args)
     rng = np.random.default_rng(args.seed)
     info = machine()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -256,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"\n{'case':<34} {'ranker':<20} {'cli':>3} {'reqs':>6} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'req/s':>9} {'err':>4}"
+        f"{'req/s':>9} {'err':>4} {'server ms':>9}"
     )
     http = http_cases(store, catalogues, users, args)
     if hasattr(os, "getloadavg"):
@@ -265,12 +292,18 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": info,
         "model": {
-            "overrides": [*MODEL, f"pretrain.max_steps={args.pretrain_steps}"],
-            "dim": 64,
-            "n_interests": 10,
-            "n_prototypes": 900,
-            "top_k_prototypes": 160,
-            "note": "paper sizes (A.3), briefly pre-trained: latency, not accuracy",
+            "sizes": args.sizes,
+            "overrides": [
+                *(PRESET if args.sizes == "preset" else MODEL),
+                f"pretrain.max_steps={args.pretrain_steps}",
+            ],
+            "dim": cfg.model.dim,
+            "n_interests": cfg.model.n_interests,
+            "n_prototypes": cfg.model.n_prototypes,
+            "top_k_prototypes": cfg.model.top_k_prototypes,
+            "interaction_features": cfg.finetune.interaction_features,
+            "note": ("paper sizes (A.3)" if args.sizes == "paper" else "benchmark preset sizes")
+            + ", briefly pre-trained: latency, not accuracy",
         },
         "data": {
             "synthetic": "small",
