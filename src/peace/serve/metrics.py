@@ -1,7 +1,8 @@
 """The service's Prometheus metrics (``prometheus_client``, one registry per service).
 
 * ``peace_requests_total{endpoint, method, status}`` and the latency histogram
-  ``peace_request_duration_seconds{endpoint}``, counted by :class:`peace.serve.guard.Guard`;
+  ``peace_request_duration_seconds{endpoint}``, counted by the request guard
+  (:mod:`peace.serve.guard`);
 * ``peace_ranker_used_total{ranker}``: normal, zero-shot, popularity-fallback;
 * ``peace_events_total{event}``: reload, reload_failed, domain_launched, item_put;
 * ``peace_store_info{version}`` and ``peace_catalogue_items{domain, ranker}``, read from the
