@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 NORMAL_DOMAIN, ZERO_SHOT_DOMAIN, ANN_DOMAIN = "travel", "rental", "ann-large"
 RANK, RECOMMEND = "/v1/domains/{domain}/rank", "/v1/domains/{domain}/recommend"
@@ -41,12 +42,14 @@ def free_port() -> int:
 def server_seconds(base: str, endpoint: str) -> tuple[float, float]:
     """The service's own latency histogram for ``endpoint``: (sum of seconds, count)."""
     text = httpx.get(f"{base}/metrics", timeout=30).text
-    label = f'{{endpoint="{endpoint}"}}'
     found = {"sum": 0.0, "count": 0.0}
-    for line in text.splitlines():
-        for key in found:
-            if line.startswith(f"peace_request_duration_seconds_{key}{label}"):
-                found[key] = float(line.rsplit(" ", 1)[1])
+    for family in text_string_to_metric_families(text):
+        if family.name != "peace_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            key = sample.name.removeprefix(f"{family.name}_")
+            if key in found and sample.labels.get("endpoint") == endpoint:
+                found[key] = sample.value
     return found["sum"], found["count"]
 
 
