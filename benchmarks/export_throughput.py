@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         whole.append(time.perf_counter() - t)
         with torch.no_grad():
             t = time.perf_counter()
-            pre.model.universal(pre.interests(users, times, table))  # Eq. 1, then Eq. 2
+            pre.user_vectors(users, times, table)  # Eq. 1, then Eq. 2
             user_part.append(time.perf_counter() - t)
         shutil.rmtree(store, ignore_errors=True)
         print(

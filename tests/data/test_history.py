@@ -12,7 +12,7 @@ from conftest import toy_tables
 
 from peace.data.contract import write_dataset
 from peace.data.dataset import Dataset, load_dataset
-from peace.data.history import HistoryIndex, _PairSearch
+from peace.data.history import HistoryIndex, _PairSearch, _sort_rows
 
 
 def _history_tables() -> dict[str, pd.DataFrame]:
@@ -225,3 +225,26 @@ def test_pair_search_is_the_first_row_not_below_the_query() -> None:
     ]
     assert search(q_keys, q_times).tolist() == expected
     assert _PairSearch(np.zeros(0, np.int64), np.zeros(0))(q_keys, q_times).tolist() == [0] * 400
+
+
+def test_row_order_is_the_same_with_and_without_the_packed_key() -> None:
+    rng = np.random.default_rng(1)
+    n = 2_000
+    domain, user = rng.integers(0, 3, n), rng.integers(0, 50, n)
+    rank, item = rng.integers(0, 40, n), rng.integers(0, 30, n)  # many equal rows: stable
+    packed = _sort_rows(domain, user, rank, item, num_users=50, num_items=30)
+    fallback = _sort_rows(domain, user, rank, item, num_users=50, num_items=2**60)
+    assert packed.tolist() == fallback.tolist()
+    assert packed.tolist() == np.lexsort((item, rank, user, domain)).tolist()
+
+
+def test_pair_search_with_shared_time_ranks() -> None:
+    rng = np.random.default_rng(2)
+    keys = np.sort(rng.integers(0, 20, 300))
+    times = rng.integers(0, 30, 300).astype(np.float64)
+    order = np.lexsort((times, keys))
+    keys, times = keys[order], times[order]
+    distinct = np.arange(-3.0, 35.0, 0.5)  # a superset of the rows' times, as HistoryIndex shares
+    shared = _PairSearch(keys, times, distinct, np.searchsorted(distinct, times))
+    q_keys, q_times = rng.integers(-1, 22, 500), rng.uniform(-5, 40, 500)
+    assert shared(q_keys, q_times).tolist() == _PairSearch(keys, times)(q_keys, q_times).tolist()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import toy_tables
@@ -75,3 +76,19 @@ def test_sampled_subgraph_training(toy_dir: Path, tiny_config) -> None:
     assert all(math.isfinite(e["loss"]) for e in pre.log)
     again = pretrain(ds, cfg, show_progress=False)
     assert [e["loss"] for e in pre.log] == [e["loss"] for e in again.log]
+
+
+def test_user_vectors_equal_interests_then_fusion(
+    toy_dir: Path, tmp_path: Path, tiny_config
+) -> None:
+    """The offline inference flow's user part equals Eq. 1 then Eq. 2 of the model itself."""
+    ds = load_dataset(toy_dir)
+    pre = pretrain(ds, tiny_config, out=tmp_path / "run", show_progress=False)
+    users = np.arange(ds.num_users)
+    times = np.linspace(0, ds.interactions["timestamp"].max() + 1, ds.num_users)  # some empty
+    with torch.no_grad():
+        interests, universal = pre.user_vectors(users, times, chunk=3)
+        expected = pre.interests(users, times)
+        torch.testing.assert_close(interests, expected)
+        torch.testing.assert_close(universal, pre.model.universal(expected))
+    assert (interests[0] == 0).all()  # no history before the first time

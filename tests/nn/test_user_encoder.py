@@ -158,3 +158,22 @@ def test_recency_bias_trains() -> None:
     sequence, mask = _batch()
     extractor(sequence, mask).square().sum().backward()
     assert extractor.recency.grad is not None and extractor.recency.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("recency", [0, 3])
+def test_pooled_tokens_equal_forward_tokens(recency: int) -> None:
+    """The inference path (entity scores once, weighted bags) gives Eq. 1's numbers."""
+    torch.manual_seed(0)
+    extractor = InterestExtractor(8, n_interests=3, attention_dim=6, recency=recency)
+    if recency:
+        with torch.no_grad():
+            extractor.recency.normal_()
+    table = torch.cat([torch.randn(20, 8), torch.zeros(1, 8)])  # last row: zero padding
+    tokens = torch.randint(0, 20, (4, 9))
+    _, mask = _batch()  # left, scattered and complete padding
+    tokens[~mask] = 20
+    with torch.no_grad():
+        scores = extractor.entity_scores(table)
+        pooled = extractor.pool_tokens(table, tokens, mask, scores)
+        torch.testing.assert_close(pooled, extractor.forward_tokens(table, tokens, mask))
+    assert (pooled[2] == 0).all() and not pooled.isnan().any()  # no history: zeros

@@ -38,25 +38,36 @@ class HistoryIndex:
         self.num_users = ds.num_users
         self.domains = list(source_domains if source_domains is not None else ds.source_domains)
         inter = ds.interactions
-        pos = inter[(inter["label"] == 1) & inter["domain"].isin(self.domains)]
+        domain = inter["domain"].to_numpy()
+        keep = (inter["label"].to_numpy() == 1) & np.isin(domain, self.domains)
+        domain = domain[keep]
+        user = inter["user"].to_numpy()[keep].astype(np.int64)
+        item = inter["item"].to_numpy()[keep].astype(np.int64)
+        time = inter["timestamp"].to_numpy()[keep].astype(np.float64)
+        # Times ranked once for every domain: the sort key and the searches share the ranks.
+        distinct, rank = np.unique(time, return_inverse=True)
+        order = _sort_rows(domain, user, rank, item, ds.num_users, ds.num_items)
+        domain, user, item, time, rank = (a[order] for a in (domain, user, item, time, rank))
         self._tokens: list[torch.Tensor] = []
         self._times: list[np.ndarray] = []
         self._offsets: list[np.ndarray] = []
         self._search: list[_PairSearch] = []
         for d in self.domains:
-            rows = pos[pos["domain"] == d].sort_values(["user", "timestamp", "item"], kind="stable")
-            ents = ds.item_entities[rows["item"].to_numpy()]  # [R, 3]
-            keep = ents >= 0
-            users = np.repeat(rows["user"].to_numpy(), keep.sum(1))
-            times = np.repeat(rows["timestamp"].to_numpy(), keep.sum(1))
-            tokens = ents[keep]  # row-major: an item's entities stay together, in rank order
+            lo, hi = np.searchsorted(domain, d, "left"), np.searchsorted(domain, d, "right")
+            ents = ds.item_entities[item[lo:hi]]  # [R, 3], rows in (user, time, item) order
+            per_row = (ents >= 0).sum(1)
+            users = np.repeat(user[lo:hi], per_row)
+            tokens = ents[ents >= 0]  # row-major: an item's entities stay together, in rank order
             counts = np.bincount(users, minlength=ds.num_users)
             offsets = np.zeros(ds.num_users + 1, dtype=np.int64)
             np.cumsum(counts, out=offsets[1:])
             self._tokens.append(torch.from_numpy(tokens.astype(np.int64)))
-            self._times.append(times.astype(np.float64))
+            times = np.repeat(time[lo:hi], per_row)
+            self._times.append(times)
             self._offsets.append(offsets)
-            self._search.append(_PairSearch(users, times))
+            self._search.append(
+                _PairSearch(users, times, distinct, np.repeat(rank[lo:hi], per_row))
+            )
 
     @property
     def sequence_length(self) -> int:
@@ -156,22 +167,55 @@ class RecentItems:
         return torch.where(valid, codes, torch.zeros_like(codes))
 
 
+def _sort_rows(
+    domain: np.ndarray,
+    user: np.ndarray,
+    rank: np.ndarray,
+    item: np.ndarray,
+    num_users: int,
+    num_items: int,
+) -> np.ndarray:
+    """Stable order of rows by (domain, user, time rank, item).
+
+    One int64 key and a stable argsort where the key fits (every dataset of a realistic size),
+    else a lexicographic sort of the four integer columns: the same order either way.
+    """
+    n_domains = int(domain.max()) + 1 if len(domain) else 1
+    n_ranks = int(rank.max()) + 1 if len(rank) else 1
+    if n_domains * num_users * n_ranks * max(num_items, 1) < 2**62:
+        key = ((domain.astype(np.int64) * num_users + user) * n_ranks + rank) * num_items + item
+        return np.argsort(key, kind="stable")
+    return np.lexsort((item, rank, user, domain))
+
+
 class _PairSearch:
     """Binary search of (key, time) queries in rows sorted by (key, time).
 
     ``search(q_keys, q_times)`` is the index of the first row with (key, time) >= (q_key, q_time).
-    Times are replaced by their rank among the rows' distinct times, so (key, rank) packs into
-    one exact int64 per row; that packing is done once here, and a query costs two binary
-    searches instead of a sort of every row.
+    Times are replaced by their rank among ``distinct``, the sorted distinct times (a superset
+    of the rows' times), so (key, rank) packs into one exact int64 per row; that packing is done
+    once here, and a query costs two binary searches instead of a sort of every row.
+
+    Args:
+        keys: the rows' keys, sorted.
+        times: the rows' times, sorted within each key.
+        distinct: sorted distinct times, at least those of the rows (default: computed here).
+        ranks: each row's time as an index into ``distinct`` (default: searched here).
     """
 
-    def __init__(self, keys: np.ndarray, times: np.ndarray) -> None:
+    def __init__(
+        self,
+        keys: np.ndarray,
+        times: np.ndarray,
+        distinct: np.ndarray | None = None,
+        ranks: np.ndarray | None = None,
+    ) -> None:
         times = np.asarray(times, dtype=np.float64)
-        self._distinct = np.unique(times)
+        self._distinct = np.unique(times) if distinct is None else np.asarray(distinct, np.float64)
         self._width = len(self._distinct) + 1  # a query time after every row ranks last
-        self._packed = np.asarray(keys, dtype=np.int64) * self._width + np.searchsorted(
-            self._distinct, times
-        )
+        if ranks is None:
+            ranks = np.searchsorted(self._distinct, times)
+        self._packed = np.asarray(keys, dtype=np.int64) * self._width + np.asarray(ranks)
 
     def __call__(self, q_keys: np.ndarray, q_times: np.ndarray) -> np.ndarray:
         if len(self._packed) == 0:

@@ -120,8 +120,7 @@ def export(
     n_users = ds.num_users
     user_idx = np.arange(n_users)
     times = np.full(n_users, cut, dtype=np.float64)
-    interests = pre.interests(user_idx, times, table)  # Eq. 1, [U, M, d]
-    universal = model.universal(interests)  # Eq. 2, [U, d]
+    interests, universal = pre.user_vectors(user_idx, times, table)  # Eq. 1-2, [U, M, d], [U, d]
     positions = pre.history.positions(user_idx, times)
     history_tokens = (positions[:, :, 1] - positions[:, :, 0]).sum(1)
     items_vec = item_vectors(table, torch.as_tensor(ds.item_entities, dtype=torch.long))

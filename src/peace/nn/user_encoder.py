@@ -95,6 +95,36 @@ class InterestExtractor(nn.Module):
         attention = masked_softmax(scores, mask.unsqueeze(1), dim=-1)
         return attention @ F.embedding(tokens, table)  # Eq. 1
 
+    def entity_scores(self, table: Tensor) -> Tensor:
+        """w_i^T tanh(W^A h) of every entity of ``table [E, d]``: ``[E, M]``."""
+        return self.kernels(torch.tanh(self.W_A(table)))
+
+    def pool_tokens(
+        self, table: Tensor, tokens: Tensor, mask: Tensor, entity_scores: Tensor
+    ) -> Tensor:
+        """Eq. 1 as :meth:`forward_tokens`, for inference on many users.
+
+        The weighted sum over the sequence runs as B * M weighted bags of token rows
+        (``embedding_bag``), which never writes the ``[B, L, d]`` gathered sequence, and the
+        entity scores come precomputed (:meth:`entity_scores`), so a caller that encodes users
+        chunk by chunk computes them once. Equal to :meth:`forward_tokens` up to float rounding
+        (the sums run in another order).
+        """
+        b, length = tokens.shape
+        m = entity_scores.shape[1]
+        scores = self._add_recency(F.embedding(tokens, entity_scores).transpose(1, 2))
+        # Padding scores a finite -1e30 rather than -inf: a user without history then gets
+        # uniform weights over padding rows, which are zero vectors, so no NaN to clean up.
+        scores = scores.masked_fill(~mask.unsqueeze(1), -1e30)
+        attention = torch.softmax(scores, dim=-1).contiguous()  # [B, M, L]
+        rows = tokens.to(torch.int32).unsqueeze(1).expand(b, m, length).reshape(-1)
+        starts = torch.arange(0, b * m * length, length, dtype=torch.int32, device=tokens.device)
+        # Padding tokens have weight 0; a padding_idx would take a far slower kernel.
+        pooled = F.embedding_bag(
+            rows, table, starts, mode="sum", per_sample_weights=attention.view(-1)
+        )
+        return pooled.view(b, m, -1)
+
     def __repr__(self) -> str:
         recency = "" if self.recency is None else f", recency={self.recency.shape[1]}"
         return (
