@@ -131,6 +131,11 @@ class PretrainConfig(TrainingConfig):
     the record's item and its sampled negatives; ``none``: the paper's Eq. 10 alone."""
     served_weight: float = 1.0
     """Weight of the served-score term in Eq. 10."""
+    served_sample: int = 0
+    """The softmax of L_served over this many source items drawn uniformly each step (plus each
+    record's own item) instead of the whole catalogue (0, the preset): a sampled softmax whose
+    cost, and in sampled-subgraph training the graph it encodes, no longer grows with the
+    number of source items."""
     eval_every: int = 0
     """Score the held-out source records every this many steps (0 = once per epoch)."""
     patience: int = 0

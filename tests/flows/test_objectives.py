@@ -13,9 +13,10 @@ from peace.data.splits import pretrain_cutoff, split_targets
 from peace.eval.protocol import run_seed
 from peace.flows.pretrain import pretrain
 from peace.flows.rankers import PeaceRanker, TargetDomain, source_entity_counts
-from peace.flows.records import NegativeSampler, kept_out_items
+from peace.flows.records import NegativeSampler, draw_catalogue, kept_out_items, source_catalogue
 from peace.models import private_entities, unseen_entities
 from peace.nn.heads import FineTuneHead
+from peace.nn.peace import PretrainBatch, item_vectors, served_loss
 
 
 def test_popularity_negatives_follow_item_counts(toy_dir: Path) -> None:
@@ -69,6 +70,71 @@ def test_served_softmax_beats_popularity_on_held_out_source(toy_dir: Path, tiny_
     pre = pretrain(ds, cfg, show_progress=False)
     best = max(e["valid_ndcg"] for e in pre.log)
     assert best > pre.log[0]["valid_popularity_ndcg"]
+
+
+def _served_batch(ds, catalogue, n: int, seed: int) -> PretrainBatch:
+    """``n`` records of source items (all positive) with their source-domain positions."""
+    gen = torch.Generator().manual_seed(seed)
+    flat = torch.nonzero(catalogue.column >= 0).squeeze(1)
+    items = flat[torch.randint(len(flat), (n,), generator=gen)]
+    position = {d: k for k, d in enumerate(ds.source_domains)}
+    domains = torch.as_tensor([position[int(ds.item_domain[i])] for i in items])
+    empty = torch.zeros(n, 1, dtype=torch.long)
+    return PretrainBatch(
+        tokens=empty, mask=empty.bool(), targets=empty, labels=empty.float(),
+        valid=empty.bool(), items=items.unsqueeze(1), item_labels=torch.ones(n, 1),
+        item_valid=torch.ones(n, 1, dtype=torch.bool), domains=domains,
+    )  # fmt: skip
+
+
+def test_sampled_served_softmax(toy_dir: Path) -> None:
+    """``pretrain.served_sample``: each record's item against uniformly drawn items of its
+    domain; other records' positives only where drawn; the whole draw is the full softmax."""
+    ds = load_dataset(toy_dir)
+    catalogue = source_catalogue(ds)
+    batch = _served_batch(ds, catalogue, 12, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    table = torch.randn(ds.num_entities + 1, 8, generator=gen)
+    users = torch.randn(12, 8, generator=gen)
+    step = draw_catalogue(catalogue, batch, 5, torch.Generator().manual_seed(2))
+    assert int(step.drawn.sum()) == 5
+    positives = step.column[batch.items[:, 0]]
+    assert (positives >= 0).all()  # every record's item is in the step's catalogue
+    torch.testing.assert_close(  # the same items, entities and domains, re-indexed
+        step.entities[positives], catalogue.entities[catalogue.column[batch.items[:, 0]]]
+    )
+    for k in range(len(ds.source_domains)):
+        kept = catalogue.domain_mask[k, catalogue.column[batch.items[:, 0]]]
+        assert (step.domain_mask[k, positives] == kept).all()
+    # by hand: logsumexp over the record's own item and the drawn items of its domain
+    vectors = item_vectors(table, step.entities)
+    expected = []
+    for r in range(12):
+        allowed = step.domain_mask[batch.domains[r]] & step.drawn
+        allowed[positives[r]] = True
+        logits = vectors[allowed] @ users[r]
+        expected.append(torch.logsumexp(logits, 0) - vectors[positives[r]] @ users[r])
+    got = served_loss(users, table, batch, "softmax", step)
+    torch.testing.assert_close(got, torch.stack(expected).mean())
+    # drawing the whole catalogue is the full softmax
+    whole = draw_catalogue(catalogue, batch, 10**6, torch.Generator().manual_seed(2))
+    assert bool(whole.drawn.all())
+    torch.testing.assert_close(
+        served_loss(users, table, batch, "softmax", whole),
+        served_loss(users, table, batch, "softmax", catalogue),
+    )
+
+
+def test_sampled_served_softmax_trains_deterministically(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(['pretrain.served_loss="softmax"', "pretrain.served_sample=4"])
+    first, again = (pretrain(ds, cfg, show_progress=False) for _ in range(2))
+    assert all(e["loss_ip"] > 0 for e in first.log)
+    assert [e["loss_ip"] for e in first.log] == [e["loss_ip"] for e in again.log]
+    whole = pretrain(
+        ds, tiny_config.override(['pretrain.served_loss="softmax"']), show_progress=False
+    )
+    assert [e["loss_ip"] for e in whole.log] != [e["loss_ip"] for e in first.log]
 
 
 def test_patience_stops_early(toy_dir: Path, tiny_config) -> None:

@@ -33,7 +33,7 @@ SHARED_MODEL_KEYS = frozenset({"dim", "history_length", "mlp_hidden"})
 
 # The [pretrain] keys that only PEACE's pre-training reads (the served-score term of Eq. 10);
 # the competitors pre-train without it (peace.flows.pretrain).
-PEACE_PRETRAIN_KEYS = frozenset({"served_loss", "served_weight"})
+PEACE_PRETRAIN_KEYS = frozenset({"served_loss", "served_weight", "served_sample"})
 
 # The [finetune] keys of the Eq. 11 head, which PEACE and every fine-tuned competitor share
 # (footnote 6: the same head on each model's vectors); DeepFM reads the other [finetune] keys

@@ -117,7 +117,9 @@ def pretrain(
     optimizer = torch.optim.Adam(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
 
     def step_losses(batch: PretrainBatch) -> dict[str, torch.Tensor]:
-        table, batch, cat = batch_entity_table(model, graph, batch, sampler, gen, catalogue)
+        table, batch, cat = batch_entity_table(
+            model, graph, batch, sampler, gen, catalogue, pc.served_sample
+        )
         if served == "none":
             return model.pretrain_losses(table, batch, pc.tau, pc.gamma)
         return model.pretrain_losses(table, batch, pc.tau, pc.gamma, served, pc.served_weight, cat)

@@ -147,6 +147,32 @@ def source_catalogue(ds: Dataset, allowed: np.ndarray | None = None) -> SourceCa
     )
 
 
+def draw_catalogue(
+    catalogue: SourceCatalogue, batch: PretrainBatch, size: int, gen: torch.Generator
+) -> SourceCatalogue:
+    """A step's sample of the source catalogue for the sampled softmax of L_served.
+
+    ``size`` items drawn uniformly without replacement (all of them when the catalogue is not
+    larger), plus the batch's positive items; ``drawn`` marks the uniform draws. In
+    sampled-subgraph training only these items' entities are encoded, so a step's cost no
+    longer grows with the number of source items.
+    """
+    total = len(catalogue.entities)
+    picked = torch.randperm(total, generator=gen)[:size] if size < total else torch.arange(total)
+    positives = catalogue.column[batch.items[:, 0]] if batch.items is not None else picked[:0]
+    columns = torch.unique(torch.cat([picked, positives[positives >= 0]]))
+    drawn = torch.zeros(total, dtype=torch.bool)
+    drawn[picked] = True
+    remap = torch.full((total + 1,), -1, dtype=torch.long)  # column -1 stays -1
+    remap[columns] = torch.arange(len(columns))
+    return SourceCatalogue(
+        entities=catalogue.entities[columns],
+        domain_mask=catalogue.domain_mask[:, columns],
+        column=remap[catalogue.column],
+        drawn=drawn[columns],
+    )
+
+
 def make_batch(
     ds_item_entities: torch.Tensor,
     history: HistoryIndex,
@@ -194,8 +220,15 @@ def batch_entity_table(
     sampler: NeighbourSampler | None,
     gen: torch.Generator,
     catalogue: SourceCatalogue | None = None,
+    served_sample: int = 0,
 ) -> tuple[torch.Tensor, PretrainBatch, SourceCatalogue | None]:
-    """Full-graph table, or a subgraph table with the batch's (and catalogue's) ids remapped."""
+    """Full-graph table, or a subgraph table with the batch's (and catalogue's) ids remapped.
+
+    With ``served_sample > 0`` the catalogue of L_served is first reduced to the step's sample
+    (:func:`draw_catalogue`).
+    """
+    if catalogue is not None and served_sample > 0:
+        catalogue = draw_catalogue(catalogue, batch, served_sample, gen)
     if sampler is None:
         return model.encoder_table(graph), batch, catalogue
     pad = graph.num_entities

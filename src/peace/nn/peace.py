@@ -45,12 +45,16 @@ class SourceCatalogue:
 
     entities: ``[I_S, 3]`` entity rows of every source item (-1 = none);
     domain_mask: ``[|S|, I_S]`` True where the item belongs to that source domain;
-    column: ``[I]`` column of each item in ``entities`` (-1 for target items).
+    column: ``[I]`` column of each item in ``entities`` (-1 for target items);
+    drawn: ``[I_S]`` for a step's sample of the catalogue (:func:`peace.flows.records.draw_catalogue`):
+    True for the items drawn uniformly, False for those present only as some record's positive;
+    None for the whole catalogue.
     """
 
     entities: Tensor
     domain_mask: Tensor
     column: Tensor
+    drawn: Tensor | None = None
 
 
 @dataclass
@@ -246,7 +250,14 @@ def served_loss(
     z = users[positive]
     vectors = item_vectors(entity_table, catalogue.entities)  # [I_S, d]
     logits = z @ vectors.T
-    in_domain = catalogue.domain_mask[batch.domains[positive]]
-    logits = logits.masked_fill(~in_domain, float("-inf"))
+    allowed = catalogue.domain_mask[batch.domains[positive]]
     target = catalogue.column[batch.items[positive, 0]]
+    if catalogue.drawn is not None:
+        # A sampled softmax: each record's own item against the uniformly drawn items of its
+        # domain. Other records' positives are not uniform draws (they follow popularity), so
+        # they are left out unless drawn; a uniform draw needs no log-Q correction.
+        own = torch.zeros_like(allowed)
+        own[torch.arange(len(target)), target] = True
+        allowed = allowed & (catalogue.drawn.unsqueeze(0) | own)
+    logits = logits.masked_fill(~allowed, float("-inf"))
     return F.cross_entropy(logits, target)
