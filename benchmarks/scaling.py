@@ -3,7 +3,9 @@
 Generates synthetic platforms of about 1M, 3M and 10M interactions with 20k, 100k and 1M
 entities (:mod:`peace.data.synthetic`, the ``large`` shape scaled), and for each, in a fresh
 process: loads it, builds the pre-training records, and times pre-training steps of the benchmark
-preset with the full-graph GAT and with sampled subgraphs (``model.graph_sampling``). Seconds per
+preset (Eq. 10 with the served-score softmax over each record's whole source catalogue) with the
+full-graph GAT and with sampled subgraphs (``model.graph_sampling``), and with sampled subgraphs
+and the softmax over a uniform draw of the catalogue (``pretrain.served_sample``). Seconds per
 epoch are the median measured step times the number of steps of one epoch (``--steps`` steps are
 measured, not the whole epoch). Peak RSS is the process's maximum resident memory. Writes
 ``benchmarks/results/scaling.json`` and ``benchmarks/results/scaling.png`` (log-log).
@@ -28,6 +30,18 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results" / "scaling.json"
+SERVED_SAMPLE = 4096
+# mode: (model.graph_sampling, pretrain.served_sample)
+MODES = {
+    "full": ("full", 0),
+    "sampled": ("sampled", 0),
+    "sampled_drawn": ("sampled", SERVED_SAMPLE),
+}
+LABELS = {
+    "full": "full graph",
+    "sampled": "sampled subgraph",
+    "sampled_drawn": f"sampled subgraph, softmax over {SERVED_SAMPLE:,} drawn items",
+}
 # name: (users, entities, source items per domain, target items per domain)
 SCALES = {
     "1M": (62_000, 20_000, 8_000, 1_500),
@@ -54,6 +68,7 @@ def measure(name: str, steps: int, warmup: int) -> dict:
         batch_entity_table,
         make_batch,
         make_records,
+        source_catalogue,
     )
     from peace.models import build_model
     from peace.nn.entity_encoder import NeighbourSampler
@@ -88,21 +103,33 @@ def measure(name: str, steps: int, warmup: int) -> dict:
     steps_per_epoch = math.ceil(len(records) / bs)
     item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
     negatives = NegativeSampler(ds)
-    for mode in ("full", "sampled"):
-        mcfg = cfg.override([f'model.graph_sampling="{mode}"'])
+    pc = cfg.pretrain
+    catalogue = source_catalogue(ds) if pc.served_loss != "none" else None
+    source_position = torch.full((len(ds.domains),), -1, dtype=torch.long)
+    source_position[ds.source_domains] = torch.arange(len(ds.source_domains))
+    for mode, (graph_sampling, served_sample) in MODES.items():
+        mcfg = cfg.override([f'model.graph_sampling="{graph_sampling}"'])
         torch.manual_seed(0)
         gen = torch.Generator().manual_seed(0)
         model, graph = build_model(ds, mcfg)
-        sampler = NeighbourSampler(graph, mcfg.model.fanout) if mode == "sampled" else None
+        sampler = (
+            NeighbourSampler(graph, mcfg.model.fanout) if graph_sampling == "sampled" else None
+        )
         optimizer = torch.optim.Adam(model.parameters(), lr=mcfg.pretrain.lr)
         order = torch.randperm(len(records), generator=gen).numpy()
         times, pairs = [], []
         for step in range(warmup + steps):
             idx = order[step * bs : (step + 1) * bs]
             t0 = time.perf_counter()
-            batch = make_batch(item_entities, history, records, idx, negatives, 1, gen)
-            table, batch, _ = batch_entity_table(model, graph, batch, sampler, gen)
-            losses = model.pretrain_losses(table, batch, mcfg.pretrain.tau, mcfg.pretrain.gamma)
+            batch = make_batch(
+                item_entities, history, records, idx, negatives, pc.neg_ratio, gen, source_position
+            )
+            table, batch, cat = batch_entity_table(
+                model, graph, batch, sampler, gen, catalogue, served_sample
+            )
+            losses = model.pretrain_losses(
+                table, batch, pc.tau, pc.gamma, pc.served_loss, pc.served_weight, cat
+            )
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimizer.step()
@@ -134,8 +161,8 @@ def plot(results: list[dict], path: Path) -> None:
     fig = Figure(figsize=(5, 3.5))
     ax = fig.add_subplot()
     xs = [r["interactions"] for r in results]
-    for mode in ("full", "sampled"):
-        ax.loglog(xs, [r[mode]["epoch_seconds"] for r in results], "o-", label=f"{mode} graph")
+    for mode, label in LABELS.items():
+        ax.loglog(xs, [r[mode]["epoch_seconds"] for r in results], "o-", label=label)
     ax.set_xlabel("interactions")
     ax.set_ylabel("seconds per epoch")
     ax.legend()
@@ -163,15 +190,16 @@ def main() -> None:
         print(
             f"{name:>4}: {r['interactions']:>10,} interactions, {r['entities']:>9,} entities, "
             f"epoch full {r['full']['epoch_seconds']:>8.0f} s, "
-            f"sampled {r['sampled']['epoch_seconds']:>8.0f} s, peak RSS {r['peak_rss_gb']} GB",
+            f"sampled {r['sampled']['epoch_seconds']:>8.0f} s, "
+            f"sampled + drawn {r['sampled_drawn']['epoch_seconds']:>8.0f} s, "
+            f"peak RSS {r['peak_rss_gb']} GB",
             flush=True,
         )
     doc: dict = {"scales": results, "config": "benchmark preset", "steps_measured": args.steps}
     if len(results) >= 2:
         xs = [r["interactions"] for r in results]
         doc["slope_epoch_seconds_vs_interactions"] = {
-            mode: round(slope(xs, [r[mode]["epoch_seconds"] for r in results]), 3)
-            for mode in ("full", "sampled")
+            mode: round(slope(xs, [r[mode]["epoch_seconds"] for r in results]), 3) for mode in MODES
         }
         print("log-log slope of seconds per epoch:", doc["slope_epoch_seconds_vs_interactions"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
