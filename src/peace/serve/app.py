@@ -220,7 +220,7 @@ def create_app(
             422: {"description": "empty list, duplicates or malformed body"},
         },
     )
-    def rank(
+    async def rank(
         domain: Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH)],
         body: Annotated[RankRequest, Body()],
     ) -> Response:
@@ -229,6 +229,9 @@ def create_app(
         vector and the item vector, Sec. 4.4) otherwise; an unknown user gets popularity shares
         (``ranker: popularity-fallback``). Items the domain does not know get null and are
         listed in ``unknown_items``."""
+        # Scored on the event loop, not in the thread pool: a call takes milliseconds and takes
+        # no lock, and under concurrent load threads contending for the two cores and the GIL
+        # cost more than they overlap (docs/serving.md).
         return _json(service.rank(domain, body.user, body.items, max_candidates))
 
     @app.get(
@@ -238,7 +241,7 @@ def create_app(
         summary="Top k items of the domain's catalogue",
         responses={200: {"model": RecommendResponse, "description": "top k"}},
     )
-    def recommend(
+    async def recommend(
         domain: Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH)],
         user: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH)],
         k: Annotated[int, Query(description="Items to return, 1 to max_k.")] = DEFAULT_K,
@@ -248,7 +251,7 @@ def create_app(
         (``approximate: true``)."""
         if not 1 <= k <= max_k:
             raise HTTPException(422, f"k = {k}: give 1 to {max_k}.")
-        return _json(service.recommend(domain, user, k))
+        return _json(service.recommend(domain, user, k))  # on the event loop, as rank
 
     @app.post(
         "/v1/domains",
