@@ -89,7 +89,7 @@ class InterestExtractor(nn.Module):
         per entity and gathered, instead of once per sequence position: the same numbers at a
         fraction of the cost when sequences are long and share entities.
         """
-        per_entity = self.kernels(torch.tanh(self.W_A(table)))  # [E, M]
+        per_entity = self.entity_scores(table)  # [E, M]
         # F.embedding: its backward accumulates rows far faster than advanced indexing does.
         scores = self._add_recency(F.embedding(tokens, per_entity).transpose(1, 2))  # [B, M, L]
         attention = masked_softmax(scores, mask.unsqueeze(1), dim=-1)

@@ -230,7 +230,7 @@ def create_app(
         (``ranker: popularity-fallback``). Items the domain does not know get null and are
         listed in ``unknown_items``."""
         # Scored on the event loop, not in the thread pool: a call takes milliseconds and takes
-        # no lock, and under concurrent load threads contending for the two cores and the GIL
+        # no lock, and under concurrent load threads contending for the cores and the GIL
         # cost more than they overlap (docs/serving.md).
         return _json(service.rank(domain, body.user, body.items, max_candidates))
 
