@@ -117,3 +117,34 @@ def test_a_bag_field_pairs_the_candidate_with_the_users_earlier_items() -> None:
     assert not torch.allclose(m(codes, bag)[0], m(codes, torch.tensor([[3, 0, 0], [0, 0, 0]]))[0])
     with pytest.raises(ValueError, match="bag_field"):
         DeepFM(CARDS, bag_field=4)
+
+
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_field_sums_of_two_groups_combine_to_the_representation(model: DeepFM, split: int) -> None:
+    """One user's fields against C items' fields (broadcast) equals the representation of the
+    concatenated codes, for every place the fields can be split."""
+    torch.nn.init.normal_(model.deep[0].bias)
+    items = _codes((6,), seed=1)[:, split:]
+    user = _codes((1,), seed=2)[:, :split]
+    full = torch.cat([user.expand(6, -1), items], dim=-1)
+    combined = model.combine(model.field_sums(user, 0), model.field_sums(items, split))
+    torch.testing.assert_close(combined, model.representation(full))
+    rows = torch.tensor([4, 0, 4])
+    taken = model.combine(model.field_sums(user, 0), model.field_sums(items, split).take(rows))
+    torch.testing.assert_close(taken, model.representation(full[rows]))
+
+
+def test_field_sums_refuse_a_bag_field() -> None:
+    with pytest.raises(ValueError, match="bag field"):
+        DeepFM(CARDS, fm_dim=4, bag_field=0).field_sums(_codes((2,)), 0)
+
+
+def test_head_score_from_the_representation_equals_forward() -> None:
+    torch.manual_seed(0)
+    head = FineTuneHead(8, CARDS, (16, 8), 4, (8, 6, 3), interactions=True).eval()
+    users, items, codes = torch.randn(2, 5, 8), torch.randn(2, 5, 8), _codes((2, 5))
+    affinity = torch.randn(2, 5)
+    profile = head.deepfm.representation(codes)
+    torch.testing.assert_close(
+        head.score(users, items, profile, affinity), head(users, items, codes, affinity)
+    )

@@ -143,3 +143,29 @@ def test_repr_reads_like_the_constructor(protos: Prototypes) -> None:
     assert repr(mlp) == "MLP(4, [8, 6], 2, dropout=0.1)"
     assert repr(MLP(4, (8, 6), 2)) == "MLP(4, [8, 6], 2)"
     assert MLP(4, (8, 6), 2)(torch.randn(3, 5, 4)).shape == (3, 5, 2)
+
+
+@pytest.mark.parametrize("hidden", [(16,), (16, 8), (16, 8, 6)])
+def test_folded_serving_weights_equal_eq_8_9_then_eq_2(hidden: tuple[int, ...]) -> None:
+    """The online ranker's merged weights (Eq. 9's first layer on the prototype rows, Eq. 2's
+    attention through the MLP's last layer, tanh as 2 sigmoid(2x) - 1) give the user vectors of
+    the dense Eq. 8-9 then Eq. 2, for any depth of the MLP, with and without the shared prior."""
+    from peace.serve.rankers import ZeroShotScorer
+
+    for prior in (False, True):
+        torch.manual_seed(1)
+        scorer = ZeroShotScorer(8, 12, 4, hidden, 5, mode="inner-enhanced", user_prior=prior)
+        for param in scorer.parameters():
+            torch.nn.init.normal_(param, std=0.5)
+        interests, items = torch.randn(3, 8), torch.randn(7, 8)
+        keys = scorer.item_keys(items)
+        assert not bool(keys.ties.any())
+        torch.testing.assert_close(
+            scorer._sparse(interests, items, keys), scorer._dense(interests, items)
+        )
+        # New weights are read again, not served from the merged copy of the old ones.
+        state = {k: v + 0.1 for k, v in scorer.state_dict().items()}
+        scorer.load_state_dict(state)
+        torch.testing.assert_close(
+            scorer._sparse(interests, items, keys), scorer._dense(interests, items)
+        )

@@ -13,8 +13,30 @@ item's id with the user's earlier items. An empty bag adds zeros.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class FieldSums:
+    """What a group of fields adds to DeepFM's representation: its first-order terms, the sum
+    of its latent vectors and of their squares (FM), and its part of the deep network's first
+    layer (before the bias). Rows ``[*]`` are whatever the codes were (users, items)."""
+
+    linear: Tensor
+    """[*] sum of the first-order weights."""
+    latent: Tensor
+    """[*, k] sum of the latent vectors."""
+    squares: Tensor
+    """[*] sum of the squared latent entries."""
+    deep: Tensor
+    """[*, hidden[0]] the fields' columns of the deep network's first layer times their vectors."""
+
+    def take(self, rows: Tensor) -> FieldSums:
+        return FieldSums(self.linear[rows], self.latent[rows], self.squares[rows], self.deep[rows])
 
 
 class DeepFM(nn.Module):
@@ -92,6 +114,40 @@ class DeepFM(nn.Module):
     def representation(self, codes: Tensor, bag: Tensor | None = None) -> Tensor:
         fm, v = self._fm(codes, bag)
         deep = self.deep(v.flatten(-2))
+        return torch.cat([fm.unsqueeze(-1), deep], dim=-1)
+
+    def field_sums(self, codes: Tensor, first_field: int) -> FieldSums:
+        """The contribution of fields ``first_field ..`` (codes ``[*, F']``) to the representation.
+
+        FM and the deep network's first layer are sums over fields, so a representation is
+        :meth:`combine` of the user fields' sums and the item fields' sums: the online ranker
+        computes the items' once per catalogue and the user's once per request. Not for a model
+        with a bag field.
+        """
+        if self.bag_field is not None:
+            raise ValueError("field sums are not defined for a model with a bag field.")
+        n = codes.shape[-1]
+        idx = codes + self.offsets[first_field : first_field + n]
+        v = self.latent(idx)  # [*, F', k]
+        k = self.fm_dim
+        first_layer = self.deep[0]
+        assert isinstance(first_layer, nn.Linear)
+        cols = first_layer.weight[:, first_field * k : (first_field + n) * k]
+        return FieldSums(
+            linear=self.first_order(idx).sum((-2, -1)),
+            latent=v.sum(-2),
+            squares=v.pow(2).sum((-2, -1)),
+            deep=F.linear(v.flatten(-2), cols),
+        )
+
+    def combine(self, a: FieldSums, b: FieldSums) -> Tensor:
+        """:meth:`representation` of all fields from the sums of two disjoint groups that
+        together cover them (shapes broadcast: one user against C items)."""
+        fm = 0.5 * ((a.latent + b.latent).pow(2).sum(-1) - a.squares - b.squares)
+        fm = fm + a.linear + b.linear
+        first_layer = self.deep[0]
+        assert isinstance(first_layer, nn.Linear)
+        deep = self.deep[2:](torch.relu(a.deep + b.deep + first_layer.bias))
         return torch.cat([fm.unsqueeze(-1), deep], dim=-1)
 
     def forward(self, codes: Tensor, bag: Tensor | None = None) -> Tensor:

@@ -82,12 +82,19 @@ class FineTuneHead(nn.Module):
         if self.training and self.user_dropout > 0:
             keep = torch.rand(users.shape[:-1] + (1,), device=users.device) >= self.user_dropout
             users = users * keep.to(users.dtype) / (1.0 - self.user_dropout)
+        return self.score(users, items, self.deepfm.representation(codes, bag), affinity)
+
+    def score(
+        self, users: Tensor, items: Tensor, profile: Tensor, affinity: Tensor | None = None
+    ) -> Tensor:
+        """Eq. 11's MLP given DeepFM's representation ``profile`` ``[*, 1 + h]`` of the codes
+        (the online ranker builds it from per-item and per-user parts)."""
         parts = [users, items]
         if self.interactions:
             if affinity is None:
                 raise ValueError("a head with interaction features needs the zero-shot score.")
             parts += [users * items, affinity.unsqueeze(-1)]
-        x = torch.cat([*parts, self.deepfm.representation(codes, bag)], dim=-1)
+        x = torch.cat([*parts, profile], dim=-1)
         return self.mlp(x).squeeze(-1)  # Eq. 11 (the sigmoid lives in the loss, Eq. 12)
 
     def __repr__(self) -> str:

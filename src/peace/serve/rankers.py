@@ -22,6 +22,14 @@ those K columns and mixes K prototype rows, instead of a softmax over all n prot
 equals the dense computation up to float rounding. Items whose K-th and (K+1)-th similarities
 (nearly) tie are scored by the dense code of :class:`peace.nn.prototypes.Prototypes`, which keeps
 ties exactly as the offline model does.
+
+The linear steps around Eq. 9 are merged once per loaded scorer (:class:`FoldedWeights`): the
+MLP's first layer is applied to the prototype rows and to the user's interests instead of to
+every (item, interest) mix, and Eq. 2's attention reads the MLP's last hidden layer through the
+product of the two matrices, so the enhanced interests are never formed; only their weighted sum
+goes through the last layer. tanh(x) is evaluated as 2 sigmoid(2x) - 1 (several times faster on
+CPUs where torch's tanh is not vectorised), and the constant the identity leaves in Eq. 2's
+logits cancels in the softmax over the interests.
 """
 
 from __future__ import annotations
@@ -79,6 +87,56 @@ class ItemKeys:
         return ItemKeys(torch.cat([a.top, b.top]), torch.cat([a.ties, b.ties]))
 
 
+@dataclass(frozen=True)
+class FoldedWeights:
+    """Eq. 9's MLP and Eq. 2's attention with their linear steps merged (serving only).
+
+    With the MLP ``L_1 -> ReLU -> ... -> ReLU -> L_last`` (hidden widths H_1 ... H_last) and
+    Eq. 2's v^T tanh(W e): for an (item, interest) pair with prototype mix a = P^T s and
+    interest z, ``L_1(a + z) = sum_k s_k (W_1 p_k) + W_1 z + b_1``; the enhanced interest is
+    e = W_L h + b_L with h the last hidden layer, so ``v^T tanh(W e) = 2 v^T sigmoid(2 W W_L h +
+    2 W b_L) - sum(v)``, and the fused vector is ``W_L (sum_m w_m h_m) + b_L`` (the weights sum
+    to one).
+    """
+
+    first: Tensor
+    """[n, H_1]: W_1 p_k for every prototype."""
+    w1: Tensor
+    b1: Tensor
+    middle: tuple[nn.Linear, ...]
+    """The hidden-to-hidden layers, unchanged."""
+    key: Tensor
+    """[A, H_last]: 2 W W_L."""
+    key_bias: Tensor
+    """[A]: 2 W b_L."""
+    v2: Tensor
+    """[A]: 2 v."""
+    last_w: Tensor
+    last_b: Tensor
+    prior: Tensor | None
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, prototypes: Prototypes, fusion: AttentiveFusion) -> FoldedWeights:
+        linears = [m for m in prototypes.enhance_mlp.net if isinstance(m, nn.Linear)]
+        if len(linears) < 2:
+            raise ValueError("the Eq. 9 MLP needs at least one hidden layer.")
+        first, last = linears[0], linears[-1]
+        w = fusion.W.weight
+        return cls(
+            first=(prototypes.weight @ first.weight.T).contiguous(),
+            w1=first.weight,
+            b1=first.bias,
+            middle=tuple(linears[1:-1]),
+            key=(2.0 * w @ last.weight).contiguous(),
+            key_bias=2.0 * w @ last.bias,
+            v2=2.0 * fusion.v.weight[0],
+            last_w=last.weight,
+            last_b=last.bias,
+            prior=None if fusion.prior is None else fusion.prior.detach(),
+        )
+
+
 ZeroShotMode = Literal["inner", "inner-enhanced", "decoder"]
 ZERO_SHOT_MODES: tuple[str, ...] = ("inner", "inner-enhanced", "decoder")
 
@@ -122,6 +180,12 @@ class ZeroShotScorer(nn.Module):
         self.prototypes = Prototypes(dim, n_prototypes, top_k, mlp_hidden)
         self.fusion = AttentiveFusion(dim, attention_dim, user_prior)
         self.decoder = MLP(2 * dim, mlp_hidden, 1)
+        self._folded: FoldedWeights | None = None
+        self.register_load_state_dict_post_hook(self._forget_folded)
+
+    @staticmethod
+    def _forget_folded(module: nn.Module, incompatible: Any) -> None:
+        module._folded = None  # type: ignore[assignment]
 
     @classmethod
     def from_version(cls, version: StoreVersion, mode: str | None = None) -> ZeroShotScorer:
@@ -210,26 +274,39 @@ class ZeroShotScorer(nn.Module):
         enhanced = protos.enhance(interests.unsqueeze(0), protos.similarity(items.unsqueeze(0)))
         return self.fusion(enhanced[0])  # [C, d]
 
+    def folded(self) -> FoldedWeights:
+        """The merged serving weights (computed on first use; cleared when weights load)."""
+        if self._folded is None:
+            self._folded = FoldedWeights.of(self.prototypes, self.fusion)
+        return self._folded
+
     def _sparse(self, interests: Tensor, items: Tensor, keys: ItemKeys) -> Tensor:
-        """Eq. 8-9 on each item's K kept prototypes only (the others have weight 0), then Eq. 2."""
-        protos = self.prototypes
+        """Eq. 8-9 on each item's K kept prototypes only (the others have weight 0), then Eq. 2,
+        through :class:`FoldedWeights`."""
+        fw = self.folded()
         c = items.shape[0]
         m, k = interests.shape[0], keys.top.shape[1]
-        logits = protos.interest_logits(interests.unsqueeze(0))[0]  # [M, n], P z^A / sqrt(d)
+        logits = self.prototypes.interest_logits(interests.unsqueeze(0))[0]  # [M, n]
         selected = logits.index_select(1, keys.top.reshape(-1)).view(m, c, k)  # Eq. 8 kept
         attn = torch.softmax(selected, dim=-1).transpose(0, 1)  # [C, M, K]
-        # P^T SoftMax((P z^A + m) / sqrt(d)) as C * M weighted bags of K prototype rows: no
-        # [C, K, d] copy of the prototypes, one pass over the (cache-resident) table.
+        # First layer of the Eq. 9 MLP on P^T SoftMax(.) + z^A: C * M weighted bags of K rows
+        # of W_1 P^T, plus W_1 z^A + b_1 per interest.
         rows = keys.top.to(torch.int32).unsqueeze(1).expand(c, m, k).reshape(-1)
-        mixed = F.embedding_bag(
+        h = F.embedding_bag(
             rows,
-            protos.weight,
+            fw.first,
             torch.arange(0, c * m * k, k, dtype=torch.int32),
             mode="sum",
             per_sample_weights=attn.reshape(-1),
-        ).view(c, m, -1)  # [C, M, d]
-        enhanced = protos.enhance_mlp(mixed + interests.unsqueeze(0))  # Eq. 9
-        return self.fusion(enhanced)  # Eq. 2 on the enhanced interests
+        ).view(c, m, -1)
+        h = torch.relu_(h + F.linear(interests, fw.w1, fw.b1))
+        for layer in fw.middle:
+            h = torch.relu_(layer(h))
+        # Eq. 2 on the enhanced interests W_L h + b_L, without forming them.
+        logit = torch.sigmoid_(F.linear(h, fw.key, fw.key_bias)) @ fw.v2  # [C, M]
+        weights = torch.softmax(logit, dim=-1).unsqueeze(-1)  # [C, M, 1]
+        fused = F.linear((weights * h).sum(1), fw.last_w, fw.last_b)  # (a [C, 1, M] bmm is slower)
+        return fused if fw.prior is None else fused + fw.prior
 
     @torch.no_grad()
     def scores(
@@ -294,6 +371,9 @@ class NormalRanker:
         self.user_rows, self.user_codes = user_rows, user_codes  # [U + 1, F_u]
         self.item_rows, self.item_codes = item_rows, item_codes  # [I + 1, F_i]
         # The last row of each code table is "unknown" (all zero codes).
+        self.user_fields = user_codes.shape[1]
+        with torch.no_grad():  # DeepFM's item fields, once per ranker
+            self.item_sums = head.deepfm.field_sums(item_codes, self.user_fields)
 
     @property
     def version(self) -> str:
@@ -347,18 +427,16 @@ class NormalRanker:
     ) -> Tensor:
         """Eq. 11 logits ``[C]`` (sigmoid gives the probability); ``universal`` ``[d]`` is the
         user's universal encoding, needed by a head with interaction features."""
-        c = item_vecs.shape[0]
         row = self.user_rows.get(user, len(self.user_codes) - 1)
-        ucodes = self.user_codes[row].unsqueeze(0).expand(c, -1)
-        codes = torch.cat([ucodes, self.item_codes[code_rows]], dim=-1)
+        deepfm = self.head.deepfm
+        user_sums = deepfm.field_sums(self.user_codes[row : row + 1], 0)  # broadcast over C
+        profile = deepfm.combine(user_sums, self.item_sums.take(code_rows))  # [C, 1 + h]
         affinity = None
         if self.head.interactions:
             if universal is None:
                 raise StoreError("this ranker's head needs the user's universal encoding.")
-            affinity = (item_vecs @ universal).unsqueeze(0)
-        return self.head(
-            user_vecs.unsqueeze(0), item_vecs.unsqueeze(0), codes.unsqueeze(0), affinity
-        )[0]
+            affinity = item_vecs @ universal
+        return self.head.score(user_vecs, item_vecs, profile, affinity)
 
 
 @dataclass(frozen=True)
@@ -375,6 +453,7 @@ class UserVectors:
 __all__ = [
     "CHUNK",
     "TIE_TOLERANCE",
+    "FoldedWeights",
     "InnerProductIndex",
     "ItemKeys",
     "NormalRanker",
