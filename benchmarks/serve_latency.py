@@ -8,7 +8,8 @@ What it does (every step bounded):
 2. adds run-time items to ``travel`` (normal ranker) and ``rental`` (zero-shot) so each has more
    than 200 items, and launches a large domain (``--ann-items``, default 20,000) for the
    approximate index;
-3. measures in-process scoring (no HTTP) of 200 candidates for both rankers, and the recall@10
+3. measures in-process scoring (no HTTP) of 200 candidates for both rankers (for the normal
+   ranker also with a 1 ms pause before each call, as a served request arrives), and the recall@10
    of ``recommend`` on the large domain against exact full scoring (tie-aware: a returned item is
    a hit when its exact score reaches the exact 10th best);
 4. (``serve_http.py``) starts the service as a subprocess (``python -m peace.serve.app``, uvicorn, 127.0.0.1, one
@@ -176,11 +177,17 @@ def in_process(
     args: argparse.Namespace,
     rng: np.random.Generator,
 ) -> list[dict[str, Any]]:
+    """Calls of ``Service.rank`` back to back for both rankers, and for the normal ranker also
+    with a pause of ``--inproc-pause-ms`` before each call: a served request arrives after the
+    core has idled, which back-to-back calls never see."""
     out = []
-    for domain in (ZERO_SHOT_DOMAIN, NORMAL_DOMAIN):
+    cases = [(ZERO_SHOT_DOMAIN, 0.0), (NORMAL_DOMAIN, 0.0), (NORMAL_DOMAIN, args.inproc_pause_ms)]
+    for domain, pause_ms in cases:
         times, ranker = [], None
         for i in range(args.inproc_requests + 20):
             items = list(rng.choice(catalogues[domain], args.candidates, replace=False))
+            if pause_ms:
+                time.sleep(pause_ms / 1000)
             t = time.perf_counter()
             r = service.rank(domain, users[i % len(users)], items, max_candidates=10_000)
             if i >= 20:
@@ -188,10 +195,11 @@ def in_process(
             ranker = r["ranker"]
         out.append(
             {
-                "case": f"rank {ranker}",
+                "case": f"rank {ranker}" + (f", {pause_ms:g} ms pause before" if pause_ms else ""),
                 "domain": domain,
                 "candidates": args.candidates,
                 "calls": len(times),
+                "pause_ms": pause_ms,
                 **percentiles(times),
             }
         )
@@ -251,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--recommend-requests", type=int, default=500)
     parser.add_argument("--inproc-requests", type=int, default=500)
+    parser.add_argument("--inproc-pause-ms", type=float, default=1.0)
     parser.add_argument("--candidates", type=int, default=200)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--pretrain-steps", type=int, default=30)
@@ -323,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\nin-process scoring (no HTTP):")
     for r in inproc:
         print(
-            f"  {r['case']:<20} {r['candidates']} candidates: p50 {r['p50_ms']:.2f} ms, "
+            f"  {r['case']:<36} {r['candidates']} candidates: p50 {r['p50_ms']:.2f} ms, "
             f"p99 {r['p99_ms']:.2f} ms"
         )
     print(

@@ -211,3 +211,26 @@ def test_unseen_entities_enter_with_zero_inputs_outside_training(residual: bool)
     torch.testing.assert_close(keep(g), trained)  # "keep" ignores the mask
     with pytest.raises(ValueError, match="expected keep or zero"):
         EntityEncoder(30, g.num_edge_types, dim=8, unseen="drop")
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_aggregate_equals_gather_multiply_scatter(heads: int) -> None:
+    """The fused weighted bags give the message sums of gather, product and index_add, and the
+    same gradients for the messages and the attention (nodes without incoming edges get 0)."""
+    from peace.nn.entity_encoder import aggregate
+
+    torch.manual_seed(heads)
+    n, e, c = 30, 120, 5
+    xs = torch.randn(n, heads, c, requires_grad=True)
+    alpha = torch.rand(e, heads, requires_grad=True)
+    src, dst = torch.randint(0, n, (e,)), torch.randint(0, n - 4, (e,))
+    expected = torch.zeros(n, heads, c).index_add(0, dst, xs[src] * alpha.unsqueeze(-1))
+    got = aggregate(xs, alpha, src, dst)
+    assert got.shape == (n, heads, c)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert (got[n - 4 :] == 0).all()
+    weights = torch.randn(n, heads, c)
+    grads = torch.autograd.grad((expected * weights).sum(), (xs, alpha))
+    got_grads = torch.autograd.grad((got * weights).sum(), (xs, alpha))
+    for a, b in zip(got_grads, grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)

@@ -94,6 +94,31 @@ class NeighbourSampler:
         return nodes, edge_index, g.edge_type[eid]
 
 
+def aggregate(xs: Tensor, alpha: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+    """Attention-weighted sum of messages, ``h[v, k] = sum over edges (u, v) of alpha[e, k] *
+    xs[u, k]``: ``xs`` ``[N, H, C]``, ``alpha`` ``[E, H]`` -> ``[N, H, C]``.
+
+    One weighted bag per (node, head) over the edges sorted by target (``embedding_bag`` with
+    the attention as per-sample weights): gather, product and sum in one pass, without the
+    ``[E, H, C]`` message tensor of gather-multiply-scatter, forwards and backwards.
+    """
+    n, heads, width = xs.shape
+    order = torch.argsort(dst, stable=True)
+    head = torch.arange(heads, device=xs.device)
+    # Bag k * N + v sums head k's messages into node v; row u * H + k of the table is xs[u, k].
+    rows = (src[order].unsqueeze(0) * heads + head.unsqueeze(1)).reshape(-1)
+    weights = alpha[order].T.reshape(-1)
+    counts = torch.bincount(dst, minlength=n).repeat(heads)
+    out = F.embedding_bag(
+        rows,
+        xs.reshape(n * heads, width),
+        torch.cumsum(counts, 0) - counts,
+        mode="sum",
+        per_sample_weights=weights,
+    )
+    return out.view(heads, n, width).transpose(0, 1)
+
+
 def relational_attention(
     conv: GATConv,
     x: Tensor,
@@ -129,8 +154,7 @@ def relational_attention(
     alpha = F.leaky_relu(alpha, conv.negative_slope)
     alpha = pyg_softmax(alpha, dst_all, num_nodes=n)
     alpha = F.dropout(alpha, conv.dropout, conv.training)
-    messages = xs.index_select(0, src_all) * alpha.unsqueeze(-1)  # [E + N, H, C]
-    h = torch.zeros_like(xs).index_add(0, dst_all, messages)
+    h = aggregate(xs, alpha, src_all, dst_all)  # [N, H, C]
     h = h.mean(1) if not conv.concat else h.view(n, heads * out)
     return h + conv.bias if conv.bias is not None else h
 
