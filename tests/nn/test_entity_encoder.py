@@ -234,3 +234,33 @@ def test_aggregate_equals_gather_multiply_scatter(heads: int) -> None:
     got_grads = torch.autograd.grad((got * weights).sum(), (xs, alpha))
     for a, b in zip(got_grads, grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("edge_dim", [8, None])
+def test_graph_attention_is_initialised_as_the_library_layer(
+    heads: int, edge_dim: int | None
+) -> None:
+    """The same parameter names and, from the same seed, the same values and the same state of
+    the random generator afterwards: a seed gives the model it gave with the library's layer."""
+    from torch_geometric.nn import GATConv
+
+    from peace.nn.entity_encoder import GraphAttention
+
+    torch.manual_seed(3)
+    library = GATConv(8, 8, heads=heads, concat=False, edge_dim=edge_dim).state_dict()
+    after_library = torch.rand(4)
+    torch.manual_seed(3)
+    ours = GraphAttention(8, heads, edge_dim).state_dict()
+    assert torch.equal(torch.rand(4), after_library)
+    assert sorted(ours) == sorted(library)
+    for key, value in library.items():
+        assert torch.equal(ours[key], value), key
+
+
+def test_the_package_does_not_import_the_graph_library() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, peace.cli, peace.models; sys.exit('torch_geometric' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

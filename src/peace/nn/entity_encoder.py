@@ -6,16 +6,22 @@ Relation types enter the attention as edge features; triplets are used in both d
 configured otherwise. With ``use_graph = False`` (ablation "w/o GL") the inputs are returned as they
 are. The encoder runs either on the full graph or on a sampled subgraph around a batch's entities
 (:class:`NeighbourSampler`), so very large graphs stay tractable.
+
+Each layer is :class:`GraphAttention`: the graph attention layer of PyTorch Geometric's
+``GATConv`` (Velickovic et al., with edge features; its parameters, their names and their
+initialisation), computed per relation type and with the messages summed in one pass
+(:func:`relational_attention`); a test checks values and gradients against the library's layer.
+The library itself is not imported at run time (importing it takes seconds, every process).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv
-from torch_geometric.utils import softmax as pyg_softmax
 
 
 class EntityGraph:
@@ -119,8 +125,86 @@ def aggregate(xs: Tensor, alpha: Tensor, src: Tensor, dst: Tensor) -> Tensor:
     return out.view(heads, n, width).transpose(0, 1)
 
 
+def edge_softmax(logits: Tensor, dst: Tensor, n: int) -> Tensor:
+    """Softmax of edge logits ``[E, H]`` over each target node's incoming edges (the maximum,
+    taken without gradient, is subtracted first; 1e-16 guards an empty sum)."""
+    index = dst.unsqueeze(1).expand_as(logits)
+    top = torch.full((n, logits.shape[1]), float("-inf"), dtype=logits.dtype, device=logits.device)
+    top = top.scatter_reduce(0, index, logits.detach(), reduce="amax", include_self=True)
+    e = (logits - top.index_select(0, dst)).exp()
+    total = torch.zeros_like(top).index_add(0, dst, e) + 1e-16
+    return e / total.index_select(0, dst)
+
+
+class _Weight(nn.Module):
+    """A bias-free linear map whose weight is set by :class:`GraphAttention` (``lin.weight``)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_dim, in_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight)
+
+
+def _glorot(t: Tensor) -> None:
+    bound = math.sqrt(6.0 / (t.size(-2) + t.size(-1)))
+    with torch.no_grad():
+        t.uniform_(-bound, bound)
+
+
+class GraphAttention(nn.Module):
+    """One graph attention layer with relation types as edge features (``GATConv(dim, dim,
+    heads, concat=False, edge_dim=dim or None)`` of PyTorch Geometric: the same parameters under
+    the same names, initialised with the same random draws in the same order, so a seed gives
+    the same model as with the library's layer).
+
+    Shapes:
+        ``forward(x [N, d], edge_index [2, E], edge_type [E], relation)`` -> ``[N, d]``.
+    """
+
+    negative_slope = 0.2
+    dropout = 0.0
+    concat = False
+
+    def __init__(self, dim: int, heads: int = 1, edge_dim: int | None = None) -> None:
+        super().__init__()
+        self.heads, self.out_channels = heads, dim
+        self.lin = _Weight(dim, heads * dim)
+        _glorot(self.lin.weight)  # the library draws each weight when it is created, then again
+        self.att_src = nn.Parameter(torch.empty(1, heads, dim))
+        self.att_dst = nn.Parameter(torch.empty(1, heads, dim))
+        self.lin_edge: _Weight | None = None
+        self.att_edge: nn.Parameter | None = None
+        if edge_dim is not None:
+            self.lin_edge = _Weight(edge_dim, heads * dim)
+            _glorot(self.lin_edge.weight)
+            self.att_edge = nn.Parameter(torch.empty(1, heads, dim))
+        self.bias = nn.Parameter(torch.empty(dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _glorot(self.lin.weight)
+        if self.lin_edge is not None:
+            _glorot(self.lin_edge.weight)
+        _glorot(self.att_src)
+        _glorot(self.att_dst)
+        if self.att_edge is not None:
+            _glorot(self.att_edge)
+        nn.init.zeros_(self.bias)
+
+    def forward(
+        self, x: Tensor, edge_index: Tensor, edge_type: Tensor, relation: nn.Embedding | None
+    ) -> Tensor:
+        return relational_attention(self, x, edge_index, edge_type, relation)
+
+    def __repr__(self) -> str:
+        edge = "" if self.lin_edge is None else f", edge_dim={self.lin_edge.weight.shape[1]}"
+        return f"GraphAttention({self.out_channels}, heads={self.heads}{edge})"
+
+
 def relational_attention(
-    conv: GATConv,
+    conv: GraphAttention,
     x: Tensor,
     edge_index: Tensor,
     edge_type: Tensor,
@@ -152,7 +236,7 @@ def relational_attention(
         alpha = alpha + torch.cat([a_edge, total / count])
     src_all, dst_all = torch.cat([src, nodes]), torch.cat([dst, nodes])
     alpha = F.leaky_relu(alpha, conv.negative_slope)
-    alpha = pyg_softmax(alpha, dst_all, num_nodes=n)
+    alpha = edge_softmax(alpha, dst_all, n)
     alpha = F.dropout(alpha, conv.dropout, conv.training)
     h = aggregate(xs, alpha, src_all, dst_all)  # [N, H, C]
     h = h.mean(1) if not conv.concat else h.view(n, heads * out)
@@ -223,9 +307,7 @@ class EntityEncoder(nn.Module):
             self.project = nn.Linear(feature_dim, dim)
         self.relation = nn.Embedding(max(num_edge_types, 1), dim) if num_edge_types else None
         edge_dim = dim if num_edge_types else None
-        self.convs = nn.ModuleList(
-            GATConv(dim, dim, heads=heads, concat=False, edge_dim=edge_dim) for _ in range(layers)
-        )
+        self.convs = nn.ModuleList(GraphAttention(dim, heads, edge_dim) for _ in range(layers))
         self.private: Tensor | None = None
         self.private_input = nn.Parameter(torch.empty(dim)) if inductive else None
         self.degree_bucket: Tensor | None = None
@@ -291,7 +373,7 @@ class EntityEncoder(nn.Module):
         if bool(loops.any()):  # GATConv replaces a graph's own self loops by its own
             edge_index, edge_type = edge_index[:, ~loops], edge_type[~loops]
         for k, conv in enumerate(self.convs):
-            h = relational_attention(conv, x, edge_index, edge_type, self.relation)
+            h = conv(x, edge_index, edge_type, self.relation)
             if k < len(self.convs) - 1:
                 h = F.elu(h)
                 h = F.dropout(h, self.dropout, self.training)
