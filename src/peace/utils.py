@@ -1,7 +1,9 @@
-"""Small shared helpers: seeding, compute threads, atomic file writes, checksums, progress bars."""
+"""Small shared helpers: seeding, compute threads, devices, atomic file writes, checksums,
+progress bars."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
@@ -90,6 +92,49 @@ def compute_threads(processes: int | None = None) -> int:
         processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     free = len(cpus) - busy_cpus(cpus)
     return max(1, free // max(1, processes))
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """The torch device for ``name`` (``cpu``, ``cuda``, ``cuda:1``, ...); None reads
+    ``PEACE_DEVICE`` (default ``cpu``). A device this process cannot use is an error that says
+    what is available, not a failure deep inside the first step."""
+    if name is None:
+        name = os.environ.get("PEACE_DEVICE", "") or "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {name!r}: not a torch device; use cpu, cuda or cuda:N.") from exc
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ValueError(f"device {name!r}: peace trains on cpu or cuda only.")
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device {name!r}: no CUDA device is available to this process (torch "
+            f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --device cpu, "
+            "or install a CUDA build of torch on a machine with a GPU."
+        )
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"device {name!r}: this process sees {count} CUDA device(s).")
+    return device
+
+
+def to_device(value: T, device: torch.device) -> T:
+    """``value`` on ``device``: a tensor, or a dataclass whose tensor fields are moved (others
+    kept); None stays None. A value already there is returned as it is."""
+    # Copies to a GPU may overlap the host's work; copies back must not (the host reads them).
+    overlap = device.type == "cuda"
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=overlap)  # type: ignore[return-value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        moved = {
+            f.name: getattr(value, f.name).to(device, non_blocking=overlap)
+            for f in dataclasses.fields(value)
+            if isinstance(getattr(value, f.name), torch.Tensor)
+        }
+        return dataclasses.replace(value, **moved)  # type: ignore[return-value]
+    return value
 
 
 @contextmanager

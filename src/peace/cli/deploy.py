@@ -101,6 +101,14 @@ def register(app: typer.Typer) -> None:
                 "--warm-start", help="Initialise from another run's weights (same id spaces)."
             ),
         ] = None,
+        device: Annotated[
+            str | None,
+            typer.Option(
+                "--device",
+                help="Where PEACE trains: cpu or cuda[:N] (default: PEACE_DEVICE, else cpu). "
+                "Under torchrun with cuda, each process takes the GPU of its local rank.",
+            ),
+        ] = None,
         quiet: Quiet = False,
     ) -> None:
         """Pre-training flow: pre-train PEACE on the source domains (Eq. 1-10) into RUN."""
@@ -113,7 +121,13 @@ def register(app: typer.Typer) -> None:
         with _reported():
             ds = load_dataset(data, profile_bins=cfg.finetune.profile_bins)
             result = pretrain(
-                ds, cfg, out=out, show_progress=not quiet, resume=resume, warm_start=warm_start
+                ds,
+                cfg,
+                out=out,
+                show_progress=not quiet,
+                resume=resume,
+                warm_start=warm_start,
+                device=device,
             )
         last = result.log[-1] if result.log else {}
         typer.echo(

@@ -114,9 +114,16 @@ def benchmark(
     ),
     config: Path = CONFIG_OPTION,
     set_: list[str] = SET_OPTION,
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        help="Where PEACE and its ablations pre-train: cpu or cuda[:N] (default: PEACE_DEVICE, "
+        "else cpu). Competitors and fine-tuning run on the CPU.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Tables 2-3 and the ablation: every model, every target domain, several seeds."""
+    import os
     import shlex
     import sys
 
@@ -137,7 +144,14 @@ def benchmark(
         merge_update,
         save_embeddings,
     )
+    from peace.utils import resolve_device
 
+    if device is not None:
+        try:
+            resolve_device(device)
+        except ValueError as exc:
+            raise fail(f"--device: {exc}") from exc
+        os.environ["PEACE_DEVICE"] = device  # read by every pre-training, worker processes too
     t0 = time.perf_counter()
     cfg = load_config(config, (QUICK if quick else []) + list(set_ or []), preset="benchmark")
     if dev and models == "all":

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ def cpu_model() -> str:
 
 
 def environment() -> dict[str, Any]:
-    return {
+    env = {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "platform": platform.platform(),
@@ -42,6 +43,12 @@ def environment() -> dict[str, Any]:
         "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
     }
+    device = os.environ.get("PEACE_DEVICE", "")
+    if device and device != "cpu":  # where PEACE pre-trained (peace.flows.pretrain)
+        env["device"] = device
+        if device.startswith("cuda") and torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
 
 
 def write_results(

@@ -2,7 +2,7 @@
 
 ``torchrun --nproc-per-node N -m peace pretrain ...`` starts N processes; each finds its rank in
 the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``), joins
-one process group (gloo on CPU, nccl on GPU) and trains the same model on its own share of every
+one process group (gloo on CPU; nccl with ``--device cuda``, one GPU per local rank) and trains the same model on its own share of every
 global batch. Every rank draws the same global batch with the same seeded generator and keeps
 the rows ``[r * B / N, (r + 1) * B / N)`` of it, so with the same global batch size and seed the
 run follows a one-process run: gradients are averaged across ranks by
@@ -35,10 +35,11 @@ from peace.nn.peace import PretrainBatch
 
 @dataclass(frozen=True)
 class Ranks:
-    """This process's place in the process group."""
+    """This process's place in the process group, and the device its collectives use."""
 
     rank: int
     world: int
+    device: torch.device = torch.device("cpu")
 
     @property
     def writes(self) -> bool:
@@ -46,15 +47,22 @@ class Ranks:
         return self.rank == 0
 
 
-def from_environment() -> Ranks | None:
-    """Join the process group torchrun describes; None when the process runs alone."""
+def from_environment(device: torch.device | None = None) -> Ranks | None:
+    """Join the process group torchrun describes; None when the process runs alone.
+
+    Training on ``cuda`` uses nccl, each rank on the GPU of its local rank (``cuda:LOCAL_RANK``,
+    whatever index ``device`` names); on the CPU, gloo."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return None
+    device = torch.device("cpu") if device is None else device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return Ranks(dist.get_rank(), dist.get_world_size())
+        nccl = device.type == "cuda" and dist.is_nccl_available()
+        dist.init_process_group(backend="nccl" if nccl else "gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size(), device)
 
 
 def shard(batch: PretrainBatch, ranks: Ranks) -> PretrainBatch:
@@ -89,7 +97,10 @@ def objective(
     if ranks is None:
         return losses
     # Parameters a step does not reach (e.g. the prototypes without Eq. 7) are allowed.
-    return DistributedDataParallel(_Objective(model, losses), find_unused_parameters=True)
+    ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+    return DistributedDataParallel(
+        _Objective(model, losses), device_ids=ids, find_unused_parameters=True
+    )
 
 
 def mean_over_ranks(values: dict[str, float], ranks: Ranks | None) -> dict[str, float]:
@@ -97,6 +108,6 @@ def mean_over_ranks(values: dict[str, float], ranks: Ranks | None) -> dict[str, 
     if ranks is None or not values:
         return values
     keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=ranks.device)
     dist.all_reduce(t)
     return {k: float(v) / ranks.world for k, v in zip(keys, t.tolist(), strict=True)}

@@ -52,7 +52,7 @@ from peace.flows.selection import (
 from peace.models import build_context, build_model
 from peace.nn.entity_encoder import NeighbourSampler
 from peace.nn.peace import PretrainBatch
-from peace.utils import progress, seed_everything
+from peace.utils import progress, resolve_device, seed_everything
 
 
 def pretrain(
@@ -63,6 +63,7 @@ def pretrain(
     resume: bool = False,
     warm_start: str | Path | None = None,
     architecture: str = "PEACE",
+    device: str | torch.device | None = None,
 ) -> Pretrained:
     """Pre-train PEACE (or a competitor) on the source domains of ``ds`` (the pre-training flow).
 
@@ -76,9 +77,23 @@ def pretrain(
         architecture: ``"PEACE"`` or a competitor, a name of :data:`peace.models.MODEL_NAMES`;
             every model sees the same records, batches and negatives, and is kept by the same
             held-out rule.
+        device: where PEACE trains: ``cpu`` or ``cuda[:N]``; None reads ``PEACE_DEVICE``
+            (default ``cpu``). Records, negatives and subgraphs are drawn on the CPU with the
+            seeded generator either way; the returned model is on the CPU. Competitors train on
+            the CPU (``PEACE_DEVICE`` does not apply to them). A GPU does not give the CPU's
+            numbers bit for bit.
     """
+    if device is None and architecture != "PEACE":
+        device = "cpu"
+    device = resolve_device(device)
+    if device.type != "cpu" and architecture != "PEACE":
+        raise ValueError(
+            f"{architecture}: competitors pre-train on the CPU only; --device {device} is for PEACE."
+        )
     gen = seed_everything(cfg.seed)
-    ranks = distributed.from_environment()  # a torchrun process group, or None
+    ranks = distributed.from_environment(device)  # a torchrun process group, or None
+    if ranks is not None:
+        device = ranks.device  # cuda: the GPU of this process's local rank
     pc = cfg.pretrain
     splits = split_targets(ds, cfg.eval.split)
     cutoff = pretrain_cutoff(splits, pc.cutoff)
@@ -105,6 +120,8 @@ def pretrain(
             ds, cfg, train.users, train.items, train.labels, history.sequence_length
         )
     model, graph = build_model(ds, cfg, architecture, context)
+    model.to(device)
+    placed = graph.to(device)  # the graph the model encodes; samplers keep the CPU copy
     item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
     counts = np.bincount(train.items[train.labels > 0], minlength=ds.num_items)
     negatives = NegativeSampler(ds, counts, pc.negatives, pc.neg_alpha, allowed)
@@ -118,7 +135,7 @@ def pretrain(
 
     def step_losses(batch: PretrainBatch) -> dict[str, torch.Tensor]:
         table, batch, cat = batch_entity_table(
-            model, graph, batch, sampler, gen, catalogue, pc.served_sample
+            model, placed, batch, sampler, gen, catalogue, pc.served_sample
         )
         if served == "none":
             return model.pretrain_losses(table, batch, pc.tau, pc.gamma)
@@ -137,7 +154,7 @@ def pretrain(
         checkpoints.verify_run(run, ["trainer.pt", "log.json"])  # also ends a cut-short commit
     if resume and run is not None and (run / "trainer.pt").exists():
         try:
-            state = torch.load(run / "trainer.pt", weights_only=True)
+            state = torch.load(run / "trainer.pt", weights_only=True, map_location="cpu")
             load_weights(model, run, fingerprint, name="last.safetensors")
             optimizer.load_state_dict(state["optimizer"])
             gen.set_state(state["generator"])
@@ -164,7 +181,7 @@ def pretrain(
     def evaluate(epoch: int) -> None:
         """One held-out evaluation: log it, keep the best state, count patience."""
         nonlocal best, best_state, stale, improved_since_save, stop, sums, n_batches, t0
-        scores = evaluate_held_out(model, graph, ds, history, held, sampler, cfg, item_entities)
+        scores = evaluate_held_out(model, placed, ds, history, held, sampler, cfg, item_entities)
         sums = distributed.mean_over_ranks(sums, ranks)
         entry = {
             "epoch": epoch,
@@ -257,5 +274,5 @@ def pretrain(
         model.load_state_dict(best_state)
     elif run is not None and (run / "model.safetensors").exists():
         load_weights(model, run, fingerprint)
-    model.eval()
+    model.cpu().eval()  # later flows (fine-tuning, export, serving) run on the CPU
     return Pretrained(model=model, graph=graph, history=history, config=cfg, cutoff=cutoff, log=log)

@@ -123,7 +123,7 @@ def save_epoch(
 
     ``best_state``: the best weights so far when they changed since the last checkpoint (they
     become ``model.safetensors``); None keeps the earlier ``model.safetensors``."""
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {
         "dataset": str(ds.root),
         "fingerprint": dataset_fingerprint(ds),
@@ -143,7 +143,7 @@ def save_epoch(
         stage("log.json").write_text(json.dumps(log, indent=2), encoding="utf-8")
         if best_state is not None:
             save_file(
-                {k: v.contiguous() for k, v in best_state.items()},
+                {k: v.cpu().contiguous() for k, v in best_state.items()},
                 str(stage("model.safetensors")),
                 metadata={"fingerprint": meta["fingerprint"]},
             )

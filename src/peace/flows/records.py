@@ -19,6 +19,7 @@ from peace.data.history import HistoryIndex
 from peace.data.splits import pretrain_rows
 from peace.nn.entity_encoder import EntityGraph, NeighbourSampler
 from peace.nn.peace import PEACE, PretrainBatch, SourceCatalogue
+from peace.utils import to_device
 
 
 @dataclass
@@ -225,12 +226,15 @@ def batch_entity_table(
     """Full-graph table, or a subgraph table with the batch's (and catalogue's) ids remapped.
 
     With ``served_sample > 0`` the catalogue of L_served is first reduced to the step's sample
-    (:func:`draw_catalogue`).
+    (:func:`draw_catalogue`). Batches, catalogues and the sampler's graph stay on the CPU, where
+    every random draw is made; ``graph`` and what is returned are on the model's device.
     """
+    device = next(model.parameters()).device
     if catalogue is not None and served_sample > 0:
         catalogue = draw_catalogue(catalogue, batch, served_sample, gen)
     if sampler is None:
-        return model.encoder_table(graph), batch, catalogue
+        table = model.encoder_table(graph)
+        return table, to_device(batch, device), to_device(catalogue, device)
     pad = graph.num_entities
     parts = [batch.tokens.flatten(), batch.targets.flatten()]
     if catalogue is not None:
@@ -238,7 +242,9 @@ def batch_entity_table(
     seeds = torch.unique(torch.cat(parts))
     seeds = seeds[seeds != pad]
     nodes, edge_index, edge_type = sampler.sample(seeds, gen)
-    h = model.entity_encoder.forward_subgraph(nodes, edge_index, edge_type)
+    h = model.entity_encoder.forward_subgraph(
+        *(to_device(t, device) for t in (nodes, edge_index, edge_type))
+    )
     table = torch.cat([h, h.new_zeros(1, h.shape[1])])
     remap = torch.full((pad + 1,), len(nodes), dtype=torch.long)
     remap[nodes] = torch.arange(len(nodes))
@@ -247,4 +253,4 @@ def batch_entity_table(
         ents = catalogue.entities
         local_ents = torch.where(ents >= 0, remap[ents.clamp(min=0)], ents)
         catalogue = dataclasses.replace(catalogue, entities=local_ents)
-    return table, local, catalogue
+    return table, to_device(local, device), to_device(catalogue, device)

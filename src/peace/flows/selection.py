@@ -26,6 +26,7 @@ from peace.flows.records import (
 from peace.models import Model
 from peace.nn.entity_encoder import EntityGraph, NeighbourSampler
 from peace.nn.peace import PretrainBatch, item_vectors
+from peace.utils import to_device
 
 VALID_FRACTION = 0.05
 
@@ -151,12 +152,13 @@ def evaluate_held_out(
     model.eval()
     out: dict[str, float] = {"valid_loss": 0.0}
     full = model.encoder_table(graph)
+    device = full.device
     if held.batches:
         gen = torch.Generator().manual_seed(cfg.seed + 2)
         total = 0.0
         for batch in held.batches:
             if sampler is None:
-                table = full
+                table, batch = full, to_device(batch, device)
             else:
                 table, batch, _ = batch_entity_table(model, graph, batch, sampler, gen)
             total += float(model.pretrain_losses(table, batch, cfg.pretrain.tau, 0.0)["et"])
@@ -165,13 +167,14 @@ def evaluate_held_out(
         rec = held.ranking
         tokens, mask = history.gather(rec.positions)
         users = torch.as_tensor(rec.users, dtype=torch.long)
-        states = model.encode_users(full, users, tokens, mask)
+        states = model.encode_users(full, *(to_device(t, device) for t in (users, tokens, mask)))
         scorer = cfg.eval.zero_shot_scorer
 
         def score(idx: np.ndarray, cat: np.ndarray) -> torch.Tensor:
-            vecs = item_vectors(full, item_entities[torch.as_tensor(cat)])
+            vecs = item_vectors(full, to_device(item_entities[torch.as_tensor(cat)], device))
             cand = vecs.unsqueeze(0).expand(len(idx), -1, -1)
-            return model.zero_shot_scores(states[torch.as_tensor(idx)], cand, scorer)
+            rows = to_device(torch.as_tensor(idx), device)
+            return model.zero_shot_scores(states[rows], cand, scorer).cpu()
 
         metrics = _rank_metrics(ds, rec, score, allowed=held.allowed)
         out["valid_ndcg"] = metrics["ndcg@10"]

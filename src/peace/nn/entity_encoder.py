@@ -16,6 +16,7 @@ The library itself is not imported at run time (importing it takes seconds, ever
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -52,6 +53,17 @@ class EntityGraph:
         counts = torch.bincount(self.edge_index[1], minlength=num_entities)
         self.indptr = torch.zeros(num_entities + 1, dtype=torch.long)
         self.indptr[1:] = torch.cumsum(counts, 0)  # incoming edges of v: indptr[v]:indptr[v+1]
+
+    def to(self, device: torch.device | str) -> EntityGraph:
+        """The same graph with its edge tensors on ``device`` (self when already there)."""
+        device = torch.device(device)
+        if self.edge_index.device == device:
+            return self
+        moved = copy.copy(self)
+        moved.edge_index = self.edge_index.to(device)
+        moved.edge_type = self.edge_type.to(device)
+        moved.indptr = self.indptr.to(device)
+        return moved
 
 
 class NeighbourSampler:
@@ -292,13 +304,15 @@ class EntityEncoder(nn.Module):
         if unseen not in ("keep", "zero"):
             raise ValueError(f"unseen entities {unseen!r}: expected keep or zero.")
         self.unseen_mode = unseen
-        self.unseen: Tensor | None = None
+        # Data about the entities (set_features, set_private, set_unseen, set_degrees): buffers
+        # outside the state dict, so they follow the module to its device but are not weights.
+        for name in ("features", "private", "unseen", "degree_bucket"):
+            self.register_buffer(name, None, persistent=False)
         self.num_entities, self.dim, self.layers = num_entities, dim, layers
         self.num_edge_types, self.heads, self.feature_dim = num_edge_types, heads, feature_dim
         self.use_graph = use_graph
         self.residual = residual
         self.dropout = dropout
-        self.features: Tensor | None = None
         if feature_dim is None:
             self.embedding = nn.Embedding(num_entities, dim)
             self.project = None
@@ -308,9 +322,7 @@ class EntityEncoder(nn.Module):
         self.relation = nn.Embedding(max(num_edge_types, 1), dim) if num_edge_types else None
         edge_dim = dim if num_edge_types else None
         self.convs = nn.ModuleList(GraphAttention(dim, heads, edge_dim) for _ in range(layers))
-        self.private: Tensor | None = None
         self.private_input = nn.Parameter(torch.empty(dim)) if inductive else None
-        self.degree_bucket: Tensor | None = None
         self.degree_embedding = nn.Embedding(degree_buckets, dim) if degree_buckets else None
         self.reset_parameters()
 
@@ -326,19 +338,27 @@ class EntityEncoder(nn.Module):
         if self.degree_embedding is not None:
             nn.init.normal_(self.degree_embedding.weight, std=0.1)
 
+    def _data(self, values: Tensor) -> Tensor:
+        """``values`` on the device of the module's weights."""
+        return values.to(next(self.parameters()).device)
+
     def set_features(self, features: np.ndarray | Tensor | None) -> None:
         """Original entity features [|E|, D] (kept outside the state dict: they are data)."""
-        self.features = None if features is None else torch.as_tensor(features).float()
+        self.features = None if features is None else self._data(torch.as_tensor(features).float())
 
     def set_private(self, private: np.ndarray | Tensor | None) -> None:
         """``[|E|]`` bool: the entities that share one input vector when ``inductive`` (data,
         kept outside the state dict, like the features)."""
-        self.private = None if private is None else torch.as_tensor(private, dtype=torch.bool)
+        self.private = (
+            None if private is None else self._data(torch.as_tensor(private, dtype=torch.bool))
+        )
 
     def set_unseen(self, unseen: np.ndarray | Tensor | None) -> None:
         """``[|E|]`` bool: entities linked to no source item (data, kept outside the state
         dict); used when ``unseen = "zero"``."""
-        self.unseen = None if unseen is None else torch.as_tensor(unseen, dtype=torch.bool)
+        self.unseen = (
+            None if unseen is None else self._data(torch.as_tensor(unseen, dtype=torch.bool))
+        )
 
     def set_degrees(self, degree: np.ndarray | Tensor | None) -> None:
         """``[|E|]`` entity degrees in the graph (data, kept outside the state dict)."""
@@ -347,7 +367,7 @@ class EntityEncoder(nn.Module):
             return
         deg = torch.as_tensor(degree, dtype=torch.float64)
         buckets = torch.floor(torch.log2(1.0 + deg)).long()
-        self.degree_bucket = buckets.clamp(max=self.degree_embedding.num_embeddings - 1)
+        self.degree_bucket = self._data(buckets.clamp(max=self.degree_embedding.num_embeddings - 1))
 
     def inputs(self, nodes: Tensor | None = None) -> Tensor:
         if self.embedding is not None:
@@ -363,7 +383,7 @@ class EntityEncoder(nn.Module):
             x = x + self.degree_embedding(bucket)
         if self.unseen_mode == "zero" and self.unseen is not None and not self.training:
             unseen = self.unseen if nodes is None else self.unseen[nodes]
-            x = x.masked_fill(unseen.to(x.device).unsqueeze(-1), 0.0)
+            x = x.masked_fill(unseen.unsqueeze(-1), 0.0)
         return x
 
     def propagate(self, x: Tensor, edge_index: Tensor, edge_type: Tensor) -> Tensor:

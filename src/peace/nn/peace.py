@@ -257,7 +257,7 @@ def served_loss(
         # domain. Other records' positives are not uniform draws (they follow popularity), so
         # they are left out unless drawn; a uniform draw needs no log-Q correction.
         own = torch.zeros_like(allowed)
-        own[torch.arange(len(target)), target] = True
+        own[torch.arange(len(target), device=target.device), target] = True
         allowed = allowed & (catalogue.drawn.unsqueeze(0) | own)
     logits = logits.masked_fill(~allowed, float("-inf"))
     return F.cross_entropy(logits, target)
