@@ -7,10 +7,12 @@ ceiling. Writes
 ``benchmarks/results/pretrain_throughput.json``.
 
     python benchmarks/pretrain_throughput.py [--steps 30] [--warmup 5] [--data DIR]
-        [--configs a3,benchmark] [--profile 5]
+        [--configs a3,benchmark] [--profile 5] [--device cuda]
 
 ``--profile N`` also runs N steps under :mod:`torch.profiler` and records the operators that take
-the most time (self CPU time), as in the table of docs/performance.md.
+the most time (self CPU time), as in the table of docs/performance.md. ``--device cuda`` trains on
+the GPU as ``peace pretrain --device cuda`` does (batches drawn on the CPU, then moved) and
+measures the ceiling there: the GPU's dense fp32 matmul rate.
 """
 
 from __future__ import annotations
@@ -35,18 +37,32 @@ from peace.data.synthetic import generate
 from peace.flows.records import NegativeSampler, batch_entity_table, make_batch, make_records
 from peace.models import build_model
 from peace.nn.peace import PretrainBatch
+from peace.utils import resolve_device
 
 RESULTS = Path(__file__).parent / "results" / "pretrain_throughput.json"
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """Median dense fp32 matmul rate (GFLOP/s) of an n x n by n x n product."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously to the host)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(
+    n: int = 2048, repeats: int = 10, device: torch.device = torch.device("cpu")
+) -> float:
+    """Median dense fp32 matmul rate (GFLOP/s) of an n x n by n x n product on ``device``."""
+    if device.type == "cuda":
+        n = 8192  # a GPU needs a larger product to run at its rate
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32, as training uses
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
     times = []
     for _ in range(repeats):
+        synchronize(device)
         t0 = time.perf_counter()
         a @ b
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times) / 1e9
 
@@ -85,12 +101,21 @@ CONFIGS = {
 }
 
 
-def measure(ds: Dataset, name: str, steps: int, warmup: int, profile_steps: int) -> dict:
+def measure(
+    ds: Dataset,
+    name: str,
+    steps: int,
+    warmup: int,
+    profile_steps: int,
+    device: torch.device = torch.device("cpu"),
+) -> dict:
     """Median step time, pairs/s and estimated FLOP rate of one configuration."""
     cfg = PeaceConfig() if name == "a3" else PeaceConfig.preset(name)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model, graph = build_model(ds, cfg)
+    model.to(device)
+    graph = graph.to(device)
     history = HistoryIndex(ds, cfg.model.history_length)
     cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split))
     records = make_records(ds, history, cutoff)
@@ -110,6 +135,7 @@ def measure(ds: Dataset, name: str, steps: int, warmup: int, profile_steps: int)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
+        synchronize(device)
         return batch, len(idx)
 
     step_times, pair_counts, flops = [], [], []
@@ -146,16 +172,24 @@ def measure(ds: Dataset, name: str, steps: int, warmup: int, profile_steps: int)
         "achieved_gflops": round(flops_per_pair * pairs_per_step / median_step / 1e9, 2),
     }
     if profile_steps:
-        result["profile_top_ops"] = profile(train_step, warmup + steps, profile_steps)
+        result["profile_top_ops"] = profile(train_step, warmup + steps, profile_steps, device)
     return result
 
 
-def profile(train_step: Callable[[int], object], start: int, steps: int) -> list[dict]:
+def profile(
+    train_step: Callable[[int], object],
+    start: int,
+    steps: int,
+    device: torch.device = torch.device("cpu"),
+) -> list[dict]:
     """The operators with the most self CPU time over ``steps`` steps (torch.profiler)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as profiler
 
-    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profiler(activities=activities) as prof:
         for step in range(start, start + steps):
             train_step(step)
     events = prof.key_averages()
@@ -176,10 +210,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--data", type=Path, default=None, help="default: synthetic medium")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: results/pretrain_throughput[_cuda].json"
+    )
     parser.add_argument("--configs", default=",".join(CONFIGS), help="a3, benchmark or both")
     parser.add_argument("--profile", type=int, default=0, help="steps to profile (0: none)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = parser.parse_args()
+    device = resolve_device(args.device)
+    if args.out is None:
+        args.out = RESULTS if device.type == "cpu" else RESULTS.with_stem(RESULTS.stem + "_cuda")
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
@@ -188,10 +228,10 @@ def main() -> None:
             generate(data, seed=0, size="medium")
         ds = load_dataset(data)
         runs = {
-            name: measure(ds, name, args.steps, args.warmup, args.profile)
+            name: measure(ds, name, args.steps, args.warmup, args.profile, device)
             for name in args.configs.split(",")
         }
-    gflops = matmul_gflops()
+    gflops = matmul_gflops(device=device)
     for run in runs.values():
         run["fraction_of_ceiling"] = round(run["achieved_gflops"] / gflops, 4)
     result = {
@@ -201,6 +241,8 @@ def main() -> None:
         "matmul_gflops_fp32": round(gflops, 2),
         "configs": runs,
         "torch": torch.__version__,
+        "device": str(device),
+        **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}),
         "threads": torch.get_num_threads(),
         "machine": platform.platform(),
         "processor": platform.processor() or platform.machine(),
