@@ -2,12 +2,13 @@
 
 ``torchrun --nproc-per-node N -m peace pretrain ...`` starts N processes; each finds its rank in
 the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``), joins
-one process group (gloo on CPU; nccl with ``--device cuda``, one GPU per local rank) and trains the same model on its own share of every
-global batch. Every rank draws the same global batch with the same seeded generator and keeps
-the rows ``[r * B / N, (r + 1) * B / N)`` of it, so with the same global batch size and seed the
-run follows a one-process run: gradients are averaged across ranks by
-:class:`torch.nn.parallel.DistributedDataParallel` (equal to the one-process gradient when the
-ranks' shares hold the same number of pairs). Rank 0 writes the run folder.
+one process group (gloo on CPU; nccl with ``--device cuda``, one GPU per local rank) and
+trains the same model on its own share of every global batch. Every rank draws the same global
+batch with the same seeded generator and keeps the rows ``[r * B / N, (r + 1) * B / N)`` of it,
+so with the same global batch size and seed the run follows a one-process run: gradients are
+averaged across ranks by :class:`torch.nn.parallel.DistributedDataParallel` (equal to the
+one-process gradient when the ranks' shares hold the same number of pairs). Rank 0 writes the run
+folder.
 
 In full-graph mode every rank encodes the whole entity graph; with ``model.graph_sampling =
 "sampled"`` each rank samples the subgraph of its own share, and the ranks' generators then part

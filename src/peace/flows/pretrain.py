@@ -88,7 +88,8 @@ def pretrain(
     device = resolve_device(device)
     if device.type != "cpu" and architecture != "PEACE":
         raise ValueError(
-            f"{architecture}: competitors pre-train on the CPU only; --device {device} is for PEACE."
+            f"{architecture}: competitors pre-train on the CPU only; "
+            f"--device {device} is for PEACE."
         )
     gen = seed_everything(cfg.seed)
     ranks = distributed.from_environment(device)  # a torchrun process group, or None
