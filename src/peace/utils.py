@@ -9,7 +9,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -120,21 +120,26 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     return device
 
 
-def to_device(value: T, device: torch.device) -> T:
-    """``value`` on ``device``: a tensor, or a dataclass whose tensor fields are moved (others
-    kept); None stays None. A value already there is returned as it is."""
-    # Copies to a GPU may overlap the host's work; copies back must not (the host reads them).
-    overlap = device.type == "cuda"
+def map_tensors(value: T, fn: Callable[[torch.Tensor], torch.Tensor]) -> T:
+    """``fn`` applied to a tensor, or to every tensor field of a dataclass (a copy; the other
+    fields kept); anything else, None included, is returned as it is."""
     if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=overlap)  # type: ignore[return-value]
+        return fn(value)  # type: ignore[return-value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        moved = {
-            f.name: getattr(value, f.name).to(device, non_blocking=overlap)
+        mapped = {
+            f.name: fn(getattr(value, f.name))
             for f in dataclasses.fields(value)
             if isinstance(getattr(value, f.name), torch.Tensor)
         }
-        return dataclasses.replace(value, **moved)  # type: ignore[return-value]
+        return dataclasses.replace(value, **mapped)  # type: ignore[return-value]
     return value
+
+
+def to_device(value: T, device: torch.device) -> T:
+    """``value`` (a tensor, or a dataclass of tensors: :func:`map_tensors`) on ``device``."""
+    # Copies to a GPU may overlap the host's work; copies back must not (the host reads them).
+    overlap = device.type == "cuda"
+    return map_tensors(value, lambda t: t.to(device, non_blocking=overlap))
 
 
 @contextmanager

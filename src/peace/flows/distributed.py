@@ -21,7 +21,6 @@ pretrain ...`` on each machine (see docs/performance.md).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from peace.nn.peace import PretrainBatch
+from peace.utils import map_tensors
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,7 @@ def shard(batch: PretrainBatch, ranks: Ranks) -> PretrainBatch:
     """This rank's contiguous share of a global batch (every tensor field sliced on rows)."""
     n = batch.tokens.shape[0]
     lo, hi = ranks.rank * n // ranks.world, (ranks.rank + 1) * n // ranks.world
-    fields = {
-        f.name: getattr(batch, f.name)[lo:hi]
-        for f in dataclasses.fields(batch)
-        if isinstance(getattr(batch, f.name), Tensor)
-    }
-    return dataclasses.replace(batch, **fields)
+    return map_tensors(batch, lambda t: t[lo:hi])
 
 
 class _Objective(nn.Module):
