@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from peace.nn.entity_encoder import EntityEncoder, EntityGraph, NeighbourSampler
+from peace.nn.entity_encoder import EntityEncoder, EntityGraph, NeighbourSampler, layer_sizes
 
 
 def _random_graph(seed: int, n: int = 30, m: int = 70, relations: int = 3, undirected=True):
@@ -128,6 +128,40 @@ def test_full_fanout_subgraph_equals_full_graph(seed: int, layers: int, undirect
         out = enc.forward_subgraph(nodes, ei, et)
         distinct = torch.unique(seeds)
         torch.testing.assert_close(out[: len(distinct)], full[distinct])
+        seeds_only = enc.forward_subgraph(nodes, ei, et, outputs=len(distinct))
+        torch.testing.assert_close(seeds_only, full[distinct])
+
+
+@pytest.mark.parametrize(
+    ("seed", "layers", "residual", "fanout"),
+    [(0, 2, True, (3, 2)), (1, 2, False, (4, 3)), (2, 1, True, (3,)), (3, 3, True, (2, 2, 2))],
+)
+def test_seed_outputs_skip_the_outer_nodes_and_stay_exact(
+    seed: int, layers: int, residual: bool, fanout: tuple[int, ...]
+) -> None:
+    # Computing only what the seeds' encodings read gives the same encodings and gradients.
+    g = _random_graph(seed, n=80, m=400)
+    torch.manual_seed(seed)
+    enc = EntityEncoder(80, g.num_edge_types, dim=8, layers=layers, residual=residual)
+    seeds = torch.tensor([3, 11, 40, 41])
+    nodes, ei, et = NeighbourSampler(g, fanout).sample(seeds, torch.Generator().manual_seed(0))
+    sizes = layer_sizes(ei, len(seeds), layers)
+    assert (
+        sizes[-1] == len(seeds) and sizes == sorted(sizes, reverse=True) and sizes[0] <= len(nodes)
+    )
+    if layers > 1:
+        assert sizes[0] < len(nodes)  # the last hop's nodes are never computed
+    grads = []
+    for outputs in (None, len(seeds)):
+        enc.zero_grad()
+        out = enc.forward_subgraph(nodes, ei, et, outputs=outputs)[: len(seeds)]
+        (out * torch.arange(out.numel()).view_as(out).sin()).sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in enc.parameters()]))
+    (full, full_grads), (trimmed, trimmed_grads) = grads
+    assert trimmed.shape == (len(seeds), 8)
+    torch.testing.assert_close(trimmed, full)
+    for a, b in zip(full_grads, trimmed_grads, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_two_layers_need_the_two_hop_neighbourhood() -> None:

@@ -242,12 +242,13 @@ def batch_entity_table(
     seeds = torch.unique(torch.cat(parts))
     seeds = seeds[seeds != pad]
     nodes, edge_index, edge_type = sampler.sample(seeds, gen)
+    # The seeds come first in ``nodes``; only their encodings are read.
     h = model.entity_encoder.forward_subgraph(
-        *(to_device(t, device) for t in (nodes, edge_index, edge_type))
+        *(to_device(t, device) for t in (nodes, edge_index, edge_type)), outputs=len(seeds)
     )
     table = torch.cat([h, h.new_zeros(1, h.shape[1])])
-    remap = torch.full((pad + 1,), len(nodes), dtype=torch.long)
-    remap[nodes] = torch.arange(len(nodes))
+    remap = torch.full((pad + 1,), len(seeds), dtype=torch.long)
+    remap[seeds] = torch.arange(len(seeds))
     local = dataclasses.replace(batch, tokens=remap[batch.tokens], targets=remap[batch.targets])
     if catalogue is not None:
         ents = catalogue.entities

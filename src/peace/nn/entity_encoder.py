@@ -112,21 +112,25 @@ class NeighbourSampler:
         return nodes, edge_index, g.edge_type[eid]
 
 
-def aggregate(xs: Tensor, alpha: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+def aggregate(
+    xs: Tensor, alpha: Tensor, src: Tensor, dst: Tensor, n_out: int | None = None
+) -> Tensor:
     """Attention-weighted sum of messages, ``h[v, k] = sum over edges (u, v) of alpha[e, k] *
-    xs[u, k]``: ``xs`` ``[N, H, C]``, ``alpha`` ``[E, H]`` -> ``[N, H, C]``.
+    xs[u, k]``: ``xs`` ``[N, H, C]``, ``alpha`` ``[E, H]`` -> ``[n_out, H, C]`` (``n_out``
+    defaults to N; every ``dst`` must be below it).
 
     One weighted bag per (node, head) over the edges sorted by target (``embedding_bag`` with
     the attention as per-sample weights): gather, product and sum in one pass, without the
     ``[E, H, C]`` message tensor of gather-multiply-scatter, forwards and backwards.
     """
     n, heads, width = xs.shape
+    m = n if n_out is None else n_out
     order = torch.argsort(dst, stable=True)
     head = torch.arange(heads, device=xs.device)
-    # Bag k * N + v sums head k's messages into node v; row u * H + k of the table is xs[u, k].
+    # Bag k * m + v sums head k's messages into node v; row u * H + k of the table is xs[u, k].
     rows = (src[order].unsqueeze(0) * heads + head.unsqueeze(1)).reshape(-1)
     weights = alpha[order].T.reshape(-1)
-    counts = torch.bincount(dst, minlength=n).repeat(heads)
+    counts = torch.bincount(dst, minlength=m).repeat(heads)
     out = F.embedding_bag(
         rows,
         xs.reshape(n * heads, width),
@@ -134,7 +138,7 @@ def aggregate(xs: Tensor, alpha: Tensor, src: Tensor, dst: Tensor) -> Tensor:
         mode="sum",
         per_sample_weights=weights,
     )
-    return out.view(heads, n, width).transpose(0, 1)
+    return out.view(heads, m, width).transpose(0, 1)
 
 
 def edge_softmax(logits: Tensor, dst: Tensor, n: int) -> Tensor:
@@ -146,6 +150,24 @@ def edge_softmax(logits: Tensor, dst: Tensor, n: int) -> Tensor:
     e = (logits - top.index_select(0, dst)).exp()
     total = torch.zeros_like(top).index_add(0, dst, e) + 1e-16
     return e / total.index_select(0, dst)
+
+
+def layer_sizes(edge_index: Tensor, outputs: int, layers: int) -> list[int]:
+    """How many leading nodes each of ``layers`` GAT layers must compute so that the first
+    ``outputs`` nodes' final encodings are exact.
+
+    The last layer computes the ``outputs`` nodes; each earlier one also every source of an edge
+    into the nodes of the layer after it. The nodes are assumed ordered by distance from the
+    outputs, as :class:`NeighbourSampler` returns them (seeds, then each hop's new nodes), so each
+    set is a prefix: its size is one past the largest index it needs.
+    """
+    src, dst = edge_index
+    sizes = [outputs]
+    for _ in range(layers - 1):
+        into = dst < sizes[0]
+        reach = int(src[into].max()) + 1 if bool(into.any()) else 0
+        sizes.insert(0, max(sizes[0], reach))
+    return sizes
 
 
 class _Weight(nn.Module):
@@ -172,7 +194,8 @@ class GraphAttention(nn.Module):
     the same model as with the library's layer).
 
     Shapes:
-        ``forward(x [N, d], edge_index [2, E], edge_type [E], relation)`` -> ``[N, d]``.
+        ``forward(x [N, d], edge_index [2, E], edge_type [E], relation)`` -> ``[N, d]``;
+        with ``n_out``, ``[n_out, d]`` (see :func:`relational_attention`).
     """
 
     negative_slope = 0.2
@@ -206,9 +229,14 @@ class GraphAttention(nn.Module):
         nn.init.zeros_(self.bias)
 
     def forward(
-        self, x: Tensor, edge_index: Tensor, edge_type: Tensor, relation: nn.Embedding | None
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_type: Tensor,
+        relation: nn.Embedding | None,
+        n_out: int | None = None,
     ) -> Tensor:
-        return relational_attention(self, x, edge_index, edge_type, relation)
+        return relational_attention(self, x, edge_index, edge_type, relation, n_out)
 
     def __repr__(self) -> str:
         edge = "" if self.lin_edge is None else f", edge_dim={self.lin_edge.weight.shape[1]}"
@@ -221,6 +249,7 @@ def relational_attention(
     edge_index: Tensor,
     edge_type: Tensor,
     relation: nn.Embedding | None,
+    n_out: int | None = None,
 ) -> Tensor:
     """One GAT layer, ``conv(x, edge_index, edge_attr=relation(edge_type))``, computed per
     relation type: the edge term of the attention, a_e . W_e r, depends on the edge's type alone,
@@ -230,28 +259,32 @@ def relational_attention(
     ``edge_index`` must hold no self loops; every node gets one, whose edge term is the mean of
     its incoming edges' terms (GATConv's ``fill_value="mean"``, which is linear in the edge
     features), or 0 without incoming edges.
+
+    With ``n_out``, only the first ``n_out`` nodes are computed (``[n_out, d]``): ``edge_index``
+    must then hold every incoming edge of those nodes and no other edge.
     """
     n = x.shape[0]
+    m = n if n_out is None else n_out
     heads, out = conv.heads, conv.out_channels
     xs = conv.lin(x).view(n, heads, out)
     a_src = (xs * conv.att_src).sum(-1)  # [N, H]
-    a_dst = (xs * conv.att_dst).sum(-1)
+    a_dst = (xs[:m] * conv.att_dst).sum(-1)  # [m, H]
     src, dst = edge_index
-    nodes = torch.arange(n, device=x.device)
-    alpha = torch.cat([a_src[src] + a_dst[dst], a_src + a_dst])  # edges, then self loops
+    nodes = torch.arange(m, device=x.device)
+    alpha = torch.cat([a_src[src] + a_dst[dst], a_src[:m] + a_dst])  # edges, then self loops
     if relation is not None and conv.lin_edge is not None:
         per_type = (conv.lin_edge(relation.weight).view(-1, heads, out) * conv.att_edge).sum(-1)
         a_edge = per_type[edge_type]  # [E, H]
-        total = torch.zeros(n, heads, dtype=a_edge.dtype, device=x.device)
+        total = torch.zeros(m, heads, dtype=a_edge.dtype, device=x.device)
         total = total.index_add(0, dst, a_edge)
-        count = torch.bincount(dst, minlength=n).clamp(min=1).unsqueeze(1)
+        count = torch.bincount(dst, minlength=m).clamp(min=1).unsqueeze(1)
         alpha = alpha + torch.cat([a_edge, total / count])
     src_all, dst_all = torch.cat([src, nodes]), torch.cat([dst, nodes])
     alpha = F.leaky_relu(alpha, conv.negative_slope)
-    alpha = edge_softmax(alpha, dst_all, n)
+    alpha = edge_softmax(alpha, dst_all, m)
     alpha = F.dropout(alpha, conv.dropout, conv.training)
-    h = aggregate(xs, alpha, src_all, dst_all)  # [N, H, C]
-    h = h.mean(1) if not conv.concat else h.view(n, heads * out)
+    h = aggregate(xs, alpha, src_all, dst_all, m)  # [m, H, C]
+    h = h.mean(1) if not conv.concat else h.view(m, heads * out)
     return h + conv.bias if conv.bias is not None else h
 
 
@@ -282,7 +315,7 @@ class EntityEncoder(nn.Module):
 
     Shapes:
         ``forward(graph) -> [|E| + 1, d]``; ``forward_subgraph(nodes, edge_index, edge_type)``
-        ``-> [len(nodes), d]``.
+        ``-> [len(nodes), d]``, or ``[outputs, d]`` with ``outputs``.
     """
 
     def __init__(
@@ -386,26 +419,45 @@ class EntityEncoder(nn.Module):
             x = x.masked_fill(unseen.unsqueeze(-1), 0.0)
         return x
 
-    def propagate(self, x: Tensor, edge_index: Tensor, edge_type: Tensor) -> Tensor:
+    def propagate(
+        self, x: Tensor, edge_index: Tensor, edge_type: Tensor, outputs: int | None = None
+    ) -> Tensor:
+        """The GAT layers on inputs ``x`` ``[N, d]``; with ``outputs``, only the first
+        ``outputs`` nodes' encodings are returned, and each layer computes only the nodes that
+        the next ones read (:func:`layer_sizes`)."""
         if not self.use_graph:
-            return x
+            return x if outputs is None else x[:outputs]
         loops = edge_index[0] == edge_index[1]
         if bool(loops.any()):  # GATConv replaces a graph's own self loops by its own
             edge_index, edge_type = edge_index[:, ~loops], edge_type[~loops]
-        for k, conv in enumerate(self.convs):
-            h = conv(x, edge_index, edge_type, self.relation)
+        sizes = (
+            [None] * len(self.convs)
+            if outputs is None
+            else layer_sizes(edge_index, outputs, len(self.convs))
+        )
+        for k, (conv, m) in enumerate(zip(self.convs, sizes, strict=True)):
+            ei, et = edge_index, edge_type
+            if m is not None and m < x.shape[0]:
+                keep = edge_index[1] < m
+                ei, et = edge_index[:, keep], edge_type[keep]
+            h = conv(x, ei, et, self.relation, m)
             if k < len(self.convs) - 1:
                 h = F.elu(h)
                 h = F.dropout(h, self.dropout, self.training)
-            x = x + h if self.residual else h
+            x = x[: h.shape[0]] + h if self.residual else h
         return x
 
     def forward(self, graph: EntityGraph) -> Tensor:
         h = self.propagate(self.inputs(), graph.edge_index, graph.edge_type)
         return torch.cat([h, h.new_zeros(1, self.dim)])
 
-    def forward_subgraph(self, nodes: Tensor, edge_index: Tensor, edge_type: Tensor) -> Tensor:
-        return self.propagate(self.inputs(nodes), edge_index, edge_type)
+    def forward_subgraph(
+        self, nodes: Tensor, edge_index: Tensor, edge_type: Tensor, outputs: int | None = None
+    ) -> Tensor:
+        """Encodings of a sampled subgraph's nodes (:class:`NeighbourSampler`), ``[len(nodes),
+        d]``; with ``outputs``, of its first ``outputs`` nodes only (the seeds), ``[outputs,
+        d]``, which skips the work on the outer nodes that the seeds' encodings do not read."""
+        return self.propagate(self.inputs(nodes), edge_index, edge_type, outputs)
 
     def __repr__(self) -> str:
         return (
