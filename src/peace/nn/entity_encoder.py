@@ -425,7 +425,7 @@ class EntityEncoder(nn.Module):
         """The GAT layers on inputs ``x`` ``[N, d]``; with ``outputs``, only the first
         ``outputs`` nodes' encodings are returned, and each layer computes only the nodes that
         the next ones read (:func:`layer_sizes`)."""
-        if not self.use_graph:
+        if not self.use_graph or not self.convs:
             return x if outputs is None else x[:outputs]
         loops = edge_index[0] == edge_index[1]
         if bool(loops.any()):  # GATConv replaces a graph's own self loops by its own
