@@ -268,10 +268,12 @@ def relational_attention(
     heads, out = conv.heads, conv.out_channels
     xs = conv.lin(x).view(n, heads, out)
     a_src = (xs * conv.att_src).sum(-1)  # [N, H]
-    a_dst = (xs[:m] * conv.att_dst).sum(-1)  # [m, H]
+    targets = xs if m == n else xs[:m]  # (no slice on the whole graph: the same autograd graph)
+    a_dst = (targets * conv.att_dst).sum(-1)  # [m, H]
     src, dst = edge_index
     nodes = torch.arange(m, device=x.device)
-    alpha = torch.cat([a_src[src] + a_dst[dst], a_src[:m] + a_dst])  # edges, then self loops
+    a_self = a_src if m == n else a_src[:m]
+    alpha = torch.cat([a_src[src] + a_dst[dst], a_self + a_dst])  # edges, then self loops
     if relation is not None and conv.lin_edge is not None:
         per_type = (conv.lin_edge(relation.weight).view(-1, heads, out) * conv.att_edge).sum(-1)
         a_edge = per_type[edge_type]  # [E, H]
@@ -444,7 +446,10 @@ class EntityEncoder(nn.Module):
             if k < len(self.convs) - 1:
                 h = F.elu(h)
                 h = F.dropout(h, self.dropout, self.training)
-            x = x[: h.shape[0]] + h if self.residual else h
+            if self.residual:
+                x = (x if h.shape[0] == x.shape[0] else x[: h.shape[0]]) + h
+            else:
+                x = h
         return x
 
     def forward(self, graph: EntityGraph) -> Tensor:
