@@ -37,7 +37,7 @@ from peace.data.synthetic import generate
 from peace.flows.records import NegativeSampler, batch_entity_table, make_batch, make_records
 from peace.models import build_model
 from peace.nn.peace import PretrainBatch
-from peace.utils import resolve_device
+from peace.utils import adam, resolve_device
 
 RESULTS = Path(__file__).parent / "results" / "pretrain_throughput.json"
 
@@ -121,7 +121,8 @@ def measure(
     records = make_records(ds, history, cutoff)
     negatives = NegativeSampler(ds)
     item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.pretrain.lr)
+    pc = cfg.pretrain
+    optimizer = adam(model.parameters(), pc.lr, pc.weight_decay, pc.fused_adam)
     order = torch.randperm(len(records), generator=gen).numpy()
     bs = cfg.pretrain.batch_size
 

@@ -5,7 +5,8 @@ entities (:mod:`peace.data.synthetic`, the ``large`` shape scaled), and for each
 process: loads it, builds the pre-training records, and times pre-training steps of the benchmark
 preset (Eq. 10 with the served-score softmax over each record's whole source catalogue) with the
 full-graph GAT and with sampled subgraphs (``model.graph_sampling``), and with sampled subgraphs
-and the softmax over a uniform draw of the catalogue (``pretrain.served_sample``). Seconds per
+and the softmax over a uniform draw of the catalogue (``pretrain.served_sample``), the last also
+with the fused optimiser (``pretrain.fused_adam``). Seconds per
 epoch are the median measured step times the number of steps of one epoch (``--steps`` steps are
 measured, not the whole epoch). Peak RSS is the process's maximum resident memory, in all and
 per way of training (the high-water mark restarted before each, the lightest measured first).
@@ -34,16 +35,18 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results" / "scaling.json"
 SERVED_SAMPLE = 4096
-# mode: (model.graph_sampling, pretrain.served_sample)
+# mode: (model.graph_sampling, pretrain.served_sample, pretrain.fused_adam)
 MODES = {
-    "full": ("full", 0),
-    "sampled": ("sampled", 0),
-    "sampled_drawn": ("sampled", SERVED_SAMPLE),
+    "full": ("full", 0, False),
+    "sampled": ("sampled", 0, False),
+    "sampled_drawn": ("sampled", SERVED_SAMPLE, False),
+    "sampled_drawn_fused": ("sampled", SERVED_SAMPLE, True),
 }
 LABELS = {
     "full": "full graph",
     "sampled": "sampled subgraph",
     "sampled_drawn": f"sampled subgraph, softmax over {SERVED_SAMPLE:,} drawn items",
+    "sampled_drawn_fused": "the same with the fused Adam",
 }
 # name: (users, entities, source items per domain, target items per domain)
 SCALES = {
@@ -98,6 +101,7 @@ def measure(name: str, steps: int, warmup: int) -> dict:
     )
     from peace.models import build_model
     from peace.nn.entity_encoder import NeighbourSampler
+    from peace.utils import adam
 
     users, entities, source_items, target_items = SCALES[name]
     spec = dataclasses.replace(
@@ -135,16 +139,26 @@ def measure(name: str, steps: int, warmup: int) -> dict:
     source_position[ds.source_domains] = torch.arange(len(ds.source_domains))
     # Lightest first: what a mode leaves in the allocator cannot then inflate a lighter one.
     for mode in reversed(MODES):
-        graph_sampling, served_sample = MODES[mode]
+        graph_sampling, served_sample, fused = MODES[mode]
         resettable = _reset_peak_rss()
-        mcfg = cfg.override([f'model.graph_sampling="{graph_sampling}"'])
+        mcfg = cfg.override(
+            [
+                f'model.graph_sampling="{graph_sampling}"',
+                f"pretrain.fused_adam={str(fused).lower()}",
+            ]
+        )
         torch.manual_seed(0)
         gen = torch.Generator().manual_seed(0)
         model, graph = build_model(ds, mcfg)
         sampler = (
             NeighbourSampler(graph, mcfg.model.fanout) if graph_sampling == "sampled" else None
         )
-        optimizer = torch.optim.Adam(model.parameters(), lr=mcfg.pretrain.lr)
+        optimizer = adam(
+            model.parameters(),
+            mcfg.pretrain.lr,
+            mcfg.pretrain.weight_decay,
+            mcfg.pretrain.fused_adam,
+        )
         order = torch.randperm(len(records), generator=gen).numpy()
         times, pairs = [], []
         for step in range(warmup + steps):
@@ -226,7 +240,8 @@ def main() -> None:
             f"{name:>4}: {r['interactions']:>10,} interactions, {r['entities']:>9,} entities, "
             f"epoch full {r['full']['epoch_seconds']:>8.0f} s, "
             f"sampled {r['sampled']['epoch_seconds']:>8.0f} s, "
-            f"sampled + drawn {r['sampled_drawn']['epoch_seconds']:>8.0f} s, peak RSS "
+            f"sampled + drawn {r['sampled_drawn']['epoch_seconds']:>8.0f} s, "
+            f"+ fused Adam {r['sampled_drawn_fused']['epoch_seconds']:>8.0f} s, peak RSS "
             + " / ".join(str(r[m]["peak_rss_gb"]) for m in MODES)
             + f" GB (whole run {r['peak_rss_gb']} GB)",
             flush=True,

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from torch.optim import Adam
 
 T = TypeVar("T")
 
@@ -92,6 +93,15 @@ def compute_threads(processes: int | None = None) -> int:
         processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     free = len(cpus) - busy_cpus(cpus)
     return max(1, free // max(1, processes))
+
+
+def adam(params: Iterable, lr: float, weight_decay: float = 0.0, fused: bool = False) -> Adam:
+    """Adam as training uses it: ``fused`` (one kernel per tensor), or else the multi-tensor
+    implementation, which gives the same values as torch's per-tensor default on a CPU (where
+    that default is the slower per-tensor loop) and is already its default on a GPU."""
+    if fused:
+        return Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    return Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:

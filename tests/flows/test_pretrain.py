@@ -92,3 +92,21 @@ def test_user_vectors_equal_interests_then_fusion(
         torch.testing.assert_close(interests, expected)
         torch.testing.assert_close(universal, pre.model.universal(expected))
     assert (interests[0] == 0).all()  # no history before the first time
+
+
+def test_fused_adam_matches_the_default_up_to_rounding(
+    toy_dir: Path, tmp_path: Path, tiny_config
+) -> None:
+    ds = load_dataset(toy_dir)
+    fused = tiny_config.override(["pretrain.fused_adam=true"])
+    plain = pretrain(ds, tiny_config, show_progress=False)
+    first = pretrain(ds, fused, show_progress=False)
+    again = pretrain(ds, fused, show_progress=False)
+    assert [e["loss"] for e in first.log] == [e["loss"] for e in again.log]  # deterministic
+    torch.testing.assert_close(
+        first.entity_table(), plain.entity_table(), rtol=1e-4, atol=1e-5
+    )  # the same optimiser up to rounding
+    # resuming keeps the fused optimiser and continues exactly
+    pretrain(ds, fused.override(["pretrain.epochs=1"]), out=tmp_path / "run", show_progress=False)
+    resumed = pretrain(ds, fused, out=tmp_path / "run", resume=True, show_progress=False)
+    assert [e["loss"] for e in resumed.log] == [e["loss"] for e in first.log]

@@ -113,6 +113,24 @@ def test_sampler_is_deterministic_per_generator_seed() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(runs[0], runs[2], strict=True))
 
 
+def test_sampler_draws_uniformly_above_the_fanout_and_keeps_all_below() -> None:
+    # Node 0 has ten incoming edges (from 1-10), node 11 two (from 12, 13); fanout 3.
+    trip = np.array([[h, 0, 0] for h in range(1, 11)] + [[12, 0, 11], [13, 0, 11]])
+    g = EntityGraph(trip, 14, 1, undirected=False)
+    sampler = NeighbourSampler(g, (3,))
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.zeros(14)
+    draws = 2000
+    for _ in range(draws):
+        nodes, ei, _ = sampler.sample(torch.tensor([0, 11]), gen)
+        sources = nodes[ei[0]]
+        assert torch.isin(torch.tensor([12, 13]), sources).all()  # below the fanout: all kept
+        assert len(sources) == 5
+        counts[sources] += 1
+    share = counts[1:11] / draws  # each of node 0's edges: 3 / 10 of the draws
+    assert (share - 0.3).abs().max() < 0.05, share
+
+
 @pytest.mark.parametrize(
     ("seed", "layers", "undirected"), [(0, 2, True), (1, 2, False), (2, 1, True), (3, 3, True)]
 )

@@ -22,7 +22,7 @@ from torch import nn
 from peace.config import FinetuneConfig
 from peace.flows.rankers import TargetDomain
 from peace.metrics import ranking_metrics
-from peace.utils import progress
+from peace.utils import adam, progress
 
 SELECTION_METRIC = "ndcg@10"
 
@@ -180,7 +180,7 @@ def fit_ranker(
         groups.append(
             {"params": [p for p in params if id(p) in slow], "lr": cfg.lr * cfg.encoder_lr_scale}
         )
-    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adam(groups, cfg.lr, cfg.weight_decay, cfg.fused_adam)
     n_items = len(target.catalogue)
     best, best_state, stale, stale_steps, log = -1.0, None, 0, 0, []
     memo = PairMemo()  # the validation pairs' inputs, when the encoders are frozen

@@ -52,7 +52,7 @@ from peace.flows.selection import (
 from peace.models import build_context, build_model
 from peace.nn.entity_encoder import NeighbourSampler
 from peace.nn.peace import PretrainBatch
-from peace.utils import progress, resolve_device, seed_everything
+from peace.utils import adam, progress, resolve_device, seed_everything
 
 
 def pretrain(
@@ -132,7 +132,7 @@ def pretrain(
     catalogue = source_catalogue(ds, allowed) if served != "none" else None
     sampled = cfg.model.graph_sampling == "sampled" and architecture == "PEACE"
     sampler = NeighbourSampler(graph, cfg.model.fanout) if sampled else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay)
+    optimizer = adam(model.parameters(), pc.lr, pc.weight_decay, pc.fused_adam)
 
     def step_losses(batch: PretrainBatch) -> dict[str, torch.Tensor]:
         table, batch, cat = batch_entity_table(

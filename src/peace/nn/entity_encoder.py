@@ -89,20 +89,16 @@ class NeighbourSampler:
             deg = stop - start
             if deg.sum() == 0:
                 break
-            owner = torch.repeat_interleave(torch.arange(len(frontier)), deg)
-            offset = torch.arange(int(deg.sum())) - torch.repeat_interleave(
-                torch.cumsum(deg, 0) - deg, deg
-            )
-            eids = start[owner] + offset
-            keys = torch.rand(len(eids), generator=generator)
-            order = torch.argsort(owner.double() + keys.double() * 0.5, stable=True)
-            owner, eids = owner[order], eids[order]
-            rank = torch.arange(len(eids)) - torch.repeat_interleave(
-                torch.cumsum(deg, 0) - deg, deg
-            )
-            picked = eids[rank < fan]
-            edge_ids.append(picked)
-            new = torch.unique(g.edge_index[0, picked])
+            # A node with at most ``fan`` incoming edges keeps them all; only the others draw.
+            few = deg <= fan
+            picked = [_edge_ranges(start[few], deg[few])[0]]
+            if not bool(few.all()):
+                eids, owner, rank = _edge_ranges(start[~few], deg[~few])
+                keys = torch.rand(len(eids), generator=generator)
+                order = torch.argsort(owner.double() + keys.double() * 0.5, stable=True)
+                picked.append(eids[order][rank < fan])  # sorted by owner: the same ranks
+            edge_ids.append(torch.cat(picked))
+            new = torch.unique(g.edge_index[0, edge_ids[-1]])
             frontier = new[~torch.isin(new, nodes)]
             nodes = torch.cat([nodes, frontier])
         eid = torch.unique(torch.cat(edge_ids)) if edge_ids else torch.empty(0, dtype=torch.long)
@@ -110,6 +106,14 @@ class NeighbourSampler:
         local[nodes] = torch.arange(len(nodes))
         edge_index = local[g.edge_index[:, eid]]
         return nodes, edge_index, g.edge_type[eid]
+
+
+def _edge_ranges(start: Tensor, deg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Node i's edge ids ``start[i] .. start[i] + deg[i] - 1`` for every i, concatenated, with
+    each id's node i and its position in that node's range."""
+    owner = torch.repeat_interleave(torch.arange(len(deg)), deg)
+    rank = torch.arange(len(owner)) - torch.repeat_interleave(torch.cumsum(deg, 0) - deg, deg)
+    return start[owner] + rank, owner, rank
 
 
 def aggregate(
