@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             f"pretrain.max_steps={args.pretrain_steps}",
             f"finetune.epochs={args.epochs}",
+            "finetune.min_steps=0",  # the preset's step floor would add epochs to a small domain
             "finetune.patience=1000",  # every epoch runs: the same work in both ways
             f"seed={args.seed}",
         ]

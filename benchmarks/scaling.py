@@ -8,8 +8,9 @@ full-graph GAT and with sampled subgraphs (``model.graph_sampling``), and with s
 and the softmax over a uniform draw of the catalogue (``pretrain.served_sample``), the last also
 with the fused optimiser (``pretrain.fused_adam``). Seconds per
 epoch are the median measured step times the number of steps of one epoch (``--steps`` steps are
-measured, not the whole epoch). Peak RSS is the process's maximum resident memory, in all and
-per way of training (the high-water mark restarted before each, the lightest measured first).
+measured, not the whole epoch), the ways of training stepping in turn so that each sees the same
+machine. Peak RSS is the process's maximum resident memory, in all and per way of training (each
+way alone for its warm-up steps, the high-water mark restarted before each, the lightest first).
 Writes ``benchmarks/results/scaling.json`` and ``benchmarks/results/scaling.png`` (log-log).
 
     python benchmarks/scaling.py [--scales 1M,3M,10M] [--steps 5] [--warmup 2]
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -137,10 +139,10 @@ def measure(name: str, steps: int, warmup: int) -> dict:
     catalogue = source_catalogue(ds) if pc.served_loss != "none" else None
     source_position = torch.full((len(ds.domains),), -1, dtype=torch.long)
     source_position[ds.source_domains] = torch.arange(len(ds.source_domains))
-    # Lightest first: what a mode leaves in the allocator cannot then inflate a lighter one.
-    for mode in reversed(MODES):
+
+    def way(mode: str) -> Callable[[int], int]:
+        """A fresh model and optimiser for ``mode``; returns its step function (-> pairs)."""
         graph_sampling, served_sample, fused = MODES[mode]
-        resettable = _reset_peak_rss()
         mcfg = cfg.override(
             [
                 f'model.graph_sampling="{graph_sampling}"',
@@ -160,10 +162,9 @@ def measure(name: str, steps: int, warmup: int) -> dict:
             mcfg.pretrain.fused_adam,
         )
         order = torch.randperm(len(records), generator=gen).numpy()
-        times, pairs = [], []
-        for step in range(warmup + steps):
-            idx = order[step * bs : (step + 1) * bs]
-            t0 = time.perf_counter()
+
+        def step(i: int) -> int:
+            idx = order[i * bs : (i + 1) * bs]
             batch = make_batch(
                 item_entities, history, records, idx, negatives, pc.neg_ratio, gen, source_position
             )
@@ -176,23 +177,50 @@ def measure(name: str, steps: int, warmup: int) -> dict:
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimizer.step()
-            if step >= warmup:
-                times.append(time.perf_counter() - t0)
-                pairs.append(int(batch.valid.sum()))
-        step_s = statistics.median(times)
-        out[mode] = {
-            "median_step_seconds": round(step_s, 4),
-            "pairs_per_second": round(statistics.median(pairs) / step_s, 1),
-            "epoch_seconds": round(step_s * steps_per_epoch, 1),
-        }
+            return int(batch.valid.sum())
+
+        return step
+
+    # Memory: each way alone, lightest first (what a way leaves in the allocator cannot then
+    # inflate a lighter one), for its warm-up steps.
+    for mode in reversed(MODES):
+        resettable = _reset_peak_rss()
+        step = way(mode)
+        for i in range(warmup):
+            step(i)
         hwm = _hwm_gb() if resettable else None
-        out[mode]["peak_rss_gb"] = None if hwm is None else round(hwm, 2)
-        del model, optimizer, sampler, table, batch, cat, losses
+        out[mode] = {"peak_rss_gb": None if hwm is None else round(hwm, 2)}
+        del step
+    # The run's peak up to here: loading, then the heaviest way alone (the timing pass below
+    # holds every way's model at once, which training never does).
     per_mode = [out[m]["peak_rss_gb"] for m in MODES]
     if all(p is not None for p in per_mode):  # restarted marks: the run's peak is their maximum
-        out["peak_rss_gb"] = max(out["rss_after_load_gb"], *per_mode)
+        peak = max(out["rss_after_load_gb"], *per_mode)
     else:  # never restarted: the process's own maximum
-        out["peak_rss_gb"] = round(_peak_rss_gb(), 2)
+        peak = round(_peak_rss_gb(), 2)
+    # Time: all ways side by side, one step of each in turn (the order rotating), so a drift of
+    # the machine's speed or a cost paid by whichever runs first falls on every way alike.
+    steps_of = {mode: way(mode) for mode in MODES}
+    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    pairs: dict[str, list[int]] = {mode: [] for mode in MODES}
+    modes = list(MODES)
+    for i in range(warmup + steps):
+        for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
+            t0 = time.perf_counter()
+            n = steps_of[mode](i)
+            if i >= warmup:
+                times[mode].append(time.perf_counter() - t0)
+                pairs[mode].append(n)
+    del steps_of
+    for mode in MODES:
+        step_s = statistics.median(times[mode])
+        out[mode] = {
+            "median_step_seconds": round(step_s, 4),
+            "pairs_per_second": round(statistics.median(pairs[mode]) / step_s, 1),
+            "epoch_seconds": round(step_s * steps_per_epoch, 1),
+            **out[mode],
+        }
+    out["peak_rss_gb"] = peak
     out["threads"] = torch.get_num_threads()
     return out
 
