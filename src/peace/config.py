@@ -100,10 +100,11 @@ class TrainingConfig:
     """Passes over the training records."""
     fused_adam: bool = False
     """Adam as one fused kernel per parameter tensor (``torch.optim.Adam(fused=True)``): on a
-    CPU about 6x faster than the default, which matters when the entity table is large (1M
-    entities: 0.08 s per step against 0.40 s, docs/performance.md). It rounds differently (about
-    one unit in the last place per step), so a run is not bit for bit the one without it; off
-    by default and in the benchmark preset, whose record was trained without it."""
+    CPU about 5x faster than the default multi-tensor form, which matters when the entity table
+    is large (1M entities: 0.08 s per step against 0.40 s, docs/performance.md). It rounds
+    differently (about one unit in the last place per step), so a run is not bit for bit the
+    one without it; off by default and in the benchmark preset, whose record was trained
+    without it."""
 
 
 @dataclass
