@@ -1,6 +1,6 @@
-"""The HTTP half of ``serve_latency.py``: the service as a subprocess on loopback, and rank and
-recommend requests from 1 or more concurrent clients (threads, one keep-alive ``httpx.Client``
-each), with latency percentiles and throughput per case."""
+"""The HTTP half of ``serve_latency.py``: the service as a subprocess on loopback (one or more
+server workers), and rank and recommend requests from 1 or more concurrent clients (threads, one
+keep-alive ``httpx.Client`` each), with latency percentiles and throughput per case."""
 
 from __future__ import annotations
 
@@ -108,8 +108,13 @@ def load(base: str, make_request: Any, n: int, clients: int, endpoint: str) -> d
 
 
 def http_cases(
-    store: Path, catalogues: dict[str, list[str]], users: list[str], args: argparse.Namespace
+    store: Path,
+    catalogues: dict[str, list[str]],
+    users: list[str],
+    args: argparse.Namespace,
+    workers: int = 1,
 ) -> list[dict[str, Any]]:
+    """Every case against one server with ``workers`` processes (``peace serve --workers``)."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -123,6 +128,8 @@ def http_cases(
         str(port),
         "--threads",
         "1",
+        "--workers",
+        str(workers),
     ]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -166,6 +173,7 @@ def http_cases(
                         "case": f"rank {domain}",
                         "endpoint": "rank",
                         "candidates": args.candidates,
+                        "workers": workers,
                         **r,
                     }
                 )
@@ -177,6 +185,7 @@ def http_cases(
                     "case": f"recommend {ANN_DOMAIN} (k=10)",
                     "endpoint": "recommend",
                     "candidates": len(catalogues[ANN_DOMAIN]),
+                    "workers": workers,
                     **r,
                 }
             )
@@ -193,7 +202,8 @@ def http_cases(
 def print_row(r: dict[str, Any]) -> None:
     server = r["server_mean_ms"]
     print(
-        f"{r['case']:<34} {'/'.join(r['ranker']):<20} {r['clients']:>3} {r['requests']:>6} "
+        f"{r['case']:<34} {'/'.join(r['ranker']):<20} {r['workers']:>3} {r['clients']:>3} "
+        f"{r['requests']:>6} "
         f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['throughput_rps']:>9.1f} {r['errors']:>4} "
         f"{'-' if server is None else f'{server:.2f}':>9}",
         flush=True,

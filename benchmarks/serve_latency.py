@@ -13,9 +13,10 @@ What it does (every step bounded):
    of ``recommend`` on the large domain against exact full scoring (tie-aware: a returned item is
    a hit when its exact score reaches the exact 10th best);
 4. (``serve_http.py``) starts the service as a subprocess (``python -m peace.serve.app``, uvicorn, 127.0.0.1, one
-   torch thread) and sends ``--requests`` rank requests of ``--candidates`` random candidates with
-   1 and with 16 concurrent clients (threads, one keep-alive ``httpx.Client`` each), for both
-   rankers, plus ``recommend`` on the large domain;
+   torch thread), once per ``--workers`` count (default 1, then 2 server processes), and sends
+   ``--requests`` rank requests of ``--candidates`` random candidates with 1 and with 16
+   concurrent clients (threads, one keep-alive ``httpx.Client`` each), for both rankers, plus
+   ``recommend`` on the large domain;
 5. writes ``benchmarks/results/serve_latency.json`` (p50, p90, p99, mean, throughput per case,
    the mean time the service itself spent per request, read from its latency histogram before
    and after each case, in-process timings, ANN recall, machine info, the command) and prints a
@@ -262,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inproc-pause-ms", type=float, default=1.0)
     parser.add_argument("--candidates", type=int, default=200)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="server processes, one run each"
+    )
     parser.add_argument("--pretrain-steps", type=int, default=30)
     parser.add_argument("--ann-items", type=int, default=20_000)
     parser.add_argument("--ann-users", type=int, default=50)
@@ -291,10 +295,10 @@ def main(argv: list[str] | None = None) -> None:
     del service
 
     print(
-        f"\n{'case':<34} {'ranker':<20} {'cli':>3} {'reqs':>6} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'req/s':>9} {'err':>4} {'server ms':>9}"
+        f"\n{'case':<34} {'ranker':<20} {'wrk':>3} {'cli':>3} {'reqs':>6} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'req/s':>9} {'err':>4} {'server ms':>9}"
     )
-    http = http_cases(store, catalogues, users, args)
+    http = [row for w in args.workers for row in http_cases(store, catalogues, users, args, w)]
     if hasattr(os, "getloadavg"):
         info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result = {
@@ -320,8 +324,8 @@ def main(argv: list[str] | None = None) -> None:
             "users": int(ds.num_users),
             "catalogue_sizes": {d: len(c) for d, c in catalogues.items()},
         },
-        "server": "uvicorn subprocess on 127.0.0.1, 1 worker, torch threads 1, clients on the "
-        "same machine (threads with keep-alive httpx clients)",
+        "server": "uvicorn subprocess on 127.0.0.1 with the case's number of worker processes, "
+        "torch threads 1, clients on the same machine (threads with keep-alive httpx clients)",
         "timings_s": timings,
         "http": http,
         "in_process": inproc,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from peace.config import PeaceConfig
 from peace.data.contract import DataContractError, write_dataset
-from peace.data.dataset import load_dataset
+from peace.data.dataset import Dataset, load_dataset
 
 # Tiny tensors: one thread is faster and immune to oversubscribed cores.
 torch.set_num_threads(1)
@@ -99,3 +100,26 @@ TINY_OVERRIDES = [
 @pytest.fixture
 def tiny_config() -> PeaceConfig:
     return PeaceConfig().override([*TINY_OVERRIDES, "pretrain.epochs=2", "finetune.epochs=3"])
+
+
+# --------------------------------------------------------------------------- serving
+SERVED = [*TINY_OVERRIDES, "pretrain.epochs=1", "pretrain.max_steps=6", "finetune.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Dataset, Path]:
+    """(run folder, dataset, published store) of a briefly pre-trained tiny model."""
+    from peace.flows.offline_inference import export
+    from peace.flows.pretrain import pretrain
+
+    root = tmp_path_factory.mktemp("service")
+    ds = load_dataset(write_dataset(toy_tables(), root / "toy"))
+    pretrain(ds, PeaceConfig().override(SERVED), out=root / "run", show_progress=False)
+    export(root / "run", ds, root / "store")
+    return root / "run", ds, root / "store"
+
+
+@pytest.fixture
+def store(base: tuple[Path, Dataset, Path], tmp_path: Path) -> Path:
+    """A private copy of the published store of ``base`` (edits persist into it)."""
+    return Path(shutil.copytree(base[2], tmp_path / "store"))

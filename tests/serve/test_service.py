@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, toy_tables
 from fastapi.testclient import TestClient
 
-from peace.config import PeaceConfig
-from peace.data.contract import write_dataset
-from peace.data.dataset import Dataset, load_dataset
+from peace.data.dataset import Dataset
 from peace.flows.offline_inference import export
-from peace.flows.pretrain import pretrain
 from peace.flows.pretrained import load_pretrained
 from peace.flows.publish import finetune_and_publish
 from peace.flows.rankers import TargetDomain, ZeroShotRanker
@@ -32,23 +27,6 @@ from peace.store import (
     set_current,
     write_pointer,
 )
-
-TINY = [*TINY_OVERRIDES, "pretrain.epochs=1", "pretrain.max_steps=6", "finetune.epochs=2"]
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Dataset, Path]:
-    root = tmp_path_factory.mktemp("service")
-    ds = load_dataset(write_dataset(toy_tables(), root / "toy"))
-    pretrain(ds, PeaceConfig().override(TINY), out=root / "run", show_progress=False)
-    export(root / "run", ds, root / "store")
-    return root / "run", ds, root / "store"
-
-
-@pytest.fixture
-def store(base: tuple[Path, Dataset, Path], tmp_path: Path) -> Path:
-    """A private copy of the published store (edits persist into it)."""
-    return Path(shutil.copytree(base[2], tmp_path / "store"))
 
 
 def client(store: Path, **options: object) -> TestClient:

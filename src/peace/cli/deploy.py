@@ -198,6 +198,15 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         threads: Annotated[int, typer.Option("--threads", help="torch threads per request.")] = 1,
+        workers: Annotated[
+            int,
+            typer.Option(
+                "--workers",
+                min=1,
+                help="Server processes sharing the port (each loads the store; about one per "
+                "core).",
+            ),
+        ] = 1,
         max_candidates: Annotated[
             int, typer.Option("--max-candidates", help="Most candidates per rank request.")
         ] = 1000,
@@ -227,7 +236,8 @@ def register(app: typer.Typer) -> None:
             ) from None
 
         def announce() -> None:
-            typer.echo(f"serving {store} on http://{host}:{port} (docs at /docs)", err=True)
+            many = f", {workers} workers" if workers > 1 else ""
+            typer.echo(f"serving {store} on http://{host}:{port}{many} (docs at /docs)", err=True)
 
         with _reported():
             run_server(
@@ -237,6 +247,7 @@ def register(app: typer.Typer) -> None:
                 token=token,
                 threads=threads,
                 announce=announce,
+                workers=workers,
                 max_launch_bytes=max_launch_bytes,
                 max_candidates=max_candidates,
                 max_k=max_k,

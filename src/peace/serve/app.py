@@ -22,13 +22,23 @@ Example::
 
     app = create_app("store", token="secret")        # FastAPI app
     run_server("store", host="127.0.0.1", port=8000) # or `peace serve --store store`
+    run_server("store", workers=4)                   # four processes on one port
+
+With several workers (:func:`run_server`'s ``workers``) uvicorn starts that many processes, each
+serving the store with its own :class:`Service` (built by :func:`worker_app`); they share the
+listening socket, see each other's run-time edits through ``STORE/live`` within the reload
+interval, and ``/metrics`` sums their counters.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -43,7 +53,14 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from peace.serve.guard import MAX_LAUNCH_BYTES, RELEASE_AFTER_BYTES, _Guard, release_memory
-from peace.serve.metrics import CONTENT_TYPE, LATENCY_BUCKETS, METHODS, UNMATCHED, Metrics
+from peace.serve.metrics import (
+    CONTENT_TYPE,
+    LATENCY_BUCKETS,
+    METHODS,
+    MULTIPROCESS_DIR,
+    UNMATCHED,
+    Metrics,
+)
 from peace.serve.schemas import (
     DEFAULT_K,
     MAX_ENTITIES,
@@ -82,9 +99,13 @@ __all__ = [
     "main",
     "release_memory",
     "run_server",
+    "worker_app",
 ]
 
 log = logging.getLogger("peace.serve")
+
+WORKER_OPTIONS = "PEACE_SERVE_WORKER"
+"""Environment variable that carries :func:`run_server`'s options (JSON) to its workers."""
 
 
 def _json(payload: dict[str, Any]) -> Response:
@@ -305,7 +326,7 @@ def create_app(
     @app.get("/healthz", tags=["operations"], summary="Liveness (no token needed)")
     def healthz() -> dict[str, Any]:
         snap = service.snapshot()
-        return {"status": "ok", "store_version": snap.version.version}
+        return {"status": "ok", "store_version": snap.version.version, "worker": os.getpid()}
 
     @app.get(
         "/metrics",
@@ -328,21 +349,64 @@ def run_server(
     token: str | None = None,
     threads: int = 1,
     announce: Callable[[], None] | None = None,
+    workers: int = 1,
     **options: Any,
 ) -> None:
     """Serve ``store`` with uvicorn (blocking). ``threads``: torch intra-op threads per request
     (1 suits many small concurrent requests). ``announce`` is called once the store has loaded,
-    before the server starts listening."""
+    before the server starts listening. ``workers``: server processes sharing the port (each
+    loads the store; the store is checked here first, so a bad one fails before any starts)."""
     import uvicorn
 
+    if workers < 1:
+        raise ValueError(f"workers = {workers}: give 1 or more server processes.")
+    if "service" in options and workers > 1:
+        raise ValueError("an existing service cannot be shared by several worker processes.")
     torch.set_num_threads(max(1, threads))
     options.setdefault("threads", max(1, threads))
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         log.warning("serving on %s without a token: anyone who can reach it can use it.", host)
     app = create_app(store, token=token, **options)
-    if announce is not None:
-        announce()
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    if workers == 1:
+        if announce is not None:
+            announce()
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        return
+    del app  # the store loaded: each worker loads its own copy
+    gc.collect()
+    own_metrics = not os.environ.get(MULTIPROCESS_DIR)
+    if own_metrics:  # a fresh folder per server, as prometheus_client asks
+        os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="peace-metrics-")
+    os.environ[WORKER_OPTIONS] = json.dumps({"store": str(store), "token": token, **options})
+    try:
+        if announce is not None:
+            announce()
+        uvicorn.run(
+            f"{__name__}:worker_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+            timeout_worker_healthcheck=60,  # a reload of a large store must not look hung
+        )
+    finally:
+        os.environ.pop(WORKER_OPTIONS, None)
+        if own_metrics:
+            shutil.rmtree(os.environ.pop(MULTIPROCESS_DIR), ignore_errors=True)
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process of :func:`run_server` (a uvicorn factory): the options
+    come from the environment variable :data:`WORKER_OPTIONS`."""
+    raw = os.environ.get(WORKER_OPTIONS)
+    if not raw:
+        raise RuntimeError(f"{WORKER_OPTIONS} is not set; start workers with run_server().")
+    options = json.loads(raw)
+    torch.set_num_threads(max(1, int(options.get("threads") or 1)))
+    store, token = options.pop("store"), options.pop("token")
+    return create_app(store, token=token, **options)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -353,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--token", default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--exact-threshold", type=int, default=2000)
     parser.add_argument("--ann-pool", type=int, default=100)
     args = parser.parse_args(argv)
@@ -363,6 +428,7 @@ def main(argv: list[str] | None = None) -> None:
         args.port,
         args.token,
         args.threads,
+        workers=args.workers,
         exact_threshold=args.exact_threshold,
         ann_pool=args.ann_pool,
     )

@@ -10,15 +10,21 @@
 
 Labels stay bounded: an endpoint is a route template or ``unmatched``, a method outside
 :data:`METHODS` is counted as ``other``, a status outside 100-599 as 0.
+
+With several server workers (``peace serve --workers N``) the counters and histograms are kept
+in prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by the server
+before the workers start), and every worker renders the sums over all of them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 if TYPE_CHECKING:
     from peace.serve.state import Snapshot
@@ -30,6 +36,8 @@ UNMATCHED = "unmatched"
 """Endpoint label of unknown paths and of requests refused before routing (e.g. 401)."""
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """Media type of :meth:`Metrics.render` (the Prometheus text format)."""
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""The environment variable that puts prometheus_client in multiprocess mode (its folder)."""
 
 
 class Metrics:
@@ -85,11 +93,23 @@ class Metrics:
         return 0.0 if found is None else float(found)
 
     def render(self, snapshot: Snapshot | None) -> str:
-        """Every metric in the Prometheus text format, the snapshot's gauges included."""
-        text = generate_latest(self.registry)
+        """Every metric in the Prometheus text format, the snapshot's gauges included (with
+        several workers, the counters and histograms summed over all of them)."""
+        if multiprocess_mode():
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged, path=os.environ[MULTIPROCESS_DIR])
+            text = generate_latest(merged)
+        else:
+            text = generate_latest(self.registry)
         if snapshot is not None:
             text += generate_latest(_SnapshotGauges(snapshot))
         return text.decode()
+
+
+def multiprocess_mode() -> bool:
+    """True when prometheus_client keeps its values in files shared by processes (it decides
+    once, at import, from :data:`MULTIPROCESS_DIR`)."""
+    return values.ValueClass is not values.MutexValue and bool(os.environ.get(MULTIPROCESS_DIR))
 
 
 class _SnapshotGauges:

@@ -10,7 +10,11 @@ snapshot keeps serving.
 
 Run-time edits (launched domains, added items) apply to the in-memory snapshot at once and are
 persisted under ``STORE/live/<domain>.json`` (atomic replace), so a restart or a new store
-version keeps them. Refused requests raise :class:`~peace.serve.schemas.ServiceError`.
+version keeps them. Several services (server workers) may share one store: an edit is made under
+a lock across processes, after the edits other workers wrote have been applied, and the others
+pick it up like a new version (the signature covers ``STORE/live``), rebuilding their domains
+without loading the store again. Refused requests raise
+:class:`~peace.serve.schemas.ServiceError`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +45,7 @@ from peace.serve.state import (
     check_items,
     store_signature,
 )
-from peace.store import StoreError, write_live
+from peace.store import StoreError, live_lock, live_signature, write_live
 
 log = logging.getLogger("peace.serve")
 
@@ -90,9 +96,9 @@ class Service:
         self._snap = self._build(store_signature(self.store))
         self._next_check = time.monotonic() + reload_interval_s
 
-    def _build(self, signature: Signature) -> Snapshot:
+    def _build(self, signature: Signature, previous: Snapshot | None = None) -> Snapshot:
         return build_snapshot(
-            self.store, signature, self.verify, self.exact_threshold, self.index_args
+            self.store, signature, self.verify, self.exact_threshold, self.index_args, previous
         )
 
     def snapshot(self) -> Snapshot:
@@ -158,16 +164,18 @@ class Service:
         with self._reload_lock:
             return self._reload(signature)
 
-    def _reload_locked(self, signature: tuple) -> None:
+    def _reload_locked(self, signature: Signature) -> None:
         try:
             self._reload(signature)
         finally:
             self._reload_lock.release()
 
-    def _reload(self, signature: tuple) -> bool:
+    def _reload(self, signature: Signature) -> bool:
         with self._edit_lock:  # edits wait; requests keep reading the old snapshot
+            if signature == self._snap.signature:  # an edit of this service got there first
+                return False
             try:
-                snap = self._build(signature)
+                snap = self._build(signature, self._snap)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old snapshot
                 self._failed_signature = signature
                 self.last_error = f"reload of {signature[0]} failed: {exc}"
@@ -181,11 +189,29 @@ class Service:
             return True
 
     # ---------------------------------------------------------------- edits
+    @contextmanager
+    def _editing(self) -> Iterator[Snapshot]:
+        """Hold the edit locks (this service's threads, and ``STORE/live`` across processes)
+        and yield the snapshot to edit, with every edit already on disk applied: one written by
+        another worker since this service last read ``STORE/live`` is not overwritten."""
+        with self._edit_lock, live_lock(self.store):
+            snap = self._snap
+            live = live_signature(self.store)
+            if live != snap.signature[2]:
+                snap = self._build((snap.signature[0], snap.signature[1], live), snap)
+                self._snap = snap
+            yield snap
+
+    def _commit(self, snap: Snapshot, domain: str, state: DomainState) -> None:
+        """Serve ``snap`` with ``state`` for ``domain``, just written to ``STORE/live`` (under
+        the locks: the files now hold exactly this snapshot's edits)."""
+        signature = (snap.signature[0], snap.signature[1], live_signature(self.store))
+        self._snap = replace(snap, domains={**snap.domains, domain: state}, signature=signature)
+
     def launch(self, domain: str, items: list[ItemSpec]) -> dict[str, Any]:
         """Launch a new target domain served zero-shot at once; persisted under STORE/live."""
         check_domain_name(domain)
-        with self._edit_lock:
-            snap = self._snap
+        with self._editing() as snap:
             if domain in snap.domains:
                 raise ServiceError(
                     409,
@@ -198,7 +224,7 @@ class Service:
             state = add_items(snap.version, snap.scorer, launched_state(domain, snap.scorer), specs)
             state = state.with_index(self.exact_threshold, **self.index_args)
             write_live(self.store, domain, True, dict(state.live_items))
-            self._snap = replace(snap, domains={**snap.domains, domain: state})
+            self._commit(snap, domain, state)
             self.metrics.event("domain_launched")
         return {
             "domain": domain,
@@ -210,8 +236,7 @@ class Service:
     def put_item(self, domain: str, item: str, entities: list[str]) -> dict[str, Any]:
         """Add an item to a served domain (or change its entities); its vector comes from its
         entities alone."""
-        with self._edit_lock:
-            snap = self._snap
+        with self._editing() as snap:
             state = self._domain(snap, domain)
             specs = check_items(snap, domain, [(item, entities)])
             created = item not in state.item_row
@@ -223,7 +248,7 @@ class Service:
                 ):
                     state = state.with_index(self.exact_threshold, **self.index_args)
             write_live(self.store, domain, state.origin == "launched", dict(state.live_items))
-            self._snap = replace(snap, domains={**snap.domains, domain: state})
+            self._commit(snap, domain, state)
             self.metrics.event("item_put")
         return {"domain": domain, "item": item, "created": created, "items": state.size}
 
@@ -303,6 +328,7 @@ class Service:
         snap = self.snapshot()
         return {
             "store_version": snap.version.version,
+            "worker": os.getpid(),
             "model_hash": snap.version.model_hash,
             "loaded_at": snap.loaded_at,
             "domains": [

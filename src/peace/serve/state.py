@@ -22,18 +22,21 @@ from peace.serve.rankers import NormalRanker, ZeroShotScorer, mean_entity_vector
 from peace.serve.schemas import MAX_ENTITIES, ServiceError, duplicate_ids
 from peace.store import (
     POINTER,
+    LiveSignature,
     StoreError,
     StoreVersion,
     current_rankers,
     current_version,
+    live_signature,
     ranker_path,
     read_live,
 )
 
 log = logging.getLogger("peace.serve")
 
-Signature = tuple[str, tuple[tuple[str, str], ...]]
-"""The pointers' targets: the store version and the sorted (domain, ranker id) pairs."""
+Signature = tuple[str, tuple[tuple[str, str], ...], LiveSignature]
+"""What a snapshot was built from: the store version, the sorted (domain, ranker id) pairs the
+pointers name, and the files of ``STORE/live`` (:func:`peace.store.live_signature`)."""
 
 
 @dataclass(frozen=True)
@@ -50,14 +53,14 @@ class Snapshot:
 
 
 def store_signature(store: Path) -> Signature:
-    """What the pointer files of ``store`` name now."""
+    """What the pointer files of ``store`` name now, and its run-time edits' files."""
     version = current_version(store)
     if version is None:
         raise StoreError(
             f"{store}: no published version (no {POINTER}); run "
             f"`peace export --run RUN --store {store}` first."
         )
-    return version, tuple(sorted(current_rankers(store).items()))
+    return version, tuple(sorted(current_rankers(store).items())), live_signature(store)
 
 
 def build_snapshot(
@@ -66,10 +69,19 @@ def build_snapshot(
     verify: bool,
     exact_threshold: int,
     index_args: dict[str, Any],
+    previous: Snapshot | None = None,
 ) -> Snapshot:
-    """Load the version and rankers ``signature`` names and apply the live edits."""
-    version = StoreVersion.open(store, signature[0], verify=verify)
-    scorer = ZeroShotScorer.from_version(version)
+    """Load the version and rankers ``signature`` names and apply the live edits.
+
+    What ``previous`` already holds is reused: its version and scorer when the version is the
+    same, and each normal ranker whose id is the same (so another worker's run-time edit costs
+    a rebuild of the domains, not a new load of the store)."""
+    reuse = previous if previous and previous.version.version == signature[0] else None
+    if reuse is not None:
+        version, scorer = reuse.version, reuse.scorer
+    else:
+        version = StoreVersion.open(store, signature[0], verify=verify)
+        scorer = ZeroShotScorer.from_version(version)
     domains = {name: catalogue_state(version, name, scorer) for name in version.catalogues}
     notes: list[str] = []
     live, errors = read_live(store)
@@ -93,7 +105,11 @@ def build_snapshot(
         if state is None:
             notes.append(f"ranker {rid} of unknown domain {name!r} ignored.")
             continue
-        ranker, note = load_ranker(store, version, name, rid, verify)
+        old = None if reuse is None else reuse.domains.get(name)
+        if old is not None and old.normal is not None and old.normal.version == rid:
+            ranker, note = old.normal, None  # checked against this version already
+        else:
+            ranker, note = load_ranker(store, version, name, rid, verify)
         if note:
             notes.append(note)
         domains[name] = attach_normal(state, ranker, note)

@@ -53,7 +53,14 @@ from peace.store.files import (
     write_arrow,
     write_pointer,
 )
-from peace.store.live import live_path, read_live, write_live
+from peace.store.live import (
+    LiveSignature,
+    live_lock,
+    live_path,
+    live_signature,
+    read_live,
+    write_live,
+)
 from peace.store.rankers import (
     current_rankers,
     list_rankers,
@@ -83,6 +90,7 @@ __all__ = [
     "TEMP_PREFIX",
     "VERSIONS",
     "Catalogue",
+    "LiveSignature",
     "StoreError",
     "StoreVersion",
     "code_column",
@@ -93,7 +101,9 @@ __all__ = [
     "file_entry",
     "list_rankers",
     "list_versions",
+    "live_lock",
     "live_path",
+    "live_signature",
     "load_manifest",
     "new_version_id",
     "publish_folder",
