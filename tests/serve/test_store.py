@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from conftest import TINY_OVERRIDES, toy_tables
@@ -441,3 +442,27 @@ def test_parity_with_served_score_switches(tmp_path: Path) -> None:
         assert torch.allclose(online, offline[k].detach(), atol=1e-5)
         online_zero = scorer.scores(interests, vectors, keys, universal)
         assert torch.allclose(online_zero, offline_zero[k], atol=1e-5)
+
+
+def test_mapped_vectors_equal_a_copy_and_writes_stay_private(tmp_path: Path) -> None:
+    from peace.store import column_array, mapped_array, read_arrow, vector_column, write_arrow
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(37, 3, 4)).astype(np.float32)
+    path = tmp_path / "t.arrow"
+    write_arrow(path, pa.table({"id": pa.array(range(37)), "v": vector_column(values)}))
+    mapped = mapped_array(path, "v", (3, 4), np.float32)
+    assert isinstance(mapped, np.memmap) and mapped.shape == (37, 3, 4)
+    assert np.array_equal(mapped, values)
+    mapped[5] = 0.0  # copy-on-write: this process's page only
+    assert np.array_equal(mapped_array(path, "v", (3, 4), np.float32), values)
+    assert np.array_equal(column_array(read_arrow(path), "v", (3, 4), np.float32), values)
+    # Where the column is not one run in the file (several record batches), or has no rows, the
+    # values are read into memory instead.
+    table = pa.concat_tables([pa.table({"v": vector_column(values[:10])})] * 2)
+    write_arrow(path, table)
+    copied = mapped_array(path, "v", (3, 4), np.float32)
+    assert not isinstance(copied, np.memmap)
+    assert np.array_equal(copied, np.concatenate([values[:10], values[:10]]))
+    write_arrow(path, pa.table({"v": vector_column(values[:0])}))
+    assert mapped_array(path, "v", (3, 4), np.float32).shape == (0, 3, 4)

@@ -103,6 +103,42 @@ def column_array(table: pa.Table, name: str, shape: tuple[int, ...], dtype: Any)
     return np.array(flat, dtype=dtype, copy=True).reshape((len(table), *shape))
 
 
+def mapped_array(path: str | Path, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A fixed-size-list column of the Arrow file ``path`` as a copy-on-write memory map
+    ``[rows, *shape]``, without reading it into memory.
+
+    Processes that map the same file share its pages (the OS page cache), so several server
+    workers hold one copy of a version's vectors; the array is writable, and a write changes the
+    writing process's private copy of that page only, never the file. Where the column is not one
+    run of ``dtype`` values in the file (several chunks, nulls, another type) or has no rows, the
+    values are read into memory as by :func:`column_array`.
+    """
+    dtype = np.dtype(dtype)
+    with pa.memory_map(str(path), "r") as source:
+        base = source.read_buffer().address  # the whole file, zero-copy: the map's start
+        source.seek(0)
+        table = pa.ipc.open_file(source).read_all()
+        column = table.column(name)
+        rows = len(table)
+        width = int(np.prod(shape))
+        if column.num_chunks == 1 and rows > 0:
+            chunk = column.chunk(0)
+            values = chunk.values
+            if (
+                chunk.null_count == 0
+                and values.null_count == 0
+                and values.type.to_pandas_dtype() == dtype.type
+                and len(values) - chunk.offset * width >= rows * width
+            ):
+                start = values.buffers()[1].address + (values.offset + chunk.offset * width) * (
+                    dtype.itemsize
+                )
+                return np.memmap(
+                    path, dtype=dtype, mode="c", offset=start - base, shape=(rows, *shape)
+                )
+        return column_array(table, name, shape, dtype)
+
+
 def string_array(table: pa.Table, name: str) -> np.ndarray:
     """A string column as a numpy object array."""
     return np.array(table.column(name).to_pylist(), dtype=object)

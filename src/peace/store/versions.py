@@ -18,12 +18,15 @@ from peace.store.files import (
     StoreError,
     column_array,
     load_manifest,
+    mapped_array,
     read_arrow,
     read_pointer,
     string_array,
     verify_files,
     write_pointer,
 )
+
+F32 = np.float32
 
 
 def version_path(store: str | Path, version: str) -> Path:
@@ -104,7 +107,9 @@ class Catalogue:
 class StoreVersion:
     """One loaded store version: user interests, entity/item vectors, prototypes, catalogues.
 
-    Use :meth:`open`; the arrays are plain numpy / torch, lookups are dicts from ids to rows.
+    Use :meth:`open`; the arrays are plain numpy / torch (the vectors of users, entities and
+    items memory-mapped copy-on-write, :func:`~peace.store.files.mapped_array`), lookups are dicts
+    from ids to rows.
     """
 
     def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
@@ -115,14 +120,18 @@ class StoreVersion:
         self.dim: int = int(dims["dim"])
         self.n_interests: int = int(dims["n_interests"])
 
+        # The vectors of users, entities and items are copy-on-write memory maps of the files
+        # (mapped_array): processes serving the same version share one copy of them.
         users = read_arrow(path / "users.arrow")
         self.users = string_array(users, "user")
         self.user_row: dict[str, int] = {u: i for i, u in enumerate(self.users)}
         self.interests = torch.from_numpy(
-            column_array(users, "interests", (self.n_interests, self.dim), np.float32)
+            mapped_array(path / "users.arrow", "interests", (self.n_interests, self.dim), F32)
         )
         """[U, M, d] interest vectors z^A of Eq. 1."""
-        self.universal = torch.from_numpy(column_array(users, "universal", (self.dim,), np.float32))
+        self.universal = torch.from_numpy(
+            mapped_array(path / "users.arrow", "universal", (self.dim,), F32)
+        )
         """[U, d] universal user vectors z_u of Eq. 2 (plain interests, no target)."""
         self.history_tokens = users.column("history_tokens").to_numpy()
 
@@ -130,14 +139,16 @@ class StoreVersion:
         self.entities = string_array(entities, "entity")
         self.entity_row: dict[str, int] = {e: i for i, e in enumerate(self.entities)}
         self.entity_vectors = torch.from_numpy(
-            column_array(entities, "vector", (self.dim,), np.float32)
+            mapped_array(path / "entities.arrow", "vector", (self.dim,), F32)
         )
 
         items = read_arrow(path / "items.arrow")
         self.items = string_array(items, "item")
         self.item_domain = string_array(items, "domain")
         self.item_row: dict[str, int] = {it: i for i, it in enumerate(self.items)}
-        self.item_vectors = torch.from_numpy(column_array(items, "vector", (self.dim,), np.float32))
+        self.item_vectors = torch.from_numpy(
+            mapped_array(path / "items.arrow", "vector", (self.dim,), F32)
+        )
 
         protos = read_arrow(path / "prototypes.arrow")
         self.prototypes = torch.from_numpy(column_array(protos, "vector", (self.dim,), np.float32))
