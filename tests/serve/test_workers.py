@@ -3,6 +3,7 @@ and /metrics counts the requests of all of them."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from peace.data.dataset import Dataset
 from peace.serve.schemas import ItemSpec
 from peace.serve.service import Service
-from peace.store import read_live
+from peace.store import StoreError, read_live
 
 
 def test_edits_of_services_sharing_a_store_are_not_lost(
@@ -107,3 +108,16 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_a_worker_that_cannot_start_leaves_its_reason_for_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from peace.serve.app import WORKER_OPTIONS, worker_app
+
+    failed = tmp_path / "failed"
+    options = {"store": str(tmp_path / "no-store"), "token": None, "failed": str(failed)}
+    monkeypatch.setenv(WORKER_OPTIONS, json.dumps(options))
+    with pytest.raises(StoreError):
+        worker_app()
+    assert "no published version" in failed.read_text()

@@ -377,7 +377,10 @@ def run_server(
     own_metrics = not os.environ.get(MULTIPROCESS_DIR)
     if own_metrics:  # a fresh folder per server, as prometheus_client asks
         os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="peace-metrics-")
-    os.environ[WORKER_OPTIONS] = json.dumps({"store": str(store), "token": token, **options})
+    failed = Path(tempfile.mkdtemp(prefix="peace-workers-")) / "failed"
+    os.environ[WORKER_OPTIONS] = json.dumps(
+        {"store": str(store), "token": token, "failed": str(failed), **options}
+    )
     try:
         if announce is not None:
             announce()
@@ -391,8 +394,12 @@ def run_server(
             access_log=False,
             timeout_worker_healthcheck=60,  # a reload of a large store must not look hung
         )
+        # uvicorn stops when a worker fails to start, and returns as after a signal.
+        if failed.exists():
+            raise RuntimeError(f"a server worker failed to start: {failed.read_text()}")
     finally:
         os.environ.pop(WORKER_OPTIONS, None)
+        shutil.rmtree(failed.parent, ignore_errors=True)
         if own_metrics:
             shutil.rmtree(os.environ.pop(MULTIPROCESS_DIR), ignore_errors=True)
 
@@ -405,8 +412,13 @@ def worker_app() -> FastAPI:
         raise RuntimeError(f"{WORKER_OPTIONS} is not set; start workers with run_server().")
     options = json.loads(raw)
     torch.set_num_threads(max(1, int(options.get("threads") or 1)))
-    store, token = options.pop("store"), options.pop("token")
-    return create_app(store, token=token, **options)
+    store, token, failed = options.pop("store"), options.pop("token"), options.pop("failed", None)
+    try:
+        return create_app(store, token=token, **options)
+    except Exception as exc:
+        if failed:  # the parent reports it once uvicorn has stopped
+            Path(failed).write_text(f"{type(exc).__name__}: {exc}", encoding="utf-8")
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:
