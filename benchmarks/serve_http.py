@@ -148,6 +148,7 @@ def http_cases(
             time.sleep(0.1)
         else:
             raise RuntimeError("server did not start in 60 s")
+        wait_for_workers(base, workers)
 
         def ranker_request(domain: str) -> Any:
             cat = catalogues[domain]
@@ -197,6 +198,18 @@ def http_cases(
         except subprocess.TimeoutExpired:
             server.kill()
     return results
+
+
+def wait_for_workers(base: str, workers: int, seconds: float = 120.0) -> None:
+    """Return once every worker has answered (the first may serve while others still load)."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=base, headers={"Connection": "close"}, timeout=30) as http:
+        while len(seen) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(seen)} of {workers} workers answered in {seconds} s")
+            seen.add(int(http.get("/healthz").json()["worker"]))
+            time.sleep(0.02)
 
 
 def print_row(r: dict[str, Any]) -> None:

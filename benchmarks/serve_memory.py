@@ -106,10 +106,11 @@ def measure(store: Path, workers: int, users: list[str], domain: str, item: str)
                 if server.poll() is not None:
                     raise RuntimeError(f"server exited: {server.stderr.read().decode()[-2000:]}")
             pids: set[int] = set()
-            for _ in range(2000):  # every worker answers on some new connection
+            for _ in range(2400):  # at most about 120 s: later workers may still be loading
                 pids.add(int(http.get("/healthz").json()["worker"]))
                 if len(pids) == workers:
                     break
+                time.sleep(0.05)
             if len(pids) != workers:
                 raise RuntimeError(f"saw {len(pids)} of {workers} workers")
         seconds = touch_every_user(base, domain, item, users, clients=16)

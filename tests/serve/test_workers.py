@@ -72,11 +72,13 @@ def test_two_workers_share_edits_and_metrics(base: tuple[Path, Dataset, Path], s
             except httpx.TransportError:
                 time.sleep(0.1)
             assert server.poll() is None, server.stderr.read() if server.stderr else ""
+        # The first worker may answer while the second is still loading the store.
         workers: set[int] = set()
-        for _ in range(200):
+        for _ in range(1200):  # bounded: about 60 s
             workers.add(http.get("/healthz").json()["worker"])
             if len(workers) == 2:
                 break
+            time.sleep(0.05)
         assert len(workers) == 2 and server.pid not in workers
         body = {"domain": "pets", "items": [{"item": "p0", "entities": [ents[0], ents[1]]}]}
         assert http.post("/v1/domains", json=body).status_code == 201
