@@ -200,8 +200,9 @@ def http_cases(
     return results
 
 
-def wait_for_workers(base: str, workers: int, seconds: float = 120.0) -> None:
-    """Return once every worker has answered (the first may serve while others still load)."""
+def wait_for_workers(base: str, workers: int, seconds: float = 120.0) -> set[int]:
+    """The process ids of the workers, once every one has answered (the first may serve while
+    others still load the store)."""
     seen: set[int] = set()
     deadline = time.monotonic() + seconds
     with httpx.Client(base_url=base, headers={"Connection": "close"}, timeout=30) as http:
@@ -210,6 +211,7 @@ def wait_for_workers(base: str, workers: int, seconds: float = 120.0) -> None:
                 raise RuntimeError(f"{len(seen)} of {workers} workers answered in {seconds} s")
             seen.add(int(http.get("/healthz").json()["worker"]))
             time.sleep(0.02)
+    return seen
 
 
 def print_row(r: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 import torch
-from serve_http import free_port
+from serve_http import free_port, wait_for_workers
 from serve_latency import MODEL, machine
 
 from peace.config import PeaceConfig
@@ -105,14 +105,7 @@ def measure(store: Path, workers: int, users: list[str], domain: str, item: str)
                     time.sleep(0.1)
                 if server.poll() is not None:
                     raise RuntimeError(f"server exited: {server.stderr.read().decode()[-2000:]}")
-            pids: set[int] = set()
-            for _ in range(2400):  # at most about 120 s: later workers may still be loading
-                pids.add(int(http.get("/healthz").json()["worker"]))
-                if len(pids) == workers:
-                    break
-                time.sleep(0.05)
-            if len(pids) != workers:
-                raise RuntimeError(f"saw {len(pids)} of {workers} workers")
+        pids = wait_for_workers(base, workers)
         seconds = touch_every_user(base, domain, item, users, clients=16)
         per = {pid: smaps(pid) for pid in sorted(pids)}
     finally:
