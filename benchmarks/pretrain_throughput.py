@@ -2,12 +2,13 @@
 
 Runs the pre-training step of :mod:`peace.flows.pretrain` (batch construction, entity encoder,
 Eq. 1-10, backward, Adam) with the default configuration (the paper's A.3 values) and with the
-benchmark preset, and measures in the same run the machine's dense fp32 matmul rate as the
-ceiling. Writes
+benchmark preset, each in float32 and with ``pretrain.precision = "bf16"`` (side by side, on the
+same batches, with the losses of both), and measures in the same run the machine's dense fp32
+matmul rate as the ceiling (and its bf16 rate). Writes
 ``benchmarks/results/pretrain_throughput.json``.
 
     python benchmarks/pretrain_throughput.py [--steps 30] [--warmup 5] [--data DIR]
-        [--configs a3,benchmark] [--profile 5] [--device cuda]
+        [--configs a3,benchmark] [--precisions fp32,bf16] [--profile 5] [--device cuda]
 
 ``--profile N`` also runs N steps under :mod:`torch.profiler` and records the operators that take
 the most time (self CPU time), as in the table of docs/performance.md. ``--device cuda`` trains on
@@ -37,7 +38,7 @@ from peace.data.synthetic import generate
 from peace.flows.records import NegativeSampler, batch_entity_table, make_batch, make_records
 from peace.models import build_model
 from peace.nn.peace import PretrainBatch
-from peace.utils import adam, resolve_device
+from peace.utils import adam, autocast, resolve_device
 
 RESULTS = Path(__file__).parent / "results" / "pretrain_throughput.json"
 
@@ -49,13 +50,17 @@ def synchronize(device: torch.device) -> None:
 
 
 def matmul_gflops(
-    n: int = 2048, repeats: int = 10, device: torch.device = torch.device("cpu")
+    n: int = 2048,
+    repeats: int = 10,
+    device: torch.device = torch.device("cpu"),
+    dtype: torch.dtype = torch.float32,
 ) -> float:
-    """Median dense fp32 matmul rate (GFLOP/s) of an n x n by n x n product on ``device``."""
+    """Median dense matmul rate (GFLOP/s) of an n x n by n x n product on ``device``."""
     if device.type == "cuda":
         n = 8192  # a GPU needs a larger product to run at its rate
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32, as training uses
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     times = []
     for _ in range(repeats):
@@ -108,73 +113,106 @@ def measure(
     warmup: int,
     profile_steps: int,
     device: torch.device = torch.device("cpu"),
-) -> dict:
-    """Median step time, pairs/s and estimated FLOP rate of one configuration."""
-    cfg = PeaceConfig() if name == "a3" else PeaceConfig.preset(name)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model, graph = build_model(ds, cfg)
-    model.to(device)
-    graph = graph.to(device)
-    history = HistoryIndex(ds, cfg.model.history_length)
-    cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split))
+    precisions: tuple[str, ...] = ("fp32",),
+) -> dict[str, dict]:
+    """Median step time, pairs/s and estimated FLOP rate of one configuration in each of
+    ``precisions`` (``pretrain.precision``). The precisions train side by side, one step of each
+    in turn with the order rotating, from the same initial weights on the same batches, so a
+    drift of the machine's speed falls on all alike and their losses can be compared step by
+    step."""
+    base = PeaceConfig() if name == "a3" else PeaceConfig.preset(name)
+    history = HistoryIndex(ds, base.model.history_length)
+    cutoff = pretrain_cutoff(split_targets(ds, base.eval.split))
     records = make_records(ds, history, cutoff)
     negatives = NegativeSampler(ds)
     item_entities = torch.as_tensor(ds.item_entities, dtype=torch.long)
-    pc = cfg.pretrain
-    optimizer = adam(model.parameters(), pc.lr, pc.weight_decay, pc.fused_adam)
-    order = torch.randperm(len(records), generator=gen).numpy()
-    bs = cfg.pretrain.batch_size
+    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(base.seed))
+    order = order.numpy()
+    bs = base.pretrain.batch_size
+    edges: list[int] = []
 
-    def train_step(step: int) -> tuple[PretrainBatch, int]:
-        idx = order[step * bs : (step + 1) * bs]
-        batch = make_batch(
-            item_entities, history, records, idx, negatives, cfg.pretrain.neg_ratio, gen
-        )
-        table, batch, _ = batch_entity_table(model, graph, batch, None, gen)
-        losses = model.pretrain_losses(table, batch, cfg.pretrain.tau, cfg.pretrain.gamma)
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        optimizer.step()
-        synchronize(device)
-        return batch, len(idx)
+    def trainer(precision: str) -> Callable[[int], tuple[PretrainBatch, int, float]]:
+        cfg = base.override([f'pretrain.precision="{precision}"'])
+        pc = cfg.pretrain
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        model, graph = build_model(ds, cfg)
+        model.to(device)
+        graph = graph.to(device)
+        edges.append(graph.edge_index.shape[1])
+        optimizer = adam(model.parameters(), pc.lr, pc.weight_decay, pc.fused_adam)
 
-    step_times, pair_counts, flops = [], [], []
+        def train_step(step: int) -> tuple[PretrainBatch, int, float]:
+            idx = order[step * bs : (step + 1) * bs]
+            batch = make_batch(item_entities, history, records, idx, negatives, pc.neg_ratio, gen)
+            table, batch, _ = batch_entity_table(model, graph, batch, None, gen)
+            with autocast(device, pc.precision):  # as the pre-training flow does
+                losses = model.pretrain_losses(table, batch, pc.tau, pc.gamma)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            synchronize(device)
+            return batch, len(idx), float(losses["total"].detach())
+
+        return train_step
+
+    steppers = {p: trainer(p) for p in precisions}
+    step_times: dict[str, list[float]] = {p: [] for p in precisions}
+    losses: dict[str, list[float]] = {p: [] for p in precisions}
+    pair_counts: dict[str, list[int]] = {p: [] for p in precisions}
+    flops: dict[str, list[float]] = {p: [] for p in precisions}
     for step in range(warmup + steps):
-        t0 = time.perf_counter()
-        batch, size = train_step(step)
-        elapsed = time.perf_counter() - t0
-        if step >= warmup:
+        turn = list(precisions[step % len(precisions) :] + precisions[: step % len(precisions)])
+        for precision in turn:
+            t0 = time.perf_counter()
+            batch, size, loss = steppers[precision](step)
+            elapsed = time.perf_counter() - t0
+            losses[precision].append(loss)
+            if step < warmup:
+                continue
             pairs = int(batch.valid.sum())
-            step_times.append(elapsed)
-            pair_counts.append(pairs)
+            step_times[precision].append(elapsed)
+            pair_counts[precision].append(pairs)
             distinct = int(torch.unique(batch.targets[batch.valid]).numel())
-            flops.append(
+            flops[precision].append(
                 flops_per_step(
-                    cfg,
+                    base,
                     ds.num_entities,
-                    graph.edge_index.shape[1],
+                    edges[0],
                     size,
                     pairs,
                     batch.tokens.shape[1],
                     distinct,
                 )
             )
-    median_step = statistics.median(step_times)
-    pairs_per_step = statistics.median(pair_counts)
-    flops_per_pair = float(np.median(np.array(flops) / np.array(pair_counts)))
-    result = {
-        "config": CONFIGS[name],
-        "pretrain_records": len(records),
-        "median_step_seconds": round(median_step, 4),
-        "pairs_per_step_median": pairs_per_step,
-        "pairs_per_second": round(pairs_per_step / median_step, 1),
-        "estimated_flops_per_pair": round(flops_per_pair),
-        "achieved_gflops": round(flops_per_pair * pairs_per_step / median_step / 1e9, 2),
-    }
-    if profile_steps:
-        result["profile_top_ops"] = profile(train_step, warmup + steps, profile_steps, device)
-    return result
+    results = {}
+    for precision in precisions:
+        median_step = statistics.median(step_times[precision])
+        pairs_per_step = statistics.median(pair_counts[precision])
+        ratio = np.array(flops[precision]) / np.array(pair_counts[precision])
+        flops_per_pair = float(np.median(ratio))
+        result = {
+            "config": CONFIGS[name],
+            "precision": precision,
+            "pretrain_records": len(records),
+            "median_step_seconds": round(median_step, 4),
+            "pairs_per_step_median": pairs_per_step,
+            "pairs_per_second": round(pairs_per_step / median_step, 1),
+            "estimated_flops_per_pair": round(flops_per_pair),
+            "achieved_gflops": round(flops_per_pair * pairs_per_step / median_step / 1e9, 2),
+            "losses": [round(v, 6) for v in losses[precision]],
+        }
+        if precision != precisions[0]:
+            ref = np.array(losses[precisions[0]])
+            rel = np.abs(np.array(losses[precision]) - ref) / np.abs(ref)
+            result[f"loss_vs_{precisions[0]}_max_relative_difference"] = float(f"{rel.max():.3g}")
+        if profile_steps:
+            start = warmup + steps
+            result["profile_top_ops"] = profile(
+                lambda s, p=precision: steppers[p](s), start, profile_steps, device
+            )
+        results[precision] = result
+    return results
 
 
 def profile(
@@ -217,7 +255,11 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="a3, benchmark or both")
     parser.add_argument("--profile", type=int, default=0, help="steps to profile (0: none)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument(
+        "--precisions", default="fp32,bf16", help="pretrain.precision values, side by side"
+    )
     args = parser.parse_args()
+    precisions = tuple(args.precisions.split(","))
     device = resolve_device(args.device)
     if args.out is None:
         args.out = RESULTS if device.type == "cpu" else RESULTS.with_stem(RESULTS.stem + "_cuda")
@@ -228,18 +270,24 @@ def main() -> None:
             data = Path(tmp) / "medium"
             generate(data, seed=0, size="medium")
         ds = load_dataset(data)
-        runs = {
-            name: measure(ds, name, args.steps, args.warmup, args.profile, device)
-            for name in args.configs.split(",")
-        }
+        runs = {}
+        for name in args.configs.split(","):
+            measured = measure(ds, name, args.steps, args.warmup, args.profile, device, precisions)
+            for precision, run in measured.items():
+                runs[name if precision == "fp32" else f"{name}-{precision}"] = run
     gflops = matmul_gflops(device=device)
+    bf16_gflops = matmul_gflops(device=device, dtype=torch.bfloat16) if "bf16" in precisions else 0
     for run in runs.values():
+        # the aim is stated against the fp32 rate; bf16 runs also give their share of bf16's
         run["fraction_of_ceiling"] = round(run["achieved_gflops"] / gflops, 4)
+        if run["precision"] == "bf16":
+            run["fraction_of_bf16_ceiling"] = round(run["achieved_gflops"] / bf16_gflops, 4)
     result = {
         "dataset": "synthetic medium, seed 0" if args.data is None else str(args.data),
         "entities": ds.num_entities,
         "steps_measured": args.steps,
         "matmul_gflops_fp32": round(gflops, 2),
+        **({"matmul_gflops_bf16": round(bf16_gflops, 2)} if bf16_gflops else {}),
         "configs": runs,
         "torch": torch.__version__,
         "device": str(device),
@@ -251,10 +299,15 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"dense fp32 matmul: {gflops:.1f} GFLOP/s, {torch.get_num_threads()} threads")
+    if bf16_gflops:
+        print(f"dense bf16 matmul: {bf16_gflops:.1f} GFLOP/s")
     for name, run in runs.items():
+        loss = run.get("loss_vs_fp32_max_relative_difference")
         print(
-            f"{name:>10}: {run['pairs_per_second']:>9,.0f} pairs/s, "
-            f"{run['achieved_gflops']:6.1f} GFLOP/s = {run['fraction_of_ceiling']:.1%} of the ceiling"
+            f"{name:>15}: {run['pairs_per_second']:>9,.0f} pairs/s, "
+            f"{run['achieved_gflops']:6.1f} GFLOP/s = {run['fraction_of_ceiling']:.1%} of the "
+            "fp32 ceiling"
+            + ("" if loss is None else f"; losses within {loss:.2g} (relative) of fp32's")
         )
         for row in run.get("profile_top_ops", []):
             print(

@@ -151,6 +151,14 @@ class PretrainConfig(TrainingConfig):
     """Share of each source domain's items kept out of pre-training (0 = none). When > 0, the
     held-out ranking that selects the kept state ranks the records of those items among them:
     new items, as in a new domain, rather than later records of items already trained on."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Number format of the losses' forward pass. ``bf16``: the matrix products after the
+    entity encoder (Eq. 1-9 and the decoders) run in bfloat16 under ``torch.autocast``, the
+    losses and the optimiser's state stay in float32, and the graph attention keeps float32
+    (its softmax over edges sums in the input's format). On CPUs with bfloat16 instructions
+    (AVX512-BF16, AMX) and on GPUs the products take a fraction of the time; the losses agree
+    with float32 to about three digits (docs/performance.md). Off by default and in the
+    benchmark preset, whose record was trained in float32."""
     # TrainingConfig's values for pre-training (fields keep TrainingConfig's order)
     lr: float = 1e-4
     epochs: int = 10

@@ -3,6 +3,7 @@ progress bars."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -102,6 +103,16 @@ def adam(params: Iterable, lr: float, weight_decay: float = 0.0, fused: bool = F
     if fused:
         return Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     return Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The context a training forward pass runs in: ``torch.autocast`` to bfloat16 for
+    ``precision = "bf16"``, nothing for ``"fp32"``."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision {precision!r}: expected 'fp32' or 'bf16'.")
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:

@@ -51,6 +51,18 @@ def test_pretraining_loss_falls(toy, cfg, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_pretraining_in_bf16(toy, cfg, name: str) -> None:
+    """``pretrain.precision = "bf16"`` holds for every competitor, and its first epoch's loss
+    agrees with float32's within bfloat16's rounding."""
+    short = cfg.override(["pretrain.epochs=1"])
+    exact = pretrain(toy, short, show_progress=False, architecture=name)
+    half = pretrain(
+        toy, short.override(['pretrain.precision="bf16"']), show_progress=False, architecture=name
+    )
+    np.testing.assert_allclose(half.log[0]["loss"], exact.log[0]["loss"], rtol=2e-2)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_scores_have_the_right_shapes(toy, cfg, name: str) -> None:
     pre = pretrain(toy, cfg.override(["pretrain.epochs=1"]), show_progress=False, architecture=name)
     d = toy.target_domains[0]

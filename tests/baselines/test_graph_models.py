@@ -101,6 +101,20 @@ def test_symmetric_product_has_the_dense_gradient() -> None:
     torch.testing.assert_close(x.grad, y.grad)
 
 
+def test_symmetric_product_under_bf16_autocast() -> None:
+    """``pretrain.precision = "bf16"``: the sparse product (no bfloat16 kernel) stays float32."""
+    ctx = _context()
+    graph = SymmetricGraph(np.stack([ctx.user_entities[:, 0] + 13, ctx.user_entities[:, 1]], 1), 20)
+    x = torch.randn(20, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = symmetric_mm(graph.adjacency, x @ torch.eye(4))  # a bfloat16 input
+    assert y.dtype == torch.float32
+    y.sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.float32
+    expected = graph.adjacency.to_dense() @ x.detach().bfloat16().float()
+    torch.testing.assert_close(y.detach(), expected)
+
+
 def _history_of_edges(ctx: SourceContext, users: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Histories ``[B, L]`` holding exactly each user's graph entities (right-padded)."""
     tokens = torch.full((len(users), ctx.sequence_length), ctx.pad)

@@ -110,3 +110,25 @@ def test_fused_adam_matches_the_default_up_to_rounding(
     pretrain(ds, fused.override(["pretrain.epochs=1"]), out=tmp_path / "run", show_progress=False)
     resumed = pretrain(ds, fused, out=tmp_path / "run", resume=True, show_progress=False)
     assert [e["loss"] for e in resumed.log] == [e["loss"] for e in first.log]
+
+
+@pytest.mark.parametrize("served", ["none", "softmax"])
+def test_bf16_losses_agree_with_float32(toy_dir: Path, tiny_config, served: str) -> None:
+    """``pretrain.precision = "bf16"`` runs the losses' products in bfloat16: deterministic, and
+    the epoch losses agree with float32 within bfloat16's rounding."""
+    ds = load_dataset(toy_dir)
+    plain = tiny_config.override([f'pretrain.served_loss="{served}"'])
+    half = plain.override(['pretrain.precision="bf16"'])
+    exact = pretrain(ds, plain, show_progress=False)
+    first = pretrain(ds, half, show_progress=False)
+    again = pretrain(ds, half, show_progress=False)
+    assert [e["loss"] for e in first.log] == [e["loss"] for e in again.log]
+    losses = np.array([e["loss"] for e in first.log])
+    reference = np.array([e["loss"] for e in exact.log])
+    assert not np.array_equal(losses, reference)  # the products did run in bfloat16
+    np.testing.assert_allclose(losses, reference, rtol=2e-2)
+
+
+def test_unknown_precision_is_refused(tiny_config) -> None:
+    with pytest.raises(ValueError, match="precision"):
+        tiny_config.override(['pretrain.precision="fp16"'])

@@ -38,16 +38,20 @@ from peace.baselines.options import ContrastiveOptions, GraphOptions
 
 
 class _SymmetricProduct(torch.autograd.Function):
-    """``A @ x`` for a symmetric sparse ``A``; the backward pass is ``A @ grad`` (no transpose)."""
+    """``A @ x`` for a symmetric sparse ``A``; the backward pass is ``A @ grad`` (no transpose).
+
+    The product runs in float32 also under ``torch.autocast`` (``pretrain.precision = "bf16"``):
+    sparse CSR products have no bfloat16 kernel."""
 
     @staticmethod
     def forward(ctx, adjacency: Tensor, x: Tensor) -> Tensor:
         ctx.adjacency = adjacency
-        return adjacency @ x
+        with torch.autocast(x.device.type, enabled=False):
+            return adjacency @ x.float()
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:
-        return None, ctx.adjacency @ grad.contiguous()
+        return None, ctx.adjacency @ grad.float().contiguous()
 
 
 def symmetric_mm(adjacency: Tensor, x: Tensor) -> Tensor:

@@ -52,7 +52,7 @@ from peace.flows.selection import (
 from peace.models import build_context, build_model
 from peace.nn.entity_encoder import NeighbourSampler
 from peace.nn.peace import PretrainBatch
-from peace.utils import adam, progress, resolve_device, seed_everything
+from peace.utils import adam, autocast, progress, resolve_device, seed_everything
 
 
 def pretrain(
@@ -138,9 +138,12 @@ def pretrain(
         table, batch, cat = batch_entity_table(
             model, placed, batch, sampler, gen, catalogue, pc.served_sample
         )
-        if served == "none":
-            return model.pretrain_losses(table, batch, pc.tau, pc.gamma)
-        return model.pretrain_losses(table, batch, pc.tau, pc.gamma, served, pc.served_weight, cat)
+        with autocast(device, pc.precision):  # the entity encoder above stays in float32
+            if served == "none":
+                return model.pretrain_losses(table, batch, pc.tau, pc.gamma)
+            return model.pretrain_losses(
+                table, batch, pc.tau, pc.gamma, served, pc.served_weight, cat
+            )
 
     step_losses_of = distributed.objective(model, step_losses, ranks)
     run = Path(out) if out is not None else None
