@@ -10,7 +10,9 @@ with the fused optimiser (``pretrain.fused_adam``). Seconds per
 epoch are the median measured step times the number of steps of one epoch (``--steps`` steps are
 measured, not the whole epoch), the ways of training stepping in turn so that each sees the same
 machine. Peak RSS is the process's maximum resident memory, in all and per way of training (each
-way alone for its warm-up steps, the high-water mark restarted before each, the lightest first).
+way alone for its warm-up steps, the high-water mark restarted before each, the lightest first);
+loading has its own (``load_peak_rss_gb``: the interactions are read in blocks of Parquet row
+groups and kept as integer codes, :func:`peace.data.contract.read_chunks`).
 Writes ``benchmarks/results/scaling.json`` and ``benchmarks/results/scaling.png`` (log-log).
 
     python benchmarks/scaling.py [--scales 1M,3M,10M] [--steps 5] [--warmup 2]
@@ -121,9 +123,12 @@ def measure(name: str, steps: int, warmup: int) -> dict:
         summary = synthetic.generate(Path(tmp) / "data", seed=0, size=spec.name)
         out["generate_seconds"] = round(time.perf_counter() - t0, 1)
         out["interactions"] = int(sum(summary["interactions"].values()))
+        resettable = _reset_peak_rss()  # the load's own peak, not the generator's
         t0 = time.perf_counter()
-        ds = load_dataset(Path(tmp) / "data")
+        ds = load_dataset(Path(tmp) / "data")  # interactions read in blocks of row groups
         out["load_seconds"] = round(time.perf_counter() - t0, 1)
+        hwm = _hwm_gb() if resettable else None
+        out["load_peak_rss_gb"] = None if hwm is None else round(hwm, 2)
     out["entities"] = ds.num_entities
     out["triplets"] = len(ds.triplets)
     out["rss_after_load_gb"] = round(_peak_rss_gb(), 2)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import assert_refused, toy_tables
 
-from peace.data.contract import DataContractError, table_path, write_dataset
+from peace.data.contract import DataContractError, read_chunks, table_path, write_dataset
 from peace.data.dataset import load_dataset
 
 Tables = dict[str, pd.DataFrame]
@@ -177,6 +177,77 @@ def test_duplicate_row_message_names_the_row(tmp_path: Path) -> None:
     message = str(info.value)
     assert f"row {len(tables['interactions']) - 1} repeats" in message
     assert f"user={r['user']!r}, item={r['item']!r}" in message
+
+
+def _message(root: Path, **load: int) -> str:
+    with pytest.raises(DataContractError) as info:
+        load_dataset(root, **load)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("case", list(BROKEN), ids=list(BROKEN))
+def test_read_in_small_blocks_the_same_error_names_the_same_row(tmp_path: Path, case: str) -> None:
+    """The interactions are read block by block; a block of 5 rows (the toy table has hundreds)
+    refuses every broken dataset with the message of the whole-table read, rows numbered as in
+    the file."""
+    mutate = BROKEN[case][0]
+    tables = toy_tables()
+    mutate(tables)
+    root = write_dataset(tables, tmp_path / "broken")
+    assert _message(root, chunk_rows=5) == _message(root)
+
+
+def test_error_in_a_later_block_names_the_files_row(tmp_path: Path) -> None:
+    tables = toy_tables()
+    _set(tables["interactions"], 23, "label", 3)
+    root = _as_csv(tables, tmp_path / "csv")
+    assert "interactions.csv: row 23: label '3' " in _message(root, chunk_rows=10)
+    lines = (root / "interactions.csv").read_text().splitlines()
+    lines[38] = "," + lines[38].split(",", 1)[1]  # row 37 loses its user; row 23 comes first
+    (root / "interactions.csv").write_text("\n".join(lines) + "\n")
+    message = _message(root, chunk_rows=10)
+    assert "interactions.csv: row 23: label '3' " in message
+    _set(tables["interactions"], 23, "label", 1)
+    root = write_dataset(tables, tmp_path / "pq")
+    frame = pd.read_parquet(root / "interactions.parquet")
+    frame.loc[37, "user"] = " "
+    frame.to_parquet(root / "interactions.parquet", index=False, row_group_size=8)
+    message = _message(root, chunk_rows=10)
+    assert message.startswith(str(root / "interactions.parquet") + ": empty 'user' at row 37")
+
+
+@pytest.mark.parametrize("form", ["parquet", "csv"])
+def test_blocks_and_row_groups_load_the_same_dataset(tmp_path: Path, form: str) -> None:
+    tables = toy_tables()
+    root = write_dataset(tables, tmp_path / "ds")
+    if form == "parquet":  # many small row groups, read in blocks that cut across them
+        frame = pd.read_parquet(root / "interactions.parquet")
+        frame.to_parquet(root / "interactions.parquet", index=False, row_group_size=16)
+    else:
+        root = _as_csv(tables, tmp_path / "csv")
+    whole = load_dataset(root)
+    for rows in (1, 7, 100):
+        blocks = load_dataset(root, chunk_rows=rows)
+        pd.testing.assert_frame_equal(blocks.interactions, whole.interactions)
+        for name in ("users", "items", "entities", "item_domain", "item_entities", "triplets"):
+            np.testing.assert_array_equal(getattr(blocks, name), getattr(whole, name))
+    raw = tables["interactions"]
+    assert list(whole.users[whole.interactions["user"]]) == list(raw["user"])
+    assert list(whole.items[whole.interactions["item"]]) == list(raw["item"])
+
+
+def test_read_chunks_numbers_the_files_rows(tmp_path: Path) -> None:
+    root = write_dataset(toy_tables(), tmp_path / "ds")
+    whole = pd.read_parquet(root / "interactions.parquet")
+    blocks = list(read_chunks(root, "interactions", rows=50))
+    assert [len(b) for b in blocks[:-1]] == [50] * (len(blocks) - 1)
+    assert sum(len(b) for b in blocks) == len(whole)
+    joined = pd.concat(blocks)
+    assert list(joined.index) == list(range(len(whole)))
+    assert list(joined["user"]) == list(whole["user"].astype(str))
+    (root / "interactions.parquet").unlink()
+    with pytest.raises(DataContractError, match="missing table 'interactions'"):
+        next(read_chunks(root, "interactions"))
 
 
 @pytest.mark.parametrize("table", ["interactions", "domains", "item_entities", "triplets"])

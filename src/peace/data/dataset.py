@@ -16,12 +16,15 @@ import numpy as np
 import pandas as pd
 
 from peace.data.contract import (
+    CHUNK_ROWS,
     DEFAULT_SPLIT,
     MAX_ENTITIES_PER_ITEM,
     ROLES,
     DataContractError,
+    read_chunks,
     read_table,
     table_error,
+    table_path,
 )
 from peace.data.profiles import ProfileTable, encode_profiles
 
@@ -117,23 +120,181 @@ def _show(value: object) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def _check_positives(inter: pd.DataFrame, domains: list[str], roles: list[str]) -> None:
+def _error(path: str, message: str) -> DataContractError:
+    return DataContractError(f"{path}: {message}")
+
+
+class _Ids:
+    """String ids numbered in the order they first appear, block after block."""
+
+    def __init__(self) -> None:
+        self.index = pd.Index([], dtype=object)
+
+    def codes(self, values: pd.Series) -> np.ndarray:
+        local, uniques = pd.factorize(values)
+        pos = self.index.get_indexer(uniques)
+        new = pos < 0
+        if new.any():
+            pos[new] = len(self.index) + np.arange(int(new.sum()))
+            self.index = self.index.append(pd.Index(np.asarray(uniques)[new], dtype=object))
+        return pos[local].astype(np.int64)
+
+    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ids in sorted order, and for each appearance number the id's sorted position."""
+        ids = self.index.to_numpy(dtype=object)
+        order = np.argsort(ids, kind="stable")
+        rank = np.empty(len(ids), dtype=np.int64)
+        rank[order] = np.arange(len(ids))
+        return ids[order], rank
+
+
+def _read_interactions(
+    root: Path, domains: list[str], chunk_rows: int
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, str]:
+    """The interactions as integer codes (users and items numbered in sorted id order), the
+    sorted user and item ids, the item ids in order of first appearance, and the file's path.
+    Each block is checked as it is read; checks across rows run on the codes."""
+    domain_of = {name: i for i, name in enumerate(domains)}
+    users, items = _Ids(), _Ids()
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in ("user", "item", "domain", "ts", "label")}
+    path = str(table_path(root, "interactions") or root / "interactions.parquet")
+    for inter in read_chunks(root, "interactions", chunk_rows):
+        # A block has few distinct domains: look up each once, not each row.
+        local, names = pd.factorize(inter["domain"])
+        domain = np.array([domain_of.get(name, -1) for name in names], dtype=np.int64)[local]
+        if (domain < 0).any():
+            at = _first_row(domain < 0)
+            raise _error(
+                path,
+                f"row {inter.index[at]}: domain {inter['domain'].iloc[at]!r} is not in domains "
+                f"({domains}); add it to the domains table or fix the row.",
+            )
+        ts = pd.to_numeric(inter["timestamp"], errors="coerce")
+        bad_ts = ts.isna() | ~np.isfinite(ts.to_numpy(dtype=np.float64, na_value=np.nan))
+        if bad_ts.any():
+            at = _first_row(bad_ts.to_numpy())
+            raise _error(
+                path,
+                f"row {inter.index[at]}: timestamp {_show(inter['timestamp'].iloc[at])} is "
+                "missing or not a number; every interaction needs a numeric timestamp (e.g. "
+                "seconds since the epoch).",
+            )
+        label = pd.to_numeric(inter["label"], errors="coerce")
+        bad_label = ~label.isin([0, 1])
+        if bad_label.any():
+            at = _first_row(bad_label.to_numpy())
+            raise _error(
+                path,
+                f"row {inter.index[at]}: label {_show(inter['label'].iloc[at])} is not 0 or 1; "
+                "use 1 for a positive (click, purchase) and 0 for an observed negative.",
+            )
+        parts["user"].append(users.codes(inter["user"]))
+        parts["item"].append(items.codes(inter["item"]))
+        parts["domain"].append(domain)
+        parts["ts"].append(ts.to_numpy(np.float64))
+        parts["label"].append(label.to_numpy(np.int8))
+        del inter, local, ts, label
+    user_ids, user_rank = users.sorted()
+    item_ids, item_rank = items.sorted()
+    dtypes = {"user": np.int64, "item": np.int64, "domain": np.int64, "ts": np.float64}
+    column = {}
+    for c in ("ts", "label", "domain", "user", "item"):  # one column's blocks joined at a time
+        column[c] = (
+            np.concatenate(parts.pop(c)) if parts[c] else np.zeros(0, dtypes.get(c, np.int8))
+        )
+    column["user"] = user_rank[column["user"]]
+    column["item"] = item_rank[column["item"]]
+    user, item, domain, ts = column["user"], column["item"], column["domain"], column["ts"]
+
+    row = _first_repeat(user, item, domain, ts, len(user_ids), len(item_ids), len(domains))
+    if row is not None:
+        raise _error(
+            path,
+            f"row {row} repeats (user={user_ids[user[row]]!r}, item={item_ids[item[row]]!r}, "
+            f"domain={domains[domain[row]]!r}, timestamp={_show(ts[row])}); drop duplicate rows "
+            "(e.g. DataFrame.drop_duplicates) before loading.",
+        )
+    # One of each item's domains against every row of the item; of the items seen in two
+    # domains, the one that appears first is named.
+    some_domain = np.full(len(item_ids), -1, dtype=np.int64)
+    some_domain[item] = domain
+    shared = some_domain[item] != domain
+    if shared.any():
+        _, first_row = np.unique(item, return_index=True)
+        candidates = np.unique(item[shared])
+        bad = int(candidates[np.argmin(first_row[candidates])])
+        where = sorted(domains[d] for d in np.unique(domain[item == bad]))
+        raise _error(
+            path,
+            f"item {item_ids[bad]!r} appears in several domains {where}; items must not be "
+            "shared across domains (give each domain's copy its own id).",
+        )
+    codes = pd.DataFrame(
+        {"user": user, "item": item, "domain": domain, "timestamp": ts, "label": column["label"]}
+    )
+    del column, user, item, domain, ts
+    used = set(np.unique(codes["domain"]).tolist())
+    empty = [name for d, name in enumerate(domains) if d not in used]
+    if empty:
+        raise _error(
+            path,
+            f"domain {empty[0]!r} has no interactions; remove it from domains or add its rows.",
+        )
+    return codes, user_ids, item_ids, items.index.to_numpy(dtype=object), path
+
+
+def _first_repeat(
+    user: np.ndarray,
+    item: np.ndarray,
+    domain: np.ndarray,
+    ts: np.ndarray,
+    n_users: int,
+    n_items: int,
+    n_domains: int,
+) -> int | None:
+    """The first row equal to an earlier one in (user, item, domain, timestamp), or None.
+
+    Only rows whose (user, item, domain) occurs more than once can repeat; they are few, and
+    only they are compared with their timestamps (a whole-table ``DataFrame.duplicated`` would
+    hash four columns of every row)."""
+    if n_users * n_items * n_domains < 2**63:
+        key = (user * n_items + item) * n_domains + domain
+    else:  # ids too many to pack in one integer
+        key = (
+            pd.DataFrame({"user": user, "item": item, "domain": domain})
+            .groupby(["user", "item", "domain"], sort=False)
+            .ngroup()
+            .to_numpy()
+        )
+    order = np.argsort(key, kind="stable")  # a sort: lighter than a hash table of every row
+    same = key[order[1:]] == key[order[:-1]]
+    if not same.any():
+        return None
+    pair = np.zeros(len(key), dtype=bool)
+    pair[1:] = same
+    pair[:-1] |= same
+    rows = np.sort(order[pair])
+    repeat = pd.DataFrame({"key": key[rows], "ts": ts[rows]}).duplicated().to_numpy()
+    return int(rows[repeat][0]) if repeat.any() else None
+
+
+def _check_positives(path: str, codes: pd.DataFrame, domains: list[str], roles: list[str]) -> None:
     """Source domains need positive rows to pre-train on; each target domain needs a positive
     row in each period of its chronological split (train, validation, test)."""
-    positive = inter["label"].to_numpy() == 1
-    sources = [d for d, r in zip(domains, roles, strict=True) if r == "source"]
-    if not positive[inter["domain"].isin(sources).to_numpy()].any():
-        raise table_error(
-            inter,
-            f"no source row has label 1 (source domains {sources}); pre-training learns from "
-            "positive source rows, add some (label 1 = a click or purchase).",
+    positive = codes["label"].to_numpy() == 1
+    source = [d for d, r in enumerate(roles) if r == "source"]
+    if not positive[np.isin(codes["domain"].to_numpy(), source)].any():
+        raise _error(
+            path,
+            f"no source row has label 1 (source domains {[domains[d] for d in source]}); "
+            "pre-training learns from positive source rows, add some (label 1 = a click or "
+            "purchase).",
         )
-    for name, role in zip(domains, roles, strict=True):
+    for d, (name, role) in enumerate(zip(domains, roles, strict=True)):
         if role != "target":
             continue
-        rows = inter[inter["domain"] == name].sort_values(
-            ["timestamp", "user", "item"], kind="stable"
-        )
+        # Codes follow the sorted ids, so this is the order of (timestamp, user id, item id).
+        rows = codes[codes["domain"] == d].sort_values(["timestamp", "user", "item"], kind="stable")
         n = len(rows)
         n_train = int(round(DEFAULT_SPLIT[0] * n))
         n_valid = int(round(DEFAULT_SPLIT[1] * n))
@@ -145,8 +306,8 @@ def _check_positives(inter: pd.DataFrame, domains: list[str], roles: list[str]) 
         }
         for part, values in parts.items():
             if not (values == 1).any():
-                raise table_error(
-                    inter,
+                raise _error(
+                    path,
                     f"target domain {name!r} has {n} rows, {int((labels == 1).sum())} positive; "
                     f"its chronological 70/15/15 split leaves no positive row in the {part} "
                     "period, so it cannot be trained, validated and tested. Add positive rows "
@@ -154,8 +315,11 @@ def _check_positives(inter: pd.DataFrame, domains: list[str], roles: list[str]) 
                 )
 
 
-def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
+def load_dataset(root: str | Path, profile_bins: int = 10, chunk_rows: int = CHUNK_ROWS) -> Dataset:
     """Read, validate and index the dataset in ``root``.
+
+    The interactions table is read ``chunk_rows`` rows at a time (Parquet row groups in
+    order) and kept as integer codes only, so its string ids are never all in memory at once.
 
     Raises:
         DataContractError: on any violation of the data contract, naming file, value and fix.
@@ -166,13 +330,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
             f"{root}: no such dataset folder; create one with `peace data synth --out {root}` "
             "or `peace data import ...`."
         )
-    inter = read_table(root, "interactions")
     dom = read_table(root, "domains")
-    phi = read_table(root, "item_entities")
-    trip = read_table(root, "triplets")
-    feats = read_table(root, "entity_features", required=False)
-    uprof = read_table(root, "user_profiles", required=False)
-    iprof = read_table(root, "item_profiles", required=False)
 
     # -- domains
     bad_role = ~dom["role"].isin(ROLES)
@@ -202,63 +360,14 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
             )
     domains = dom["domain"].tolist()
     roles = dom["role"].tolist()
-    domain_of = {name: i for i, name in enumerate(domains)}
 
-    # -- interactions
-    unknown_domain = ~inter["domain"].isin(domain_of)
-    if unknown_domain.any():
-        row = _first_row(unknown_domain.to_numpy())
-        raise table_error(
-            inter,
-            f"row {row}: domain {inter['domain'].iloc[row]!r} is not in domains "
-            f"({domains}); add it to the domains table or fix the row.",
-        )
-    ts = pd.to_numeric(inter["timestamp"], errors="coerce")
-    bad_ts = ts.isna() | ~np.isfinite(ts.to_numpy(dtype=np.float64, na_value=np.nan))
-    if bad_ts.any():
-        row = _first_row(bad_ts.to_numpy())
-        raise table_error(
-            inter,
-            f"row {row}: timestamp {_show(inter['timestamp'].iloc[row])} is missing or not a "
-            "number; every interaction needs a numeric timestamp (e.g. seconds since the epoch).",
-        )
-    label = pd.to_numeric(inter["label"], errors="coerce")
-    bad_label = ~label.isin([0, 1])
-    if bad_label.any():
-        row = _first_row(bad_label.to_numpy())
-        raise table_error(
-            inter,
-            f"row {row}: label {_show(inter['label'].iloc[row])} is not 0 or 1; use 1 for a "
-            "positive (click, purchase) and 0 for an observed negative.",
-        )
-    inter = inter.assign(timestamp=ts.astype(np.float64), label=label.astype(np.int8))
-    dup = inter.duplicated(["user", "item", "domain", "timestamp"])
-    if dup.any():
-        row = _first_row(dup.to_numpy())
-        r = inter.iloc[row]
-        raise table_error(
-            inter,
-            f"row {row} repeats (user={r['user']!r}, item={r['item']!r}, domain={r['domain']!r}, "
-            f"timestamp={_show(r['timestamp'])}); drop duplicate rows (e.g. "
-            "DataFrame.drop_duplicates) before loading.",
-        )
-    item_domains = inter.groupby("item", sort=False)["domain"].nunique()
-    multi = item_domains[item_domains > 1]
-    if len(multi):
-        item = multi.index[0]
-        where = sorted(inter.loc[inter["item"] == item, "domain"].unique())
-        raise table_error(
-            inter,
-            f"item {item!r} appears in several domains {where}; items must not be shared across "
-            "domains (give each domain's copy its own id).",
-        )
-    used = set(inter["domain"].unique())
-    empty = [d for d in domains if d not in used]
-    if empty:
-        raise table_error(
-            inter,
-            f"domain {empty[0]!r} has no interactions; remove it from domains or add its rows.",
-        )
+    # -- interactions, read block by block (never whole)
+    codes, users, items, items_seen, inter_path = _read_interactions(root, domains, chunk_rows)
+    phi = read_table(root, "item_entities")
+    trip = read_table(root, "triplets")
+    feats = read_table(root, "entity_features", required=False)
+    uprof = read_table(root, "user_profiles", required=False)
+    iprof = read_table(root, "item_profiles", required=False)
 
     # -- the entity graph and phi
     relations = np.array(sorted(trip["relation"].unique()), dtype=object)
@@ -266,9 +375,11 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
     entity_set = set(graph_entities)
     if feats is not None:
         entity_set |= set(feats["entity"])
-    unknown_entity = ~phi["entity"].isin(entity_set)
+    entities = np.array(sorted(entity_set), dtype=object)
+    eidx = pd.Index(entities)
+    unknown_entity = eidx.get_indexer(phi["entity"]) < 0  # isin on a large set is much slower
     if unknown_entity.any():
-        row = _first_row(unknown_entity.to_numpy())
+        row = _first_row(unknown_entity)
         raise table_error(
             phi,
             f"row {row}: entity {phi['entity'].iloc[row]!r} (item {phi['item'].iloc[row]!r}) is "
@@ -301,7 +412,6 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
             f"item {too_many.index[0]!r} maps to {int(too_many.iloc[0])} entities; at most "
             f"{MAX_ENTITIES_PER_ITEM} are allowed (keep the ones of lowest rank).",
         )
-    items_seen = pd.unique(inter["item"])
     mapped = set(phi["item"])
     missing = [i for i in items_seen if i not in mapped]
     if missing:
@@ -312,27 +422,13 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
         )
 
     # -- contiguous ids
-    users = np.array(sorted(inter["user"].unique()), dtype=object)
-    items = np.array(sorted(items_seen), dtype=object)
-    entities = np.array(sorted(entity_set), dtype=object)
     uidx = pd.Index(users)
     iidx = pd.Index(items)
-    eidx = pd.Index(entities)
     ridx = pd.Index(relations)
-
-    codes = pd.DataFrame(
-        {
-            "user": uidx.get_indexer(inter["user"]).astype(np.int64),
-            "item": iidx.get_indexer(inter["item"]).astype(np.int64),
-            "domain": inter["domain"].map(domain_of).to_numpy(np.int64),
-            "timestamp": inter["timestamp"].to_numpy(np.float64),
-            "label": inter["label"].to_numpy(np.int8),
-        }
-    )
     item_domain = np.full(len(items), -1, dtype=np.int64)
     item_domain[codes["item"].to_numpy()] = codes["domain"].to_numpy()
 
-    phi = phi[phi["item"].isin(iidx)].sort_values(["item", "rank", "entity"])
+    phi = phi[iidx.get_indexer(phi["item"]) >= 0].sort_values(["item", "rank", "entity"])
     item_entities = np.full((len(items), MAX_ENTITIES_PER_ITEM), -1, dtype=np.int64)
     pi = iidx.get_indexer(phi["item"])
     slot = phi.groupby("item").cumcount().to_numpy()
@@ -376,7 +472,7 @@ def load_dataset(root: str | Path, profile_bins: int = 10) -> Dataset:
         entity_features = np.zeros((len(entities), len(cols)), dtype=np.float32)
         entity_features[eidx.get_indexer(feats["entity"])] = values.to_numpy(np.float32)
 
-    _check_positives(inter, domains, roles)
+    _check_positives(inter_path, codes, domains, roles)
     return Dataset(
         root=root,
         users=users,

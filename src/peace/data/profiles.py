@@ -33,8 +33,9 @@ def encode_profiles(
         raise table_error(
             frame, f"{key} {frame[key][dup].iloc[0]!r} has two profile rows; keep one."
         )
-    frame = frame[frame[key].isin(index)]
     rows = index.get_indexer(frame[key])
+    known = rows >= 0
+    frame, rows = frame[known], rows[known]
     columns = [c for c in frame.columns if c != key]
     codes = np.zeros((len(index), len(columns)), dtype=np.int64)
     cards = []
