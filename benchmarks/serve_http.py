@@ -1,17 +1,33 @@
 """The HTTP half of ``serve_latency.py``: the service as a subprocess on loopback (one or more
-server workers), and rank and recommend requests from 1 or more concurrent clients (threads, one
-keep-alive ``httpx.Client`` each), with latency percentiles and throughput per case."""
+server workers), and rank and recommend requests from 1 or more concurrent clients, with latency
+percentiles and throughput per case.
+
+Two load generators send the same kinds of requests:
+
+* ``httpx``: Python threads, one keep-alive ``httpx.Client`` each, a fixed number of requests.
+  Each client builds, sends and parses its requests in Python on the same two cores as the
+  server, so its own cost is part of every latency and takes CPU from the server.
+* ``wrk`` (when the ``wrk`` program is on PATH, e.g. Debian's ``wrk`` package): a C load
+  generator on one thread with one keep-alive connection per client, replaying requests drawn
+  the same way, for a fixed time. Its cost per request is a small fraction of the Python
+  client's, so what it measures is closer to the service's own latency and capacity.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import numpy as np
@@ -107,6 +123,91 @@ def load(base: str, make_request: Any, n: int, clients: int, endpoint: str) -> d
     }
 
 
+WRK_SCRIPT = r"""
+local requests = {}
+for line in io.lines(os.getenv("PEACE_WRK_REQUESTS")) do
+  local method, path, body = line:match("^(%u+)\t([^\t]+)\t(.*)$")
+  local headers = {}
+  if body ~= "" then headers["Content-Type"] = "application/json" else body = nil end
+  requests[#requests + 1] = wrk.format(method, path, headers, body)
+end
+local i = 0
+request = function()
+  i = i % #requests + 1
+  return requests[i]
+end
+done = function(summary, latency, _)
+  local e = summary.errors
+  io.write(string.format("PEACE_WRK %d %d %d %d %d %d %.3f %.3f %.3f %.3f %.3f\n",
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write, e.timeout,
+    latency.min, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.mean, latency.max))
+end
+"""
+"""wrk's Lua script: replays the request lines of ``$PEACE_WRK_REQUESTS`` (method, path and
+JSON body, tab-separated) in turn, and prints the counts and latencies (microseconds) at the end."""
+
+
+def wrk_available() -> str | None:
+    """The ``wrk`` program's path, or None."""
+    return shutil.which("wrk")
+
+
+def wrk_load(
+    base: str, lines: list[str], clients: int, seconds: float, endpoint: str
+) -> dict[str, Any]:
+    """Replay request ``lines`` with wrk for ``seconds`` from ``clients`` connections (one wrk
+    thread), after a one-second warm-up that is not measured; the same fields as :func:`load`."""
+    wrk = wrk_available()
+    if wrk is None:
+        raise RuntimeError("wrk is not on PATH (Debian: apt-get install wrk).")
+    with tempfile.TemporaryDirectory(prefix="peace-wrk-") as tmp:
+        script, spec = Path(tmp) / "replay.lua", Path(tmp) / "requests.tsv"
+        script.write_text(WRK_SCRIPT, encoding="utf-8")
+        spec.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        env = {**os.environ, "PEACE_WRK_REQUESTS": str(spec)}
+
+        def run(duration: float) -> list[str]:
+            cmd = [wrk, "-t1", f"-c{clients}", f"-d{max(1, round(duration))}s", "--timeout", "30s"]
+            out = subprocess.run(
+                [*cmd, "-s", str(script), base], env=env, capture_output=True, text=True, check=True
+            ).stdout
+            found = [ln.split()[1:] for ln in out.splitlines() if ln.startswith("PEACE_WRK ")]
+            if not found:
+                raise RuntimeError(f"wrk printed no result:\n{out}")
+            return found[0]
+
+        run(1)  # warm-up, not measured
+        served_before = server_seconds(base, endpoint)
+        f = run(seconds)
+        served_after = server_seconds(base, endpoint)
+    n, micros, status, socket_errors, timeouts = (int(x) for x in f[:5])
+    lo, p50, p90, p99, mean, hi = (float(x) / 1000 for x in f[5:])
+    served = served_after[1] - served_before[1]
+    return {
+        "requests": n,
+        "clients": clients,
+        "errors": status + socket_errors + timeouts,
+        "throughput_rps": n / (micros / 1e6),
+        "wall_s": micros / 1e6,
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+        "mean_ms": mean,
+        "max_ms": hi,
+        "min_ms": lo,
+        "server_mean_ms": (served_after[0] - served_before[0]) / served * 1000 if served else None,
+    }
+
+
+def request_line(method: str, url: str, kwargs: dict[str, Any]) -> str:
+    """One request of a ``make_request`` function as wrk's script reads it."""
+    if "params" in kwargs:
+        url = f"{url}?{urlencode(kwargs['params'])}"
+    body = json.dumps(kwargs["json"], separators=(",", ":")) if "json" in kwargs else ""
+    return f"{method}\t{url}\t{body}"
+
+
 def http_cases(
     store: Path,
     catalogues: dict[str, list[str]],
@@ -166,31 +267,39 @@ def http_cases(
             user = users[int(rng.integers(len(users)))]
             return "GET", f"/v1/domains/{ANN_DOMAIN}/recommend", {"params": {"user": user, "k": 10}}
 
-        for domain in (ZERO_SHOT_DOMAIN, NORMAL_DOMAIN):
-            for clients in args.clients:
-                r = load(base, ranker_request(domain), args.requests, clients, RANK)
+        def measure(case: str, endpoint: str, route: str, make: Any, n: int, clients: int) -> None:
+            for generator in getattr(args, "load", ["httpx"]):
+                if generator == "httpx":
+                    r = load(base, make, n, clients, route)
+                else:
+                    rng = np.random.default_rng(2000 + clients)
+                    lines = [request_line(*make(rng)) for _ in range(n)]
+                    r = wrk_load(base, lines, clients, args.wrk_seconds, route)
+                    method, url, kwargs = make(rng)
+                    with httpx.Client(base_url=base, timeout=30) as http:
+                        r["ranker"] = [http.request(method, url, **kwargs).json()["ranker"]]
                 results.append(
                     {
-                        "case": f"rank {domain}",
-                        "endpoint": "rank",
-                        "candidates": args.candidates,
+                        "case": case,
+                        "endpoint": endpoint,
+                        "candidates": len(catalogues[ANN_DOMAIN])
+                        if endpoint == "recommend"
+                        else args.candidates,
                         "workers": workers,
+                        "load_generator": generator,
                         **r,
                     }
                 )
                 print_row(results[-1])
+
+        for domain in (ZERO_SHOT_DOMAIN, NORMAL_DOMAIN):
+            for clients in args.clients:
+                make = ranker_request(domain)
+                measure(f"rank {domain}", "rank", RANK, make, args.requests, clients)
         for clients in args.clients:
-            r = load(base, recommend_request, args.recommend_requests, clients, RECOMMEND)
-            results.append(
-                {
-                    "case": f"recommend {ANN_DOMAIN} (k=10)",
-                    "endpoint": "recommend",
-                    "candidates": len(catalogues[ANN_DOMAIN]),
-                    "workers": workers,
-                    **r,
-                }
-            )
-            print_row(results[-1])
+            case = f"recommend {ANN_DOMAIN} (k=10)"
+            n = args.recommend_requests
+            measure(case, "recommend", RECOMMEND, recommend_request, n, clients)
     finally:
         server.terminate()
         try:
@@ -217,7 +326,8 @@ def wait_for_workers(base: str, workers: int, seconds: float = 120.0) -> set[int
 def print_row(r: dict[str, Any]) -> None:
     server = r["server_mean_ms"]
     print(
-        f"{r['case']:<34} {'/'.join(r['ranker']):<20} {r['workers']:>3} {r['clients']:>3} "
+        f"{r['case']:<34} {'/'.join(r['ranker']):<20} {r.get('load_generator', 'httpx'):<6} "
+        f"{r['workers']:>3} {r['clients']:>3} "
         f"{r['requests']:>6} "
         f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['throughput_rps']:>9.1f} {r['errors']:>4} "
         f"{'-' if server is None else f'{server:.2f}':>9}",

@@ -16,7 +16,9 @@ What it does (every step bounded):
    torch thread), once per ``--workers`` count (default 1, then 2 server processes), and sends
    ``--requests`` rank requests of ``--candidates`` random candidates with 1 and with 16
    concurrent clients (threads, one keep-alive ``httpx.Client`` each), for both rankers, plus
-   ``recommend`` on the large domain;
+   ``recommend`` on the large domain; where the ``wrk`` program is on PATH, every case again
+   with wrk (a C load generator, one thread, one connection per client, ``--wrk-seconds`` per
+   case), whose own cost per request is small beside the Python clients';
 5. writes ``benchmarks/results/serve_latency.json`` (p50, p90, p99, mean, throughput per case,
    the mean time the service itself spent per request, read from its latency histogram before
    and after each case, in-process timings, ANN recall, machine info, the command) and prints a
@@ -32,6 +34,7 @@ Usage::
     python benchmarks/serve_latency.py                 # the full run (a few minutes)
     python benchmarks/serve_latency.py --sizes preset  # the benchmark preset's sizes
     python benchmarks/serve_latency.py --requests 200 --ann-items 3000 --pretrain-steps 5
+    python benchmarks/serve_latency.py --load wrk      # only the wrk cases (apt-get install wrk)
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +54,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from serve_http import ANN_DOMAIN, NORMAL_DOMAIN, ZERO_SHOT_DOMAIN, http_cases, percentiles
+from serve_http import (
+    ANN_DOMAIN,
+    NORMAL_DOMAIN,
+    ZERO_SHOT_DOMAIN,
+    http_cases,
+    percentiles,
+    wrk_available,
+)
 
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset, load_dataset
@@ -83,6 +94,15 @@ def model_config(args: argparse.Namespace) -> PeaceConfig:
     return PeaceConfig().override([*MODEL, *brief])
 
 
+def wrk_version() -> str | None:
+    """The first line ``wrk -v`` prints (it exits with status 1), or None without wrk."""
+    wrk = wrk_available()
+    if wrk is None:
+        return None
+    out = subprocess.run([wrk, "-v"], capture_output=True, text=True)
+    return (out.stdout or out.stderr).strip().splitlines()[0] if out.stdout or out.stderr else wrk
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -103,6 +123,7 @@ def machine() -> dict[str, Any]:
         # uvicorn's HTTP parser and event loop: the C ones when installed (the serve extra)
         "httptools": importlib.util.find_spec("httptools") is not None,
         "uvloop": importlib.util.find_spec("uvloop") is not None,
+        "wrk": wrk_version(),
     }
     if hasattr(os, "getloadavg"):
         info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
@@ -266,12 +287,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2], help="server processes, one run each"
     )
+    parser.add_argument(
+        "--load",
+        nargs="+",
+        choices=["httpx", "wrk"],
+        help="load generators (default: httpx, and wrk when it is on PATH)",
+    )
+    parser.add_argument("--wrk-seconds", type=float, default=8.0, help="measured time per wrk case")
     parser.add_argument("--pretrain-steps", type=int, default=30)
     parser.add_argument("--ann-items", type=int, default=20_000)
     parser.add_argument("--ann-users", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", action="store_true", help="reuse a pre-trained run in --work")
     args = parser.parse_args(argv)
+    if args.load is None:
+        args.load = ["httpx", "wrk"] if wrk_available() else ["httpx"]
+    if "wrk" in args.load and not wrk_available():
+        parser.error("--load wrk: the wrk program is not on PATH (Debian: apt-get install wrk).")
     suffix = "" if args.sizes == "paper" else f"_{args.sizes}"
     if args.work is None:
         args.work = Path(tempfile.gettempdir()) / f"peace-serve-latency{suffix}"
@@ -295,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     del service
 
     print(
-        f"\n{'case':<34} {'ranker':<20} {'wrk':>3} {'cli':>3} {'reqs':>6} {'p50 ms':>8} "
+        f"\n{'case':<34} {'ranker':<20} {'load':<6} {'wrk':>3} {'cli':>3} {'reqs':>6} {'p50 ms':>8} "
         f"{'p99 ms':>8} {'req/s':>9} {'err':>4} {'server ms':>9}"
     )
     http = [row for w in args.workers for row in http_cases(store, catalogues, users, args, w)]
@@ -325,7 +357,10 @@ def main(argv: list[str] | None = None) -> None:
             "catalogue_sizes": {d: len(c) for d, c in catalogues.items()},
         },
         "server": "uvicorn subprocess on 127.0.0.1 with the case's number of worker processes, "
-        "torch threads 1, clients on the same machine (threads with keep-alive httpx clients)",
+        "torch threads 1, clients on the same machine: threads with keep-alive httpx clients "
+        "(load_generator httpx, a fixed number of requests) and wrk, one thread with one "
+        "keep-alive connection per client (load_generator wrk, a fixed time)",
+        "load_generators": args.load,
         "timings_s": timings,
         "http": http,
         "in_process": inproc,

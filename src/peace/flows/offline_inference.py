@@ -79,6 +79,16 @@ def model_hash(run: str | Path) -> str:
     return sha256_file(path)
 
 
+def entity_lists(names: pa.Array, rows: np.ndarray) -> pa.ListArray:
+    """Each item's entity names, in phi's order, from entity rows ``[I, k]`` (-1 = none)."""
+    rows = np.asarray(rows)
+    valid = rows >= 0
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(valid.sum(1), out=offsets[1:])
+    flat = names.take(pa.array(rows[valid].astype(np.int64)))
+    return pa.ListArray.from_arrays(pa.array(offsets), flat, type=pa.list_(pa.string()))
+
+
 def _json_number(value: float | None) -> float | None:
     """JSON has no infinity: +-inf and NaN become null."""
     if value is None or not math.isfinite(value):
@@ -131,8 +141,8 @@ def export(
         if k.startswith(SCORER_PREFIXES)
     }
 
-    entity_names = ds.entities
-    item_entity_names = [[str(entity_names[e]) for e in row if e >= 0] for row in ds.item_entities]
+    entity_names = pa.array([str(e) for e in ds.entities], pa.string())
+    item_entity_names = entity_lists(entity_names, ds.item_entities)
     inter = ds.interactions
     before = inter[(inter["timestamp"].to_numpy() < cut) & (inter["label"].to_numpy() == 1)]
 
@@ -156,7 +166,7 @@ def export(
             tmp / "entities.arrow",
             pa.table(
                 {
-                    "entity": pa.array([str(e) for e in entity_names], pa.string()),
+                    "entity": entity_names,
                     "vector": vector_column(table[: ds.num_entities].numpy()),
                 }
             ),
@@ -167,7 +177,7 @@ def export(
                 {
                     "item": pa.array([str(i) for i in ds.items], pa.string()),
                     "domain": pa.array([ds.domains[d] for d in ds.item_domain], pa.string()),
-                    "entities": pa.array(item_entity_names, pa.list_(pa.string())),
+                    "entities": item_entity_names,
                     "vector": vector_column(items_vec.numpy()),
                 }
             ),
@@ -195,9 +205,7 @@ def export(
                 pa.table(
                     {
                         "item": pa.array([str(i) for i in ds.items[cat]], pa.string()),
-                        "entities": pa.array(
-                            [item_entity_names[i] for i in cat], pa.list_(pa.string())
-                        ),
+                        "entities": item_entity_names.take(pa.array(cat)),
                         "vector": vector_column(items_vec[cat].numpy()),
                         "popularity": pa.array(counts.astype(np.int64)),
                     }
