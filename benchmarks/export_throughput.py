@@ -20,6 +20,7 @@ Usage::
     python benchmarks/export_throughput.py
     python benchmarks/export_throughput.py --size small --repeats 2
     python benchmarks/export_throughput.py --size medium   # one platform only
+    python benchmarks/export_throughput.py --reuse         # the runs pre-trained before
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def measure(args: argparse.Namespace, size: str) -> dict:
     ds = load_dataset(data)
     overrides = [*MODEL, f"pretrain.max_steps={args.pretrain_steps}", f"seed={args.seed}"]
     cfg = PeaceConfig().override(overrides)
-    shutil.rmtree(run, ignore_errors=True)
-    pretrain(ds, cfg, out=run, show_progress=False)
+    if not (args.reuse and (run / "model.safetensors").exists()):
+        shutil.rmtree(run, ignore_errors=True)
+        pretrain(ds, cfg, out=run, show_progress=False)
     print(f"{size}: setup {time.perf_counter() - t:.1f} s ({ds.num_users:,} users)", flush=True)
 
     pre = load_pretrained(run, ds)
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         "--work", type=Path, default=Path(tempfile.gettempdir()) / "peace-export-throughput"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "export_throughput.json")
+    parser.add_argument("--reuse", action="store_true", help="reuse pre-trained runs in --work")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     info = machine()

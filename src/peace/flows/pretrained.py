@@ -85,16 +85,19 @@ class Pretrained:
         table = self.entity_table() if table is None else table
         scores = model.interests.entity_scores(table)
         positions = self.history.positions(users, times)
-        interests, universal = [], []
+        if len(users) == 0:
+            empty = torch.zeros(0, model.config.n_interests, table.shape[1])
+            return empty, model.universal(empty)
+        # Written chunk by chunk into the outputs: no list of chunks and no copy to join them.
+        like = {"dtype": table.dtype, "device": table.device}
+        interests = torch.empty(len(users), model.config.n_interests, table.shape[1], **like)
+        universal = torch.empty(len(users), table.shape[1], **like)
         for s in range(0, len(users), chunk):
             tokens, mask = self.history.gather(positions[s : s + chunk])
             z = model.interests.pool_tokens(table, tokens, mask, scores)  # Eq. 1
-            interests.append(z)
-            universal.append(model.universal(z))  # Eq. 2
-        if not interests:
-            empty = torch.zeros(0, model.config.n_interests, table.shape[1])
-            return empty, model.universal(empty)
-        return torch.cat(interests), torch.cat(universal)
+            interests[s : s + len(z)] = z
+            universal[s : s + len(z)] = model.universal(z)  # Eq. 2
+        return interests, universal
 
 
 def dataset_fingerprint(ds: Dataset) -> str:
