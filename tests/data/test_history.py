@@ -12,7 +12,7 @@ from conftest import toy_tables
 
 from peace.data.contract import write_dataset
 from peace.data.dataset import Dataset, load_dataset
-from peace.data.history import HistoryIndex, _PairSearch, _sort_rows
+from peace.data.history import HistoryIndex, _PairSearch, _sort_rows, _TimeRanks
 
 
 def _history_tables() -> dict[str, pd.DataFrame]:
@@ -244,7 +244,33 @@ def test_pair_search_with_shared_time_ranks() -> None:
     times = rng.integers(0, 30, 300).astype(np.float64)
     order = np.lexsort((times, keys))
     keys, times = keys[order], times[order]
-    distinct = np.arange(-3.0, 35.0, 0.5)  # a superset of the rows' times, as HistoryIndex shares
-    shared = _PairSearch(keys, times, distinct, np.searchsorted(distinct, times))
     q_keys, q_times = rng.integers(-1, 22, 500), rng.uniform(-5, 40, 500)
-    assert shared(q_keys, q_times).tolist() == _PairSearch(keys, times)(q_keys, q_times).tolist()
+    alone = _PairSearch(keys, times)(q_keys, q_times).tolist()
+    # ranks of a superset of the rows' times, as HistoryIndex shares them between domains:
+    # distinct values (halves) and whole-number offsets
+    for superset in (np.arange(-3.0, 35.0, 0.5), np.arange(-3.0, 35.0)):
+        ranks = _TimeRanks(np.concatenate([superset, times]))
+        shared = _PairSearch(keys, times, ranks, ranks.rows[len(superset) :])
+        assert shared(q_keys, q_times).tolist() == alone
+    with pytest.raises(ValueError, match="row_ranks"):
+        _PairSearch(keys, times, _TimeRanks(times))
+
+
+def test_time_ranks_offsets_order_as_distinct_values() -> None:
+    rng = np.random.default_rng(3)
+    times = rng.integers(1_600_000_000, 1_600_000_500, 400).astype(np.float64)
+    offsets, distinct = _TimeRanks(times), _TimeRanks(times, max_width=10)  # the span is 500
+    assert offsets._start is not None and distinct._start is None
+    assert offsets.rows.tolist() == (times - times.min()).astype(np.int64).tolist()
+    queries = np.concatenate(
+        [times[:50], times[:50] + 0.5, times[:50] - 1e-3, [-np.inf, np.inf, np.nan, 0.0, 2e9]]
+    )
+    for ranks in (offsets, distinct):
+        at_or_after = ranks.rows[None, :] >= ranks.query(queries)[:, None]
+        with np.errstate(invalid="ignore"):
+            expected = times[None, :] >= np.where(np.isnan(queries), np.inf, queries)[:, None]
+        assert (at_or_after == expected).all()
+        assert ranks.query(queries).max() < ranks.width
+    # other times rank among their distinct values
+    assert _TimeRanks(times + 0.25)._start is None
+    assert _TimeRanks(np.append(times, np.inf))._start is None

@@ -45,7 +45,10 @@ class HistoryIndex:
         item = inter["item"].to_numpy()[keep].astype(np.int64)
         time = inter["timestamp"].to_numpy()[keep].astype(np.float64)
         # Times ranked once for every domain: the sort key and the searches share the ranks.
-        distinct, rank = np.unique(time, return_inverse=True)
+        # Whole-number times become offsets where the packed sort key still fits (no sort).
+        n_domains = int(domain.max()) + 1 if len(domain) else 1
+        ranks = _TimeRanks(time, _KEY_LIMIT // (n_domains * ds.num_users * max(ds.num_items, 1)))
+        rank = ranks.rows
         order = _sort_rows(domain, user, rank, item, ds.num_users, ds.num_items)
         domain, user, item, time, rank = (a[order] for a in (domain, user, item, time, rank))
         self._tokens: list[torch.Tensor] = []
@@ -65,9 +68,7 @@ class HistoryIndex:
             times = np.repeat(time[lo:hi], per_row)
             self._times.append(times)
             self._offsets.append(offsets)
-            self._search.append(
-                _PairSearch(users, times, distinct, np.repeat(rank[lo:hi], per_row))
-            )
+            self._search.append(_PairSearch(users, times, ranks, np.repeat(rank[lo:hi], per_row)))
 
     @property
     def sequence_length(self) -> int:
@@ -188,39 +189,87 @@ def _sort_rows(
     return np.lexsort((item, rank, user, domain))
 
 
+_KEY_LIMIT = 2**62
+"""Packed integer keys stay below this (int64 with room)."""
+
+
+class _TimeRanks:
+    """Integer ranks of times that keep their order: each row's rank, and a query's.
+
+    A row with time t is at or after a query time q exactly when ``rows >= query(q)``. Whole-number
+    times (timestamps in seconds, days, ...) rank as their offset from the earliest, t - t_min,
+    which needs no sort, where the span keeps ranks below ``max_width``; other times rank among
+    their sorted distinct values (``numpy.unique``).
+
+    Args:
+        times: the rows' times.
+        max_width: the largest number of distinct ranks (queries included) the caller can pack.
+    """
+
+    def __init__(self, times: np.ndarray, max_width: int = _KEY_LIMIT) -> None:
+        times = np.asarray(times, dtype=np.float64)
+        self._start: float | None = None
+        if len(times) and np.isfinite(times).all():
+            start, stop = float(times.min()), float(times.max())
+            # whole numbers whose offsets are exact in float64 (and every query offset too)
+            if stop - start + 2 <= min(max_width, 2**52) and (times == np.floor(times)).all():
+                self._start = start
+                self.width = int(stop - start) + 2  # a query after every row ranks last
+                self.rows = (times - start).astype(np.int64)
+                return
+        self._distinct, self.rows = np.unique(times, return_inverse=True)
+        self.rows = self.rows.astype(np.int64)
+        self.width = len(self._distinct) + 1
+
+    def query(self, q_times: np.ndarray) -> np.ndarray:
+        """Ranks of query times: how many of the ranked values lie strictly before each."""
+        q = np.asarray(q_times, dtype=np.float64)
+        if self._start is None:
+            return np.searchsorted(self._distinct, q, "left").astype(np.int64)
+        # whole numbers t_min <= t < q: ceil(q) - t_min of them, clipped to the span; NaN sorts
+        # after every time, as in the search above
+        offset = np.ceil(np.where(np.isnan(q), np.inf, q) - self._start)
+        return np.clip(offset, 0, self.width - 1).astype(np.int64)
+
+
 class _PairSearch:
     """Binary search of (key, time) queries in rows sorted by (key, time).
 
     ``search(q_keys, q_times)`` is the index of the first row with (key, time) >= (q_key, q_time).
-    Times are replaced by their rank among ``distinct``, the sorted distinct times (a superset
-    of the rows' times), so (key, rank) packs into one exact int64 per row; that packing is done
-    once here, and a query costs two binary searches instead of a sort of every row.
+    Times are replaced by their ranks (:class:`_TimeRanks`), so (key, rank) packs into one exact
+    int64 per row; that packing is done once here, and a query costs two binary searches instead
+    of a sort of every row.
 
     Args:
-        keys: the rows' keys, sorted.
+        keys: the rows' keys, sorted (non-negative).
         times: the rows' times, sorted within each key.
-        distinct: sorted distinct times, at least those of the rows (default: computed here).
-        ranks: each row's time as an index into ``distinct`` (default: searched here).
+        ranks: ranks of these times, or of a superset of them (default: computed here).
+        row_ranks: each row's rank under ``ranks`` (needed with ``ranks``).
     """
 
     def __init__(
         self,
         keys: np.ndarray,
         times: np.ndarray,
-        distinct: np.ndarray | None = None,
-        ranks: np.ndarray | None = None,
+        ranks: _TimeRanks | None = None,
+        row_ranks: np.ndarray | None = None,
     ) -> None:
-        times = np.asarray(times, dtype=np.float64)
-        self._distinct = np.unique(times) if distinct is None else np.asarray(distinct, np.float64)
-        self._width = len(self._distinct) + 1  # a query time after every row ranks last
+        keys = np.asarray(keys, dtype=np.int64)
+        self._n_keys = n_keys = int(keys.max()) + 1 if len(keys) else 1
         if ranks is None:
-            ranks = np.searchsorted(self._distinct, times)
-        self._packed = np.asarray(keys, dtype=np.int64) * self._width + np.asarray(ranks)
+            ranks = _TimeRanks(times, _KEY_LIMIT // n_keys)
+            row_ranks = ranks.rows
+        elif row_ranks is None:
+            raise ValueError("row_ranks are needed with ranks computed elsewhere.")
+        self._ranks = ranks
+        self._width = ranks.width
+        self._packed = keys * self._width + np.asarray(row_ranks, dtype=np.int64)
 
     def __call__(self, q_keys: np.ndarray, q_times: np.ndarray) -> np.ndarray:
         if len(self._packed) == 0:
             return np.zeros(len(q_keys), dtype=np.int64)
-        # a row's time t >= q_time iff rank(t) >= the number of distinct times below q_time
-        rank = np.searchsorted(self._distinct, np.asarray(q_times, dtype=np.float64), "left")
-        packed = np.asarray(q_keys, dtype=np.int64) * self._width + rank
+        rank = self._ranks.query(q_times)  # a row at or after q_time iff its rank >= this
+        # keys outside the rows' answer 0 or len either way; clipped, they cannot overflow
+        q_keys = np.clip(np.asarray(q_keys, dtype=np.int64), -1, self._n_keys)
+        packed = q_keys * self._width + rank
         return np.searchsorted(self._packed, packed, side="left").astype(np.int64)
