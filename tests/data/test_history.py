@@ -271,6 +271,16 @@ def test_time_ranks_offsets_order_as_distinct_values() -> None:
             expected = times[None, :] >= np.where(np.isnan(queries), np.inf, queries)[:, None]
         assert (at_or_after == expected).all()
         assert ranks.query(queries).max() < ranks.width
+    # a negative start and fractional queries far from it
+    far = _TimeRanks(np.array([-(2.0**51), 0.0, 5.0]))
+    assert far._start is not None
+    assert far.query(np.array([0.1, 0.0, 4.9, 5.0, 5.1])).tolist() == [
+        2**51 + 1,
+        2**51,
+        2**51 + 5,
+        2**51 + 5,
+        2**51 + 6,
+    ]
     # other times rank among their distinct values
     assert _TimeRanks(times + 0.25)._start is None
     assert _TimeRanks(np.append(times, np.inf))._start is None

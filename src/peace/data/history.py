@@ -226,9 +226,10 @@ class _TimeRanks:
         q = np.asarray(q_times, dtype=np.float64)
         if self._start is None:
             return np.searchsorted(self._distinct, q, "left").astype(np.int64)
-        # whole numbers t_min <= t < q: ceil(q) - t_min of them, clipped to the span; NaN sorts
-        # after every time, as in the search above
-        offset = np.ceil(np.where(np.isnan(q), np.inf, q) - self._start)
+        # whole numbers t_min <= t < q: ceil(q) - t_min of them, clipped to the span (a
+        # difference of two whole numbers, exact where it matters); NaN sorts after every time,
+        # as in the search above
+        offset = np.ceil(np.where(np.isnan(q), np.inf, q)) - self._start
         return np.clip(offset, 0, self.width - 1).astype(np.int64)
 
 
