@@ -100,7 +100,8 @@ def wrk_version() -> str | None:
     if wrk is None:
         return None
     out = subprocess.run([wrk, "-v"], capture_output=True, text=True)
-    return (out.stdout or out.stderr).strip().splitlines()[0] if out.stdout or out.stderr else wrk
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else wrk
 
 
 def machine() -> dict[str, Any]:
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     del service
 
     print(
-        f"\n{'case':<34} {'ranker':<20} {'load':<6} {'wrk':>3} {'cli':>3} {'reqs':>6} {'p50 ms':>8} "
+        f"\n{'case':<34} {'ranker':<20} {'load':<6} {'wkr':>3} {'cli':>3} {'reqs':>6} {'p50 ms':>8} "
         f"{'p99 ms':>8} {'req/s':>9} {'err':>4} {'server ms':>9}"
     )
     http = [row for w in args.workers for row in http_cases(store, catalogues, users, args, w)]
