@@ -74,6 +74,7 @@ def test_partial_toml_keeps_defaults(tmp_path: Path) -> None:
         ("eval.split=[1, 0, 0]", lambda c: c.eval.split == (1.0, 0.0, 0.0)),
         ("eval.zero_shot_scorer=decoder", lambda c: c.eval.zero_shot_scorer == "decoder"),
         ('eval.zero_shot_scorer="decoder"', lambda c: c.eval.zero_shot_scorer == "decoder"),
+        ("eval.zero_shot_prior=0.5", lambda c: c.eval.zero_shot_prior == 0.5),
         ("pretrain.cutoff=978300760", lambda c: float(c.pretrain.cutoff) == 978300760),
         (" seed = 5", lambda c: c.seed == 5),
     ],

@@ -221,6 +221,13 @@ class EvalConfig:
     zero_shot_scorer: Literal["inner", "inner-enhanced", "decoder"] = "inner"
     """Zero-shot score (Sec. 4.4): ``inner`` = universal user encoding . item vector;
     ``inner-enhanced`` = prototype-enhanced user vector . item vector; ``decoder`` = Eq. 3."""
+    zero_shot_prior: float = 0.0
+    """Weight w of the source-entity prior added to the zero-shot score: score(u, i) +
+    w * prior(i), prior(i) the mean of log(1 + count) over the item's entities, counts of
+    positive source rows before the pre-training cut-off (the *Entity prior* reference's own
+    score; no user input, no target row). 0 serves the paper's score alone. It is a scoring
+    weight, not a training one: checkpoint selection does not use it, and the served zero-shot
+    ranker and the benchmark apply the run's value alike (docs/experiments.md section 42)."""
 
 
 @dataclass

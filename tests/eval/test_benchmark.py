@@ -117,6 +117,41 @@ def test_update_adds_models_and_keeps_the_others(toy_dir: Path, tmp_path: Path) 
     assert "SASRec" in report and "tsne" in report
 
 
+def test_zero_shot_only_update_replaces_only_the_zero_shot_rows(
+    toy_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    first = _bench(toy_dir, out, "--models", "PEACE,Entity prior")
+    assert first.exit_code == 0, first.output
+    before = json.loads((out / "results.json").read_text())
+    refused = _bench(toy_dir, out, "--models", "DeepFM", "--update", "--zero-shot-only")
+    assert refused.exit_code != 0 and "list only PEACE variants" in refused.output
+    second = _bench(
+        toy_dir,
+        out,
+        *("--models", "PEACE", "--update", "--zero-shot-only"),
+        *("--set", "eval.zero_shot_prior=1.0"),
+    )
+    assert second.exit_code == 0, second.output
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["config"]["eval"]["zero_shot_prior"] == 1.0
+
+    def rows(d: dict, zero_shot: bool) -> list[dict]:
+        return [
+            r
+            for r in d["rows"]
+            if r["model"] != "PEACE" or r["setting"].startswith("zero-shot") == zero_shot
+        ]
+
+    assert rows(doc, False) == rows(before, False)  # normal rows and the reference: kept
+    peace_zero = [r for r in doc["rows"] if r["model"] == "PEACE" and r not in before["rows"]]
+    assert {r["setting"] for r in peace_zero} == {"zero-shot", "zero-shot-test"}
+    assert doc["chosen"]["PEACE"] == before["chosen"]["PEACE"]  # pinned, fine-tuning kept
+    assert set(doc["per_user"]["PEACE"]) == {"normal", "zero-shot-test"}
+    assert doc["runs"][-1]["settings"] == ["zero-shot", "zero-shot-test"]
+    assert "zero-shot rows only" in (out / "REPORT.md").read_text()
+
+
 def test_update_refuses_another_configuration(toy_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert _bench(toy_dir, out, "--models", "Popularity").exit_code == 0

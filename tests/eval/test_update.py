@@ -208,3 +208,60 @@ def test_peace_only_pretrain_keys_keep_the_competitors_rows(tmp_path: Path) -> N
     assert all(reads("PEACE w/o GL", f"pretrain.{k}") for k in PEACE_PRETRAIN_KEYS)
     with pytest.raises(UpdateError, match="pretrain.lr"):  # every pre-trained model reads it
         kept_document(path, "toy", [0], cfg.override(["pretrain.lr=0.5"]), ("Tiger",))
+
+
+def test_zero_shot_only_keeps_the_variants_normal_rows(tmp_path: Path) -> None:
+    """``--zero-shot-only``: the listed variants' zero-shot rows, search-free pre-training
+    choices and per-user zero-shot values are replaced; their normal rows, fine-tuning search,
+    chosen fine-tuning values and per-user normal values are kept, and a key only the
+    zero-shot score reads (eval.zero_shot_prior) may differ."""
+    cfg = PeaceConfig()
+    path = tmp_path / "results.json"
+    rows = [{**_row("PEACE"), "setting": s} for s in ("normal", "zero-shot", "zero-shot-test")] + [
+        _row("DeepFM")
+    ]
+    doc = {
+        "dataset": "toy",
+        "seeds": [0],
+        "rows": rows,
+        "search": [{"model": "PEACE (pre-training)"}, {"model": "PEACE (fine-tuning)"}],
+        "chosen": {"PEACE": {"pretrain.lr": 0.005, "finetune.lr": 0.002}},
+        "timings": {"0": {"PEACE pre-train": 3.0, "PEACE t1": 4.0}},
+        "per_user": {"PEACE": {"normal": {"t1": [0.5]}, "zero-shot-test": {"t1": [0.1]}}},
+        "runs": [{"command": "a", "models": ["PEACE", "DeepFM"], "wall_seconds": 10.0}],
+        "config": json.loads(json.dumps(cfg.to_dict())),
+    }
+    path.write_text(json.dumps(doc))
+    changed = cfg.override(["eval.zero_shot_prior=0.5"])
+    with pytest.raises(UpdateError, match="zero_shot_prior"):  # a full rerun reads it
+        kept_document(path, "toy", [0], changed, ("DeepFM",))
+    kept = kept_document(path, "toy", [0], changed, ("PEACE",), zero_shot_only=True)
+    assert sorted((r["model"], r["setting"]) for r in kept["rows"]) == [
+        ("DeepFM", "normal"),
+        ("PEACE", "normal"),
+    ]
+    assert kept["search"] == [{"model": "PEACE (fine-tuning)"}]
+    assert kept["per_user"] == {"PEACE": {"normal": {"t1": [0.5]}}}
+    assert [r["command"] for r in kept["runs"]] == ["a"]  # it still made kept rows
+    new = {
+        "rows": [{**_row("PEACE"), "setting": "zero-shot-test", "mean": 0.2}],
+        "chosen": {"PEACE": {"pretrain.lr": 0.005}},
+        "per_user": {"PEACE": {"zero-shot-test": {"t1": [0.2]}}},
+        "timings": {"0": {"PEACE pre-train": 2.0}},
+    }
+    merged = merge_update(kept, new, {"command": "b", "models": ["PEACE"], "wall_seconds": 5.0})
+    assert merged["chosen"]["PEACE"] == {"pretrain.lr": 0.005, "finetune.lr": 0.002}
+    assert merged["per_user"]["PEACE"] == {
+        "normal": {"t1": [0.5]},
+        "zero-shot-test": {"t1": [0.2]},
+    }
+    assert merged["timings"]["0"] == {"PEACE pre-train": 2.0, "PEACE t1": 4.0}
+    assert {(r["setting"], r["mean"]) for r in merged["rows"] if r["model"] == "PEACE"} == {
+        ("normal", 0.5),
+        ("zero-shot-test", 0.2),
+    }
+    # Without zero_shot_only the changed key refuses the listed model's normal rows: it is not
+    # listed-and-kept there, so only DeepFM is checked; the PEACE rows are all dropped.
+    assert {r["model"] for r in kept_document(path, "toy", [0], changed, ("PEACE",))["rows"]} == {
+        "DeepFM"
+    }

@@ -104,6 +104,14 @@ def benchmark(
         "configuration, e.g. run on another machine, or OUT/partial/NAME of a stopped --jobs "
         "run) into OUT and rewrite the report.",
     ),
+    zero_shot_only: bool = typer.Option(
+        False,
+        "--zero-shot-only",
+        help="Only the zero-shot rows of the pre-trained models (no fine-tuning). With --update "
+        "and the PEACE variants, their normal rows and chosen values are kept and pre-training "
+        "uses those values: a change to the zero-shot score (e.g. eval.zero_shot_prior) is "
+        "recorded without fine-tuning again.",
+    ),
     quick: bool = typer.Option(False, "--quick", help="Smoke run: tiny budgets, one candidate."),
     dev: bool = typer.Option(
         False,
@@ -135,6 +143,7 @@ def benchmark(
         PRETRAIN_CANDIDATES,
     )
     from peace.eval.update import (
+        ZERO_SHOT_SETTINGS,
         UpdateError,
         check_document,
         embeddings_for_report,
@@ -208,13 +217,22 @@ def benchmark(
             _write_benchmark(out, ds, cfg, seed_list, doc, embeddings)
         return
     previous = None
+    pinned = None  # --update --zero-shot-only: pre-train with the kept rows' chosen values
     if update:
+        if zero_shot_only and any(not m.startswith("PEACE") for m in chosen_models):
+            raise fail(
+                "--update --zero-shot-only re-runs the PEACE variants' zero-shot rows; list "
+                "only PEACE variants in --models."
+            )
         try:
             previous = kept_document(
-                out / "results.json", ds.root.name, seed_list, cfg, chosen_models
+                out / "results.json", ds.root.name, seed_list, cfg, chosen_models, zero_shot_only
             )
         except UpdateError as exc:
             raise fail(str(exc)) from exc
+        if zero_shot_only:
+            values = previous["chosen"].get("PEACE", {})
+            pinned = [{k: v for k, v in values.items() if k.startswith("pretrain.")}]
     out.mkdir(parents=True, exist_ok=True)
     command = "peace " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     partial = out / "partial"
@@ -247,17 +265,19 @@ def benchmark(
         chosen_models,
         show_progress=not quiet and jobs == 1,
         log=lambda m: console.print(m),
-        pretrain_candidates=PRETRAIN_CANDIDATES[:1] if quick or dev else None,
+        pretrain_candidates=pinned or (PRETRAIN_CANDIDATES[:1] if quick or dev else None),
         finetune_candidates=FINETUNE_CANDIDATES[:1] if quick or dev else None,
         competitor_candidates=COMPETITOR_PRETRAIN_CANDIDATES[:1] if quick or dev else None,
         jobs=jobs,
         on_group=keep_group if jobs > 1 else None,
+        zero_shot_only=zero_shot_only,
     )
     embeddings = doc.pop("embeddings")
     doc.pop("seeds")
     run_entry = {
         "command": command,
         "models": list(chosen_models),
+        "settings": list(ZERO_SHOT_SETTINGS) if zero_shot_only else "all",
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "environment": environment(),
     }

@@ -60,6 +60,7 @@ def run_benchmark(
     competitor_candidates: list[dict] | None = None,
     jobs: int = 1,
     on_group: Callable[[dict], None] | None = None,
+    zero_shot_only: bool = False,
 ) -> dict:
     """Search, then run every model over ``seeds``; return the results document (no files).
 
@@ -67,10 +68,16 @@ def run_benchmark(
     processes, each with ``cores // jobs`` torch threads; the results are the same as those of one
     process with that thread count, since every group seeds itself. ``on_group`` receives each
     group's document as soon as that group finishes, so a run stopped later keeps it.
+    ``zero_shot_only``: the pre-trained models' zero-shot rows alone (no fine-tuning, no
+    fine-tuning search).
     """
+    if zero_shot_only:
+        finetune_candidates = []
     candidates = (pretrain_candidates, finetune_candidates, competitor_candidates)
     if jobs <= 1:
-        return _run_models(ds, cfg, seeds, models, show_progress, log, *candidates)
+        return _run_models(
+            ds, cfg, seeds, models, show_progress, log, *candidates, normal=not zero_shot_only
+        )
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -81,7 +88,9 @@ def run_benchmark(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {
-            pool.submit(_run_group, ds.root, cfg, seeds, group, threads, candidates): k
+            pool.submit(
+                _run_group, ds.root, cfg, seeds, group, threads, candidates, not zero_shot_only
+            ): k
             for k, group in enumerate(groups)
         }
         docs: list[dict | None] = [None] * len(groups)
@@ -122,6 +131,7 @@ def _run_group(
     models: tuple[str, ...],
     threads: int,
     candidates: tuple,
+    normal: bool = True,
 ) -> dict:
     """One worker process: load the dataset, run ``models``, return their document."""
     import torch
@@ -134,7 +144,9 @@ def _run_group(
     def log(message: str) -> None:
         print(f"[{name}] {message}", flush=True)
 
-    return _run_models(load_dataset(root), cfg, seeds, models, False, log, *candidates)
+    return _run_models(
+        load_dataset(root), cfg, seeds, models, False, log, *candidates, normal=normal
+    )
 
 
 def merge_documents(docs: list[dict]) -> dict:
@@ -179,6 +191,7 @@ def _run_models(
     pretrain_candidates: list[dict] | None,
     finetune_candidates: list[dict] | None,
     competitor_candidates: list[dict] | None,
+    normal: bool = True,
 ) -> dict:
     t_start = time.perf_counter()
     base = dataclasses.replace(cfg, seed=seeds[0])
@@ -214,7 +227,14 @@ def _run_models(
                     embeddings[name] = (table, protos)
 
             res, t = run_seed(
-                ds, mcfg, (model,), show_progress, on_pretrained=keep, log=log, pretrained=reuse
+                ds,
+                mcfg,
+                (model,),
+                show_progress,
+                on_pretrained=keep,
+                log=log,
+                pretrained=reuse,
+                normal=normal,
             )
             seed_results.append(res)
             timings.setdefault(str(seed), {}).update({k: round(v, 1) for k, v in t.items()})

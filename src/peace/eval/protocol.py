@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import numpy as np
+from torch import Tensor
 
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
@@ -35,6 +36,7 @@ from peace.flows.rankers import (
     TargetDomain,
     ZeroShotRanker,
     source_entity_counts,
+    source_entity_prior,
 )
 from peace.models import COMPETITORS, FINE_TUNED, ZERO_SHOT
 
@@ -102,11 +104,13 @@ def run_seed(
     on_pretrained: Callable[[str, Pretrained], None] | None = None,
     log: Callable[[str], None] = print,
     pretrained: Pretrained | None = None,
+    normal: bool = True,
 ) -> tuple[Result, dict]:
     """Every model of ``models`` on every target domain for ``cfg.seed``.
 
     ``pretrained`` stands in for the pre-training of a PEACE variant or competitor when it was
-    already run with the same configuration and seed.
+    already run with the same configuration and seed. ``normal=False`` skips the normal setting
+    of the pre-trained models (their zero-shot rows only: no fine-tuning).
     """
     results: Result = defaultdict(list)
     timings: dict[str, float] = {}
@@ -126,6 +130,9 @@ def run_seed(
             log(f"[seed {cfg.seed}] {name}: pre-trained in {timings[f'{name} pre-train']:.1f}s")
             if on_pretrained is not None:
                 on_pretrained(name, pre)
+            # eval.zero_shot_prior weighs PEACE's own zero-shot score; a competitor keeps its own.
+            weight = vcfg.eval.zero_shot_prior if architecture == "PEACE" else 0.0
+            entity_prior = source_entity_prior(ds, pre.cutoff) if weight != 0.0 else None
             for d, split in splits.items():
                 t0 = time.perf_counter()
                 _peace_domain(
@@ -139,7 +146,8 @@ def run_seed(
                     ks,
                     show_progress,
                     zero_shot=name not in FINE_TUNED,
-                    normal=name not in ZERO_SHOT,
+                    normal=normal and name not in ZERO_SHOT,
+                    prior=(weight, entity_prior),
                 )
                 timings[f"{name} {ds.domains[d]}"] = time.perf_counter() - t0
         elif name in ZERO_SHOT_REFERENCES:
@@ -243,14 +251,16 @@ def _peace_domain(
     show_progress: bool,
     zero_shot: bool = True,
     normal: bool = True,
+    prior: tuple[float, Tensor | None] = (0.0, None),
 ) -> None:
-    """The zero-shot rows and/or the fine-tuned (normal) row of one pre-trained model."""
+    """The zero-shot rows and/or the fine-tuned (normal) row of one pre-trained model;
+    ``prior``: the zero-shot score's prior weight and source-entity prior (ZeroShotRanker)."""
     target = TargetDomain(ds, d)
     domain = ds.domains[d]
     valid = ranking_task(split.valid, split.train)
     test = ranking_task(split.test, _concat(split.train, split.valid))
     if zero_shot:
-        zero = ZeroShotRanker(pre, target, cfg.eval.zero_shot_scorer)
+        zero = ZeroShotRanker(pre, target, cfg.eval.zero_shot_scorer, *prior)
         _record(
             results,
             name,

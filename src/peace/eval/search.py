@@ -126,7 +126,8 @@ def search(
             log(f"search PEACE fine-tuning {cand}: valid NDCG@10 {value:.4f}")
             if best_ft is None or value > best_ft[0]:
                 best_ft = (value, cand)
-        chosen["PEACE"].update(best_ft[1])
+        if best_ft is not None:  # no candidates: a run without fine-tuning (zero-shot only)
+            chosen["PEACE"].update(best_ft[1])
     comp_c = (
         COMPETITOR_PRETRAIN_CANDIDATES if competitor_candidates is None else competitor_candidates
     )
@@ -156,7 +157,8 @@ def search(
             log(f"search {name} fine-tuning {cand}: valid NDCG@10 {value:.4f}")
             if best_ft is None or value > best_ft[0]:
                 best_ft = (value, cand)
-        chosen[name].update(best_ft[1])
+        if best_ft is not None:
+            chosen[name].update(best_ft[1])
     if "DeepFM" in models:
         best_ft = None
         for cand in fin_c:
@@ -168,7 +170,8 @@ def search(
             log(f"search DeepFM {cand}: valid NDCG@10 {value:.4f}")
             if best_ft is None or value > best_ft[0]:
                 best_ft = (value, cand)
-        chosen["DeepFM"] = dict(best_ft[1])
+        if best_ft is not None:
+            chosen["DeepFM"] = dict(best_ft[1])
     return chosen, trail, cache
 
 

@@ -10,6 +10,11 @@ report's wall time is their sum; a run whose models have all been run again is d
 The entity vectors and prototypes of PEACE and PEACE w/o CPL (the t-SNE section of the report)
 are kept in ``OUT/embeddings.npz``; when that file is missing they are rebuilt by pre-training the
 two variants again with the recorded chosen values and the first seed.
+
+With ``--zero-shot-only`` the listed PEACE variants are pre-trained again and only their zero-shot
+rows are replaced: their normal rows, fine-tuning search and chosen values are kept, and their
+pre-training uses the values chosen by the run that made those rows. A key that only the
+zero-shot score reads (``eval.zero_shot_prior``) may then differ for the kept normal rows.
 """
 
 from __future__ import annotations
@@ -43,11 +48,20 @@ HEAD_KEYS = frozenset(
     {"freeze_encoders", "encoder_lr_scale", "interaction_features", "user_dropout"}
 )
 
+# The [eval] keys that only PEACE's zero-shot score reads (its normal rows do not).
+PEACE_ZERO_SHOT_KEYS = frozenset({"zero_shot_prior"})
 
-def reads(model: str, key: str) -> bool:
-    """Whether the rows of ``model`` depend on configuration key ``key`` ("finetune.lr")."""
+#: the settings whose rows ``--zero-shot-only`` replaces
+ZERO_SHOT_SETTINGS = ("zero-shot", "zero-shot-test")
+
+
+def reads(model: str, key: str, zero_shot: bool = True) -> bool:
+    """Whether the rows of ``model`` depend on configuration key ``key`` ("finetune.lr");
+    ``zero_shot=False``: its normal rows only."""
     section, _, name = key.partition(".")
     variant = model.startswith("PEACE")
+    if section == "eval" and name in PEACE_ZERO_SHOT_KEYS:
+        return variant and zero_shot
     if section == "model" and name not in SHARED_MODEL_KEYS:
         return variant
     if section == "pretrain" and name in PEACE_PRETRAIN_KEYS:
@@ -68,15 +82,24 @@ def _model_of(key: str, models: list[str]) -> str | None:
 
 
 def kept_document(
-    path: Path, dataset: str, seeds: list[int], cfg: PeaceConfig, models: tuple[str, ...]
+    path: Path,
+    dataset: str,
+    seeds: list[int],
+    cfg: PeaceConfig,
+    models: tuple[str, ...],
+    zero_shot_only: bool = False,
 ) -> dict:
-    """The part of the results document at ``path`` that belongs to models not in ``models``."""
+    """The part of the results document at ``path`` that belongs to models not in ``models``;
+    with ``zero_shot_only``, also every row of ``models`` outside the zero-shot settings."""
     if not path.is_file():
         raise UpdateError(f"--update: {path} does not exist; run without --update first.")
     doc = json.loads(path.read_text())
     old_models = sorted({r["model"] for r in doc["rows"]})
     try:
         check_document(doc, path, dataset, seeds, cfg, [m for m in old_models if m not in models])
+        if zero_shot_only:  # the listed models' normal rows are kept: they must fit too
+            listed = [m for m in old_models if m in models]
+            check_document(doc, path, dataset, seeds, cfg, listed, zero_shot=False)
     except UpdateError as exc:
         raise UpdateError(f"--update: {exc}") from None
     variants = [m for m in old_models if m.startswith("PEACE")]
@@ -87,8 +110,14 @@ def kept_document(
             f"(got {rerun})."
         )
     kept = [m for m in old_models if m not in models]
+    # Models with rows kept: with zero_shot_only, the listed ones too (their normal rows).
+    holders = old_models if zero_shot_only else kept
+
+    def kept_row(row: dict) -> bool:
+        return row["model"] in kept or (zero_shot_only and row["setting"] not in ZERO_SHOT_SETTINGS)
+
     timings = {
-        seed: {k: v for k, v in t.items() if _model_of(k, old_models) in kept}
+        seed: {k: v for k, v in t.items() if _model_of(k, old_models) in holders}
         for seed, t in (doc.get("timings") or {}).items()
     }
     runs = doc.get("runs") or [
@@ -100,15 +129,25 @@ def kept_document(
         }
     ]
     # A run all of whose models are replaced made none of the kept rows: its time is not counted.
-    runs = [r for r in runs if set(r.get("models") or old_models) & set(kept)]
+    runs = [r for r in runs if set(r.get("models") or old_models) & set(holders)]
+    per_user = {
+        m: v if m in kept else {s: u for s, u in v.items() if s not in ZERO_SHOT_SETTINGS}
+        for m, v in (doc.get("per_user") or {}).items()
+        if m in holders
+    }
+    search = [
+        t
+        for t in doc.get("search", [])
+        if t["model"].split(" (")[0] in kept or (zero_shot_only and "(fine-tuning)" in t["model"])
+    ]
     return {
-        "rows": [r for r in doc["rows"] if r["model"] in kept],
-        "search": [t for t in doc.get("search", []) if t["model"].split(" (")[0] in kept],
-        "chosen": {m: v for m, v in (doc.get("chosen") or {}).items() if m in kept},
+        "rows": [r for r in doc["rows"] if kept_row(r)],
+        "search": search,
+        "chosen": {m: v for m, v in (doc.get("chosen") or {}).items() if m in holders},
         "timings": timings,
-        "variants": {m: v for m, v in (doc.get("variants") or {}).items() if m in kept},
+        "variants": {m: v for m, v in (doc.get("variants") or {}).items() if m in holders},
         "references": [m for m in doc.get("references", []) if m in kept],
-        "per_user": {m: v for m, v in (doc.get("per_user") or {}).items() if m in kept},
+        "per_user": {m: v for m, v in per_user.items() if v},
         "curves": {m: v for m, v in (doc.get("curves") or {}).items() if m in kept},
         "runs": runs,
     }
@@ -158,11 +197,12 @@ def check_document(
     seeds: list[int],
     cfg: PeaceConfig,
     models: list[str] | None = None,
+    zero_shot: bool = True,
 ) -> None:
     """Raise :class:`UpdateError` unless ``doc`` is for this dataset, seeds and configuration.
 
     ``models``: the models whose rows are used (default: all); a key that none of them
-    :func:`reads` may differ.
+    :func:`reads` may differ (``zero_shot=False``: only their normal rows are used).
     """
     if doc.get("dataset") != dataset:
         raise UpdateError(
@@ -178,7 +218,7 @@ def check_document(
     # A key the document predates ran with that key's default: it is not a difference.
     diff = sorted(_differences(_with_defaults(doc.get("config") or {}, defaults), current))
     if models is not None:  # a difference reads "model.dim: 64 there, 32 here"
-        diff = [d for d in diff if any(reads(m, d.split(":")[0]) for m in models)]
+        diff = [d for d in diff if any(reads(m, d.split(":")[0], zero_shot) for m in models)]
     if diff:
         raise UpdateError(
             f"{path} was made with another configuration ({', '.join(diff[:5])}); "
@@ -194,8 +234,14 @@ def merge_update(previous: dict, new: dict, run: dict | list[dict]) -> dict:
         key=lambda r: (r["model"], r["setting"], r["domain"], r["metric"]),
     )
     out["search"] = previous["search"] + new.get("search", [])
-    out["chosen"] = {**previous["chosen"], **new.get("chosen", {})}
-    out["per_user"] = {**previous.get("per_user", {}), **new.get("per_user", {})}
+    old_chosen, new_chosen = previous["chosen"], new.get("chosen", {})
+    out["chosen"] = {
+        m: {**old_chosen.get(m, {}), **new_chosen.get(m, {})} for m in {*old_chosen, *new_chosen}
+    }
+    old_users, new_users = previous.get("per_user", {}), new.get("per_user", {})
+    out["per_user"] = {  # per model and setting: a zero-shot-only run keeps the normal ones
+        m: {**old_users.get(m, {}), **new_users.get(m, {})} for m in {*old_users, *new_users}
+    }
     out["curves"] = {**previous.get("curves", {}), **new.get("curves", {})}
     timings = {seed: dict(t) for seed, t in previous["timings"].items()}
     for seed, t in new.get("timings", {}).items():

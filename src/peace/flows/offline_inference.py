@@ -44,7 +44,7 @@ from safetensors.torch import save_file
 from peace.data.dataset import Dataset
 from peace.flows.checkpoints import verify_run
 from peace.flows.pretrained import dataset_fingerprint, load_pretrained
-from peace.flows.rankers import item_vectors
+from peace.flows.rankers import item_prior, item_vectors, source_entity_prior
 from peace.store import (
     FORMAT,
     POINTER,
@@ -133,7 +133,11 @@ def export(
     interests, universal = pre.user_vectors(user_idx, times, table)  # Eq. 1-2, [U, M, d], [U, d]
     positions = pre.history.positions(user_idx, times)
     history_tokens = (positions[:, :, 1] - positions[:, :, 0]).sum(1)
-    items_vec = item_vectors(table, torch.as_tensor(ds.item_entities, dtype=torch.long))
+    item_rows = torch.as_tensor(ds.item_entities, dtype=torch.long)
+    items_vec = item_vectors(table, item_rows)
+    # The source-entity prior the zero-shot score adds with weight eval.zero_shot_prior.
+    entity_prior = source_entity_prior(ds, pre.cutoff)  # [|E|]
+    items_prior = item_prior(entity_prior, item_rows)  # [I]
     prototypes = model.prototypes.weight.detach()
     scorer_state = {
         k: v.detach().contiguous().clone()
@@ -168,6 +172,7 @@ def export(
                 {
                     "entity": entity_names,
                     "vector": vector_column(table[: ds.num_entities].numpy()),
+                    "prior": pa.array(entity_prior.numpy()),
                 }
             ),
         )
@@ -207,6 +212,7 @@ def export(
                         "item": pa.array([str(i) for i in ds.items[cat]], pa.string()),
                         "entities": item_entity_names.take(pa.array(cat)),
                         "vector": vector_column(items_vec[cat].numpy()),
+                        "prior": pa.array(items_prior[cat].numpy()),
                         "popularity": pa.array(counts.astype(np.int64)),
                     }
                 ),
@@ -242,6 +248,7 @@ def export(
                 "user_prior": mc.user_prior,
             },
             "zero_shot_scorer": cfg.eval.zero_shot_scorer,
+            "zero_shot_prior": float(cfg.eval.zero_shot_prior),
             "rows": {
                 "users": n_users,
                 "users_with_history": int((history_tokens > 0).sum()),

@@ -201,22 +201,40 @@ class PeaceRanker(nn.Module):
 
 
 class ZeroShotRanker(nn.Module):
-    """Zero-shot ranker: inner product of user and item vectors; no target row is used."""
+    """Zero-shot ranker: inner product of user and item vectors; no target row is used.
+
+    With ``prior_weight`` w != 0 the score is ``score(u, i) + w * prior(i)`` (``eval.zero_shot_prior``),
+    prior(i) the item's source-entity prior (:func:`item_prior` of ``entity_prior``, from
+    :func:`source_entity_prior`).
+    """
 
     trainable = False
 
-    def __init__(self, pre: Pretrained, target: TargetDomain, scorer: str = "inner") -> None:
+    def __init__(
+        self,
+        pre: Pretrained,
+        target: TargetDomain,
+        scorer: str = "inner",
+        prior_weight: float = 0.0,
+        entity_prior: Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.pre, self.target, self.scorer = pre, target, scorer
         self._table = pre.entity_table()
         self._items = item_vectors(self._table, target.item_entities)
+        self._bias: Tensor | None = None
+        if prior_weight != 0.0:
+            if entity_prior is None:
+                raise ValueError("a zero-shot prior weight needs the source-entity prior.")
+            self._bias = prior_weight * item_prior(entity_prior, target.item_entities)
 
     def states(self, users: np.ndarray, times: np.ndarray) -> Tensor:
         return self.pre.interests(users, times, self._table)
 
     @torch.no_grad()
     def forward(self, users: Tensor, states: Tensor, items: Tensor) -> Tensor:
-        return self.pre.model.zero_shot_scores(states, self._items[items], self.scorer)
+        scores = self.pre.model.zero_shot_scores(states, self._items[items], self.scorer)
+        return scores if self._bias is None else scores + self._bias[items]
 
 
 class DeepFMRanker(nn.Module):
@@ -297,6 +315,20 @@ def source_entity_counts(ds: Dataset, cutoff: float) -> SourceEntityCounts:
     )
 
 
+def source_entity_prior(ds: Dataset, cutoff: float) -> Tensor:
+    """``[|E|]`` log(1 + positive source rows before ``cutoff`` whose item maps to the entity):
+    what :func:`item_prior` averages over an item's entities."""
+    counts = source_entity_counts(ds, cutoff).rows
+    return torch.as_tensor(np.log1p(counts), dtype=torch.float32)
+
+
+def item_prior(entity_prior: Tensor, item_entities: Tensor) -> Tensor:
+    """The source-entity prior of items ``[I, k]`` (entity rows, -1 = none) -> ``[I]``: the mean
+    of ``entity_prior`` over each item's entities, as :func:`item_vectors` means their vectors
+    (the *Entity prior* reference's score, and the term ``eval.zero_shot_prior`` weighs)."""
+    return item_vectors(entity_prior.unsqueeze(-1), item_entities).squeeze(-1)
+
+
 class RandomRanker(nn.Module):
     """Reference: a seeded random score for every user-item pair."""
 
@@ -323,9 +355,7 @@ class EntityPriorRanker(nn.Module):
     def __init__(self, target: TargetDomain, entity_counts: np.ndarray) -> None:
         super().__init__()
         weight = torch.as_tensor(np.log1p(entity_counts), dtype=torch.float32)
-        ents = target.item_entities
-        valid = (ents >= 0).float()
-        self.scores = (weight[ents.clamp(min=0)] * valid).sum(1) / valid.sum(1).clamp(min=1.0)
+        self.scores = item_prior(weight, target.item_entities)
 
     def states(self, users: np.ndarray, times: np.ndarray) -> None:
         return None

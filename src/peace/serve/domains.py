@@ -19,8 +19,9 @@ from peace.store import StoreVersion
 class DomainState:
     """One served domain: an immutable snapshot of its catalogue and rankers.
 
-    ``items``, ``entities``, ``vectors``, ``keys``, ``counts`` are aligned (catalogue order);
-    items added at run time are appended. ``index`` covers the first ``index.size`` rows.
+    ``items``, ``entities``, ``vectors``, ``keys``, ``counts`` (and ``bias``) are aligned
+    (catalogue order); items added at run time are appended. ``index`` covers the first
+    ``index.size`` rows.
     """
 
     name: str
@@ -40,6 +41,9 @@ class DomainState:
     index: InnerProductIndex | None = None
     stale_rows: frozenset[int] = frozenset()
     """Rows changed after the index was built (scored exactly at every query)."""
+    bias: Tensor | None = None
+    """[I] w * prior(i), the weighted source-entity prior the zero-shot score adds
+    (``eval.zero_shot_prior`` = w); None when w = 0."""
 
     @property
     def size(self) -> int:
@@ -58,12 +62,23 @@ class DomainState:
         return "normal" if self.normal is not None else "zero-shot"
 
     def with_items(
-        self, new: dict[str, list[str]], vectors: Tensor, scorer: ZeroShotScorer
+        self,
+        new: dict[str, list[str]],
+        vectors: Tensor,
+        scorer: ZeroShotScorer,
+        prior: Tensor | None = None,
     ) -> DomainState:
-        """A copy with items added or replaced (``vectors`` aligned with ``new``)."""
+        """A copy with items added or replaced (``vectors`` and the items' source-entity
+        ``prior`` aligned with ``new``; the prior is needed where the scorer weighs it)."""
         items, entities = list(self.items), list(self.entities)
         row = dict(self.item_row)
         all_vecs = self.vectors.clone()
+        bias = None if self.bias is None else self.bias.clone()
+        new_bias = None
+        if bias is not None:
+            if prior is None:
+                raise ValueError("this domain's zero-shot score weighs the prior of new items.")
+            new_bias = scorer.prior_weight * prior
         counts = self.counts.copy()
         appended, stale = [], set(self.stale_rows)
         new_keys = scorer.item_keys(vectors)
@@ -75,6 +90,8 @@ class DomainState:
                 r = row[item]
                 entities[r] = tuple(ents)
                 all_vecs[r] = vectors[j]
+                if bias is not None and new_bias is not None:
+                    bias[r] = new_bias[j]
                 if keys is not None and new_keys is not None:
                     keys.top[r], keys.ties[r] = new_keys.top[j], new_keys.ties[j]
                 stale.add(r)
@@ -86,6 +103,8 @@ class DomainState:
         if appended:
             idx = torch.as_tensor(appended, dtype=torch.long)
             all_vecs = torch.cat([all_vecs, vectors[idx]])
+            if bias is not None and new_bias is not None:
+                bias = torch.cat([bias, new_bias[idx]])
             keys = ItemKeys.cat(keys, None if new_keys is None else new_keys.take(idx))
             counts = np.concatenate([counts, np.zeros(len(appended), np.int64)])
         normal_rows = None
@@ -103,13 +122,17 @@ class DomainState:
             live_items=live,
             normal_rows=normal_rows,
             stale_rows=frozenset(stale),
+            bias=bias,
         )
 
     def with_index(self, threshold: int, **index_args: Any) -> DomainState:
         """A copy with an ANN index over the catalogue when it has more than ``threshold`` items."""
         if self.size <= threshold:
             return replace(self, index=None, stale_rows=frozenset())
-        index = InnerProductIndex(self.vectors.numpy(), **index_args)
+        vectors = self.vectors
+        if self.bias is not None:  # the query's matching component is 1 (candidates)
+            vectors = torch.cat([vectors, self.bias.unsqueeze(1)], dim=1)
+        index = InnerProductIndex(vectors.numpy(), **index_args)
         return replace(self, index=index, stale_rows=frozenset())
 
     def rows_of(self, items: list[str]) -> list[int | None]:
@@ -128,7 +151,8 @@ class DomainState:
         items = self.vectors[rows]
         keys = None if self.keys is None else self.keys.take(rows)
         if self.normal is None:
-            return scorer.scores(user.interests, items, keys, user.universal), "zero-shot"
+            scores = scorer.scores(user.interests, items, keys, user.universal)
+            return (scores if self.bias is None else scores + self.bias[rows]), "zero-shot"
         user_vecs = scorer.user_vectors(user.interests, items, keys)
         assert self.normal_rows is not None
         return (
@@ -140,7 +164,10 @@ class DomainState:
         """Catalogue rows to rank exactly: all of them, or the index's pool plus newer rows."""
         if self.index is None:
             return torch.arange(self.size)
-        found = self.index.search(scorer.query(user.interests, user.universal).numpy(), pool)
+        query = scorer.query(user.interests, user.universal)
+        if self.bias is not None:
+            query = torch.cat([query, query.new_ones(1)])
+        found = self.index.search(query.numpy(), pool)
         extra = np.arange(self.index.size, self.size)
         stale = np.fromiter(self.stale_rows, dtype=np.int64, count=len(self.stale_rows))
         rows = np.unique(np.concatenate([found, extra, stale]).astype(np.int64))
@@ -188,6 +215,9 @@ def catalogue_state(version: StoreVersion, domain: str, scorer: ZeroShotScorer) 
         vectors=vectors,
         keys=scorer.item_keys(vectors),
         counts=cat.popularity.astype(np.int64),
+        bias=None
+        if scorer.prior_weight == 0.0
+        else scorer.prior_weight * torch.from_numpy(cat.prior),
     )
 
 
@@ -203,6 +233,7 @@ def launched_state(domain: str, scorer: ZeroShotScorer) -> DomainState:
         vectors=vectors,
         keys=scorer.item_keys(vectors),
         counts=np.zeros(0, np.int64),
+        bias=None if scorer.prior_weight == 0.0 else torch.zeros(0),
     )
 
 

@@ -160,6 +160,8 @@ class ZeroShotScorer(nn.Module):
         use_pea: prototype-enhanced attention on (off: Eq. 2 on the plain interests).
         mode: the zero-shot scorer.
         user_prior: Eq. 2 adds the learned vector shared by all users (``model.user_prior``).
+        prior_weight: ``eval.zero_shot_prior``, the weight of the items' source-entity prior
+            that a served domain adds to :meth:`scores` (:class:`peace.serve.domains.DomainState`).
     """
 
     def __init__(
@@ -172,11 +174,13 @@ class ZeroShotScorer(nn.Module):
         use_pea: bool = True,
         mode: str = "inner",
         user_prior: bool = False,
+        prior_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if mode not in ZERO_SHOT_MODES:
             raise StoreError(f"zero-shot scorer {mode!r}: expected one of {ZERO_SHOT_MODES}.")
         self.dim, self.use_pea, self.mode = dim, use_pea, mode
+        self.prior_weight = float(prior_weight)
         self.prototypes = Prototypes(dim, n_prototypes, top_k, mlp_hidden)
         self.fusion = AttentiveFusion(dim, attention_dim, user_prior)
         self.decoder = MLP(2 * dim, mlp_hidden, 1)
@@ -205,6 +209,7 @@ class ZeroShotScorer(nn.Module):
             bool(dims["use_pea"]),
             str(mode),
             bool(dims.get("user_prior", False)),
+            version.prior_weight,
         )
         scorer.load_state_dict(version.scorer_state, strict=True)
         scorer.eval()

@@ -162,7 +162,8 @@ def add_items(
     state: DomainState,
     items: dict[str, list[str]],
 ) -> DomainState:
-    """``state`` with ``items`` (id -> entity ids) added; each vector is its entities' mean."""
+    """``state`` with ``items`` (id -> entity ids) added; each vector (and source-entity
+    prior) is its entities' mean."""
     if not items:
         return state
     rows = torch.full((len(items), MAX_ENTITIES), -1, dtype=torch.long)
@@ -170,7 +171,8 @@ def add_items(
         for s, e in enumerate(ents[:MAX_ENTITIES]):
             rows[j, s] = version.entity_row[e]
     vectors = mean_entity_vectors(version.entity_vectors, rows)
-    return state.with_items(items, vectors, scorer)
+    prior = mean_entity_vectors(version.entity_prior.unsqueeze(1), rows).squeeze(1)
+    return state.with_items(items, vectors, scorer, prior)
 
 
 def check_items(

@@ -8,11 +8,11 @@ The one contract between the offline flows (``peace.flows``, which write it) and
       versions/<version>/          one immutable version (never modified once visible)
         manifest.json              model hash, config, cut-off, row counts, sha256 of every file
         users.arrow                user, interests [M*d], universal [d], history_tokens
-        entities.arrow             entity, vector [d]                       (H^G)
+        entities.arrow             entity, vector [d], prior                (H^G)
         items.arrow                item, domain, entities, vector [d]       (mean of entities)
         prototypes.arrow           prototype, vector [d]                    (P of Eq. 5-9)
         scorer.safetensors         P, the Eq. 9 MLP and the Eq. 2 fusion weights
-        catalogues/<domain>.arrow  per target domain: item, entities, vector, popularity
+        catalogues/<domain>.arrow  per target domain: item, entities, vector, prior, popularity
       rankers/<domain>/CURRENT     the served normal ranker of a domain (see peace.flows.publish)
       rankers/<domain>/<version>/  manifest.json, head.safetensors, user/item_codes.arrow
       live/<domain>.json           domains and items launched at run time (peace.serve.app)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 from safetensors.torch import load_file
 
@@ -102,6 +103,17 @@ class Catalogue:
     """[I, d] float32: mean of the item's entity vectors (Sec. 4.4, footnote 4)."""
     popularity: np.ndarray
     """[I] int64: positive rows before the version's ``as_of`` (all zero = uniform)."""
+    prior: np.ndarray
+    """[I] float32: the item's source-entity prior (``eval.zero_shot_prior`` weighs it; zeros
+    in versions written before it was stored)."""
+
+
+def _prior_column(table: pa.Table) -> torch.Tensor:
+    """A table's float32 ``prior`` column; zeros where the version has none (written before
+    the zero-shot score could add the source-entity prior)."""
+    if "prior" not in table.column_names:
+        return torch.zeros(table.num_rows)
+    return torch.from_numpy(table.column("prior").to_numpy().astype(np.float32, copy=True))
 
 
 class StoreVersion:
@@ -141,6 +153,15 @@ class StoreVersion:
         self.entity_vectors = torch.from_numpy(
             mapped_array(path / "entities.arrow", "vector", (self.dim,), F32)
         )
+        self.prior_weight = float(manifest.get("zero_shot_prior", 0.0))
+        """Weight of the source-entity prior in the zero-shot score (``eval.zero_shot_prior``)."""
+        if self.prior_weight != 0.0 and "prior" not in entities.column_names:
+            raise StoreError(
+                f"{path / 'entities.arrow'}: no 'prior' column, but the manifest weighs the "
+                f"source-entity prior by {self.prior_weight}; export the version again."
+            )
+        self.entity_prior = _prior_column(entities)
+        """[|E|] log(1 + positive source rows before the pre-training cut-off) per entity."""
 
         items = read_arrow(path / "items.arrow")
         self.items = string_array(items, "item")
@@ -163,6 +184,7 @@ class StoreVersion:
                 entities=table.column("entities").to_pylist(),
                 vectors=column_array(table, "vector", (self.dim,), np.float32),
                 popularity=table.column("popularity").to_numpy().astype(np.int64),
+                prior=_prior_column(table).numpy(),
             )
 
     @classmethod

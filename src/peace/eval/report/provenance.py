@@ -166,12 +166,19 @@ def _section_reproduce(doc: Mapping[str, Any]) -> str:
     runs = doc.get("runs") or []
     if len(runs) > 1:
         rows = [
-            [str(i), ", ".join(r.get("models") or []), f"{float(r.get('wall_seconds') or 0):,.0f}"]
+            [
+                str(i),
+                ", ".join(r.get("models") or [])
+                + ("" if r.get("settings", "all") == "all" else " (zero-shot rows only)"),
+                f"{float(r.get('wall_seconds') or 0):,.0f}",
+            ]
             for i, r in enumerate(runs, start=1)
         ]
         parts.append(
             "The rows come from several runs on the same data, seeds and configuration "
-            "(`peace benchmark --update` keeps the rows of the models it does not run):\n\n"
+            "(`peace benchmark --update` keeps the rows of the models it does not run; with "
+            "`--zero-shot-only` it replaces only the zero-shot rows of the PEACE variants it "
+            "runs, whose normal rows do not read the zero-shot score's keys):\n\n"
             + _table(["Run", "Models", "Wall (s)"], rows, "llr")
         )
     jobs = doc.get("jobs")
