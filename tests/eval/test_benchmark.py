@@ -121,10 +121,22 @@ def test_zero_shot_only_update_replaces_only_the_zero_shot_rows(
     toy_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "report"
-    first = _bench(toy_dir, out, "--models", "PEACE,Entity prior")
+    first = _bench(
+        toy_dir, out, "--models", "PEACE,Entity prior", "--set", "eval.zero_shot_prior=0"
+    )
     assert first.exit_code == 0, first.output
     before = json.loads((out / "results.json").read_text())
-    refused = _bench(toy_dir, out, "--models", "DeepFM", "--update", "--zero-shot-only")
+    assert "prior(i)" not in (out / "REPORT.md").read_text()  # w = 0: the paper's score
+    refused = _bench(
+        toy_dir,
+        out,
+        "--models",
+        "DeepFM",
+        "--update",
+        "--zero-shot-only",
+        "--set",
+        "eval.zero_shot_prior=0",
+    )
     assert refused.exit_code != 0 and "list only PEACE variants" in refused.output
     second = _bench(
         toy_dir,
@@ -149,7 +161,8 @@ def test_zero_shot_only_update_replaces_only_the_zero_shot_rows(
     assert doc["chosen"]["PEACE"] == before["chosen"]["PEACE"]  # pinned, fine-tuning kept
     assert set(doc["per_user"]["PEACE"]) == {"normal", "zero-shot-test"}
     assert doc["runs"][-1]["settings"] == ["zero-shot", "zero-shot-test"]
-    assert "zero-shot rows only" in (out / "REPORT.md").read_text()
+    report = (out / "REPORT.md").read_text()
+    assert "zero-shot rows only" in report and "z_u . z_i + 1 * prior(i)" in report
 
 
 def test_update_refuses_another_configuration(toy_dir: Path, tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def render_report(
         _section_intro(doc, res),
         _section_statistics(statistics, graph if isinstance(graph, Mapping) else None),
         _section_normal(res),
-        _section_zero_shot(res),
+        _section_zero_shot(res, _prior_weight(doc)),
         ablation,
         emb,
         _section_wins(res, doc.get("per_user"), history),
@@ -112,6 +112,14 @@ def render_report(
         lines.append(f"## {i}. {title}\n\n{body}")
     text = "\n\n".join(lines).rstrip() + "\n"
     return text, abl_figs + emb_figs
+
+
+def _prior_weight(doc: Mapping[str, Any]) -> float:
+    """``eval.zero_shot_prior`` of the document's configuration (0 where it predates it)."""
+    config = doc.get("config")
+    section = config.get("eval") if isinstance(config, Mapping) else None
+    value = section.get("zero_shot_prior", 0.0) if isinstance(section, Mapping) else 0.0
+    return float(value or 0.0)
 
 
 def write_report(

@@ -100,11 +100,18 @@ def _section_normal(res: Results) -> str:
     )
 
 
-def _section_zero_shot(res: Results) -> str:
-    parts = [
+def _section_zero_shot(res: Results, prior_weight: float = 0.0) -> str:
+    intro = (
         "Analogue of Table 3: models applied to the target domains without any target "
         "interaction for training or choice. Only models with rows in these settings appear."
-    ]
+    )
+    if prior_weight:
+        intro += (
+            f" PEACE and its variants score z_u . z_i + {prior_weight:g} * prior(i), prior(i) "
+            "being the *Entity prior* row's own score (`eval.zero_shot_prior`, chosen on "
+            "validation domains); the competitors' scores are their own."
+        )
+    parts = [intro]
     found = False
     for setting in ("zero-shot", "zero-shot-test"):
         if setting not in res.settings:
