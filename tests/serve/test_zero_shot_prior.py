@@ -3,6 +3,7 @@ store, served, for items added at run time, and through the approximate index.""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,44 @@ def test_a_version_without_the_prior_column_is_refused(
         writer.write_table(older)
     with pytest.raises(StoreError, match="no 'prior' column.*export the version again"):
         StoreVersion.open(store, verify=False)
+
+
+def test_index_candidates_include_the_items_of_highest_prior() -> None:
+    """With a coarse index (40 lists, 1 probed) every query's candidates hold the ``pool``
+    items of highest bias besides the index's own pool, and recommend scores them exactly."""
+    from peace.serve.domains import DomainState
+    from peace.serve.rankers import UserVectors, ZeroShotScorer
+
+    gen = torch.Generator().manual_seed(0)
+    n, d, pool = 2000, 8, 10
+    vectors = torch.randn(n, d, generator=gen)
+    bias = 4.0 * torch.rand(n, generator=gen)
+    items = tuple(f"i{j}" for j in range(n))
+    scorer = ZeroShotScorer(d, 4, 2, (8,), 8, use_pea=False, mode="inner", prior_weight=1.0)
+    state = DomainState(
+        name="d",
+        origin="launched",
+        items=items,
+        item_row={it: j for j, it in enumerate(items)},
+        entities=((),) * n,
+        vectors=vectors,
+        keys=None,
+        counts=np.zeros(n, np.int64),
+        bias=bias,
+    ).with_index(0, n_lists=40, n_probe=1, backend="numpy")
+    highest = set(torch.topk(bias, pool).indices.tolist())
+    assert state.bias_order is not None and set(state.bias_order[:pool].tolist()) == highest
+    added = 0
+    for _ in range(20):
+        universal = torch.randn(d, generator=gen)
+        user = UserVectors("u", torch.zeros(2, d), universal)
+        rows = set(state.candidates(scorer, user, pool).tolist())
+        assert highest <= rows
+        alone = set(
+            dataclasses.replace(state, bias_order=None).candidates(scorer, user, pool).tolist()
+        )
+        added += len(highest - alone)
+        got, scores, _, approx = state.recommend(scorer, user, 10, pool)
+        exact = vectors @ universal + bias
+        assert approx and scores == pytest.approx([exact[int(i[1:])].item() for i in got], abs=1e-5)
+    assert added > 0  # the index's pool alone misses some of them
