@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex, RecentItems
-from peace.data.splits import pretrain_rows
 from peace.flows.pretrained import Pretrained
 from peace.nn.deepfm import DeepFM
 from peace.nn.heads import FineTuneHead
@@ -297,29 +296,45 @@ class SourceEntityCounts(NamedTuple):
     """Users with any positive source row."""
 
 
+def _positive_source_rows(ds: Dataset, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """Users and items of the positive rows of :func:`peace.data.splits.pretrain_rows`, in
+    storage order (what is counted here does not depend on the order)."""
+    inter = ds.interactions
+    source = inter["domain"].isin(ds.source_domains).to_numpy()
+    before = inter["timestamp"].to_numpy() < cutoff
+    keep = source & before & (inter["label"].to_numpy() == 1)
+    return inter["user"].to_numpy()[keep], inter["item"].to_numpy()[keep]
+
+
+def _entity_row_counts(ds: Dataset, ents: np.ndarray) -> np.ndarray:
+    """``[|E|]`` how often each entity occurs in entity rows ``ents`` (-1 = none)."""
+    flat = ents.reshape(-1)
+    return np.bincount(flat[flat >= 0], minlength=ds.num_entities)
+
+
 def source_entity_counts(ds: Dataset, cutoff: float) -> SourceEntityCounts:
     """Per-entity counts of the positive source rows strictly before ``cutoff``."""
-    rows = pretrain_rows(ds, cutoff)
-    rows = rows[rows["label"] == 1]
-    ents = ds.item_entities[rows["item"].to_numpy()]  # [R, 3]
-    users = np.repeat(rows["user"].to_numpy(), ents.shape[1])
+    row_users, row_items = _positive_source_rows(ds, cutoff)
+    ents = ds.item_entities[row_items]  # [R, 3]
+    users = np.repeat(row_users, ents.shape[1])
     flat = ents.reshape(-1)
     keep = flat >= 0
-    counts = np.bincount(flat[keep], minlength=ds.num_entities)
+    counts = _entity_row_counts(ds, ents)
     pairs = np.unique(np.stack([users[keep], flat[keep]], 1), axis=0)
     users_per_entity = np.bincount(pairs[:, 1], minlength=ds.num_entities)
     return SourceEntityCounts(
         counts.astype(np.float64),
         users_per_entity.astype(np.float64),
-        int(rows["user"].nunique()),
+        len(np.unique(row_users)),
     )
 
 
 def source_entity_prior(ds: Dataset, cutoff: float) -> Tensor:
     """``[|E|]`` log(1 + positive source rows before ``cutoff`` whose item maps to the entity):
     what :func:`item_prior` averages over an item's entities."""
-    counts = source_entity_counts(ds, cutoff).rows
-    return torch.as_tensor(np.log1p(counts), dtype=torch.float32)
+    _, items = _positive_source_rows(ds, cutoff)  # the counts alone: no per-user pairs
+    counts = _entity_row_counts(ds, ds.item_entities[items])
+    return torch.as_tensor(np.log1p(counts.astype(np.float64)), dtype=torch.float32)
 
 
 def item_prior(entity_prior: Tensor, item_entities: Tensor) -> Tensor:
