@@ -202,9 +202,9 @@ class PeaceRanker(nn.Module):
 class ZeroShotRanker(nn.Module):
     """Zero-shot ranker: inner product of user and item vectors; no target row is used.
 
-    With ``prior_weight`` w != 0 the score is ``score(u, i) + w * prior(i)`` (``eval.zero_shot_prior``),
-    prior(i) the item's source-entity prior (:func:`item_prior` of ``entity_prior``, from
-    :func:`source_entity_prior`).
+    With ``prior_weight`` w != 0 (``eval.zero_shot_prior``) the score is ``score(u, i) + w *
+    prior(i)``, prior(i) the item's source-entity prior (:func:`item_prior` of
+    ``entity_prior``, from :func:`source_entity_prior`).
     """
 
     trainable = False
