@@ -13,9 +13,13 @@ machine. Peak RSS is the process's maximum resident memory, in all and per way o
 way alone for its warm-up steps, the high-water mark restarted before each, the lightest first);
 loading has its own (``load_peak_rss_gb``: the interactions are read in blocks of Parquet row
 groups and kept as integer codes, :func:`peace.data.contract.read_chunks`).
+``--series fixed`` holds the entities, catalogues and graph at the 3M platform's (100k entities)
+while the interactions grow from 1M to 10M, timing the sampled ways only: how cost grows with
+interactions alone, apart from the graph's growth. Each series keeps the other's results.
 Writes ``benchmarks/results/scaling.json`` and ``benchmarks/results/scaling.png`` (log-log).
 
     python benchmarks/scaling.py [--scales 1M,3M,10M] [--steps 5] [--warmup 2]
+    python benchmarks/scaling.py --series fixed
 """
 
 from __future__ import annotations
@@ -58,6 +62,14 @@ SCALES = {
     "3M": (190_000, 100_000, 20_000, 3_000),
     "10M": (620_000, 1_000_000, 40_000, 6_000),
 }
+# The same interactions with the entities, catalogues and their graph held at the 3M platform's:
+# how cost grows with interactions alone (``--series fixed``).
+FIXED = {
+    "1M@100k": (62_000, 100_000, 20_000, 3_000),
+    "3M@100k": SCALES["3M"],
+    "10M@100k": (620_000, 100_000, 20_000, 3_000),
+}
+FIXED_MODES = ("sampled_drawn", "sampled_drawn_fused")
 
 
 def _peak_rss_gb() -> float:
@@ -87,8 +99,8 @@ def _hwm_gb() -> float | None:
     return None
 
 
-def measure(name: str, steps: int, warmup: int) -> dict:
-    """One scale, in this process: generate, load, and time pre-training steps."""
+def measure(name: str, steps: int, warmup: int, modes: tuple[str, ...] = tuple(MODES)) -> dict:
+    """One scale, in this process: generate, load, and time pre-training steps of ``modes``."""
     import torch
 
     from peace.config import PeaceConfig
@@ -107,10 +119,10 @@ def measure(name: str, steps: int, warmup: int) -> dict:
     from peace.nn.entity_encoder import NeighbourSampler
     from peace.utils import adam
 
-    users, entities, source_items, target_items = SCALES[name]
+    users, entities, source_items, target_items = {**SCALES, **FIXED}[name]
     spec = dataclasses.replace(
         synthetic.SIZES["large"],
-        name=f"scale-{name}",
+        name=f"scale-{name.replace('@', '-')}",
         n_users=users,
         n_entities=entities,
         source_items=source_items,
@@ -188,7 +200,7 @@ def measure(name: str, steps: int, warmup: int) -> dict:
 
     # Memory: each way alone, lightest first (what a way leaves in the allocator cannot then
     # inflate a lighter one), for its warm-up steps.
-    for mode in reversed(MODES):
+    for mode in reversed(modes):
         resettable = _reset_peak_rss()
         step = way(mode)
         for i in range(warmup):
@@ -198,26 +210,26 @@ def measure(name: str, steps: int, warmup: int) -> dict:
         del step
     # The run's peak up to here: loading, then the heaviest way alone (the timing pass below
     # holds every way's model at once, which training never does).
-    per_mode = [out[m]["peak_rss_gb"] for m in MODES]
+    per_mode = [out[m]["peak_rss_gb"] for m in modes]
     if all(p is not None for p in per_mode):  # restarted marks: the run's peak is their maximum
         peak = max(out["rss_after_load_gb"], *per_mode)
     else:  # never restarted: the process's own maximum
         peak = round(_peak_rss_gb(), 2)
     # Time: all ways side by side, one step of each in turn (the order rotating), so a drift of
     # the machine's speed or a cost paid by whichever runs first falls on every way alike.
-    steps_of = {mode: way(mode) for mode in MODES}
-    times: dict[str, list[float]] = {mode: [] for mode in MODES}
-    pairs: dict[str, list[int]] = {mode: [] for mode in MODES}
-    modes = list(MODES)
+    steps_of = {mode: way(mode) for mode in modes}
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    pairs: dict[str, list[int]] = {mode: [] for mode in modes}
+    turn = list(modes)
     for i in range(warmup + steps):
-        for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
+        for mode in turn[i % len(turn) :] + turn[: i % len(turn)]:
             t0 = time.perf_counter()
             n = steps_of[mode](i)
             if i >= warmup:
                 times[mode].append(time.perf_counter() - t0)
                 pairs[mode].append(n)
     del steps_of
-    for mode in MODES:
+    for mode in modes:
         step_s = statistics.median(times[mode])
         out[mode] = {
             "median_step_seconds": round(step_s, 4),
@@ -234,61 +246,86 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(doc: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5, 3.5))
+    fig = Figure(figsize=(5.5, 3.8))
     ax = fig.add_subplot()
-    xs = [r["interactions"] for r in results]
-    for mode, label in LABELS.items():
-        ax.loglog(xs, [r[mode]["epoch_seconds"] for r in results], "o-", label=label)
+    series = [(doc.get("scales", []), "o-", "")]
+    fixed = doc.get("fixed_entities", {}).get("scales", [])
+    series.append((fixed, "s--", ", 100k entities"))
+    for results, style, suffix in series:
+        xs = [r["interactions"] for r in results]
+        for mode, label in LABELS.items():
+            if results and mode in results[0]:
+                ys = [r[mode]["epoch_seconds"] for r in results]
+                ax.loglog(xs, ys, style, label=label + suffix)
     ax.set_xlabel("interactions")
     ax.set_ylabel("seconds per epoch")
-    ax.legend()
+    ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
+def slopes(results: list[dict], modes: tuple[str, ...]) -> dict[str, float]:
+    """Log-log slope of seconds per epoch against interactions, per way of training."""
+    xs = [r["interactions"] for r in results]
+    return {m: round(slope(xs, [r[m]["epoch_seconds"] for r in results]), 3) for m in modes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", default=",".join(SCALES))
+    parser.add_argument(
+        "--series",
+        choices=("grown", "fixed"),
+        default="grown",
+        help="grown: interactions, entities and catalogues grow together (every way of "
+        "training); fixed: interactions grow on 100k entities (the sampled ways). The other "
+        "series of the results file is kept.",
+    )
+    parser.add_argument("--scales", help="comma-separated scales of the series (default: all)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--modes", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(measure(args.worker, args.steps, args.warmup)))
+        modes = tuple(args.modes.split(",")) if args.modes else tuple(MODES)
+        print(json.dumps(measure(args.worker, args.steps, args.warmup, modes)))
         return
+    table, modes = (SCALES, tuple(MODES)) if args.series == "grown" else (FIXED, FIXED_MODES)
     results = []
-    for name in args.scales.split(","):
-        cmd = [sys.executable, __file__, "--worker", name]
+    for name in args.scales.split(",") if args.scales else table:
+        if name not in table:
+            raise SystemExit(f"unknown scale {name!r} of the {args.series} series: {list(table)}")
+        cmd = [sys.executable, __file__, "--worker", name, "--modes", ",".join(modes)]
         cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         r = results[-1]
         print(
-            f"{name:>4}: {r['interactions']:>10,} interactions, {r['entities']:>9,} entities, "
-            f"epoch full {r['full']['epoch_seconds']:>8.0f} s, "
-            f"sampled {r['sampled']['epoch_seconds']:>8.0f} s, "
-            f"sampled + drawn {r['sampled_drawn']['epoch_seconds']:>8.0f} s, "
-            f"+ fused Adam {r['sampled_drawn_fused']['epoch_seconds']:>8.0f} s, peak RSS "
-            + " / ".join(str(r[m]["peak_rss_gb"]) for m in MODES)
+            f"{name:>8}: {r['interactions']:>10,} interactions, {r['entities']:>9,} entities, "
+            + ", ".join(f"{LABELS[m]} {r[m]['epoch_seconds']:.0f} s" for m in modes)
+            + " per epoch, peak RSS "
+            + " / ".join(str(r[m]["peak_rss_gb"]) for m in modes)
             + f" GB (whole run {r['peak_rss_gb']} GB)",
             flush=True,
         )
-    doc: dict = {"scales": results, "config": "benchmark preset", "steps_measured": args.steps}
+    doc: dict = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    part: dict = {"scales": results, "config": "benchmark preset", "steps_measured": args.steps}
     if len(results) >= 2:
-        xs = [r["interactions"] for r in results]
-        doc["slope_epoch_seconds_vs_interactions"] = {
-            mode: round(slope(xs, [r[mode]["epoch_seconds"] for r in results]), 3) for mode in MODES
-        }
-        print("log-log slope of seconds per epoch:", doc["slope_epoch_seconds_vs_interactions"])
+        part["slope_epoch_seconds_vs_interactions"] = slopes(results, modes)
+        print("log-log slope of seconds per epoch:", part["slope_epoch_seconds_vs_interactions"])
+    if args.series == "grown":
+        doc = {**part, **{k: v for k, v in doc.items() if k == "fixed_entities"}}
+    else:
+        doc["fixed_entities"] = part
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
-    plot(results, RESULTS.with_suffix(".png"))
+    plot(doc, RESULTS.with_suffix(".png"))
     print(f"wrote {RESULTS}")
 
 
