@@ -339,3 +339,39 @@ def test_a_run_records_the_cpu_it_ran_on() -> None:
     assert isinstance(env["cpu"], str) and env["cpu"].strip()
     if Path("/proc/cpuinfo").is_file() and "model name" in Path("/proc/cpuinfo").read_text():
         assert env["cpu"] in Path("/proc/cpuinfo").read_text()
+
+
+def test_the_ablation_shows_both_settings_and_tests_each_difference(tmp_path: Path) -> None:
+    doc = _doc(full=False)
+    rng = np.random.default_rng(0)
+    base = {d: rng.uniform(0, 1, 200) for d in DOMAINS}
+    doc["per_user"] = {
+        "PEACE": {s: {d: list(base[d]) for d in DOMAINS} for s in ("normal", "zero-shot-test")},
+        # w/o CPL clearly behind in both settings; w/o PEA the same users' values shuffled
+        "PEACE w/o CPL": {
+            s: {d: list(base[d] - 0.08) for d in DOMAINS} for s in ("normal", "zero-shot-test")
+        },
+        "PEACE w/o PEA": {
+            s: {d: list(rng.permutation(base[d])) for d in DOMAINS}
+            for s in ("normal", "zero-shot-test")
+        },
+    }
+    text = write_report(tmp_path, doc, _statistics(), None, seed=0).read_text(encoding="utf-8")
+    section = text[text.index(". Ablation") : text.index(". Entity embeddings")]
+    assert "`zero-shot-test`" in section and "`zero-shot`" in section
+    rows = {
+        (cells[0], cells[1]): cells
+        for line in section.splitlines()
+        if line.startswith(("| normal |", "| zero-shot"))
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    # the table's means: BASE 0.30 / 0.22 for PEACE / w/o CPL at NDCG@10 (ki = 3), less 0.001 in
+    # the second domain, less 0.05 per setting after the first
+    full, cpl = rows[("normal", "PEACE w/o CPL")][2:4]
+    assert (full, cpl) == ("0.3295", "0.2495")
+    assert rows[("normal", "PEACE w/o CPL")][4] == "-0.0800"
+    assert float(rows[("normal", "PEACE w/o CPL")][5]) < 0.01  # the per-user test
+    assert float(rows[("zero-shot-test", "PEACE w/o PEA")][5]) > 0.05
+    assert "(p " in rows[("zero-shot-test", "PEACE w/o CPL")][7]
+    # no per-user values kept for `zero-shot`: differences without tests
+    assert rows[("zero-shot", "PEACE w/o GL")][5:7] == ["-", "-"]

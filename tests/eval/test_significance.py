@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from peace.eval.significance import paired_test
+from peace.eval.significance import domain_mean_test, paired_test
 
 
 def test_a_clear_difference_is_significant_and_its_interval_excludes_zero() -> None:
@@ -31,3 +31,34 @@ def test_noise_is_not_significant_and_the_test_is_seeded() -> None:
 def test_unpaired_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="same users"):
         paired_test(np.zeros(3), np.zeros(4))
+
+
+def test_the_mean_over_domains_weighs_each_domain_alike_and_tests_it() -> None:
+    rng = np.random.default_rng(2)
+    # a large domain where a is behind by 0.02 and a small one where it is ahead by 0.2:
+    # pooled over users a is behind, over domains it is ahead
+    big_b = rng.uniform(0, 1, 2000)
+    big_a = big_b - 0.02 + rng.normal(0, 0.01, 2000)
+    small_b = rng.uniform(0, 1, 100)
+    small_a = small_b + 0.2 + rng.normal(0, 0.01, 100)
+    t = domain_mean_test([(big_a, big_b), (small_a, small_b)], seed=0)
+    pooled = np.concatenate([big_a - big_b, small_a - small_b]).mean()
+    assert pooled < 0 < t.mean
+    assert t.mean == pytest.approx(((big_a - big_b).mean() + (small_a - small_b).mean()) / 2)
+    assert t.significant and t.low > 0 and t.users == 2100
+    assert domain_mean_test([(big_a, big_b), (small_a, small_b)], seed=0) == t
+
+
+def test_the_mean_over_domains_of_noise_is_not_significant() -> None:
+    rng = np.random.default_rng(1)
+    pairs = [(rng.uniform(0, 1, n), rng.uniform(0, 1, n)) for n in (300, 500)]
+    t = domain_mean_test(pairs, seed=1)
+    assert not t.significant and t.p_value > 0.05 and t.low < t.mean < t.high
+    # under the null hypothesis about one draw in twenty is called significant
+    draws = [[(rng.uniform(0, 1, n), rng.uniform(0, 1, n)) for n in (40, 60)] for _ in range(60)]
+    rate = np.mean([domain_mean_test(d, seed=k).p_value < 0.05 for k, d in enumerate(draws)])
+    assert rate <= 0.15
+    same = domain_mean_test([(a, a) for a, _ in pairs])
+    assert same.mean == 0.0 and same.p_value == 1.0
+    with pytest.raises(ValueError, match="same users"):
+        domain_mean_test([(np.zeros(3), np.zeros(4))])

@@ -93,7 +93,7 @@ def render_report(
             str(d) for d, r in zip(statistics["domain"], roles, strict=True) if str(r) != "source"
         ]
     res = Results(doc.get("rows") or [], domain_order, len(doc.get("seeds") or []) or None)
-    ablation, abl_figs = _section_ablation(res, figures)
+    ablation, abl_figs = _section_ablation(res, figures, doc.get("per_user"), seed)
     emb, emb_figs = _section_embeddings(embeddings, figures, seed)
     graph = doc.get("graph")
     bodies = [

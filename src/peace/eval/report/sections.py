@@ -1,10 +1,10 @@
 """The sections of ``REPORT.md`` that show results: what was run, the data statistics
 (Table 1), the normal setting (Table 2), the zero-shot settings (Table 3), the ablation
-(Figure 4) and the entity embeddings with their prototypes (Figure 5)."""
+(Figure 4, in both settings, with paired tests) and the entity embeddings with their prototypes (Figure 5)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from peace.eval.report.figures import (
     tsne_chart,
     tsne_points,
 )
-from peace.eval.report.tables import Results, setting_tables, setting_tables_for
+from peace.eval.report.tables import Results, metric_table, setting_tables, setting_tables_for
+from peace.eval.significance import domain_mean_test, paired_test
 
 
 def _section_intro(doc: Mapping[str, Any], res: Results) -> str:
@@ -135,7 +136,9 @@ def _section_zero_shot(res: Results, prior_weight: float = 0.0) -> str:
     return "\n\n".join(parts)
 
 
-def _section_ablation(res: Results, figures: Path) -> tuple[str, list[Path]]:
+def _section_ablation(
+    res: Results, figures: Path, per_user: Mapping[str, Any] | None = None, seed: int = 0
+) -> tuple[str, list[Path]]:
     variants = [v for v in ABLATION_VARIANTS if v in res.models_in("normal")]
     if len(variants) < 2 or PEACE not in variants:
         return "The ablation variants were not part of this run.", []
@@ -143,21 +146,21 @@ def _section_ablation(res: Results, figures: Path) -> tuple[str, list[Path]]:
     ndcg = [m for m in res.metrics_in("normal") if m.startswith("ndcg")] or res.metrics_in("normal")
     parts = [
         "PEACE against its variants without Graph Learning (GL), Contrastive Prototype Learning "
-        "(CPL) and Prototype Enhanced Attention (PEA), normal setting.",
+        "(CPL) and Prototype Enhanced Attention (PEA): the normal setting, then the zero-shot "
+        "settings, then each difference with its test.",
         setting_tables_for(res, "normal", variants, domains, ndcg),
     ]
     head = res.headline()
-    drops = []
-    for v in variants[1:]:
-        deltas = []
-        for d in domains:
-            a, b = res.get(PEACE, "normal", d, head), res.get(v, "normal", d, head)
-            if a is not None and b is not None:
-                deltas.append(f"{d} {b[0] - a[0]:+.4f}")
-        if deltas:
-            drops.append(f"- {v} − PEACE, {metric_label(head)}: " + ", ".join(deltas))
-    if drops:
-        parts.append("\n".join(drops))
+    zero = [
+        s
+        for s in ("zero-shot-test", "zero-shot")
+        if s in res.settings and PEACE in res.models_in(s) and head in res.metrics_in(s)
+    ]
+    for setting in zero:
+        kept = [v for v in variants if v in res.models_in(setting)]
+        parts.append(f"Zero-shot setting, `{setting}`, {metric_label(head)}:")
+        parts.append(metric_table(res, setting, kept, res.domains_in(setting), [head]))
+    parts.append(_ablation_summary(res, ["normal", *zero], variants, per_user, seed))
     written = []
     for metric in dict.fromkeys((head, "hit@10")):
         if metric not in res.metrics_in("normal"):
@@ -167,6 +170,70 @@ def _section_ablation(res: Results, figures: Path) -> tuple[str, list[Path]]:
         written.append(figures / name)
         parts.append(f"![Ablation, {metric_label(metric)}](figures/{name})")
     return "\n\n".join(parts), written
+
+
+def _ablation_summary(
+    res: Results,
+    settings: Sequence[str],
+    variants: Sequence[str],
+    per_user: Mapping[str, Any] | None,
+    seed: int,
+) -> str:
+    """Each variant minus PEACE per domain and on the mean over the domains, with paired
+    per-user tests where per-user values were kept."""
+    head = res.headline()
+    rows = []
+    for setting in settings:
+        domains = res.domains_in(setting)
+        full = {d: res.get(PEACE, setting, d, head) for d in domains}
+        for v in variants[1:]:
+            cells, pairs, means = [], [], []
+            for d in domains:
+                a, b = full[d], res.get(v, setting, d, head)
+                if a is None or b is None:
+                    cells.append("-")
+                    continue
+                means.append((a[0], b[0]))
+                pa = (per_user or {}).get(PEACE, {}).get(setting, {}).get(d)
+                pb = (per_user or {}).get(v, {}).get(setting, {}).get(d)
+                test = None
+                if pa is not None and pb is not None and len(pa) == len(pb) and len(pa):
+                    pairs.append((np.asarray(pb), np.asarray(pa)))
+                    test = paired_test(np.asarray(pb), np.asarray(pa), seed)
+                cells.append(
+                    f"{b[0] - a[0]:+.4f}" + ("" if test is None else f" (p {test.p_value:.2g})")
+                )
+            if not means:
+                continue
+            full_mean = float(np.mean([m[0] for m in means]))
+            var_mean = float(np.mean([m[1] for m in means]))
+            pooled = domain_mean_test(pairs, seed) if len(pairs) == len(means) else None
+            rows.append(
+                [
+                    setting,
+                    v,
+                    f"{full_mean:.4f}",
+                    f"{var_mean:.4f}",
+                    f"{var_mean - full_mean:+.4f}",
+                    "-" if pooled is None else f"{pooled.p_value:.2g}",
+                    "-" if pooled is None else f"[{pooled.low:+.4f}, {pooled.high:+.4f}]",
+                    *cells,
+                ]
+            )
+    if not rows:
+        return ""
+    label = metric_label(head)
+    intro = (
+        f"Each variant minus PEACE, {label}: the mean over the domains (every domain weighs "
+        "alike), and per domain. Where per-user values were kept (the mean over seeds of each "
+        "test user), p of the mean over domains is a paired sign-flip randomisation test and its "
+        "95% interval a paired bootstrap within each domain; p per domain is a two-sided Wilcoxon "
+        "signed-rank test. A negative difference means the variant is behind the full model."
+    )
+    domains = res.domains_in(settings[0])
+    header = ["Setting", "Variant", "PEACE", "Variant", "difference", "p", "95% interval"]
+    table = _table(header + list(domains), rows, "ll" + "r" * (len(header) - 2 + len(domains)))
+    return intro + "\n\n" + table
 
 
 def _section_embeddings(
