@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from peace.cli.common import CONFIG_OPTION, SET_OPTION, console, load_config, open_dataset
-from peace.eval.protocol import DEFAULT_MODELS, run_protocol
+from peace.eval.protocol import DEFAULT_MODELS, ZERO_SHOT_REFERENCES, run_protocol
 from peace.eval.results import METRICS, environment, results_table, write_results
 
 
@@ -362,7 +362,67 @@ def report(
     console.print(f"wrote {written}")
 
 
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="The dataset folder the run was trained on."),
+    run: Path = typer.Option(..., "--run", help="A pre-training run folder (peace pretrain)."),
+    domains: str = typer.Option(
+        "", "--domains", help="Comma-separated target domains (default: every target domain)."
+    ),
+    prior_weights: str = typer.Option(
+        None,
+        "--prior-weights",
+        help="Comma-separated weights of the source-entity prior in the served score, one "
+        "scorer each; the first is the one the others are tested against (default: 0 and the "
+        "run's eval.zero_shot_prior).",
+    ),
+    references: bool = typer.Option(
+        True, "--references/--no-references", help="Score Random, Entity prior, Entity overlap."
+    ),
+    out: Path = typer.Option(None, "--out", help="Write the scores and per-user values as JSON."),
+) -> None:
+    """Zero-shot scores of a pre-trained run on chosen target domains, no fine-tuning: the
+    served score at each prior weight beside the references, paired per user."""
+    import json
+
+    from peace.cli.common import fail
+    from peace.eval.zero_shot import SETTINGS, evaluate_run, summary
+    from peace.flows.checkpoints import CheckpointError
+    from peace.flows.pretrained import load_pretrained
+
+    ds = open_dataset(data)
+    try:
+        pre = load_pretrained(run, ds)
+        default = [0.0, pre.config.eval.zero_shot_prior]
+        weights = (
+            [float(w) for w in prior_weights.split(",") if w.strip()]
+            if prior_weights
+            else list(dict.fromkeys(default))
+        )
+        names = [d.strip() for d in domains.split(",") if d.strip()]
+        doc = evaluate_run(
+            ds,
+            pre,
+            names,
+            weights,
+            ZERO_SHOT_REFERENCES if references else (),
+        )
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    table = Table(title=f"zero-shot NDCG@10 ({' / '.join(SETTINGS)}), {run}")
+    for col in ["scorer", *doc["domains"], "mean", f"{SETTINGS[1]} vs first (p)"]:
+        table.add_column(col, justify="left" if col == "scorer" else "right")
+    for line in summary(doc):
+        table.add_row(*line)
+    console.print(table)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"run": str(run), "dataset": str(data), **doc}
+        out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        console.print(f"wrote {out}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("quickstart")(quickstart)
     app.command("benchmark")(benchmark)
     app.command("report")(report)
+    app.command("evaluate")(evaluate)

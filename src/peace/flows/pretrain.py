@@ -279,4 +279,13 @@ def pretrain(
     elif run is not None and (run / "model.safetensors").exists():
         load_weights(model, run, fingerprint)
     model.cpu().eval()  # later flows (fine-tuning, export, serving) run on the CPU
-    return Pretrained(model=model, graph=graph, history=history, config=cfg, cutoff=cutoff, log=log)
+    sources = tuple(ds.domains[d] for d in ds.source_domains)
+    return Pretrained(
+        model=model,
+        graph=graph,
+        history=history,
+        config=cfg,
+        cutoff=cutoff,
+        log=log,
+        source_domains=sources,
+    )

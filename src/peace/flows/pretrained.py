@@ -36,6 +36,8 @@ class Pretrained:
     config: PeaceConfig
     cutoff: float
     log: list[dict] = field(default_factory=list)
+    source_domains: tuple[str, ...] | None = None
+    """The domains whose behaviour pre-trained it (None: a run that did not record them)."""
 
     @torch.no_grad()
     def entity_table(self) -> torch.Tensor:
@@ -132,6 +134,7 @@ def save_epoch(
         "fingerprint": dataset_fingerprint(ds),
         "num_entities": ds.num_entities,
         "cutoff": cutoff,
+        "source_domains": [ds.domains[d] for d in ds.source_domains],
         "epoch": epoch,
     }
     with checkpoints.commit(run) as stage:
@@ -196,6 +199,13 @@ def load_pretrained(run: str | Path, ds: Dataset) -> Pretrained:
     model.eval()
     history = HistoryIndex(ds, cfg.model.history_length)
     log = checkpoints.read_json(run / "log.json") if (run / "log.json").exists() else []
+    sources = meta.get("source_domains")
     return Pretrained(
-        model=model, graph=graph, history=history, config=cfg, cutoff=float(meta["cutoff"]), log=log
+        model=model,
+        graph=graph,
+        history=history,
+        config=cfg,
+        cutoff=float(meta["cutoff"]),
+        log=log,
+        source_domains=None if sources is None else tuple(sources),
     )

@@ -1,0 +1,176 @@
+"""Zero-shot scoring of one pre-trained run, without fine-tuning: the served score (Sec. 4.4) at
+one or more weights of the source-entity prior (``eval.zero_shot_prior``) and the references
+that need no learning, on chosen target domains, each scorer tested per user against the first.
+
+This is how a pre-training change is judged on validation domains in minutes (a cut that moves
+source genres out as extra targets, :mod:`peace.data.importers.movielens`), without scoring the
+benchmark's own targets::
+
+    peace pretrain --data data/ml-1m-val --preset benchmark --out runs/val
+    peace evaluate --data data/ml-1m-val --run runs/val --domains Sci-Fi,Romance,Adventure
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from peace.config import PeaceConfig
+from peace.data.dataset import Dataset
+from peace.data.splits import pretrain_cutoff, split_targets
+from peace.eval.protocol import (
+    ZERO_SHOT_REFERENCES,
+    Result,
+    _peace_domain,
+    _zero_shot_reference,
+    aggregate,
+    chosen_splits,
+    per_user_means,
+)
+from peace.eval.significance import domain_mean_test
+from peace.flows.pretrained import Pretrained
+from peace.flows.rankers import source_entity_prior
+
+#: the settings scored: every row of the domain, and its normal test split alone
+SETTINGS = ("zero-shot", "zero-shot-test")
+#: the setting of the paired tests (the one whose per-user values the protocol keeps)
+TESTED = "zero-shot-test"
+
+
+def scorer_name(weight: float) -> str:
+    """``PEACE`` for the plain served score, ``PEACE + 0.5 prior`` with a prior weight."""
+    return "PEACE" if weight == 0.0 else f"PEACE + {weight:g} prior"
+
+
+def evaluate_run(
+    ds: Dataset,
+    pre: Pretrained,
+    domains: Sequence[str] = (),
+    weights: Sequence[float] = (0.0,),
+    references: Sequence[str] = ZERO_SHOT_REFERENCES,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Zero-shot NDCG@10 (and the other metrics of ``eval.ks``) of ``pre`` on ``domains``.
+
+    Args:
+        ds: the dataset ``pre`` was trained on.
+        pre: the pre-trained run (:func:`peace.flows.pretrained.load_pretrained`).
+        domains: target domains to score (default: every target domain).
+        weights: prior weights of the served score, one scorer each (no duplicates).
+        references: zero-shot references to score beside it (see ``ZERO_SHOT_REFERENCES``).
+
+    Returns:
+        ``{"domains", "rows", "per_user", "tests"}``: ``rows`` as the benchmark's (mean over
+        users; one seed, the run's), ``per_user`` the test-split NDCG@10 per user, ``tests``
+        each other scorer minus the first on the mean over domains of ``zero-shot-test``
+        (:func:`peace.eval.significance.domain_mean_test`).
+    """
+    weights = [float(w) for w in weights]
+    if not weights or len(set(weights)) != len(weights):
+        raise ValueError(f"prior weights {weights}: give one or more distinct weights.")
+    unknown = sorted(set(references) - set(ZERO_SHOT_REFERENCES))
+    if unknown:
+        raise ValueError(f"references {unknown}: choose from {list(ZERO_SHOT_REFERENCES)}.")
+    base = pre.config
+    cfg = dataclasses.replace(base, eval=dataclasses.replace(base.eval, domains=tuple(domains)))
+    splits = chosen_splits(ds, cfg)
+    _check_unseen(ds, pre, cfg, [ds.domains[d] for d in splits])
+    results: Result = defaultdict(list)
+    entity_prior = source_entity_prior(ds, pre.cutoff) if any(weights) else None
+    for w in weights:
+        for d, split in splits.items():
+            _peace_domain(
+                results,
+                scorer_name(w),
+                pre,
+                ds,
+                d,
+                split,
+                cfg,
+                cfg.eval.ks,
+                show_progress,
+                normal=False,
+                prior=(w, entity_prior if w else None),
+            )
+    for name in references:
+        _zero_shot_reference(results, name, ds, splits, cfg)
+    per_user = per_user_means([results])
+    names = [scorer_name(w) for w in weights] + list(references)
+    first = names[0]
+    tests = []
+    for name in names[1:]:
+        pairs = [
+            (np.asarray(per_user[name][TESTED][d]), np.asarray(per_user[first][TESTED][d]))
+            for d in per_user[first][TESTED]
+        ]
+        t = domain_mean_test(pairs, cfg.seed)
+        tests.append(
+            {
+                "scorer": name,
+                "against": first,
+                "setting": TESTED,
+                "difference": t.mean,
+                "p_value": t.p_value,
+                "interval": [t.low, t.high],
+                "users": t.users,
+            }
+        )
+    return {
+        "domains": [ds.domains[d] for d in splits],
+        "scorers": names,
+        "seed": cfg.seed,
+        "rows": aggregate([results]),
+        "per_user": per_user,
+        "tests": tests,
+    }
+
+
+def _check_unseen(ds: Dataset, pre: Pretrained, cfg: PeaceConfig, names: list[str]) -> None:
+    """Refuse to score a domain whose rows pre-trained the run: a run of another cut of the
+    same data (same id spaces) has other source domains, and its sources may be this cut's
+    targets. Runs that recorded their source domains are checked by name, older ones by their
+    pre-training cut-off."""
+    if pre.source_domains is not None:
+        seen = sorted(set(names) & set(pre.source_domains))
+        if seen:
+            raise ValueError(
+                f"{ds.root}: {seen} were source domains of the run's pre-training (its sources: "
+                f"{list(pre.source_domains)}); score a run pre-trained on this dataset."
+            )
+        return
+    cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split), cfg.pretrain.cutoff)
+    if cutoff != pre.cutoff:
+        raise ValueError(
+            f"{ds.root}: pre-training cut-off {cutoff} here, {pre.cutoff} in the run: the run "
+            "was pre-trained on another cut of the data, whose sources may be targets here; "
+            "score a run pre-trained on this dataset."
+        )
+
+
+def summary(doc: dict[str, Any], metric: str = "ndcg@10") -> list[list[str]]:
+    """Table rows of :func:`evaluate_run`'s result: scorer, ``all / test`` per domain, their
+    means over the domains, and the paired test against the first scorer."""
+    means = {
+        (r["model"], r["setting"], r["domain"]): r["mean"]
+        for r in doc["rows"]
+        if r["metric"] == metric
+    }
+    tests = {t["scorer"]: t for t in doc["tests"]}
+    out = []
+    for name in doc["scorers"]:
+        cells, per_setting = [], {s: [] for s in SETTINGS}
+        for d in doc["domains"]:
+            values = [means.get((name, s, d), math.nan) for s in SETTINGS]
+            for s, v in zip(SETTINGS, values, strict=True):
+                per_setting[s].append(v)
+            cells.append(" / ".join(f"{v:.4f}" for v in values))
+        mean = " / ".join(f"{np.mean(per_setting[s]):.4f}" for s in SETTINGS)
+        t = tests.get(name)
+        test = "-" if t is None else f"{t['difference']:+.4f} (p {t['p_value']:.2g})"
+        out.append([name, *cells, mean, test])
+    return out

@@ -1,0 +1,86 @@
+"""``peace evaluate``: zero-shot scores of one pre-trained run, the benchmark's numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from peace.cli import app
+from peace.data.dataset import load_dataset
+from peace.eval.protocol import aggregate, run_seed
+from peace.eval.zero_shot import evaluate_run, summary
+from peace.flows.pretrain import pretrain
+from peace.flows.pretrained import load_pretrained
+
+REFERENCES = ("Random", "Entity prior", "Entity overlap")
+
+
+@pytest.fixture
+def run(toy_dir: Path, tiny_config, tmp_path: Path) -> tuple[Path, object]:
+    cfg = tiny_config.override(['pretrain.served_loss="softmax"', "eval.zero_shot_prior=0.5"])
+    pretrain(load_dataset(toy_dir), cfg, out=tmp_path / "run", show_progress=False)
+    return tmp_path / "run", cfg
+
+
+def test_the_scores_are_the_benchmarks(toy_dir: Path, run) -> None:
+    folder, cfg = run
+    ds = load_dataset(toy_dir)
+    pre = load_pretrained(folder, ds)
+    assert pre.source_domains == tuple(ds.domains[d] for d in ds.source_domains)
+    doc = evaluate_run(ds, pre, (), [0.0, 0.5])
+    assert doc["domains"] == [ds.domains[d] for d in ds.target_domains]
+    assert doc["scorers"] == ["PEACE", "PEACE + 0.5 prior", *REFERENCES]
+    # the benchmark's zero-shot rows of the same run: its PEACE weighs the prior by 0.5
+    res, _ = run_seed(ds, cfg, ("PEACE", *REFERENCES), show_progress=False, pretrained=pre,
+                      normal=False)  # fmt: skip
+    bench = {
+        (r["model"], r["setting"], r["domain"], r["metric"]): r["mean"] for r in aggregate([res])
+    }
+    mine = {(r["model"], r["setting"], r["domain"], r["metric"]): r["mean"] for r in doc["rows"]}
+    assert len(bench) == len(mine) - len(bench) // 4  # PEACE twice here, once there
+    for (model, setting, domain, metric), value in bench.items():
+        name = "PEACE + 0.5 prior" if model == "PEACE" else model
+        assert mine[(name, setting, domain, metric)] == pytest.approx(value, abs=1e-12)
+    assert (
+        mine[("PEACE", "zero-shot", "t1", "ndcg@10")]
+        != mine[("PEACE + 0.5 prior", "zero-shot", "t1", "ndcg@10")]
+    )
+    # every other scorer is tested against the first, on the mean over the domains
+    assert [t["scorer"] for t in doc["tests"]] == doc["scorers"][1:]
+    assert all(0 < t["p_value"] <= 1 and t["against"] == "PEACE" for t in doc["tests"])
+    rows = summary(doc)
+    assert [r[0] for r in rows] == doc["scorers"] and rows[0][-1] == "-"
+    assert len(rows[0]) == 1 + len(doc["domains"]) + 2
+
+
+def test_a_domain_that_trained_the_run_is_refused(toy_dir: Path, run) -> None:
+    folder, _ = run
+    ds = load_dataset(toy_dir)
+    pre = load_pretrained(folder, ds)
+    other_cut = dataclasses.replace(pre, source_domains=("s1", "t1"))
+    with pytest.raises(ValueError, match=r"\['t1'\] were source domains"):
+        evaluate_run(ds, other_cut, ("t1", "t2"))
+    evaluate_run(ds, other_cut, ("t2",), references=())  # t2 never trained it
+    older = dataclasses.replace(pre, source_domains=None, cutoff=pre.cutoff - 1.0)
+    with pytest.raises(ValueError, match="another cut of the data"):
+        evaluate_run(ds, older)
+    with pytest.raises(ValueError, match="distinct weights"):
+        evaluate_run(ds, pre, (), [0.5, 0.5])
+
+
+def test_the_command_prints_and_writes_the_scores(toy_dir: Path, run, tmp_path: Path) -> None:
+    folder, _ = run
+    out = tmp_path / "scores.json"
+    args = ["evaluate", "--data", str(toy_dir), "--run", str(folder), "--domains", "t2"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--no-references"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    # default weights: 0 and the run's eval.zero_shot_prior
+    assert doc["domains"] == ["t2"] and doc["scorers"] == ["PEACE", "PEACE + 0.5 prior"]
+    assert "PEACE + 0.5 prior" in result.output
+    bad = CliRunner().invoke(app, [*args[:-1], "nowhere"])
+    assert bad.exit_code == 2 and "not target domains" in bad.output
