@@ -393,11 +393,15 @@ def evaluate(
     try:
         pre = load_pretrained(run, ds)
         default = [0.0, pre.config.eval.zero_shot_prior]
-        weights = (
-            [float(w) for w in prior_weights.split(",") if w.strip()]
-            if prior_weights
-            else list(dict.fromkeys(default))
-        )
+        weights = list(dict.fromkeys(default))
+        if prior_weights:
+            try:
+                weights = [float(w) for w in prior_weights.split(",") if w.strip()]
+            except ValueError:
+                raise fail(
+                    f"--prior-weights {prior_weights!r}: expected comma-separated numbers, "
+                    "e.g. 0,0.5."
+                ) from None
         names = [d.strip() for d in domains.split(",") if d.strip()]
         doc = evaluate_run(
             ds,

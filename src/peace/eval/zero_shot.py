@@ -65,8 +65,9 @@ def evaluate_run(
         references: zero-shot references to score beside it (see ``ZERO_SHOT_REFERENCES``).
 
     Returns:
-        ``{"domains", "rows", "per_user", "tests"}``: ``rows`` as the benchmark's (mean over
-        users; one seed, the run's), ``per_user`` the test-split NDCG@10 per user, ``tests``
+        ``{"domains", "scorers", "seed", "rows", "per_user", "tests"}``: ``rows`` as the
+        benchmark's (mean over users; one seed, the run's), ``per_user`` the test-split NDCG@10
+        per user, ``tests``
         each other scorer minus the first on the mean over domains of ``zero-shot-test``
         (:func:`peace.eval.significance.domain_mean_test`).
     """

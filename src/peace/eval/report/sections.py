@@ -1,6 +1,7 @@
 """The sections of ``REPORT.md`` that show results: what was run, the data statistics
 (Table 1), the normal setting (Table 2), the zero-shot settings (Table 3), the ablation
-(Figure 4, in both settings, with paired tests) and the entity embeddings with their prototypes (Figure 5)."""
+(Figure 4, in both settings, with paired tests) and the entity embeddings with their
+prototypes (Figure 5)."""
 
 from __future__ import annotations
 
