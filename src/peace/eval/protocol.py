@@ -135,7 +135,7 @@ def run_seed(
             entity_prior = source_entity_prior(ds, pre.cutoff) if weight != 0.0 else None
             for d, split in splits.items():
                 t0 = time.perf_counter()
-                _peace_domain(
+                pretrained_rows(
                     results,
                     name,
                     pre,
@@ -151,7 +151,7 @@ def run_seed(
                 )
                 timings[f"{name} {ds.domains[d]}"] = time.perf_counter() - t0
         elif name in ZERO_SHOT_REFERENCES:
-            _zero_shot_reference(results, name, ds, splits, cfg)
+            reference_rows(results, name, ds, splits, cfg)
         elif name in REFERENCES:
             for d, split in splits.items():
                 target = TargetDomain(ds, d)
@@ -212,7 +212,7 @@ def target_history(ds: Dataset, cfg: PeaceConfig) -> dict[str, list[int]]:
     return out
 
 
-def _zero_shot_reference(
+def reference_rows(
     results: Result, name: str, ds: Dataset, splits: dict[int, TargetSplit], cfg: PeaceConfig
 ) -> None:
     """The zero-shot rows of a reference that needs no learning (``ZERO_SHOT_REFERENCES``)."""
@@ -239,7 +239,7 @@ def _concat(a, b):
     return pd.concat([a, b], ignore_index=True)
 
 
-def _peace_domain(
+def pretrained_rows(
     results: Result,
     name: str,
     pre: Pretrained,

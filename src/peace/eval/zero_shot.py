@@ -26,11 +26,11 @@ from peace.data.splits import pretrain_cutoff, split_targets
 from peace.eval.protocol import (
     ZERO_SHOT_REFERENCES,
     Result,
-    _peace_domain,
-    _zero_shot_reference,
     aggregate,
     chosen_splits,
     per_user_means,
+    pretrained_rows,
+    reference_rows,
 )
 from peace.eval.significance import domain_mean_test
 from peace.flows.pretrained import Pretrained
@@ -85,7 +85,7 @@ def evaluate_run(
     entity_prior = source_entity_prior(ds, pre.cutoff) if any(weights) else None
     for w in weights:
         for d, split in splits.items():
-            _peace_domain(
+            pretrained_rows(
                 results,
                 scorer_name(w),
                 pre,
@@ -99,7 +99,7 @@ def evaluate_run(
                 prior=(w, entity_prior if w else None),
             )
     for name in references:
-        _zero_shot_reference(results, name, ds, splits, cfg)
+        reference_rows(results, name, ds, splits, cfg)
     per_user = per_user_means([results])
     names = [scorer_name(w) for w in weights] + list(references)
     first = names[0]
