@@ -183,9 +183,9 @@ def _ablation_summary(
     """Each variant minus PEACE per domain and on the mean over the domains, with paired
     per-user tests where per-user values were kept."""
     head = res.headline()
+    domains = res.domains_in(settings[0])  # the columns, the same for every setting
     rows = []
     for setting in settings:
-        domains = res.domains_in(setting)
         full = {d: res.get(PEACE, setting, d, head) for d in domains}
         for v in variants[1:]:
             cells, pairs, means = [], [], []
@@ -231,7 +231,6 @@ def _ablation_summary(
         "95% interval a paired bootstrap within each domain; p per domain is a two-sided Wilcoxon "
         "signed-rank test. A negative difference means the variant is behind the full model."
     )
-    domains = res.domains_in(settings[0])
     header = ["Setting", "Variant", "PEACE", "Variant", "difference", "p", "95% interval"]
     table = _table(header + list(domains), rows, "ll" + "r" * (len(header) - 2 + len(domains)))
     return intro + "\n\n" + table
