@@ -234,8 +234,11 @@ def test_row_order_is_the_same_with_and_without_the_packed_key() -> None:
     rank, item = rng.integers(0, 40, n), rng.integers(0, 30, n)  # many equal rows: stable
     packed = _sort_rows(domain, user, rank, item, num_users=50, num_items=30)
     fallback = _sort_rows(domain, user, rank, item, num_users=50, num_items=2**60)
-    assert packed.tolist() == fallback.tolist()
-    assert packed.tolist() == np.lexsort((item, rank, user, domain)).tolist()
+    order = np.lexsort((item, rank, user, domain))
+    expected = [a[order].tolist() for a in (domain, user, rank, item)]
+    assert [a.tolist() for a in packed] == expected
+    assert [a.tolist() for a in fallback] == expected
+    assert all(a.dtype == np.int64 for a in packed)
 
 
 def test_pair_search_with_shared_time_ranks() -> None:
@@ -271,6 +274,9 @@ def test_time_ranks_offsets_order_as_distinct_values() -> None:
             expected = times[None, :] >= np.where(np.isnan(queries), np.inf, queries)[:, None]
         assert (at_or_after == expected).all()
         assert ranks.query(queries).max() < ranks.width
+        assert ranks.times(ranks.rows).tolist() == times.tolist()  # exact inverse
+    for other in (times + 0.25, np.append(times, [np.inf, -np.inf]), np.array([-(2.0**51), 5.0])):
+        assert _TimeRanks(other).times(_TimeRanks(other).rows).tolist() == other.tolist()
     # a negative start and fractional queries far from it
     far = _TimeRanks(np.array([-(2.0**51), 0.0, 5.0]))
     assert far._start is not None

@@ -173,7 +173,6 @@ def test_pooled_tokens_equal_forward_tokens(recency: int) -> None:
     _, mask = _batch()  # left, scattered and complete padding
     tokens[~mask] = 20
     with torch.no_grad():
-        scores = extractor.entity_scores(table)
-        pooled = extractor.pool_tokens(table, tokens, mask, scores)
+        pooled = extractor.pool_tokens(table, tokens, extractor.pooling_scores(table, pad=20))
         torch.testing.assert_close(pooled, extractor.forward_tokens(table, tokens, mask))
     assert (pooled[2] == 0).all() and not pooled.isnan().any()  # no history: zeros

@@ -85,7 +85,7 @@ class Pretrained:
         model = self.model
         model.eval()
         table = self.entity_table() if table is None else table
-        scores = model.interests.entity_scores(table)
+        scores = model.interests.pooling_scores(table, self.history.pad)
         positions = self.history.positions(users, times)
         if len(users) == 0:
             empty = torch.zeros(0, model.config.n_interests, table.shape[1])
@@ -95,8 +95,8 @@ class Pretrained:
         interests = torch.empty(len(users), model.config.n_interests, table.shape[1], **like)
         universal = torch.empty(len(users), table.shape[1], **like)
         for s in range(0, len(users), chunk):
-            tokens, mask = self.history.gather(positions[s : s + chunk])
-            z = model.interests.pool_tokens(table, tokens, mask, scores)  # Eq. 1
+            tokens, _ = self.history.gather(positions[s : s + chunk])
+            z = model.interests.pool_tokens(table, tokens, scores)  # Eq. 1
             interests[s : s + len(z)] = z
             universal[s : s + len(z)] = model.universal(z)  # Eq. 2
         return interests, universal

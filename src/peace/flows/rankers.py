@@ -333,8 +333,13 @@ def source_entity_prior(ds: Dataset, cutoff: float) -> Tensor:
     """``[|E|]`` log(1 + positive source rows before ``cutoff`` whose item maps to the entity):
     what :func:`item_prior` averages over an item's entities."""
     _, items = _positive_source_rows(ds, cutoff)  # the counts alone: no per-user pairs
-    counts = _entity_row_counts(ds, ds.item_entities[items])
-    return torch.as_tensor(np.log1p(counts.astype(np.float64)), dtype=torch.float32)
+    # Rows per item first, then per entity: one pass over the items' entities, not the rows'.
+    per_item = np.bincount(items, minlength=ds.num_items)
+    ents = np.asarray(ds.item_entities).reshape(-1)
+    linked = ents >= 0
+    weights = np.repeat(per_item, ds.item_entities.shape[1])[linked]
+    counts = np.bincount(ents[linked], weights=weights, minlength=ds.num_entities)
+    return torch.as_tensor(np.log1p(counts), dtype=torch.float32)
 
 
 def item_prior(entity_prior: Tensor, item_entities: Tensor) -> Tensor:

@@ -66,13 +66,18 @@ class InterestExtractor(nn.Module):
         """``scores [B, M, L]`` plus each kernel's bias at each token's recency slot."""
         if self.recency is None:
             return scores
+        return scores + self._recency_bias(scores.shape[-1])
+
+    def _recency_bias(self, length: int) -> Tensor:
+        """``[M, length]``: each kernel's recency bias at each position of a sequence."""
+        assert self.recency is not None
         block = self.recency.shape[1]
-        if scores.shape[-1] % block:
+        if length % block:
             raise ValueError(
-                f"sequence length {scores.shape[-1]} is not a multiple of the recency block "
+                f"sequence length {length} is not a multiple of the recency block "
                 f"{block} (model.history_length): expected one block per source domain."
             )
-        return scores + self.recency.repeat(1, scores.shape[-1] // block)
+        return self.recency.repeat(1, length // block)
 
     def attention(self, sequence: Tensor, mask: Tensor) -> Tensor:
         """[B, M, L] attention of each interest kernel over the sequence."""
@@ -99,24 +104,34 @@ class InterestExtractor(nn.Module):
         """w_i^T tanh(W^A h) of every entity of ``table [E, d]``: ``[E, M]``."""
         return self.kernels(torch.tanh(self.W_A(table)))
 
-    def pool_tokens(
-        self, table: Tensor, tokens: Tensor, mask: Tensor, entity_scores: Tensor
-    ) -> Tensor:
+    def pooling_scores(self, table: Tensor, pad: int) -> Tensor:
+        """The entity scores that :meth:`pool_tokens` takes: :meth:`entity_scores` ``[E, M]``
+        with the padding entity ``pad`` scored a finite -1e30.
+
+        A padding token then weighs nothing in the softmax of Eq. 1 without a mask (-1e30 plus a
+        recency bias rounds back to -1e30), and a user without history gets uniform weights over
+        padding rows, which are zero vectors: zeros, no NaN to clean up.
+        """
+        scores = self.entity_scores(table)
+        scores[pad] = -1e30
+        return scores
+
+    def pool_tokens(self, table: Tensor, tokens: Tensor, pooling_scores: Tensor) -> Tensor:
         """Eq. 1 as :meth:`forward_tokens`, for inference on many users.
 
-        The weighted sum over the sequence runs as B * M weighted bags of token rows
-        (``embedding_bag``), which never writes the ``[B, L, d]`` gathered sequence, and the
-        entity scores come precomputed (:meth:`entity_scores`), so a caller that encodes users
-        chunk by chunk computes them once. Equal to :meth:`forward_tokens` up to float rounding
-        (the sums run in another order).
+        ``tokens [B, L]`` are left-padded with the padding entity of ``pooling_scores``
+        (:meth:`pooling_scores`, computed once by a caller that encodes users chunk by chunk), so
+        no mask is needed. The weighted sum over the sequence runs as B * M weighted bags of
+        token rows (``embedding_bag``), which never writes the ``[B, L, d]`` gathered sequence.
+        Equal to :meth:`forward_tokens` up to float rounding (the sums run in another order).
         """
         b, length = tokens.shape
-        m = entity_scores.shape[1]
-        scores = self._add_recency(F.embedding(tokens, entity_scores).transpose(1, 2))
-        # Padding scores a finite -1e30 rather than -inf: a user without history then gets
-        # uniform weights over padding rows, which are zero vectors, so no NaN to clean up.
-        scores = scores.masked_fill(~mask.unsqueeze(1), -1e30)
-        attention = torch.softmax(scores, dim=-1).contiguous()  # [B, M, L]
+        m = pooling_scores.shape[1]
+        # Gathered by rows (one cache line per token), then laid out [B, M, L] once.
+        scores = F.embedding(tokens, pooling_scores).transpose(1, 2).contiguous()
+        if self.recency is not None:
+            scores += self._recency_bias(length)
+        attention = torch.softmax(scores, dim=-1)  # [B, M, L]
         rows = tokens.to(torch.int32).unsqueeze(1).expand(b, m, length).reshape(-1)
         starts = torch.arange(0, b * m * length, length, dtype=torch.int32, device=tokens.device)
         # Padding tokens have weight 0; a padding_idx would take a far slower kernel.
