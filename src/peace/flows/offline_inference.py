@@ -66,8 +66,11 @@ SCORER_PREFIXES = ("prototypes.", "fusion.", "decoder.")
 """State-dict entries the online rankers need: P and the Eq. 9 MLP, the Eq. 2 fusion, and the
 Eq. 3 decoder (for ``eval.zero_shot_scorer = "decoder"``)."""
 
-# Indirection so tests can simulate a failure in the middle of a publication.
-_write_arrow = write_arrow
+
+def _write_arrow(path: Path, table: pa.Table) -> None:
+    """A file of the version; publish_folder flushes it to disk (an indirection so tests can
+    simulate a failure in the middle of a publication)."""
+    write_arrow(path, table, sync=False)
 
 
 def model_hash(run: str | Path) -> str:

@@ -169,6 +169,7 @@ def finetune_and_publish(
                     "codes": code_column(target.user_codes.numpy()),
                 }
             ),
+            sync=False,  # publish_folder flushes every file
         )
         write_arrow(
             tmp / "item_codes.arrow",
@@ -178,6 +179,7 @@ def finetune_and_publish(
                     "codes": code_column(target.item_codes.numpy()),
                 }
             ),
+            sync=False,  # publish_folder flushes every file
         )
         created = datetime.now(UTC)
         best = max(

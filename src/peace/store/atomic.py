@@ -14,6 +14,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,17 @@ def remove_stale_temp(parent: str | Path, older_than_s: float = STALE_TEMP_SECON
     return removed
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def publish_folder(parent: str | Path, name: str, build: Callable[[Path], dict[str, Any]]) -> Path:
     """Write a folder with ``build(tmp)`` and make it appear at ``parent/name`` atomically.
 
-    ``build`` writes its files into ``tmp`` and returns the manifest (without ``files``); this
-    function adds the size and sha256 of every file, writes ``manifest.json``, fsyncs the files
-    and the folder, and renames it into place. On any failure, interruption included, the
+    ``build`` writes its files into ``tmp`` (it need not fsync them) and returns the manifest
+    (without ``files``); this function adds the size and sha256 of every file, fsyncs the files,
+    writes ``manifest.json``, fsyncs the folder, and renames it into place. On any failure, interruption included, the
     temporary folder is removed and nothing becomes visible.
     """
     parent = Path(parent)
@@ -66,17 +72,20 @@ def publish_folder(parent: str | Path, name: str, build: Callable[[Path], dict[s
     try:
         manifest = build(tmp)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest["files"] = {
-            p.relative_to(tmp).as_posix(): file_entry(tmp, str(p.relative_to(tmp))) for p in files
-        }
+        # The files are flushed to disk in a second thread while this one hashes them (both wait
+        # on the OS, not the interpreter), and all are flushed before the folder appears.
+        with ThreadPoolExecutor(1) as pool:
+            flushed = pool.map(_fsync_file, files)
+            manifest["files"] = {
+                p.relative_to(tmp).as_posix(): file_entry(tmp, str(p.relative_to(tmp)))
+                for p in files
+            }
+            list(flushed)  # re-raises a failed flush
         text = json.dumps(manifest, indent=2, allow_nan=False)
         with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        for p in files:
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
         for d in {p.parent for p in files} | {tmp}:
             fsync_dir(d)
         final = parent / name

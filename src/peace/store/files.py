@@ -66,13 +66,15 @@ def domain_file_name(domain: str) -> str:
     return urllib.parse.quote(domain, safe="-_.") or "%00"
 
 
-def write_arrow(path: str | Path, table: pa.Table) -> None:
-    """Write an Arrow IPC file and fsync it."""
+def write_arrow(path: str | Path, table: pa.Table, sync: bool = True) -> None:
+    """Write an Arrow IPC file and fsync it (``sync=False``: leave the flush to the caller, as
+    :func:`peace.store.atomic.publish_folder` does for every file it publishes)."""
     with pa.OSFile(str(path), "wb") as sink:
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
+    if sync:
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
 
 
 def read_arrow(path: str | Path) -> pa.Table:
