@@ -214,8 +214,10 @@ def http_cases(
     users: list[str],
     args: argparse.Namespace,
     workers: int = 1,
+    threads: int = 1,
 ) -> list[dict[str, Any]]:
-    """Every case against one server with ``workers`` processes (``peace serve --workers``)."""
+    """Every case against one server with ``workers`` processes (``peace serve --workers``) of
+    ``threads`` torch threads each (``peace serve --threads``)."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -228,7 +230,7 @@ def http_cases(
         "--port",
         str(port),
         "--threads",
-        "1",
+        str(threads),
         "--workers",
         str(workers),
     ]
@@ -286,6 +288,7 @@ def http_cases(
                         if endpoint == "recommend"
                         else args.candidates,
                         "workers": workers,
+                        "threads": threads,
                         "load_generator": generator,
                         **r,
                     }
@@ -327,7 +330,7 @@ def print_row(r: dict[str, Any]) -> None:
     server = r["server_mean_ms"]
     print(
         f"{r['case']:<34} {'/'.join(r['ranker']):<20} {r.get('load_generator', 'httpx'):<6} "
-        f"{r['workers']:>3} {r['clients']:>3} "
+        f"{r['workers']:>3} {r.get('threads', 1):>3} {r['clients']:>3} "
         f"{r['requests']:>6} "
         f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['throughput_rps']:>9.1f} {r['errors']:>4} "
         f"{'-' if server is None else f'{server:.2f}':>9}",

@@ -12,8 +12,9 @@ What it does (every step bounded):
    ranker also with a 1 ms pause before each call, as a served request arrives), and the recall@10
    of ``recommend`` on the large domain against exact full scoring (tie-aware: a returned item is
    a hit when its exact score reaches the exact 10th best);
-4. (``serve_http.py``) starts the service as a subprocess (``python -m peace.serve.app``, uvicorn, 127.0.0.1, one
-   torch thread), once per ``--workers`` count (default 1, then 2 server processes), and sends
+4. (``serve_http.py``) starts the service as a subprocess (``python -m peace.serve.app``, uvicorn,
+   127.0.0.1), once per ``--servers`` shape (default: 1, then 2 processes of one torch thread;
+   ``--servers 1x2``: one process of two torch threads), and sends
    ``--requests`` rank requests of ``--candidates`` random candidates with 1 and with 16
    concurrent clients (threads, one keep-alive ``httpx.Client`` each), for both rankers, plus
    ``recommend`` on the large domain; where the ``wrk`` program is on PATH, every case again
@@ -148,6 +149,19 @@ def unique_entity_sets(ds: Dataset, n: int, rng: np.random.Generator) -> list[li
             seen.add(pick)
             out.append(list(pick))
     return out
+
+
+def server_shape(text: str) -> tuple[int, int]:
+    """``WxT`` -> (W server processes, T torch threads each), e.g. ``2x1``."""
+    try:
+        workers, threads = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected WxT, e.g. 2x1 (2 processes of 1 torch thread)"
+        ) from None
+    if workers < 1 or threads < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: both counts must be at least 1")
+    return workers, threads
 
 
 def build(args: argparse.Namespace, work: Path) -> tuple[Dataset, Path, dict[str, float]]:
@@ -286,7 +300,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--candidates", type=int, default=200)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument(
-        "--workers", type=int, nargs="+", default=[1, 2], help="server processes, one run each"
+        "--servers",
+        type=server_shape,
+        nargs="+",
+        default=[(1, 1), (2, 1)],
+        metavar="WxT",
+        help="server shapes, one run each: W processes of T torch threads (default: 1x1 2x1)",
     )
     parser.add_argument(
         "--load",
@@ -328,10 +347,12 @@ def main(argv: list[str] | None = None) -> None:
     del service
 
     print(
-        f"\n{'case':<34} {'ranker':<20} {'load':<6} {'wkr':>3} {'cli':>3} {'reqs':>6} {'p50 ms':>8} "
+        f"\n{'case':<34} {'ranker':<20} {'load':<6} {'wkr':>3} {'thr':>3} {'cli':>3} {'reqs':>6} {'p50 ms':>8} "
         f"{'p99 ms':>8} {'req/s':>9} {'err':>4} {'server ms':>9}"
     )
-    http = [row for w in args.workers for row in http_cases(store, catalogues, users, args, w)]
+    http = [
+        row for w, t in args.servers for row in http_cases(store, catalogues, users, args, w, t)
+    ]
     if hasattr(os, "getloadavg"):
         info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result = {
@@ -357,8 +378,8 @@ def main(argv: list[str] | None = None) -> None:
             "users": int(ds.num_users),
             "catalogue_sizes": {d: len(c) for d, c in catalogues.items()},
         },
-        "server": "uvicorn subprocess on 127.0.0.1 with the case's number of worker processes, "
-        "torch threads 1, clients on the same machine: threads with keep-alive httpx clients "
+        "server": "uvicorn subprocess on 127.0.0.1 with the case's worker processes and torch "
+        "threads per process, clients on the same machine: threads with keep-alive httpx clients "
         "(load_generator httpx, a fixed number of requests) and wrk, one thread with one "
         "keep-alive connection per client (load_generator wrk, a fixed time)",
         "load_generators": args.load,
