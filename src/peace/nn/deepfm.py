@@ -36,7 +36,9 @@ class FieldSums:
     """[*, hidden[0]] the fields' columns of the deep network's first layer times their vectors."""
 
     def take(self, rows: Tensor) -> FieldSums:
-        return FieldSums(self.linear[rows], self.latent[rows], self.squares[rows], self.deep[rows])
+        return FieldSums(
+            *(t.index_select(0, rows) for t in (self.linear, self.latent, self.squares, self.deep))
+        )
 
 
 class DeepFM(nn.Module):

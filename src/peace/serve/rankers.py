@@ -78,7 +78,9 @@ class ItemKeys:
     """[I] bool: the K-th and (K+1)-th similarities (nearly) tie; score densely."""
 
     def take(self, rows: Tensor | slice) -> ItemKeys:
-        return ItemKeys(self.top[rows], self.ties[rows])
+        if isinstance(rows, slice):
+            return ItemKeys(self.top[rows], self.ties[rows])
+        return ItemKeys(self.top.index_select(0, rows), self.ties.index_select(0, rows))
 
     @staticmethod
     def cat(a: ItemKeys | None, b: ItemKeys | None) -> ItemKeys | None:
@@ -304,7 +306,7 @@ class ZeroShotScorer(nn.Module):
             mode="sum",
             per_sample_weights=attn.reshape(-1),
         ).view(c, m, -1)
-        h = torch.relu_(h + F.linear(interests, fw.w1, fw.b1))
+        h = torch.relu_(h.add_(F.linear(interests, fw.w1, fw.b1)))
         for layer in fw.middle:
             h = torch.relu_(layer(h))
         # Eq. 2 on the enhanced interests W_L h + b_L, without forming them.
