@@ -347,8 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     del service
 
     print(
-        f"\n{'case':<34} {'ranker':<20} {'load':<6} {'wkr':>3} {'thr':>3} {'cli':>3} {'reqs':>6} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'req/s':>9} {'err':>4} {'server ms':>9}"
+        f"\n{'case':<34} {'ranker':<20} {'load':<6} {'wkr':>3} {'thr':>3} {'cli':>3} {'reqs':>6} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'err':>4} {'server ms':>9}"
     )
     http = [
         row for w, t in args.servers for row in http_cases(store, catalogues, users, args, w, t)

@@ -62,8 +62,8 @@ def publish_folder(parent: str | Path, name: str, build: Callable[[Path], dict[s
 
     ``build`` writes its files into ``tmp`` (it need not fsync them) and returns the manifest
     (without ``files``); this function adds the size and sha256 of every file, fsyncs the files,
-    writes ``manifest.json``, fsyncs the folder, and renames it into place. On any failure, interruption included, the
-    temporary folder is removed and nothing becomes visible.
+    writes ``manifest.json``, fsyncs the folder, and renames it into place. On any failure,
+    interruption included, the temporary folder is removed and nothing becomes visible.
     """
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
