@@ -228,6 +228,10 @@ class EvalConfig:
     score; no user input, no target row). 0 serves the paper's score alone. It is a scoring
     weight, not a training one: checkpoint selection does not use it, and the served zero-shot
     ranker and the benchmark apply the run's value alike (docs/experiments.md section 42)."""
+    zero_shot_prior_counts: Literal["rows", "users"] = "rows"
+    """What the prior of ``zero_shot_prior`` counts per entity: ``rows``, the positive source
+    rows (the *Entity prior* reference's counts), or ``users``, the distinct users with such a
+    row (docs/experiments.md section 47)."""
 
 
 @dataclass

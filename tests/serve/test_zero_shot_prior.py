@@ -186,3 +186,38 @@ def test_index_candidates_include_the_items_of_highest_prior() -> None:
         exact = vectors @ universal + bias
         assert approx and scores == pytest.approx([exact[int(i[1:])].item() for i in got], abs=1e-5)
     assert added > 0  # the index's pool alone misses some of them
+
+
+def test_the_prior_counted_in_users(run: tuple[Path, Dataset], tmp_path: Path) -> None:
+    """``eval.zero_shot_prior_counts = "users"``: log(1 + distinct users) per entity, offline
+    and in the store."""
+    path, ds = run
+    pre = load_pretrained(path, ds)
+    inter = ds.interactions
+    keep = (
+        inter["domain"].isin(ds.source_domains)
+        & (inter["timestamp"] < pre.cutoff)
+        & (inter["label"] == 1)
+    )
+    users: dict[int, set[int]] = {}
+    for u, i in zip(inter["user"][keep], inter["item"][keep], strict=True):
+        for e in ds.item_entities[i]:
+            if e >= 0:
+                users.setdefault(int(e), set()).add(int(u))
+    expected = np.zeros(ds.num_entities)
+    for e, who in users.items():
+        expected[e] = len(who)
+    prior = source_entity_prior(ds, pre.cutoff, "users")
+    assert np.allclose(prior.numpy(), np.log1p(expected), atol=1e-6)
+    assert not torch.equal(prior, source_entity_prior(ds, pre.cutoff))  # the test can fail
+    with pytest.raises(ValueError, match="prior counts"):
+        source_entity_prior(ds, pre.cutoff, "items")
+
+    cfg = PeaceConfig().override(
+        [*TINY, f"eval.zero_shot_prior={WEIGHT}", 'eval.zero_shot_prior_counts="users"']
+    )
+    pretrain(ds, cfg, out=tmp_path / "run", show_progress=False)
+    export(tmp_path / "run", ds, tmp_path / "store")
+    v = StoreVersion.open(tmp_path / "store")
+    assert v.manifest["zero_shot_prior_counts"] == "users"
+    assert torch.equal(v.entity_prior, prior)

@@ -132,7 +132,8 @@ def run_seed(
                 on_pretrained(name, pre)
             # eval.zero_shot_prior weighs PEACE's own zero-shot score; a competitor keeps its own.
             weight = vcfg.eval.zero_shot_prior if architecture == "PEACE" else 0.0
-            entity_prior = source_entity_prior(ds, pre.cutoff) if weight != 0.0 else None
+            counts = vcfg.eval.zero_shot_prior_counts
+            entity_prior = source_entity_prior(ds, pre.cutoff, counts) if weight != 0.0 else None
             for d, split in splits.items():
                 t0 = time.perf_counter()
                 pretrained_rows(

@@ -49,7 +49,7 @@ HEAD_KEYS = frozenset(
 )
 
 # The [eval] keys that only PEACE's zero-shot score reads (its normal rows do not).
-PEACE_ZERO_SHOT_KEYS = frozenset({"zero_shot_prior"})
+PEACE_ZERO_SHOT_KEYS = frozenset({"zero_shot_prior", "zero_shot_prior_counts"})
 
 #: the settings whose rows ``--zero-shot-only`` replaces
 ZERO_SHOT_SETTINGS = ("zero-shot", "zero-shot-test")

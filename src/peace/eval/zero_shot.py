@@ -82,7 +82,8 @@ def evaluate_run(
     splits = chosen_splits(ds, cfg)
     _check_unseen(ds, pre, cfg, [ds.domains[d] for d in splits])
     results: Result = defaultdict(list)
-    entity_prior = source_entity_prior(ds, pre.cutoff) if any(weights) else None
+    counts = cfg.eval.zero_shot_prior_counts
+    entity_prior = source_entity_prior(ds, pre.cutoff, counts) if any(weights) else None
     for w in weights:
         for d, split in splits.items():
             pretrained_rows(

@@ -139,7 +139,7 @@ def export(
     item_rows = torch.as_tensor(ds.item_entities, dtype=torch.long)
     items_vec = item_vectors(table, item_rows)
     # The source-entity prior the zero-shot score adds with weight eval.zero_shot_prior.
-    entity_prior = source_entity_prior(ds, pre.cutoff)  # [|E|]
+    entity_prior = source_entity_prior(ds, pre.cutoff, cfg.eval.zero_shot_prior_counts)  # [|E|]
     items_prior = item_prior(entity_prior, item_rows)  # [I]
     prototypes = model.prototypes.weight.detach()
     scorer_state = {
@@ -252,6 +252,7 @@ def export(
             },
             "zero_shot_scorer": cfg.eval.zero_shot_scorer,
             "zero_shot_prior": float(cfg.eval.zero_shot_prior),
+            "zero_shot_prior_counts": cfg.eval.zero_shot_prior_counts,
             "rows": {
                 "users": n_users,
                 "users_with_history": int((history_tokens > 0).sum()),

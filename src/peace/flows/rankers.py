@@ -329,9 +329,15 @@ def source_entity_counts(ds: Dataset, cutoff: float) -> SourceEntityCounts:
     )
 
 
-def source_entity_prior(ds: Dataset, cutoff: float) -> Tensor:
+def source_entity_prior(ds: Dataset, cutoff: float, counts: str = "rows") -> Tensor:
     """``[|E|]`` log(1 + positive source rows before ``cutoff`` whose item maps to the entity):
-    what :func:`item_prior` averages over an item's entities."""
+    what :func:`item_prior` averages over an item's entities. ``counts="users"``: log(1 +
+    distinct users with such a row) (``eval.zero_shot_prior_counts``)."""
+    if counts == "users":
+        users = source_entity_counts(ds, cutoff).users
+        return torch.as_tensor(np.log1p(users), dtype=torch.float32)
+    if counts != "rows":
+        raise ValueError(f"prior counts {counts!r}: expected 'rows' or 'users'.")
     _, items = _positive_source_rows(ds, cutoff)  # the counts alone: no per-user pairs
     # Rows per item first, then per entity: one pass over the items' entities, not the rows'.
     per_item = np.bincount(items, minlength=ds.num_items)

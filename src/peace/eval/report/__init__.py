@@ -100,7 +100,7 @@ def render_report(
         _section_intro(doc, res),
         _section_statistics(statistics, graph if isinstance(graph, Mapping) else None),
         _section_normal(res),
-        _section_zero_shot(res, _prior_weight(doc)),
+        _section_zero_shot(res, _prior_weight(doc), _prior_counts(doc)),
         ablation,
         emb,
         _section_wins(res, doc.get("per_user"), history),
@@ -114,12 +114,21 @@ def render_report(
     return text, abl_figs + emb_figs
 
 
-def _prior_weight(doc: Mapping[str, Any]) -> float:
-    """``eval.zero_shot_prior`` of the document's configuration (0 where it predates it)."""
+def _eval_section(doc: Mapping[str, Any]) -> Mapping[str, Any]:
     config = doc.get("config")
     section = config.get("eval") if isinstance(config, Mapping) else None
-    value = section.get("zero_shot_prior", 0.0) if isinstance(section, Mapping) else 0.0
-    return float(value or 0.0)
+    return section if isinstance(section, Mapping) else {}
+
+
+def _prior_weight(doc: Mapping[str, Any]) -> float:
+    """``eval.zero_shot_prior`` of the document's configuration (0 where it predates it)."""
+    return float(_eval_section(doc).get("zero_shot_prior", 0.0) or 0.0)
+
+
+def _prior_counts(doc: Mapping[str, Any]) -> str:
+    """``eval.zero_shot_prior_counts`` of the document's configuration (rows where it predates
+    it)."""
+    return str(_eval_section(doc).get("zero_shot_prior_counts", "rows"))
 
 
 def write_report(
