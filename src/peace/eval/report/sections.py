@@ -107,20 +107,17 @@ def _section_zero_shot(res: Results, prior_weight: float = 0.0, prior_counts: st
         "Analogue of Table 3: models applied to the target domains without any target "
         "interaction for training or choice. Only models with rows in these settings appear."
     )
-    if prior_weight and prior_counts == "users":
-        intro += (
-            f" PEACE and its variants score z_u . z_i + {prior_weight:g} * prior(i), prior(i) "
-            "being the mean over the item's entities of log(1 + distinct users with a positive "
-            "source row of the entity before the cut-off): the *Entity prior* row's score with "
-            "users counted instead of rows (`eval.zero_shot_prior` and "
-            "`eval.zero_shot_prior_counts`, chosen on validation domains); the competitors' "
-            "scores are their own."
+    if prior_weight:
+        prior = (
+            "the mean over the item's entities of log(1 + distinct users with a positive source "
+            "row of the entity before the cut-off): the *Entity prior* row's score with users "
+            "counted instead of rows (`eval.zero_shot_prior` and `eval.zero_shot_prior_counts`"
+            if prior_counts == "users"
+            else "the *Entity prior* row's own score (`eval.zero_shot_prior`"
         )
-    elif prior_weight:
         intro += (
             f" PEACE and its variants score z_u . z_i + {prior_weight:g} * prior(i), prior(i) "
-            "being the *Entity prior* row's own score (`eval.zero_shot_prior`, chosen on "
-            "validation domains); the competitors' scores are their own."
+            f"being {prior}, chosen on validation domains); the competitors' scores are their own."
         )
     parts = [intro]
     found = False
