@@ -306,10 +306,15 @@ def _positive_source_rows(ds: Dataset, cutoff: float) -> tuple[np.ndarray, np.nd
     return inter["user"].to_numpy()[keep], inter["item"].to_numpy()[keep]
 
 
-def _entity_row_counts(ds: Dataset, ents: np.ndarray) -> np.ndarray:
-    """``[|E|]`` how often each entity occurs in entity rows ``ents`` (-1 = none)."""
-    flat = ents.reshape(-1)
-    return np.bincount(flat[flat >= 0], minlength=ds.num_entities)
+def _entity_row_counts(ds: Dataset, items: np.ndarray) -> np.ndarray:
+    """``[|E|]`` float64: how many of the rows of ``items`` (one item per row) map to each
+    entity. Rows are counted per item first, then spread over the items' entities: one pass over
+    the catalogue's entities, not over every row's."""
+    per_item = np.bincount(items, minlength=ds.num_items)
+    ents = np.asarray(ds.item_entities).reshape(-1)
+    linked = ents >= 0
+    weights = np.repeat(per_item, ds.item_entities.shape[1])[linked]
+    return np.bincount(ents[linked], weights=weights, minlength=ds.num_entities)
 
 
 def source_entity_counts(ds: Dataset, cutoff: float) -> SourceEntityCounts:
@@ -319,11 +324,11 @@ def source_entity_counts(ds: Dataset, cutoff: float) -> SourceEntityCounts:
     users = np.repeat(row_users, ents.shape[1])
     flat = ents.reshape(-1)
     keep = flat >= 0
-    counts = _entity_row_counts(ds, ents)
+    counts = _entity_row_counts(ds, row_items)
     pairs = np.unique(np.stack([users[keep], flat[keep]], 1), axis=0)
     users_per_entity = np.bincount(pairs[:, 1], minlength=ds.num_entities)
     return SourceEntityCounts(
-        counts.astype(np.float64),
+        counts,
         users_per_entity.astype(np.float64),
         len(np.unique(row_users)),
     )
@@ -339,13 +344,7 @@ def source_entity_prior(ds: Dataset, cutoff: float, counts: str = "rows") -> Ten
     if counts != "rows":
         raise ValueError(f"prior counts {counts!r}: expected 'rows' or 'users'.")
     _, items = _positive_source_rows(ds, cutoff)  # the counts alone: no per-user pairs
-    # Rows per item first, then per entity: one pass over the items' entities, not the rows'.
-    per_item = np.bincount(items, minlength=ds.num_items)
-    ents = np.asarray(ds.item_entities).reshape(-1)
-    linked = ents >= 0
-    weights = np.repeat(per_item, ds.item_entities.shape[1])[linked]
-    counts = np.bincount(ents[linked], weights=weights, minlength=ds.num_entities)
-    return torch.as_tensor(np.log1p(counts), dtype=torch.float32)
+    return torch.as_tensor(np.log1p(_entity_row_counts(ds, items)), dtype=torch.float32)
 
 
 def item_prior(entity_prior: Tensor, item_entities: Tensor) -> Tensor:
