@@ -76,6 +76,10 @@ class ModelConfig:
     own. ``"zero"``: whenever the model is not training (held-out evaluation, both rankers,
     export), they enter the graph attention with a zero input, the mean of their random
     initialisation, so an encoding built from trained neighbours carries no noise from them."""
+    entity_dropout: float = 0.0
+    """In training, each entity's input is zeroed with this probability at every step (the whole
+    vector, not rescaled), as an unseen entity's is when served (``unseen_entities = "zero"``):
+    the graph attention learns to encode an entity whose neighbours are partly missing."""
     degree_buckets: int = 0
     """When > 0, entity inputs add a learned vector per degree bucket floor(log2(1 + degree)) of
     the entity in the graph (capped at this many buckets): how richly an entity is described,

@@ -265,6 +265,22 @@ def test_unseen_entities_enter_with_zero_inputs_outside_training(residual: bool)
         EntityEncoder(30, g.num_edge_types, dim=8, unseen="drop")
 
 
+def test_input_dropout_zeroes_whole_inputs_in_training_only() -> None:
+    torch.manual_seed(0)
+    enc = EntityEncoder(2000, 0, dim=8, input_dropout=0.25)
+    enc.train()
+    torch.manual_seed(1)
+    x = enc.inputs()
+    zeroed = (x == 0).all(dim=1)
+    kept = ~zeroed
+    assert 0.2 < zeroed.float().mean().item() < 0.3
+    torch.testing.assert_close(x[kept], enc.embedding.weight[kept])  # kept rows are not rescaled
+    torch.manual_seed(1)
+    torch.testing.assert_close(enc.inputs(), x)  # the seed fixes the draw
+    enc.eval()
+    torch.testing.assert_close(enc.inputs(), enc.embedding.weight)
+
+
 @pytest.mark.parametrize("heads", [1, 3])
 def test_aggregate_equals_gather_multiply_scatter(heads: int) -> None:
     """The fused weighted bags give the message sums of gather, product and index_add, and the

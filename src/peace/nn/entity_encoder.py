@@ -314,6 +314,8 @@ class EntityEncoder(nn.Module):
             it, so an entity keeps its own vector and the graph refines it.
         unseen: with ``"zero"``, entities marked by :meth:`set_unseen` (linked to no source
             item) get a zero input outside training; ``"keep"`` leaves every input as it is.
+        input_dropout: in training, each entity's input is zeroed with this probability at
+            every step (the whole vector, not rescaled), as an unseen entity's is when served.
         degree_buckets: when > 0, every input adds a learned vector for the entity's degree
             bucket (floor(log2(1 + degree)), capped), set by :meth:`set_degrees`: attention
             averages messages, so without it an encoding cannot tell a richly described entity
@@ -338,8 +340,10 @@ class EntityEncoder(nn.Module):
         degree_buckets: int = 0,
         residual: bool = False,
         unseen: str = "keep",
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.input_dropout = input_dropout
         if unseen not in ("keep", "zero"):
             raise ValueError(f"unseen entities {unseen!r}: expected keep or zero.")
         self.unseen_mode = unseen
@@ -423,6 +427,9 @@ class EntityEncoder(nn.Module):
         if self.unseen_mode == "zero" and self.unseen is not None and not self.training:
             unseen = self.unseen if nodes is None else self.unseen[nodes]
             x = x.masked_fill(unseen.unsqueeze(-1), 0.0)
+        if self.training and self.input_dropout > 0:
+            drop = torch.rand(x.shape[0], device=x.device) < self.input_dropout
+            x = x.masked_fill(drop.unsqueeze(-1), 0.0)
         return x
 
     def propagate(

@@ -114,6 +114,7 @@ class PEACE(nn.Module):
             degree_buckets=config.degree_buckets,
             residual=config.gnn_residual,
             unseen=config.unseen_entities,
+            input_dropout=config.entity_dropout,
         )
         self.interests = InterestExtractor(
             d,
