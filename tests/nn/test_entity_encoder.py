@@ -279,6 +279,9 @@ def test_input_dropout_zeroes_whole_inputs_in_training_only() -> None:
     torch.testing.assert_close(enc.inputs(), x)  # the seed fixes the draw
     enc.eval()
     torch.testing.assert_close(enc.inputs(), enc.embedding.weight)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="model.entity_dropout"):
+            EntityEncoder(10, 0, dim=8, input_dropout=bad)
 
 
 @pytest.mark.parametrize("heads", [1, 3])

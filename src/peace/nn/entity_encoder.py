@@ -343,6 +343,10 @@ class EntityEncoder(nn.Module):
         input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= input_dropout < 1.0:
+            raise ValueError(
+                f"model.entity_dropout = {input_dropout!r}: expected a share in [0, 1), e.g. 0.2."
+            )
         self.input_dropout = input_dropout
         if unseen not in ("keep", "zero"):
             raise ValueError(f"unseen entities {unseen!r}: expected keep or zero.")
