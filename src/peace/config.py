@@ -80,6 +80,12 @@ class ModelConfig:
     """In training, each entity's input is zeroed with this probability at every step (the whole
     vector, not rescaled), as an unseen entity's is when served (``unseen_entities = "zero"``):
     the graph attention learns to encode an entity whose neighbours are partly missing."""
+    graph_max_item_share: float = 1.0
+    """Edges of hub entities, linked to more than this share of the items' own nodes (and to at
+    least 10 items), are left out of the graph attention: a genre or language shared by most of
+    the catalogue passes every item nearly the same message, which blurs a new item's encoding
+    into the catalogue's average. phi's rule for the same hubs (``[phi] max_item_share``) keeps
+    them out of the items' entities. 1.0 keeps every edge (the paper's graph)."""
     degree_buckets: int = 0
     """When > 0, entity inputs add a learned vector per degree bucket floor(log2(1 + degree)) of
     the entity in the graph (capped at this many buckets): how richly an entity is described,

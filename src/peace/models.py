@@ -47,7 +47,12 @@ def build_model(
     context: SourceContext | None = None,
 ) -> tuple[Model, EntityGraph]:
     """PEACE, or the competitor ``architecture`` (a name of :data:`MODEL_NAMES`)."""
-    graph = EntityGraph(ds.triplets, ds.num_entities, ds.num_relations, cfg.model.undirected)
+    triplets = ds.triplets
+    share = cfg.model.graph_max_item_share
+    if share < 1.0:
+        hub = hub_entities(ds, share)
+        triplets = triplets[~(hub[triplets[:, 0]] | hub[triplets[:, 2]])]
+    graph = EntityGraph(triplets, ds.num_entities, ds.num_relations, cfg.model.undirected)
     if architecture != "PEACE":
         if context is None:
             raise ValueError(f"{architecture} is built from the pre-training records' context.")
@@ -60,6 +65,28 @@ def build_model(
     degree = np.bincount(ds.triplets[:, [0, 2]].reshape(-1), minlength=ds.num_entities)
     model.entity_encoder.set_degrees(degree)
     return model, graph
+
+
+HUB_MIN_ITEMS = 10
+"""An entity is a hub only when it is linked to at least this many items, as phi's rule has it."""
+
+
+def hub_entities(ds: Dataset, max_item_share: float) -> np.ndarray:
+    """``[|E|]`` bool: entities linked by a triplet to the own nodes (phi's rank 0) of more than
+    ``max_item_share`` of the items and of at least :data:`HUB_MIN_ITEMS` of them
+    (``model.graph_max_item_share``)."""
+    if not 0.0 < max_item_share <= 1.0:
+        raise ValueError(
+            f"model.graph_max_item_share = {max_item_share!r}: expected a share in (0, 1], "
+            "e.g. 0.05 (1.0 keeps every edge)."
+        )
+    first = ds.item_entities[:, 0]
+    items_of = np.bincount(first[first >= 0], minlength=ds.num_entities)  # items per own node
+    head, tail = ds.triplets[:, 0], ds.triplets[:, 2]
+    pairs = np.concatenate([np.stack([head, tail], 1), np.stack([tail, head], 1)])
+    pairs = np.unique(pairs[items_of[pairs[:, 0]] > 0], axis=0)  # (own node, neighbour) once
+    per_entity = np.bincount(pairs[:, 1], weights=items_of[pairs[:, 0]], minlength=ds.num_entities)
+    return (per_entity > max_item_share * ds.num_items) & (per_entity >= HUB_MIN_ITEMS)
 
 
 def unseen_entities(ds: Dataset) -> np.ndarray:

@@ -14,7 +14,7 @@ from peace.eval.protocol import run_seed
 from peace.flows.pretrain import pretrain
 from peace.flows.rankers import PeaceRanker, TargetDomain, source_entity_counts
 from peace.flows.records import NegativeSampler, draw_catalogue, kept_out_items, source_catalogue
-from peace.models import private_entities, unseen_entities
+from peace.models import build_model, hub_entities, private_entities, unseen_entities
 from peace.nn.heads import FineTuneHead
 from peace.nn.peace import PretrainBatch, item_vectors, served_loss
 
@@ -172,6 +172,26 @@ def test_unseen_entities_are_those_no_source_item_links(toy_dir: Path, tiny_conf
     assert torch.equal(
         enc.inputs()[torch.as_tensor(unseen)], torch.zeros(int(unseen.sum()), enc.dim)
     )
+
+
+def test_hub_edges_leave_the_graph_attention(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    # each concept's category hub e{c}_0 is linked to the own nodes of that concept's items:
+    # 10 of the 60 items for concepts 0-3, 5 for concepts 4-7 (under the 10-item floor)
+    hubs = ds.index_of("entity", [f"e{c}_0" for c in range(4)])
+    expected = np.zeros(ds.num_entities, dtype=bool)
+    expected[hubs] = True
+    assert np.array_equal(hub_entities(ds, 0.1), expected)
+    assert not hub_entities(ds, 0.2).any()
+    _, full = build_model(ds, tiny_config)
+    _, cut = build_model(ds, tiny_config.override(["model.graph_max_item_share=0.1"]))
+    touches = np.isin(full.edge_index.numpy(), hubs).any(0)
+    assert touches.any() and not np.isin(cut.edge_index.numpy(), hubs).any()
+    assert cut.edge_index.shape[1] == int((~touches).sum())
+    with pytest.raises(
+        ValueError, match=r"graph_max_item_share = 0\.0: expected a share in \(0, 1\]"
+    ):
+        hub_entities(ds, 0.0)
 
 
 def test_zero_shot_references(toy_dir: Path, tiny_config) -> None:
