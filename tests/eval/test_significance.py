@@ -62,3 +62,22 @@ def test_the_mean_over_domains_of_noise_is_not_significant() -> None:
     assert same.mean == 0.0 and same.p_value == 1.0
     with pytest.raises(ValueError, match="same users"):
         domain_mean_test([(np.zeros(3), np.zeros(4))])
+
+
+def test_the_report_says_when_the_two_tests_disagree() -> None:
+    from peace.eval.report.wins import verdict_text
+    from peace.eval.significance import PairedTest
+
+    # many small gains and a few large losses: the ranks say a, the mean says nothing
+    diff = np.r_[np.full(400, 0.01), np.full(20, -0.2)]
+    t = paired_test(diff, np.zeros_like(diff), seed=0)
+    assert t.p_value < 0.05 and t.low < 0 < t.high and not t.significant
+    text = verdict_text(t)
+    assert text.startswith("not significant, the tests disagree: the Wilcoxon test finds")
+    assert f"p = {t.p_value:.2g}" in text and "420 users" in text
+    other = verdict_text(PairedTest(-0.01, 0.32, -0.02, -0.002, 861))
+    assert "the interval of the mean excludes 0 but the Wilcoxon test finds no difference" in other
+    assert verdict_text(PairedTest(0.0, 0.4, -0.01, 0.01, 10)).startswith(
+        "not significant: p = 0.4"
+    )
+    assert verdict_text(PairedTest(0.05, 1e-4, 0.02, 0.08, 10)).startswith("significant: p = ")

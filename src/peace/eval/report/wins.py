@@ -15,6 +15,26 @@ from peace.eval.report.tables import Results
 from peace.eval.significance import PairedTest, paired_test
 
 
+def verdict_text(test: PairedTest) -> str:
+    """A paired test in words. Significant needs both the Wilcoxon p-value under 0.05 and a 95%
+    interval of the mean difference that excludes 0; where only one of them says so (the
+    Wilcoxon test ranks the differences, the interval is of their mean), the sentence says which."""
+    interval = f"95% interval [{test.low:+.4f}, {test.high:+.4f}]"
+    facts = f"p = {test.p_value:.2g}, {interval}, {test.users:,} users"
+    if test.significant:
+        return f"significant: {facts}"
+    ranks = test.p_value < 0.05
+    mean = test.low > 0 or test.high < 0
+    if ranks != mean:
+        split = (
+            "the Wilcoxon test finds a difference but the interval of the mean includes 0"
+            if ranks
+            else "the interval of the mean excludes 0 but the Wilcoxon test finds no difference"
+        )
+        return f"not significant, the tests disagree: {split}; {facts}"
+    return f"not significant: {facts}"
+
+
 def win_loss(
     res: Results, per_user: Mapping[str, Any] | None = None, seed: int = 0
 ) -> list[dict[str, Any]]:
@@ -191,9 +211,7 @@ def _section_wins(
         where = f"{it['domain']} ({it['setting']})"
         noise = max(p[1], b[1])
         if test is not None:
-            interval = f"95% interval [{test.low:+.4f}, {test.high:+.4f}]"
-            verdict = "significant" if test.significant else "not significant"
-            within = f" ({verdict}: p = {test.p_value:.2g}, {interval}, {test.users:,} users)"
+            within = f" ({verdict_text(test)})"
         else:
             within = (
                 " (within one seed standard deviation)"
