@@ -49,7 +49,7 @@ def build_model(
     """PEACE, or the competitor ``architecture`` (a name of :data:`MODEL_NAMES`)."""
     triplets = ds.triplets
     share = cfg.model.graph_max_item_share
-    if share < 1.0:
+    if share != 1.0:  # hub_entities refuses a share outside (0, 1]
         hub = hub_entities(ds, share)
         triplets = triplets[~(hub[triplets[:, 0]] | hub[triplets[:, 2]])]
     graph = EntityGraph(triplets, ds.num_entities, ds.num_relations, cfg.model.undirected)

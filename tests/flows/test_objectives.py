@@ -192,6 +192,8 @@ def test_hub_edges_leave_the_graph_attention(toy_dir: Path, tiny_config) -> None
         ValueError, match=r"graph_max_item_share = 0\.0: expected a share in \(0, 1\]"
     ):
         hub_entities(ds, 0.0)
+    with pytest.raises(ValueError, match="graph_max_item_share = 1.5"):
+        build_model(ds, tiny_config.override(["model.graph_max_item_share=1.5"]))
 
 
 def test_zero_shot_references(toy_dir: Path, tiny_config) -> None:
