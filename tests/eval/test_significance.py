@@ -68,7 +68,7 @@ def test_the_report_says_when_the_two_tests_disagree() -> None:
     from peace.eval.report.wins import verdict_text
     from peace.eval.significance import PairedTest
 
-    # many small gains and a few large losses: the ranks say a, the mean says nothing
+    # many small gains and a few large losses: the ranks favour a, the mean does not
     diff = np.r_[np.full(400, 0.01), np.full(20, -0.2)]
     t = paired_test(diff, np.zeros_like(diff), seed=0)
     assert t.p_value < 0.05 and t.low < 0 < t.high and not t.significant
