@@ -15,6 +15,7 @@ from peace.baselines import FINE_TUNED, ZERO_SHOT, build_competitor
 from peace.baselines.base import SourceContext, TransferModel, build_context
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
+from peace.data.importers.phi import PhiRule
 from peace.nn.entity_encoder import EntityGraph
 from peace.nn.peace import PEACE
 
@@ -67,8 +68,8 @@ def build_model(
     return model, graph
 
 
-HUB_MIN_ITEMS = 10
-"""An entity is a hub only when it is linked to at least this many items, as phi's rule has it."""
+HUB_MIN_ITEMS = PhiRule.hub_min_items
+"""An entity is a hub only when it is linked to at least this many items (phi's default floor)."""
 
 
 def hub_entities(ds: Dataset, max_item_share: float) -> np.ndarray:
