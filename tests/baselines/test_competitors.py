@@ -51,6 +51,18 @@ def test_pretraining_loss_falls(toy, cfg, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_pretraining_ignores_the_prototype_loss_keys(toy, cfg, name: str) -> None:
+    """What ``peace.eval.update.PEACE_PRETRAIN_KEYS`` promises for Eq. 7's tau and gamma: a
+    competitor pre-trains to the same weights whatever their values."""
+    short = cfg.override(["pretrain.epochs=1"])
+    first = pretrain(toy, short, show_progress=False, architecture=name)
+    other = short.override(["pretrain.tau=0.9", "pretrain.gamma=3.0"])
+    second = pretrain(toy, other, show_progress=False, architecture=name)
+    assert [e["loss"] for e in first.log] == [e["loss"] for e in second.log]
+    assert torch.equal(first.entity_table(), second.entity_table())
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_pretraining_in_bf16(toy, cfg, name: str) -> None:
     """``pretrain.precision = "bf16"`` holds for every competitor, and its first epoch's loss
     agrees with float32's within bfloat16's rounding."""

@@ -202,7 +202,9 @@ def test_peace_only_pretrain_keys_keep_the_competitors_rows(tmp_path: Path) -> N
     doc = json.loads(path.read_text())
     doc["rows"].append(_row("SASRec"))
     path.write_text(json.dumps(doc))
-    changed = cfg.override(['pretrain.served_loss="softmax"', "pretrain.served_weight=0.5"])
+    changed = cfg.override(
+        ['pretrain.served_loss="softmax"', "pretrain.served_weight=0.5", "pretrain.gamma=2.0"]
+    )
     kept = kept_document(path, "toy", [0], changed, ("Tiger",))
     assert {r["model"] for r in kept["rows"]} == {"Popularity", "DeepFM", "SASRec"}
     assert all(reads("PEACE w/o GL", f"pretrain.{k}") for k in PEACE_PRETRAIN_KEYS)
