@@ -65,6 +65,26 @@ def test_rerun_models_are_dropped_with_the_runs_that_made_only_them(tmp_path: Pa
     assert [r["command"] for r in kept["runs"]] == ["a", "b"]
 
 
+def test_a_search_merged_twice_is_listed_once() -> None:
+    """Two merged runs of PEACE variants each search PEACE: the same candidates with the same
+    outcome are listed once (the first run's seconds), an outcome that differs beside it."""
+    trial = {
+        "model": "PEACE (pre-training)",
+        "candidate": {"pretrain.lr": 0.005},
+        "criterion": "held-out source NDCG@10",
+        "value": 0.128,
+        "seconds": 302.4,
+    }
+    empty = {"rows": [], "search": [], "chosen": {}, "timings": {}, "variants": {}}
+    run = {"command": "c", "models": ["PEACE"], "wall_seconds": 1.0}
+    start = {**empty, "references": [], "runs": []}
+    first = merge_update(start, {**empty, "search": [trial]}, run)
+    again = {**empty, "search": [{**trial, "seconds": 299.5}]}
+    assert merge_update(first, again, run)["search"] == [trial]
+    other = {**empty, "search": [{**trial, "value": 0.127}]}
+    assert merge_update(first, other, run)["search"] == [trial, {**trial, "value": 0.127}]
+
+
 def test_update_refuses_other_seeds(tmp_path: Path) -> None:
     cfg = PeaceConfig()
     path = tmp_path / "results.json"

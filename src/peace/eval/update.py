@@ -227,14 +227,25 @@ def check_document(
         )
 
 
+def same_trial(a: dict, b: dict) -> bool:
+    """Whether two search entries are one candidate tried twice with the same outcome (two
+    merged runs that each searched PEACE for their variants): model, candidate, criterion and
+    value alike; the seconds may differ."""
+    return all(a.get(k) == b.get(k) for k in ("model", "candidate", "criterion", "value"))
+
+
 def merge_update(previous: dict, new: dict, run: dict | list[dict]) -> dict:
-    """The kept document plus a new document; ``run`` describes the run(s) that made it."""
+    """The kept document plus a new document; ``run`` describes the run(s) that made it. A
+    search entry already kept (:func:`same_trial`) is listed once; one whose value differs is
+    listed beside it."""
     out = dict(new)
     out["rows"] = sorted(
         previous["rows"] + new["rows"],
         key=lambda r: (r["model"], r["setting"], r["domain"], r["metric"]),
     )
-    out["search"] = previous["search"] + new.get("search", [])
+    out["search"] = previous["search"] + [
+        e for e in new.get("search", []) if not any(same_trial(e, k) for k in previous["search"])
+    ]
     old_chosen, new_chosen = previous["chosen"], new.get("chosen", {})
     out["chosen"] = {
         m: {**old_chosen.get(m, {}), **new_chosen.get(m, {})} for m in {*old_chosen, *new_chosen}
