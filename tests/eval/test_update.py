@@ -287,3 +287,54 @@ def test_zero_shot_only_keeps_the_variants_normal_rows(tmp_path: Path) -> None:
     assert {r["model"] for r in kept_document(path, "toy", [0], changed, ("PEACE",))["rows"]} == {
         "DeepFM"
     }
+
+
+def test_report_embeddings_are_pre_trained_with_the_recorded_threads(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`peace report` without embeddings.npz pre-trains PEACE again: with the thread count of the
+    run that made PEACE's rows, not the process's, and gives the process its own back."""
+    import numpy as np
+    import torch
+
+    import peace.flows.pretrain
+    from peace.eval.update import embeddings_for_report, recorded_threads
+
+    env = {"threads": 1}
+    doc = {
+        "rows": [_row("PEACE"), _row("Tiger")],
+        "chosen": {"PEACE": {"pretrain.lr": 0.005}},
+        "runs": [
+            {"models": ["PEACE", "PEACE w/o GL"], "environment": env},
+            {"models": ["Tiger"], "environment": {"threads": 3}},
+        ],
+        "environment": {"threads": 3},
+    }
+    assert recorded_threads(doc, "PEACE") == 1
+    assert recorded_threads(doc, "SASRec") == 3
+    assert recorded_threads({"rows": []}, "PEACE") is None
+
+    seen = []
+
+    class Fake:
+        def __init__(self) -> None:
+            self.model = torch.nn.Module()
+            self.model.prototypes = torch.nn.Embedding(2, 4)
+
+        def entity_table(self) -> torch.Tensor:
+            return torch.zeros(3, 4)
+
+    def fake_pretrain(ds, cfg, show_progress=True):
+        seen.append((torch.get_num_threads(), cfg.pretrain.lr))
+        return Fake()
+
+    monkeypatch.setattr(peace.flows.pretrain, "pretrain", fake_pretrain)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = embeddings_for_report(tmp_path, {}, None, PeaceConfig(), doc, 0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(1, 0.005)]
+    assert set(out) == {"PEACE"} and np.asarray(out["PEACE"][0]).shape == (2, 4)

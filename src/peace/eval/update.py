@@ -298,7 +298,13 @@ def embeddings_for_report(
     doc: dict,
     seed: int,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """This run's embeddings, completed from ``embeddings.npz`` or by pre-training again."""
+    """This run's embeddings, completed from ``embeddings.npz`` or by pre-training again.
+
+    A model pre-trained again runs with the torch thread count of the run that made its rows
+    (:func:`recorded_threads`): on a CPU, sums split over another number of threads round
+    differently, and the weights, hence the t-SNE section, would differ from the record's."""
+    import torch
+
     from peace.eval.protocol import variant_config
     from peace.eval.search import apply_values
     from peace.flows.pretrain import pretrain
@@ -314,9 +320,23 @@ def embeddings_for_report(
             continue
         values = doc["chosen"].get("PEACE", {})
         vcfg = variant_config(dataclasses.replace(apply_values(cfg, values), seed=seed), name)
-        pre = pretrain(ds, vcfg, show_progress=False)
-        result[name] = (
-            pre.entity_table()[:-1].numpy(),
-            pre.model.prototypes.weight.detach().numpy().copy(),
-        )
+        threads = torch.get_num_threads()
+        torch.set_num_threads(recorded_threads(doc, name) or threads)
+        try:
+            pre = pretrain(ds, vcfg, show_progress=False)
+            result[name] = (
+                pre.entity_table()[:-1].numpy(),
+                pre.model.prototypes.weight.detach().numpy().copy(),
+            )
+        finally:
+            torch.set_num_threads(threads)
     return result
+
+
+def recorded_threads(doc: dict, model: str) -> int | None:
+    """The torch threads of the last listed run that made ``model``'s rows (its environment in
+    ``runs``), else of the document's own environment; None where neither says."""
+    for run in reversed(doc.get("runs") or []):
+        if model in run.get("models", []):
+            return (run.get("environment") or {}).get("threads")
+    return (doc.get("environment") or {}).get("threads")
