@@ -327,8 +327,9 @@ def report(
     """Rewrite OUT/REPORT.md and its figures from OUT/results.json.
 
     Runs no model, unless OUT/embeddings.npz (the t-SNE section's vectors, not committed) is
-    missing: then PEACE and PEACE w/o CPL are pre-trained again with the recorded choices and
-    the first seed, and the file is written for the next time.
+    missing: then PEACE and PEACE w/o CPL are pre-trained again with the recorded choices, the
+    first seed and the torch thread count of the run that made their rows (on a CPU the weights
+    depend on it), and the file is written for the next time.
     """
     import json
 
