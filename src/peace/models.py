@@ -15,7 +15,6 @@ from peace.baselines import FINE_TUNED, ZERO_SHOT, build_competitor
 from peace.baselines.base import SourceContext, TransferModel, build_context
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
-from peace.data.importers.phi import PhiRule
 from peace.nn.entity_encoder import EntityGraph
 from peace.nn.peace import PEACE
 
@@ -68,14 +67,13 @@ def build_model(
     return model, graph
 
 
-HUB_MIN_ITEMS = PhiRule.hub_min_items
-"""An entity is a hub only when it is linked to at least this many items (phi's default floor)."""
-
-
 def hub_entities(ds: Dataset, max_item_share: float) -> np.ndarray:
     """``[|E|]`` bool: entities linked by a triplet to the own nodes (phi's rank 0) of more than
-    ``max_item_share`` of the items and of at least :data:`HUB_MIN_ITEMS` of them
-    (``model.graph_max_item_share``)."""
+    ``max_item_share`` of the items and of at least phi's floor of items
+    (``PhiRule.hub_min_items``; ``model.graph_max_item_share``)."""
+    # imported here: the importers package costs every process ~20 ms at start-up otherwise
+    from peace.data.importers.phi import PhiRule
+
     if not 0.0 < max_item_share <= 1.0:
         raise ValueError(
             f"model.graph_max_item_share = {max_item_share!r}: expected a share in (0, 1], "
@@ -87,7 +85,7 @@ def hub_entities(ds: Dataset, max_item_share: float) -> np.ndarray:
     pairs = np.concatenate([np.stack([head, tail], 1), np.stack([tail, head], 1)])
     pairs = np.unique(pairs[items_of[pairs[:, 0]] > 0], axis=0)  # (own node, neighbour) once
     per_entity = np.bincount(pairs[:, 1], weights=items_of[pairs[:, 0]], minlength=ds.num_entities)
-    return (per_entity > max_item_share * ds.num_items) & (per_entity >= HUB_MIN_ITEMS)
+    return (per_entity > max_item_share * ds.num_items) & (per_entity >= PhiRule.hub_min_items)
 
 
 def unseen_entities(ds: Dataset) -> np.ndarray:
