@@ -297,6 +297,11 @@ def test_one_seed_shows_no_spread_and_a_lone_row_is_not_bold() -> None:
     assert "**0.4000**" in pair and "±" not in pair
     three = metric_table(Results(rows, seeds=3), "normal", ["PEACE", "DeepFM"], ["t1"], ["ndcg@10"])
     assert "0.4000 ± 0.0000" in three
+    # the caveat on pairing users over the seed mean needs more than one seed
+    from peace.eval.report.wins import _section_wins
+
+    assert "between seeds" not in _section_wins(res)
+    assert "not between seeds" in _section_wins(Results(rows, seeds=3))
 
 
 def test_margins_split_by_the_users_history_in_the_target_domain(tmp_path: Path) -> None:

@@ -251,10 +251,14 @@ def _section_wins(
         "zero-shot references included) of the same setting and domain; a positive margin means "
         "PEACE is ahead. The margin is tested per test user (NDCG@10, mean over seeds): a "
         "two-sided Wilcoxon signed-rank p-value and a paired-bootstrap 95% interval of the mean "
-        "difference; '-' where per-user values were not kept. Both tests pair users on their "
-        "mean over the seeds, so they measure the spread between users, not between seeds: a "
-        "margin smaller than the ± of its cells can be significant here and still change sign "
-        "with the seed.",
+        "difference; '-' where per-user values were not kept."
+        + (
+            " Both tests pair users on their mean over the seeds, so they measure the spread "
+            "between users, not between seeds: a margin smaller than the ± of its cells can be "
+            "significant here and still change sign with the seed."
+            if any(not np.isnan(it["peace"][1]) for it in items)  # a spread over seeds
+            else ""
+        ),
         table,
         "\n".join(sentences),
     ]
