@@ -253,6 +253,33 @@ def test_a_stopped_parallel_run_keeps_its_finished_groups(
     assert not (tmp_path / "done" / "partial").exists()
 
 
+def test_jobs_split_the_peace_variants_and_list_their_search_once(
+    toy_dir: Path, tmp_path: Path
+) -> None:
+    from peace.eval.benchmark import model_groups
+
+    variants = ("PEACE", "PEACE w/o GL", "PEACE w/o CPL", "PEACE w/o PEA", "Popularity")
+    assert model_groups(variants) == [variants[:4], ("Popularity",)]
+    assert model_groups(variants, 2) == [
+        ("PEACE", "PEACE w/o CPL"),
+        ("PEACE w/o GL", "PEACE w/o PEA"),
+        ("Popularity",),
+    ]
+    split = _bench(toy_dir, tmp_path / "split", "--models", "PEACE,PEACE w/o GL", "--jobs", "2")
+    assert split.exit_code == 0, split.output
+    doc = json.loads((tmp_path / "split" / "results.json").read_text())
+    assert {r["model"] for r in doc["rows"]} == {"PEACE", "PEACE w/o GL"}
+    # both groups searched PEACE with the same outcome: each trial is listed once
+    trials = [(e["model"], json.dumps(e["candidate"], sort_keys=True)) for e in doc["search"]]
+    assert trials and len(trials) == len(set(trials))
+    # a group of its own gives PEACE the rows it gets alone
+    alone = _bench(toy_dir, tmp_path / "alone", "--models", "PEACE", "--jobs", "2")
+    assert alone.exit_code == 0, alone.output
+    single = json.loads((tmp_path / "alone" / "results.json").read_text())
+    assert [r for r in doc["rows"] if r["model"] == "PEACE"] == single["rows"]
+    assert doc["chosen"]["PEACE"] == single["chosen"]["PEACE"]
+
+
 def test_report_rewrites_the_report_from_results_alone(toy_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert _bench(toy_dir, out, "--models", "Popularity,DeepFM").exit_code == 0

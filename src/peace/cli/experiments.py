@@ -89,7 +89,11 @@ def benchmark(
     seeds: int = typer.Option(3, "--seeds", help="Number of seeds (base seed, +1, ...)."),
     models: str = typer.Option("all", "--models", help="Comma-separated model names, or all."),
     jobs: int = typer.Option(
-        1, "--jobs", min=1, help="Worker processes; model groups run side by side."
+        1,
+        "--jobs",
+        min=1,
+        help="Worker processes; model groups run side by side (the PEACE variants in up to "
+        "this many groups, each searching PEACE).",
     ),
     update: bool = typer.Option(
         False,
