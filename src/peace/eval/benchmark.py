@@ -33,7 +33,7 @@ from peace.eval.protocol import (
     run_seed,
 )
 from peace.eval.search import apply_values, search
-from peace.eval.update import same_trial
+from peace.eval.update import join_search
 from peace.flows.pretrained import Pretrained
 from peace.models import COMPETITORS
 
@@ -178,9 +178,7 @@ def merge_documents(docs: list[dict]) -> dict:
         out["per_user"].update(doc.get("per_user", {}))
         out["curves"].update(doc.get("curves", {}))
         # groups of PEACE variants each search PEACE: a trial listed once, the first choice kept
-        out["search"] += [
-            e for e in doc.get("search", []) if not any(same_trial(e, k) for k in out["search"])
-        ]
+        out["search"] = join_search(out["search"], doc.get("search", []))
         for model, values in doc.get("chosen", {}).items():
             out["chosen"].setdefault(model, values)
         for seed, t in doc.get("timings", {}).items():

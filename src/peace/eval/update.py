@@ -234,6 +234,12 @@ def same_trial(a: dict, b: dict) -> bool:
     return all(a.get(k) == b.get(k) for k in ("model", "candidate", "criterion", "value"))
 
 
+def join_search(kept: list[dict], new: list[dict]) -> list[dict]:
+    """``kept`` then the entries of ``new`` that no kept entry already lists (:func:`same_trial`);
+    one whose value differs is listed beside it."""
+    return kept + [e for e in new if not any(same_trial(e, k) for k in kept)]
+
+
 def merge_update(previous: dict, new: dict, run: dict | list[dict]) -> dict:
     """The kept document plus a new document; ``run`` describes the run(s) that made it. A
     search entry already kept (:func:`same_trial`) is listed once; one whose value differs is
@@ -243,9 +249,7 @@ def merge_update(previous: dict, new: dict, run: dict | list[dict]) -> dict:
         previous["rows"] + new["rows"],
         key=lambda r: (r["model"], r["setting"], r["domain"], r["metric"]),
     )
-    out["search"] = previous["search"] + [
-        e for e in new.get("search", []) if not any(same_trial(e, k) for k in previous["search"])
-    ]
+    out["search"] = join_search(previous["search"], new.get("search", []))
     old_chosen, new_chosen = previous["chosen"], new.get("chosen", {})
     out["chosen"] = {
         m: {**old_chosen.get(m, {}), **new_chosen.get(m, {})} for m in {*old_chosen, *new_chosen}
