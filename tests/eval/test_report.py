@@ -382,3 +382,35 @@ def test_the_ablation_shows_both_settings_and_tests_each_difference(tmp_path: Pa
     assert "(p " in rows[("zero-shot-test", "PEACE w/o CPL")][7]
     # no per-user values kept for `zero-shot`: differences without tests
     assert rows[("zero-shot", "PEACE w/o GL")][5:7] == ["-", "-"]
+
+
+def test_margins_count_the_seeds_in_which_peace_is_ahead(tmp_path: Path) -> None:
+    import json
+    from collections import defaultdict
+
+    from peace.eval.protocol import aggregate
+    from peace.eval.report import Results
+    from peace.eval.report.wins import _section_wins
+    from peace.eval.results import write_results
+
+    # Three seeds: PEACE ahead of DeepFM in seeds 0 and 2, behind in seed 1.
+    values = {"PEACE": (0.41, 0.36, 0.43), "DeepFM": (0.40, 0.39, 0.40)}
+    per_seed = []
+    for s in range(3):
+        res: dict = defaultdict(list)
+        for model, v in values.items():
+            res[(model, "normal", "t1", "ndcg@10")].append(v[s])
+        per_seed.append(res)
+    rows = aggregate(per_seed)
+    assert [r["values"] for r in rows if r["model"] == "PEACE"] == [list(values["PEACE"])]
+    doc = write_results(tmp_path / "results.json", "toy", [0, 1, 2], rows)
+    kept = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert kept == doc["rows"] and all(len(r["values"]) == 3 for r in kept)
+
+    text = _section_wins(Results(kept))
+    assert "| Seeds ahead |" in text and "| 2 of 3 |" in text
+    assert "PEACE ahead in 2 of 3 seeds" in text
+    # rows written before per-seed values were kept: no column, no count
+    old = [{k: v for k, v in r.items() if k != "values"} for r in kept]
+    text = _section_wins(Results(old))
+    assert "Seeds ahead" not in text and "of 3 seeds" not in text

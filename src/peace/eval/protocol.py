@@ -5,8 +5,9 @@
 * zero-shot: the pre-trained model, no target row for training or choice; every row of the domain
   is test data (``zero-shot``), and the normal test split alone (``zero-shot-test``).
 
-Results are rows ``{"model", "setting", "domain", "metric", "mean", "std"}`` over seeds, the schema
-of ``metrics.json`` and of the benchmark reports.
+Results are rows ``{"model", "setting", "domain", "metric", "mean", "std", "values"}`` over seeds
+(``values``: one per seed, in the seeds' order), the schema of ``metrics.json`` and of the
+benchmark reports.
 """
 
 from __future__ import annotations
@@ -284,7 +285,8 @@ def pretrained_rows(
 
 
 def aggregate(results: list[Result]) -> list[dict]:
-    """Mean and (population) std over seeds, one row per model, setting, domain and metric."""
+    """Mean and (population) std over seeds, one row per model, setting, domain and metric, with
+    the value of each seed (``values``, in the order of ``results``)."""
     merged: Result = defaultdict(list)
     for res in results:
         for key, values in res.items():
@@ -302,6 +304,7 @@ def aggregate(results: list[Result]) -> list[dict]:
                 "mean": float(arr.mean()),
                 "std": float(arr.std()),
                 "n": int(len(arr)),
+                "values": [float(v) for v in arr],
             }
         )
     return rows

@@ -1,7 +1,9 @@
 """The results file shared by ``peace quickstart`` and ``peace benchmark``.
 
 ``{"dataset": str, "seeds": [int], "rows": [{"model", "setting", "domain", "metric", "mean",
-"std"}], ...}``; further top-level keys (configuration, timings, versions) are allowed.
+"std", "values"}], ...}``; ``values`` (the value of each seed, in the order of ``seeds``) is
+optional, as files written before it have none. Further top-level keys (configuration, timings,
+versions) are allowed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import torch
 from peace.utils import atomic_write_text
 
 ROW_KEYS = ("model", "setting", "domain", "metric", "mean", "std")
+SEED_VALUES = "values"
+"""Optional row key: the value of each seed, in the order of the file's ``seeds``."""
 SETTINGS = ("normal", "zero-shot", "zero-shot-test")
 METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 
@@ -57,11 +61,18 @@ def write_results(
     doc = {
         "dataset": dataset,
         "seeds": list(seeds),
-        "rows": [{k: r[k] for k in ROW_KEYS} for r in rows],
+        "rows": [_row(r) for r in rows],
         **extra,
     }
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return doc
+
+
+def _row(r: dict) -> dict:
+    row = {k: r[k] for k in ROW_KEYS}
+    if r.get(SEED_VALUES) is not None:
+        row[SEED_VALUES] = [float(v) for v in r[SEED_VALUES]]
+    return row
 
 
 def results_table(rows: list[dict], domain: str, seeds: int | None = None) -> list[list[str]]:

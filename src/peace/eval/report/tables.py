@@ -24,7 +24,8 @@ MAX_VALUE_COLUMNS = 8  # wider metric tables are split by metric family, then by
 
 
 class Results:
-    """Lookup over the rows ``{model, setting, domain, metric, mean, std}`` of ``results.json``."""
+    """Lookup over the rows ``{model, setting, domain, metric, mean, std[, values]}`` of
+    ``results.json`` (``values``: one per seed)."""
 
     def __init__(
         self,
@@ -34,8 +35,11 @@ class Results:
     ):
         """``seeds = 1`` (or rows with ``n = 1``): no spread to show, std becomes NaN."""
         self.cells: dict[tuple[str, str, str, str], tuple[float, float]] = {}
+        self.values: dict[tuple[str, str, str, str], tuple[float, ...]] = {}
         for r in rows:
             key = (str(r["model"]), str(r["setting"]), str(r["domain"]), str(r["metric"]))
+            if r.get("values"):
+                self.values[key] = tuple(float(v) for v in r["values"])
             std = float(r.get("std", 0.0) or 0.0)
             single = r.get("n", seeds) == 1
             self.cells[key] = (float(r["mean"]), float("nan") if single else std)
@@ -46,6 +50,12 @@ class Results:
 
     def get(self, model: str, setting: str, domain: str, metric: str) -> tuple[float, float] | None:
         return self.cells.get((model, setting, domain, metric))
+
+    def seed_values(
+        self, model: str, setting: str, domain: str, metric: str
+    ) -> tuple[float, ...] | None:
+        """The value of each seed, in the seeds' order; None where the row kept none."""
+        return self.values.get((model, setting, domain, metric))
 
     def models_in(self, setting: str) -> list[str]:
         return [m for m in self.models if any(k[0] == m and k[1] == setting for k in self.cells)]

@@ -74,9 +74,25 @@ def win_loss(
                     "popularity": pop,
                     "popularity_note": pop_note,
                     "test": _paired(per_user, setting, d, best_model, seed),
+                    "seeds": seeds_ahead(
+                        res.seed_values(PEACE, setting, d, head),
+                        res.seed_values(best_model, setting, d, head),
+                    ),
                 }
             )
     return out
+
+
+def seeds_ahead(
+    peace: Sequence[float] | None, other: Sequence[float] | None
+) -> tuple[int, int] | None:
+    """(seeds in which PEACE is ahead, seeds): each seed against the same seed of the other
+    model, compared at the shown precision (4 decimals). None without per-seed values of both,
+    or with a single seed (its margin says it all)."""
+    if peace is None or other is None or len(peace) != len(other) or len(peace) < 2:
+        return None
+    ahead = sum(round(a, 4) > round(b, 4) for a, b in zip(peace, other, strict=True))
+    return ahead, len(peace)
 
 
 def _paired(
@@ -186,6 +202,7 @@ def _section_wins(
     if not items:
         return "No setting has both PEACE and another model, so there is nothing to compare."
     head = metric_label(res.headline())
+    by_seed = any(it["seeds"] is not None for it in items)  # per-seed values were kept
     rows = []
     sentences = []
     for it in items:
@@ -194,6 +211,7 @@ def _section_wins(
         pop = it["popularity"]
         pop_text = "-" if pop is None else f"{p[0] - pop[0]:+.4f}{it['popularity_note']}"
         test = it["test"]
+        seeds = "-" if it["seeds"] is None else "{} of {}".format(*it["seeds"])
         rows.append(
             [
                 it["setting"],
@@ -205,19 +223,22 @@ def _section_wins(
                 rel,
                 "-" if test is None else f"{test.p_value:.2g}",
                 "-" if test is None else f"[{test.low:+.4f}, {test.high:+.4f}]",
+                *([seeds] if by_seed else []),
                 pop_text,
             ]
         )
         where = f"{it['domain']} ({it['setting']})"
         noise = max(p[1], b[1])
         if test is not None:
-            within = f" ({verdict_text(test)})"
+            within = verdict_text(test)
         else:
             within = (
-                " (within one seed standard deviation)"
-                if abs(margin) <= noise and noise > 0
-                else ""
+                "within one seed standard deviation" if abs(margin) <= noise and noise > 0 else ""
             )
+        if it["seeds"] is not None:
+            ahead = "PEACE ahead in {} of {} seeds".format(*it["seeds"])
+            within = f"{within}; {ahead}" if within else ahead
+        within = f" ({within})" if within else ""
         if round(margin, 4) > 0:
             sentences.append(
                 f"- PEACE wins on {where} by {margin:.4f} {head} over {it['best_model']} "
@@ -229,7 +250,9 @@ def _section_wins(
                 f"({p[0]:.4f} vs {b[0]:.4f}){within}."
             )
         else:
-            sentences.append(f"- PEACE ties with {it['best_model']} on {where} ({p[0]:.4f}).")
+            sentences.append(
+                f"- PEACE ties with {it['best_model']} on {where} ({p[0]:.4f}){within}."
+            )
     table = _table(
         [
             "Setting",
@@ -241,10 +264,11 @@ def _section_wins(
             "Relative",
             "p (Wilcoxon)",
             "95% interval",
+            *(["Seeds ahead"] if by_seed else []),
             "PEACE − Popularity",
         ],
         rows,
-        "llrlrrrrrr",
+        "llrlrrrrr" + ("r" if by_seed else "") + "r",
     )
     notes = [
         f"PEACE's {head} against the best other model (its own ablation variants excluded; the "
@@ -257,6 +281,12 @@ def _section_wins(
             "between users, not between seeds: a margin smaller than the ± of its cells can be "
             "significant here and still change sign with the seed."
             if any(not np.isnan(it["peace"][1]) for it in items)  # a spread over seeds
+            else ""
+        )
+        + (
+            " Seeds ahead counts the seeds in which PEACE's value is above the other model's "
+            "value of the same seed; '-' where per-seed values were not kept."
+            if by_seed
             else ""
         ),
         table,
