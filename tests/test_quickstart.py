@@ -24,8 +24,9 @@ def test_quickstart_writes_metrics_in_schema(toy_dir: Path, tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["dataset"] == str(toy_dir) and doc["seeds"] == [0]
-    keys = {"model", "setting", "domain", "metric", "mean", "std"}
+    keys = {"model", "setting", "domain", "metric", "mean", "std", "values"}
     assert all(set(r) == keys for r in doc["rows"])
+    assert all(r["values"] == [r["mean"]] for r in doc["rows"])  # one seed: its value is the mean
     got = {(r["model"], r["setting"], r["domain"]) for r in doc["rows"]}
     for domain in ("t1", "t2"):
         for setting in ("normal", "zero-shot", "zero-shot-test"):
