@@ -161,7 +161,9 @@ class PretrainConfig(TrainingConfig):
     holdout_items: float = 0.0
     """Share of each source domain's items kept out of pre-training (0 = none). When > 0, the
     held-out ranking that selects the kept state ranks the records of those items among them:
-    new items, as in a new domain, rather than later records of items already trained on."""
+    new items, as in a new domain, rather than later records of items already trained on. The
+    kept-out items are left out of users' histories, and the entities that only they link to
+    are unseen entities (``model.unseen_entities``), as a new domain's are."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Number format of the losses' forward pass. ``bf16``: the matrix products after the
     entity encoder (Eq. 1-9 and the decoders) run in bfloat16 under ``torch.autocast``, the

@@ -15,6 +15,7 @@ from peace.baselines import FINE_TUNED, ZERO_SHOT, build_competitor
 from peace.baselines.base import SourceContext, TransferModel, build_context
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
+from peace.data.splits import kept_out_items
 from peace.nn.entity_encoder import EntityGraph
 from peace.nn.peace import PEACE
 
@@ -61,7 +62,7 @@ def build_model(
     model = PEACE(ds.num_entities, graph.num_edge_types, cfg.model, feature_dim)
     model.entity_encoder.set_features(ds.entity_features)
     model.entity_encoder.set_private(private_entities(ds))
-    model.entity_encoder.set_unseen(unseen_entities(ds))
+    model.entity_encoder.set_unseen(unseen_entities(ds, held_out_items(ds, cfg)))
     degree = np.bincount(ds.triplets[:, [0, 2]].reshape(-1), minlength=ds.num_entities)
     model.entity_encoder.set_degrees(degree)
     return model, graph
@@ -88,11 +89,22 @@ def hub_entities(ds: Dataset, max_item_share: float) -> np.ndarray:
     return (per_entity > max_item_share * ds.num_items) & (per_entity >= PhiRule.hub_min_items)
 
 
-def unseen_entities(ds: Dataset) -> np.ndarray:
-    """``[|E|]`` bool: entities that phi links to no item of a source domain."""
+def held_out_items(ds: Dataset, cfg: PeaceConfig) -> np.ndarray | None:
+    """``[I]`` bool: the source items that ``pretrain.holdout_items`` keeps out of pre-training
+    (fixed by the seed), or None when it keeps none."""
+    share = cfg.pretrain.holdout_items
+    return kept_out_items(ds, share, cfg.seed) if share > 0 else None
+
+
+def unseen_entities(ds: Dataset, kept_out: np.ndarray | None = None) -> np.ndarray:
+    """``[|E|]`` bool: entities that phi links to no item of a source domain (leaving out the
+    ``kept_out`` items, which pre-training never sees)."""
     linked = np.zeros(ds.num_entities, dtype=bool)
     for d in ds.source_domains:
-        ents = ds.item_entities[ds.domain_items(d)]
+        items = ds.domain_items(d)
+        if kept_out is not None:
+            items = items[~kept_out[items]]
+        ents = ds.item_entities[items]
         linked[ents[ents >= 0]] = True
     return ~linked
 

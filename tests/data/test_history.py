@@ -152,6 +152,23 @@ def test_only_positive_source_rows_count(history_ds: Dataset) -> None:
     assert set(tokens[mask].tolist()) <= source_entities
 
 
+def test_excluded_items_leave_every_history(history_ds: Dataset) -> None:
+    ds = history_ds
+    inter = ds.interactions
+    pos = inter[(inter["label"] == 1) & inter["domain"].isin(ds.source_domains)]
+    excluded = np.zeros(ds.num_items, dtype=bool)
+    excluded[pos["item"].unique()[::3]] = True
+    index = HistoryIndex(ds, history_length=1000, exclude_items=excluded)
+    users = np.arange(ds.num_users)
+    tokens, mask = index.lookup(users, np.full(ds.num_users, np.inf))
+    kept = pos[~excluded[pos["item"].to_numpy()]]
+    per_user = (ds.item_entities[kept["item"].to_numpy()] >= 0).sum(1)
+    expected = np.bincount(kept["user"].to_numpy(), weights=per_user, minlength=ds.num_users)
+    np.testing.assert_array_equal(mask.sum(1).numpy(), expected)
+    _, full = HistoryIndex(ds, history_length=1000).lookup(users, np.full(ds.num_users, np.inf))
+    assert 0 < mask.sum() < full.sum()
+
+
 def test_user_without_history_is_all_padding(history_ds: Dataset) -> None:
     ds = history_ds
     loner = int(ds.index_of("user", ["loner"])[0])

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from peace.data.dataset import load_dataset
-from peace.data.splits import pretrain_cutoff, split_targets
+from peace.data.splits import kept_out_items, pretrain_cutoff, split_targets
 from peace.eval.protocol import run_seed
 from peace.flows.pretrain import pretrain
 from peace.flows.rankers import PeaceRanker, TargetDomain, source_entity_counts
-from peace.flows.records import NegativeSampler, draw_catalogue, kept_out_items, source_catalogue
+from peace.flows.records import NegativeSampler, draw_catalogue, source_catalogue
 from peace.models import build_model, hub_entities, private_entities, unseen_entities
 from peace.nn.heads import FineTuneHead
 from peace.nn.peace import PretrainBatch, item_vectors, served_loss
@@ -275,6 +275,14 @@ def test_kept_out_items_select_pretraining(toy_dir: Path, tiny_config) -> None:
     pre = pretrain(ds, cfg, show_progress=False)
     assert all(0.0 <= e["valid_ndcg"] <= 1.0 for e in pre.log)
     assert pre.log[0]["valid_popularity_ndcg"] == pre.log[-1]["valid_popularity_ndcg"]
+    # a kept-out item is as new as a target's: the entities only kept-out items link to are unseen
+    unseen = pre.model.entity_encoder.unseen
+    assert unseen is not None
+    assert unseen.tolist() == unseen_entities(ds, kept_out).tolist()
+    first = ds.domain_items(ds.source_domains[0])[0]
+    entity = int(ds.item_entities[first, 0])
+    linking = (ds.item_entities == entity).any(1)
+    assert unseen_entities(ds, linking)[entity] and not unseen_entities(ds)[entity]
 
 
 def test_user_dropout_acts_in_training_only() -> None:

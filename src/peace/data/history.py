@@ -26,12 +26,18 @@ class HistoryIndex:
         ds: the dataset.
         history_length: H, entity tokens kept per source domain.
         source_domains: domains whose behaviour forms the history (default: all sources).
+        exclude_items: ``[I]`` bool, items left out of every history (``pretrain.holdout_items``:
+            a kept-out item is as new to pre-training as a target item is).
 
     Padding uses the entity index ``ds.num_entities`` (one past the last entity).
     """
 
     def __init__(
-        self, ds: Dataset, history_length: int, source_domains: list[int] | None = None
+        self,
+        ds: Dataset,
+        history_length: int,
+        source_domains: list[int] | None = None,
+        exclude_items: np.ndarray | None = None,
     ) -> None:
         self.history_length = history_length
         self.pad = ds.num_entities
@@ -40,6 +46,8 @@ class HistoryIndex:
         inter = ds.interactions
         domain = inter["domain"].to_numpy()
         keep = (inter["label"].to_numpy() == 1) & np.isin(domain, self.domains)
+        if exclude_items is not None:
+            keep &= ~np.asarray(exclude_items, dtype=bool)[inter["item"].to_numpy()]
         domain = domain[keep]
         user = inter["user"].to_numpy()[keep].astype(np.int64)
         item = inter["item"].to_numpy()[keep].astype(np.int64)

@@ -93,3 +93,16 @@ def ranking_targets(rows: pd.DataFrame) -> dict[int, np.ndarray]:
     """Per user: the positive items of ``rows`` (the relevant set of a full ranking)."""
     pos = rows[rows["label"] == 1]
     return {int(u): np.unique(g.to_numpy()) for u, g in pos.groupby("user")["item"]}
+
+
+def kept_out_items(ds: Dataset, share: float, seed: int) -> np.ndarray:
+    """``[I]`` bool: ``share`` of each source domain's items (at least one), chosen by ``seed``,
+    that pre-training never trains on: the zero-shot task in miniature for model selection."""
+    rng = np.random.default_rng(seed + 4)
+    out = np.zeros(ds.num_items, dtype=bool)
+    for d in ds.source_domains:
+        items = ds.domain_items(d)
+        k = min(len(items) - 1, max(1, int(round(share * len(items)))))
+        if k > 0:
+            out[rng.choice(items, k, replace=False)] = True
+    return out

@@ -11,8 +11,9 @@ Every ``pretrain.eval_every`` steps (or once per epoch) they are ranked against 
 domain's catalogue by the served zero-shot score; the state with the best held-out NDCG@10 is kept
 (the held-out loss of Eq. 4 where there is nothing to rank). With ``pretrain.holdout_items``, a
 share of each source domain's items is kept out of training and their records are ranked among
-them instead; those items still appear in users' histories (as entity tokens), as they would
-for a domain whose items the platform already shows elsewhere. No target-domain row is read here.
+them instead. A kept-out item is as new as a target domain's item: it is in no user's history,
+and the entities only kept-out items link to count as unseen (``model.unseen_entities``), also
+when the run is served. No target-domain row is read here.
 
 The parts: records, negatives and batches in :mod:`peace.flows.records`; held-out evaluation and
 selection in :mod:`peace.flows.selection`; the run folder and :class:`Pretrained` in
@@ -37,7 +38,6 @@ from peace.flows.pretrained import Pretrained, dataset_fingerprint, load_weights
 from peace.flows.records import (
     NegativeSampler,
     batch_entity_table,
-    kept_out_items,
     make_batch,
     make_records,
     source_catalogue,
@@ -49,7 +49,7 @@ from peace.flows.selection import (
     make_held_out,
     selection_criterion,
 )
-from peace.models import build_context, build_model
+from peace.models import build_context, build_model, held_out_items
 from peace.nn.entity_encoder import NeighbourSampler
 from peace.nn.peace import PretrainBatch
 from peace.utils import adam, autocast, progress, resolve_device, seed_everything
@@ -98,7 +98,8 @@ def pretrain(
     pc = cfg.pretrain
     splits = split_targets(ds, cfg.eval.split)
     cutoff = pretrain_cutoff(splits, pc.cutoff)
-    history = HistoryIndex(ds, cfg.model.history_length)
+    kept_out = held_out_items(ds, cfg)  # pretrain.holdout_items: new items, never trained
+    history = HistoryIndex(ds, cfg.model.history_length, exclude_items=kept_out)
     records = make_records(ds, history, cutoff)
     if len(records) == 0:
         raise ValueError(
@@ -110,8 +111,7 @@ def pretrain(
     held_out = records.subset(np.arange(len(records) - n_valid, len(records)))
     cold = None
     allowed = None
-    if pc.holdout_items > 0:
-        kept_out = kept_out_items(ds, pc.holdout_items, cfg.seed)
+    if kept_out is not None:
         allowed = ~kept_out
         cold = (kept_out, records.subset(np.flatnonzero(kept_out[records.items])))
         train = train.subset(np.flatnonzero(allowed[train.items]))
