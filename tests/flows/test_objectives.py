@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from peace.data.dataset import load_dataset
+from peace.data.history import HistoryIndex
 from peace.data.splits import kept_out_items, pretrain_cutoff, split_targets
 from peace.eval.protocol import run_seed
 from peace.flows.pretrain import pretrain
@@ -283,6 +284,11 @@ def test_kept_out_items_select_pretraining(toy_dir: Path, tiny_config) -> None:
     entity = int(ds.item_entities[first, 0])
     linking = (ds.item_entities == entity).any(1)
     assert unseen_entities(ds, linking)[entity] and not unseen_entities(ds)[entity]
+    # served from every source item's history, as the run folder is loaded
+    users = np.arange(ds.num_users)
+    served = pre.history.lookup(users, np.full(ds.num_users, np.inf))[1].sum()
+    full = HistoryIndex(ds, cfg.model.history_length).lookup(users, np.full(ds.num_users, np.inf))
+    assert served == full[1].sum()
 
 
 def test_user_dropout_acts_in_training_only() -> None:

@@ -13,7 +13,8 @@ domain's catalogue by the served zero-shot score; the state with the best held-o
 share of each source domain's items is kept out of training and their records are ranked among
 them instead. A kept-out item is as new as a target domain's item: it is in no user's history,
 and the entities only kept-out items link to count as unseen (``model.unseen_entities``), also
-when the run is served. No target-domain row is read here.
+when the run is served (from histories that hold every source item again, as after any
+pre-training). No target-domain row is read here.
 
 The parts: records, negatives and batches in :mod:`peace.flows.records`; held-out evaluation and
 selection in :mod:`peace.flows.selection`; the run folder and :class:`Pretrained` in
@@ -280,6 +281,8 @@ def pretrain(
         load_weights(model, run, fingerprint)
     model.cpu().eval()  # later flows (fine-tuning, export, serving) run on the CPU
     sources = tuple(ds.domains[d] for d in ds.source_domains)
+    if kept_out is not None:  # served, as a loaded run is, from every source item's behaviour
+        history = HistoryIndex(ds, cfg.model.history_length)
     return Pretrained(
         model=model,
         graph=graph,
