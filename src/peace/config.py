@@ -245,6 +245,14 @@ class EvalConfig:
     """What the prior of ``zero_shot_prior`` counts per entity: ``rows``, the positive source
     rows (the *Entity prior* reference's counts), or ``users``, the distinct users with such a
     row (docs/experiments.md section 47)."""
+    zero_shot_states: Literal["kept", "evaluated"] = "kept"
+    """Which pre-trained weights PEACE's zero-shot score uses: ``kept``, the state the held-out
+    rule keeps (the paper's single model); ``evaluated``, every state pre-training evaluated
+    (each ``pretrain.eval_every`` steps and at each epoch's end): the run folder keeps them
+    (``state-NNN.safetensors``) and the score is the mean of their served scores, the prior term
+    added once. The kept state is one draw from a band of states whose zero-shot ranking differs
+    by .01-.02 (docs/experiments.md sections 74 and 76). The normal ranker uses the kept state
+    either way. The store serves one state: ``peace export`` refuses ``evaluated``."""
 
 
 @dataclass

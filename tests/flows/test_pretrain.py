@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from conftest import toy_tables
 from peace.data.contract import write_dataset
 from peace.data.dataset import load_dataset
 from peace.flows.checkpoints import CheckpointError
+from peace.flows.offline_inference import export
 from peace.flows.pretrain import pretrain
-from peace.flows.pretrained import load_pretrained
+from peace.flows.pretrained import load_pretrained, load_states
+from peace.flows.rankers import TargetDomain, ZeroShotRanker
 
 
 def test_checkpoint_round_trip(toy_dir: Path, tmp_path: Path, tiny_config) -> None:
@@ -132,3 +135,44 @@ def test_bf16_losses_agree_with_float32(toy_dir: Path, tiny_config, served: str)
 def test_unknown_precision_is_refused(tiny_config) -> None:
     with pytest.raises(ValueError, match="precision"):
         tiny_config.override(['pretrain.precision="fp16"'])
+
+
+def test_evaluated_states_are_kept_resumed_and_scored_as_one_mean(
+    toy_dir: Path, tmp_path: Path, tiny_config
+) -> None:
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(['eval.zero_shot_states="evaluated"'])
+    straight = pretrain(ds, cfg, show_progress=False)
+    assert len(straight.states) == len(straight.log) == 2
+    assert not torch.equal(
+        straight.states[0]["entity_encoder.embedding.weight"],
+        straight.states[1]["entity_encoder.embedding.weight"],
+    )
+    # an interrupted run, resumed, ends with the same states, and a loaded run has them too
+    pretrain(ds, cfg.override(["pretrain.epochs=1"]), out=tmp_path / "run", show_progress=False)
+    resumed = pretrain(ds, cfg, out=tmp_path / "run", resume=True, show_progress=False)
+    loaded = load_pretrained(tmp_path / "run", ds)
+    for run in (resumed, loaded):
+        assert len(run.states) == 2
+        for got, want in zip(run.states, straight.states, strict=True):
+            assert all(torch.equal(got[k], want[k]) for k in want)
+    # the zero-shot score is the mean of each state's score; the kept state alone differs
+    target = TargetDomain(ds, ds.target_domains[0])
+    users, times = np.arange(5), np.full(5, np.inf)
+    items = torch.arange(len(target.catalogue)).expand(5, -1)
+
+    def scores(pre) -> torch.Tensor:
+        ranker = ZeroShotRanker(pre, target)
+        return ranker(torch.as_tensor(users), ranker.states(users, times), items)
+
+    each = torch.stack([scores(member) for member in loaded.state_models()])
+    torch.testing.assert_close(scores(loaded), each.mean(0))
+    assert not torch.allclose(scores(loaded), scores(dataclasses.replace(loaded, states=[])))
+    # the store serves one state
+    with pytest.raises(ValueError, match="zero_shot_states"):
+        export(tmp_path / "run", ds, tmp_path / "store")
+    # without the key a run keeps no state files, and a loaded run asking for them is refused
+    pretrain(ds, tiny_config, out=tmp_path / "plain", show_progress=False)
+    assert not list((tmp_path / "plain").glob("state-*"))
+    with pytest.raises(CheckpointError, match="state-000.safetensors: missing"):
+        load_states(tmp_path / "plain", cfg, 2)

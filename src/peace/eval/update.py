@@ -50,7 +50,7 @@ HEAD_KEYS = frozenset(
 )
 
 # The [eval] keys that only PEACE's zero-shot score reads (its normal rows do not).
-PEACE_ZERO_SHOT_KEYS = frozenset({"zero_shot_prior", "zero_shot_prior_counts"})
+PEACE_ZERO_SHOT_KEYS = frozenset({"zero_shot_prior", "zero_shot_prior_counts", "zero_shot_states"})
 
 #: the settings whose rows ``--zero-shot-only`` replaces
 ZERO_SHOT_SETTINGS = ("zero-shot", "zero-shot-test")

@@ -124,6 +124,12 @@ def export(
     digest = model_hash(run)
     pre = load_pretrained(run, ds)
     cfg = pre.config
+    if pre.states:
+        raise ValueError(
+            f'{run}: eval.zero_shot_states = "evaluated" scores the mean of '
+            f"{len(pre.states)} states, and the store serves one; export a run pre-trained with "
+            'eval.zero_shot_states = "kept" (the default).'
+        )
     mc = cfg.model
     cut = math.inf if as_of is None else float(as_of)
     model = pre.model

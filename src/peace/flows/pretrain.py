@@ -35,7 +35,13 @@ from peace.data.history import HistoryIndex
 from peace.data.splits import pretrain_cutoff, split_targets
 from peace.flows import checkpoints, distributed
 from peace.flows.checkpoints import CheckpointError
-from peace.flows.pretrained import Pretrained, dataset_fingerprint, load_weights, save_epoch
+from peace.flows.pretrained import (
+    Pretrained,
+    dataset_fingerprint,
+    load_states,
+    load_weights,
+    save_epoch,
+)
 from peace.flows.records import (
     NegativeSampler,
     batch_entity_table,
@@ -173,6 +179,10 @@ def pretrain(
     held = make_held_out(
         ds, history, train, held_out, item_entities, negatives, cfg, source_position, cold
     )
+    # eval.zero_shot_states = "evaluated": every evaluation's weights, for PEACE's zero-shot score
+    keep_states = cfg.eval.zero_shot_states == "evaluated" and architecture == "PEACE"
+    states = load_states(run, cfg, len(log)) if keep_states and run is not None and log else []
+    unsaved: dict[int, dict[str, torch.Tensor]] = {}
     best = min((selection_criterion(e) for e in log), default=float("inf"))
     stale = evaluations_since_best(log)
     best_state = None
@@ -201,6 +211,9 @@ def pretrain(
             "pairs": int(n_batches * pc.batch_size * (1 + pc.neg_ratio)),
         }
         log.append(entry)
+        if keep_states:
+            states.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            unsaved[len(log) - 1] = states[-1]
         ranked = "valid_ndcg" in entry  # a ranking measure: ties are no improvement
         if selection_criterion(entry) < best or (not ranked and selection_criterion(entry) <= best):
             best, stale, improved_since_save = selection_criterion(entry), 0, True
@@ -271,8 +284,10 @@ def pretrain(
                 ds,
                 cutoff,
                 best_state if improved_since_save else None,
+                unsaved,
             )
             improved_since_save = False
+            unsaved.clear()
         if stop:
             break
     if best_state is not None:
@@ -291,4 +306,5 @@ def pretrain(
         cutoff=cutoff,
         log=log,
         source_domains=sources,
+        states=states,
     )

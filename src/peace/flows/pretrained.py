@@ -7,6 +7,8 @@ epoch's files are written as one checksummed commit (:mod:`peace.flows.checkpoin
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -38,6 +40,19 @@ class Pretrained:
     log: list[dict] = field(default_factory=list)
     source_domains: tuple[str, ...] | None = None
     """The domains whose behaviour pre-trained it (None: a run that did not record them)."""
+    states: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    """Every held-out evaluation's weights, in the order of ``log``, when
+    ``eval.zero_shot_states = "evaluated"`` (PEACE and its variants); empty otherwise."""
+
+    def state_models(self) -> list[Pretrained]:
+        """One :class:`Pretrained` per kept evaluation state (sharing graph, history and config)."""
+        out = []
+        for state in self.states:
+            model = copy.deepcopy(self.model)
+            model.load_state_dict(state)
+            model.eval()
+            out.append(dataclasses.replace(self, model=model, states=[]))
+        return out
 
     @torch.no_grad()
     def entity_table(self) -> torch.Tensor:
@@ -112,6 +127,11 @@ def dataset_fingerprint(ds: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
+def state_file(index: int) -> str:
+    """The run folder's file of the ``index``-th evaluated state (``eval.zero_shot_states``)."""
+    return f"state-{index:03d}.safetensors"
+
+
 def save_epoch(
     run: Path,
     model: PEACE,
@@ -123,11 +143,13 @@ def save_epoch(
     ds: Dataset,
     cutoff: float,
     best_state: dict[str, torch.Tensor] | None,
+    states: dict[int, dict[str, torch.Tensor]] | None = None,
 ) -> None:
     """Write the epoch's checkpoint as one commit with its checksums (peace.flows.checkpoints).
 
     ``best_state``: the best weights so far when they changed since the last checkpoint (they
-    become ``model.safetensors``); None keeps the earlier ``model.safetensors``."""
+    become ``model.safetensors``); None keeps the earlier ``model.safetensors``. ``states``: the
+    evaluated states not yet written, by their index in ``log``."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {
         "dataset": str(ds.root),
@@ -147,6 +169,12 @@ def save_epoch(
             stage("trainer.pt"),
         )
         stage("log.json").write_text(json.dumps(log, indent=2), encoding="utf-8")
+        for index, weights in (states or {}).items():
+            save_file(
+                {k: v.cpu().contiguous() for k, v in weights.items()},
+                str(stage(state_file(index))),
+                metadata={"fingerprint": meta["fingerprint"]},
+            )
         if best_state is not None:
             save_file(
                 {k: v.cpu().contiguous() for k, v in best_state.items()},
@@ -199,6 +227,7 @@ def load_pretrained(run: str | Path, ds: Dataset) -> Pretrained:
     model.eval()
     history = HistoryIndex(ds, cfg.model.history_length)
     log = checkpoints.read_json(run / "log.json") if (run / "log.json").exists() else []
+    states = load_states(run, cfg, len(log))
     sources = meta.get("source_domains")
     return Pretrained(
         model=model,
@@ -208,4 +237,22 @@ def load_pretrained(run: str | Path, ds: Dataset) -> Pretrained:
         cutoff=float(meta["cutoff"]),
         log=log,
         source_domains=None if sources is None else tuple(sources),
+        states=states,
     )
+
+
+def load_states(run: Path, cfg: PeaceConfig, count: int) -> list[dict[str, torch.Tensor]]:
+    """The first ``count`` evaluated states of ``run`` when ``cfg`` keeps them
+    (``eval.zero_shot_states = "evaluated"``), checksums verified; [] otherwise."""
+    if cfg.eval.zero_shot_states != "evaluated":
+        return []
+    names = [state_file(i) for i in range(count)]
+    missing = [n for n in names if not (run / n).is_file()]
+    if missing:
+        raise CheckpointError(
+            f'{run / missing[0]}: missing; eval.zero_shot_states = "evaluated" needs every '
+            "evaluated state, which pre-training keeps only when the key is set: pre-train "
+            'again with it, or score the kept state (eval.zero_shot_states = "kept").'
+        )
+    checkpoints.verify_run(run, names)
+    return [load_file(str(run / n)) for n in names]

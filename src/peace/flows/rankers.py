@@ -204,7 +204,8 @@ class ZeroShotRanker(nn.Module):
 
     With ``prior_weight`` w != 0 (``eval.zero_shot_prior``) the score is ``score(u, i) + w *
     prior(i)``, prior(i) the item's source-entity prior (:func:`item_prior` of
-    ``entity_prior``, from :func:`source_entity_prior`).
+    ``entity_prior``, from :func:`source_entity_prior`). A run that kept its evaluated states
+    (``eval.zero_shot_states = "evaluated"``) is scored by the mean of score(u, i) over them.
     """
 
     trainable = False
@@ -219,8 +220,9 @@ class ZeroShotRanker(nn.Module):
     ) -> None:
         super().__init__()
         self.pre, self.target, self.scorer = pre, target, scorer
-        self._table = pre.entity_table()
-        self._items = item_vectors(self._table, target.item_entities)
+        self._members = pre.state_models() if pre.states else [pre]
+        self._tables = [m.entity_table() for m in self._members]
+        self._items = [item_vectors(t, target.item_entities) for t in self._tables]
         self._bias: Tensor | None = None
         if prior_weight != 0.0:
             if entity_prior is None:
@@ -228,11 +230,21 @@ class ZeroShotRanker(nn.Module):
             self._bias = prior_weight * item_prior(entity_prior, target.item_entities)
 
     def states(self, users: np.ndarray, times: np.ndarray) -> Tensor:
-        return self.pre.interests(users, times, self._table)
+        """Each state's interests of Eq. 1, ``[B, S, M, d]`` (S = 1 for the kept state alone)."""
+        return torch.stack(
+            [
+                m.interests(users, times, t)
+                for m, t in zip(self._members, self._tables, strict=True)
+            ],
+            1,
+        )
 
     @torch.no_grad()
     def forward(self, users: Tensor, states: Tensor, items: Tensor) -> Tensor:
-        scores = self.pre.model.zero_shot_scores(states, self._items[items], self.scorer)
+        scores = sum(
+            m.model.zero_shot_scores(states[:, k], self._items[k][items], self.scorer)
+            for k, m in enumerate(self._members)
+        ) / len(self._members)
         return scores if self._bias is None else scores + self._bias[items]
 
 
