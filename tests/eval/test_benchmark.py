@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from peace.baselines import FINE_TUNED, ZERO_SHOT
@@ -97,7 +98,14 @@ def test_update_adds_models_and_keeps_the_others(toy_dir: Path, tmp_path: Path) 
     assert first.exit_code == 0, first.output
     before = json.loads((out / "results.json").read_text())
     assert (out / "embeddings.npz").is_file()
-    second = _bench(toy_dir, out, "--models", "SASRec,ComiRec,DeepFM", "--update", "--jobs", "2")
+    parent = torch.get_num_threads()
+    torch.set_num_threads(2)  # the parent's threads differ from the workers' (cores // jobs)
+    try:
+        second = _bench(
+            toy_dir, out, "--models", "SASRec,ComiRec,DeepFM", "--update", "--jobs", "2"
+        )
+    finally:
+        torch.set_num_threads(parent)
     assert second.exit_code == 0, second.output
     doc = json.loads((out / "results.json").read_text())
     models = {r["model"] for r in doc["rows"]}
@@ -113,6 +121,9 @@ def test_update_adds_models_and_keeps_the_others(toy_dir: Path, tmp_path: Path) 
     ]
     assert doc["wall_seconds"] == pytest.approx(sum(r["wall_seconds"] for r in doc["runs"]))
     assert doc["jobs"]["processes"] == 2
+    # the run records the threads its rows were computed with: the workers', not the parent's
+    threads = doc["jobs"]["threads_per_process"]
+    assert doc["runs"][-1]["environment"]["threads"] == threads
     report = (out / "REPORT.md").read_text()
     assert "SASRec" in report and "tsne" in report
 

@@ -278,12 +278,15 @@ def benchmark(
     )
     embeddings = doc.pop("embeddings")
     doc.pop("seeds")
+    env = environment()
+    if "jobs" in doc:  # the rows come from worker processes with their own torch threads
+        env["threads"] = doc["jobs"]["threads_per_process"]
     run_entry = {
         "command": command,
         "models": list(chosen_models),
         "settings": list(ZERO_SHOT_SETTINGS) if zero_shot_only else "all",
         "wall_seconds": round(time.perf_counter() - t0, 1),
-        "environment": environment(),
+        "environment": env,
     }
     if previous is not None:
         doc = merge_update(previous, doc, run_entry)
@@ -291,7 +294,7 @@ def benchmark(
     else:
         doc["runs"] = [run_entry]
         doc["commands"] = [command]
-        doc["environment"] = environment()
+        doc["environment"] = env
     _write_benchmark(out, ds, cfg, seed_list, doc, embeddings)
     for folder in kept_folders:  # their rows are in results.json now; others' folders stay
         shutil.rmtree(folder, ignore_errors=True)
