@@ -40,7 +40,7 @@ from peace.data.synthetic import generate
 from peace.flows import finetune
 from peace.flows.finetune import fit_ranker, ranking_task
 from peace.flows.pretrain import pretrain
-from peace.flows.rankers import PeaceRanker, TargetDomain
+from peace.flows.rankers import PeaceRanker, TargetDomain, zero_shot_prior
 
 ROOT = Path(__file__).resolve().parent
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     def fit(memo: bool) -> tuple[float, list[dict]]:
         finetune.PairMemo.usable = usable if memo else (lambda *a: False)
         try:
-            ranker = PeaceRanker(pre, target, cfg)
+            ranker = PeaceRanker(pre, target, cfg, zero_shot_prior(ds, pre, cfg))
             t = time.perf_counter()
             log = fit_ranker(
                 ranker, target, split.train, valid, cfg.finetune, args.seed, show_progress=False

@@ -132,8 +132,9 @@ def test_zero_shot_only_update_replaces_only_the_zero_shot_rows(
     toy_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "report"
+    inner = ("--set", 'finetune.affinity="inner"')  # the head reads z_u . z_i, not the prior
     first = _bench(
-        toy_dir, out, "--models", "PEACE,Entity prior", "--set", "eval.zero_shot_prior=0"
+        toy_dir, out, "--models", "PEACE,Entity prior", "--set", "eval.zero_shot_prior=0", *inner
     )
     assert first.exit_code == 0, first.output
     before = json.loads((out / "results.json").read_text())
@@ -147,14 +148,14 @@ def test_zero_shot_only_update_replaces_only_the_zero_shot_rows(
         "--zero-shot-only",
         "--set",
         "eval.zero_shot_prior=0",
+        *inner,
     )
     assert refused.exit_code != 0 and "list only PEACE variants" in refused.output
-    second = _bench(
-        toy_dir,
-        out,
-        *("--models", "PEACE", "--update", "--zero-shot-only"),
-        *("--set", "eval.zero_shot_prior=1.0"),
-    )
+    update = ("--models", "PEACE", "--update", "--zero-shot-only")
+    # a head that reads the zero-shot score (the preset's) makes the prior a normal-row key too
+    stale = _bench(toy_dir, out, *update, "--set", "eval.zero_shot_prior=1.0")
+    assert stale.exit_code != 0 and "eval.zero_shot_prior" in stale.output
+    second = _bench(toy_dir, out, *update, "--set", "eval.zero_shot_prior=1.0", *inner)
     assert second.exit_code == 0, second.output
     doc = json.loads((out / "results.json").read_text())
     assert doc["config"]["eval"]["zero_shot_prior"] == 1.0

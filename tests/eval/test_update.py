@@ -232,6 +232,27 @@ def test_peace_only_pretrain_keys_keep_the_competitors_rows(tmp_path: Path) -> N
         kept_document(path, "toy", [0], cfg.override(["pretrain.lr=0.5"]), ("Tiger",))
 
 
+def test_the_heads_affinity_is_read_by_peace_alone(tmp_path: Path) -> None:
+    """finetune.affinity changes PEACE's head only; with it, the zero-shot score's keys reach
+    PEACE's normal rows too."""
+    from peace.eval.update import reads
+
+    assert reads("PEACE", "finetune.affinity") and not reads("SASRec", "finetune.affinity")
+    assert not reads("DeepFM", "finetune.affinity")
+    assert not reads("PEACE", "eval.zero_shot_prior", zero_shot=False)
+    assert reads("PEACE", "eval.zero_shot_prior", zero_shot=False, affinity="zero-shot")
+    assert not reads("SASRec", "eval.zero_shot_prior", zero_shot=False, affinity="zero-shot")
+    cfg = PeaceConfig()
+    path = tmp_path / "results.json"
+    _document(path, cfg)
+    doc = json.loads(path.read_text())
+    doc["rows"].append(_row("SASRec"))
+    path.write_text(json.dumps(doc))
+    changed = cfg.override(['finetune.affinity="zero-shot"'])
+    kept = kept_document(path, "toy", [0], changed, ("Tiger",))
+    assert {r["model"] for r in kept["rows"]} == {"Popularity", "DeepFM", "SASRec"}
+
+
 def test_zero_shot_only_keeps_the_variants_normal_rows(tmp_path: Path) -> None:
     """``--zero-shot-only``: the listed variants' zero-shot rows, search-free pre-training
     choices and per-user zero-shot values are replaced; their normal rows, fine-tuning search,

@@ -22,7 +22,7 @@ from peace.cli import deploy
 from peace.config import PeaceConfig
 from peace.data.dataset import load_dataset
 from peace.flows.pretrained import load_pretrained
-from peace.flows.rankers import PeaceRanker, TargetDomain, ZeroShotRanker
+from peace.flows.rankers import PeaceRanker, TargetDomain, ZeroShotRanker, zero_shot_prior
 from peace.serve.app import create_app
 from peace.store import current_rankers, ranker_path
 
@@ -90,7 +90,14 @@ def test_pretrain_export_serve_finetune_serve(
     toy_dir: Path, tiny_config: PeaceConfig, tmp_path: Path
 ) -> None:
     run, store, cfg_path = tmp_path / "run", tmp_path / "store", tmp_path / "tiny.toml"
-    tiny_config.save(cfg_path)
+    # the benchmark preset's scores: the prior in the zero-shot score, and the head reading it
+    tiny_config.override(
+        [
+            "eval.zero_shot_prior=1.0",
+            "finetune.interaction_features=true",
+            'finetune.affinity="zero-shot"',
+        ]
+    ).save(cfg_path)
     runner = CliRunner()
     result = runner.invoke(
         cli(),
@@ -116,7 +123,9 @@ def test_pretrain_export_serve_finetune_serve(
     target = TargetDomain(ds, ds.domain_index("t1"))
     items = [str(i) for i in ds.items[target.catalogue]]
     users = [0, 5, 11]
-    zero_shot = ZeroShotRanker(pre, target)
+    prior = zero_shot_prior(ds, pre, pre.config)
+    assert prior[0] == 1.0
+    zero_shot = ZeroShotRanker(pre, target, "inner", *prior)
     offline_zs = zero_shot(
         torch.as_tensor(users),
         zero_shot.states(np.array(users), np.full(3, np.inf)),
@@ -156,7 +165,8 @@ def test_pretrain_export_serve_finetune_serve(
         assert body["ranker"] == "normal" and body["ranker_version"] == published
 
         # The offline ranker with the published weights gives the same scores.
-        normal = PeaceRanker(pre, target, pre.config)
+        normal = PeaceRanker(pre, target, pre.config, prior)
+        assert normal.zero_shot is not None  # the head read the zero-shot ranker's score
         normal.head.load_state_dict(
             load_file(str(ranker_path(store, "t1", published) / "head.safetensors"))
         )

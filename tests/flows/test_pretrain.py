@@ -17,7 +17,13 @@ from peace.flows.checkpoints import CheckpointError
 from peace.flows.offline_inference import export
 from peace.flows.pretrain import pretrain
 from peace.flows.pretrained import load_pretrained, load_states
-from peace.flows.rankers import TargetDomain, ZeroShotRanker
+from peace.flows.rankers import (
+    PeaceRanker,
+    TargetDomain,
+    ZeroShotRanker,
+    item_vectors,
+    zero_shot_prior,
+)
 
 
 def test_checkpoint_round_trip(toy_dir: Path, tmp_path: Path, tiny_config) -> None:
@@ -176,3 +182,50 @@ def test_evaluated_states_are_kept_resumed_and_scored_as_one_mean(
     assert not list((tmp_path / "plain").glob("state-*"))
     with pytest.raises(CheckpointError, match="state-000.safetensors: missing"):
         load_states(tmp_path / "plain", cfg, 2)
+
+
+def test_head_reads_the_zero_shot_rankers_score(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(
+        [
+            'eval.zero_shot_states="evaluated"',
+            "eval.zero_shot_prior=0.5",
+            "finetune.interaction_features=true",
+        ]
+    )
+    pre = pretrain(ds, cfg, show_progress=False)
+    assert len(pre.states) == 2
+    target = TargetDomain(ds, ds.target_domains[0])
+    users, times = np.arange(6), np.full(6, np.inf)
+    items = torch.arange(len(target.catalogue)).expand(6, -1)
+    ids = torch.as_tensor(users)
+    prior = zero_shot_prior(ds, pre, cfg)
+    assert prior[0] == 0.5 and prior[1] is not None
+
+    # the kept state's score through the stored z_u equals the model's own zero-shot score
+    kept = dataclasses.replace(pre, states=[])
+    alone = ZeroShotRanker(kept, target)
+    table = kept.entity_table()
+    want = kept.model.zero_shot_scores(
+        kept.interests(users, times, table), item_vectors(table, target.item_entities)[items]
+    )
+    torch.testing.assert_close(alone(ids, alone.states(users, times), items), want)
+
+    def affinity(affinity: str, run=pre) -> torch.Tensor:
+        c = cfg.override([f'finetune.affinity="{affinity}"'])
+        ranker = PeaceRanker(run, target, c, prior)
+        return ranker.pair_inputs(ids, ranker.states(users, times), items)[3]
+
+    # "zero-shot": the zero-shot ranker's score (mean over the states plus the prior)
+    served = ZeroShotRanker(pre, target, "inner", *prior)
+    torch.testing.assert_close(
+        affinity("zero-shot"), served(ids, served.states(users, times), items)
+    )
+    # "inner": the kept state's z_u . z_i, as before
+    torch.testing.assert_close(affinity("inner"), want)
+    assert not torch.allclose(affinity("zero-shot"), want)
+    # with neither states nor a prior weight (a competitor's case) both read z_u . z_i
+    c = cfg.override(['finetune.affinity="zero-shot"'])
+    assert PeaceRanker(kept, target, c).zero_shot is None
+    with pytest.raises(ValueError, match="freeze_encoders"):
+        PeaceRanker(pre, target, c.override(["finetune.freeze_encoders=false"]), prior)

@@ -37,7 +37,7 @@ from peace.flows.rankers import (
     TargetDomain,
     ZeroShotRanker,
     source_entity_counts,
-    source_entity_prior,
+    zero_shot_prior,
 )
 from peace.models import COMPETITORS, FINE_TUNED, ZERO_SHOT
 
@@ -132,9 +132,7 @@ def run_seed(
             if on_pretrained is not None:
                 on_pretrained(name, pre)
             # eval.zero_shot_prior weighs PEACE's own zero-shot score; a competitor keeps its own.
-            weight = vcfg.eval.zero_shot_prior if architecture == "PEACE" else 0.0
-            counts = vcfg.eval.zero_shot_prior_counts
-            entity_prior = source_entity_prior(ds, pre.cutoff, counts) if weight != 0.0 else None
+            prior = zero_shot_prior(ds, pre, vcfg) if architecture == "PEACE" else (0.0, None)
             for d, split in splits.items():
                 t0 = time.perf_counter()
                 pretrained_rows(
@@ -149,7 +147,7 @@ def run_seed(
                     show_progress,
                     zero_shot=name not in FINE_TUNED,
                     normal=normal and name not in ZERO_SHOT,
-                    prior=(weight, entity_prior),
+                    prior=prior,
                 )
                 timings[f"{name} {ds.domains[d]}"] = time.perf_counter() - t0
         elif name in ZERO_SHOT_REFERENCES:
@@ -279,7 +277,7 @@ def pretrained_rows(
         )
     if not normal:
         return
-    ranker = PeaceRanker(pre, target, cfg)
+    ranker = PeaceRanker(pre, target, cfg, prior)
     fit_ranker(ranker, target, split.train, valid, cfg.finetune, cfg.seed, ks, show_progress)
     _record(results, name, "normal", domain, evaluate_per_user(ranker, target, test, ks, cfg.seed))
 

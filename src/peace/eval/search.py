@@ -24,7 +24,7 @@ from peace.eval.protocol import PEACE_VARIANTS, chosen_splits
 from peace.flows.finetune import fit_ranker, ranking_task
 from peace.flows.pretrain import pretrain
 from peace.flows.pretrained import Pretrained
-from peace.flows.rankers import DeepFMRanker, PeaceRanker, TargetDomain
+from peace.flows.rankers import DeepFMRanker, PeaceRanker, TargetDomain, zero_shot_prior
 from peace.models import COMPETITORS, FINE_TUNED
 
 # Candidate values: two per searched model, the budget two CPU cores allow. Every pre-trained
@@ -111,10 +111,13 @@ def search(
         chosen["PEACE"] = dict(best[1])
         cache["PEACE"] = best[2]
         peace_cfg = apply_values(cfg, chosen["PEACE"])
+        prior = zero_shot_prior(ds, best[2], peace_cfg)
         best_ft = None
         for cand in fin_c:
             c = apply_values(peace_cfg, cand)
-            value = _valid_ndcg(ds, c, lambda t, c=c: PeaceRanker(best[2], t, c), show_progress)
+            value = _valid_ndcg(
+                ds, c, lambda t, c=c: PeaceRanker(best[2], t, c, prior), show_progress
+            )
             trail.append(
                 {
                     "model": "PEACE (fine-tuning)",

@@ -49,20 +49,27 @@ HEAD_KEYS = frozenset(
     {"freeze_encoders", "encoder_lr_scale", "interaction_features", "user_dropout"}
 )
 
-# The [eval] keys that only PEACE's zero-shot score reads (its normal rows do not).
+# The [eval] keys that only PEACE's zero-shot score reads (its normal rows too where the head
+# reads that score, finetune.affinity = "zero-shot").
 PEACE_ZERO_SHOT_KEYS = frozenset({"zero_shot_prior", "zero_shot_prior_counts", "zero_shot_states"})
+
+# The [finetune] keys that only PEACE's head reads: a competitor's zero-shot score has no prior
+# and no evaluated states, so its head reads z_u . z_i under either finetune.affinity.
+PEACE_HEAD_KEYS = frozenset({"affinity"})
 
 #: the settings whose rows ``--zero-shot-only`` replaces
 ZERO_SHOT_SETTINGS = ("zero-shot", "zero-shot-test")
 
 
-def reads(model: str, key: str, zero_shot: bool = True) -> bool:
+def reads(model: str, key: str, zero_shot: bool = True, affinity: str = "inner") -> bool:
     """Whether the rows of ``model`` depend on configuration key ``key`` ("finetune.lr");
-    ``zero_shot=False``: its normal rows only."""
+    ``zero_shot=False``: its normal rows only; ``affinity``: the run's ``finetune.affinity``."""
     section, _, name = key.partition(".")
     variant = model.startswith("PEACE")
     if section == "eval" and name in PEACE_ZERO_SHOT_KEYS:
-        return variant and zero_shot
+        return variant and (zero_shot or affinity == "zero-shot")
+    if section == "finetune" and name in PEACE_HEAD_KEYS:
+        return variant
     if section == "model" and name not in SHARED_MODEL_KEYS:
         return variant
     if section == "pretrain" and name in PEACE_PRETRAIN_KEYS:
@@ -219,7 +226,10 @@ def check_document(
     # A key the document predates ran with that key's default: it is not a difference.
     diff = sorted(_differences(_with_defaults(doc.get("config") or {}, defaults), current))
     if models is not None:  # a difference reads "model.dim: 64 there, 32 here"
-        diff = [d for d in diff if any(reads(m, d.split(":")[0], zero_shot) for m in models)]
+        affinity = cfg.finetune.affinity
+        diff = [
+            d for d in diff if any(reads(m, d.split(":")[0], zero_shot, affinity) for m in models)
+        ]
     if diff:
         raise UpdateError(
             f"{path} was made with another configuration ({', '.join(diff[:5])}); "

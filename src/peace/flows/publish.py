@@ -44,7 +44,7 @@ from peace.data.splits import split_target
 from peace.flows.finetune import fit_ranker, ranking_task
 from peace.flows.offline_inference import model_hash
 from peace.flows.pretrained import dataset_fingerprint, load_pretrained
-from peace.flows.rankers import PeaceRanker, TargetDomain
+from peace.flows.rankers import PeaceRanker, TargetDomain, zero_shot_prior
 from peace.store import (
     FORMAT,
     POINTER,
@@ -137,7 +137,10 @@ def finetune_and_publish(
     if len(split.train) == 0:
         raise ValueError(f"domain {domain!r} has no training rows; serve it zero-shot.")
     target = TargetDomain(ds, d)
-    ranker = PeaceRanker(pre, target, cfg)
+    # The run's own prior term, which the store version exported from it serves.
+    prior = zero_shot_prior(ds, pre, pre.config)
+    ranker = PeaceRanker(pre, target, cfg, prior)
+    prior_affinity = ranker.zero_shot is not None
     valid_task = ranking_task(split.valid, seen=split.train)
     log = fit_ranker(
         ranker,
@@ -207,6 +210,8 @@ def finetune_and_publish(
                 "fm_dim": fc.fm_dim,
                 "deepfm_hidden": list(fc.deepfm_hidden),
                 "interactions": bool(fc.interaction_features),
+                # the head's zero-shot score adds the store's prior term (finetune.affinity)
+                "affinity_prior": prior[0] if prior_affinity else 0.0,
                 "user_fields": len(user_columns),
                 "item_fields": len(item_columns),
                 "user_columns": user_columns,

@@ -28,7 +28,7 @@ from peace.data.history import HistoryIndex, RecentItems
 from peace.flows.pretrained import Pretrained
 from peace.nn.deepfm import DeepFM
 from peace.nn.heads import FineTuneHead
-from peace.nn.peace import item_vectors
+from peace.nn.peace import PEACE, item_vectors
 from peace.utils import seeded
 
 
@@ -126,11 +126,22 @@ class PeaceRanker(nn.Module):
     Serves PEACE and every pre-trained competitor alike (footnote 6: the same DeepFM head on
     each model's user and item vectors). A competitor with fine-tuning patches (PeterRec) keeps its
     backbone frozen and trains the patches with the head.
+
+    ``prior`` is the zero-shot score's ``(weight, source-entity prior)`` (as for
+    :class:`ZeroShotRanker`): with ``finetune.affinity = "zero-shot"`` the head's zero-shot
+    score is the zero-shot ranker's (the mean over the run's evaluated states plus the weighted
+    prior) instead of the kept state's z_u . z_i.
     """
 
     trainable = True
 
-    def __init__(self, pre: Pretrained, target: TargetDomain, cfg: PeaceConfig) -> None:
+    def __init__(
+        self,
+        pre: Pretrained,
+        target: TargetDomain,
+        cfg: PeaceConfig,
+        prior: tuple[float, Tensor | None] = (0.0, None),
+    ) -> None:
         super().__init__()
         self.pre, self.target = pre, target
         fc = cfg.finetune
@@ -158,10 +169,26 @@ class PeaceRanker(nn.Module):
             self._items = item_vectors(self._table, target.item_entities)
         else:
             self.encoder = pre.model  # registered, so its trainable parameters train too
+        # The zero-shot ranker's score as the head's affinity; where it equals z_u . z_i of the
+        # kept state (no states kept, no prior: every competitor) the head computes that itself.
+        self.zero_shot: ZeroShotRanker | None = None
+        if fc.interaction_features and fc.affinity == "zero-shot" and (pre.states or prior[0]):
+            if not self.precomputed:
+                raise ValueError(
+                    'finetune.affinity = "zero-shot" needs frozen encoders '
+                    '(finetune.freeze_encoders = true); set finetune.affinity = "inner" to '
+                    "fine-tune the encoders."
+                )
+            self.zero_shot = ZeroShotRanker(pre, target, "inner", *prior)
 
     def states(self, users: np.ndarray, times: np.ndarray) -> Tensor | WithRecent:
+        """The user states of Eq. 1 ``[B, M, d]`` (with ``finetune.affinity = "zero-shot"``
+        followed by the zero-shot ranker's states ``[B, S, d]``: ``[B, M + S, d]``), or the
+        history positions when the encoders train."""
         if self.precomputed:
             own = self.pre.interests(users, times, self._table)
+            if self.zero_shot is not None:
+                own = torch.cat([own, self.zero_shot.states(users, times)], 1)
         else:
             own = torch.as_tensor(self.pre.history.positions(users, times))
         return with_recent(self.target, users, times, own)
@@ -182,12 +209,18 @@ class PeaceRanker(nn.Module):
         Eq. 2, the item vectors, the DeepFM codes, the zero-shot score and the target history.
         With frozen encoders (``precomputed``) none of it changes while the head trains."""
         states, recent = split_recent(states)
+        zero_shot = None
+        if self.zero_shot is not None:
+            m = self.pre.config.model.n_interests
+            states, zero_shot = states[:, :m], states[:, m:]
         encoded, all_items = self._states_and_items(users, states)
         item_vecs = all_items[items]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.precomputed):
             user_vecs = self.pre.model.user_vectors(encoded, item_vecs)
             affinity = None
-            if self.head.interactions:  # the zero-shot score, z_u . z_i (Sec. 4.4)
+            if zero_shot is not None:  # the zero-shot ranker's score (finetune.affinity)
+                affinity = self.zero_shot(users, zero_shot, items)
+            elif self.head.interactions:  # the zero-shot score, z_u . z_i (Sec. 4.4)
                 affinity = self.pre.model.zero_shot_scores(encoded, item_vecs, "inner")
         codes = self.target.codes(users, items)
         return user_vecs, item_vecs, codes, affinity, recent
@@ -206,6 +239,10 @@ class ZeroShotRanker(nn.Module):
     prior(i)``, prior(i) the item's source-entity prior (:func:`item_prior` of
     ``entity_prior``, from :func:`source_entity_prior`). A run that kept its evaluated states
     (``eval.zero_shot_states = "evaluated"``) is scored by the mean of score(u, i) over them.
+
+    For PEACE's ``inner`` score the states are the universal vectors z_u of Eq. 2, ``[B, S,
+    d]``, computed once per user state (the score is z_u . z_i); otherwise the interests of Eq.
+    1, ``[B, S, M, d]``.
     """
 
     trainable = False
@@ -223,28 +260,38 @@ class ZeroShotRanker(nn.Module):
         self._members = pre.state_models() if pre.states else [pre]
         self._tables = [m.entity_table() for m in self._members]
         self._items = [item_vectors(t, target.item_entities) for t in self._tables]
+        self._universal = scorer == "inner" and all(
+            isinstance(m.model, PEACE) for m in self._members
+        )
         self._bias: Tensor | None = None
         if prior_weight != 0.0:
             if entity_prior is None:
                 raise ValueError("a zero-shot prior weight needs the source-entity prior.")
             self._bias = prior_weight * item_prior(entity_prior, target.item_entities)
 
+    @torch.no_grad()
     def states(self, users: np.ndarray, times: np.ndarray) -> Tensor:
-        """Each state's interests of Eq. 1, ``[B, S, M, d]`` (S = 1 for the kept state alone)."""
-        return torch.stack(
-            [
-                m.interests(users, times, t)
-                for m, t in zip(self._members, self._tables, strict=True)
-            ],
-            1,
-        )
+        """Each state's z_u ``[B, S, d]`` or interests ``[B, S, M, d]`` (S = 1 for the kept
+        state alone)."""
+        out = []
+        for m, t in zip(self._members, self._tables, strict=True):
+            z = m.interests(users, times, t)
+            out.append(m.model.universal(z) if self._universal else z)
+        return torch.stack(out, 1)
 
     @torch.no_grad()
     def forward(self, users: Tensor, states: Tensor, items: Tensor) -> Tensor:
-        scores = sum(
-            m.model.zero_shot_scores(states[:, k], self._items[k][items], self.scorer)
-            for k, m in enumerate(self._members)
-        ) / len(self._members)
+        if self._universal:  # PEACE.zero_shot_scores(..., "inner") from the stored z_u
+            scores = sum(
+                (states[:, k].unsqueeze(1) * self._items[k][items]).sum(-1)
+                for k in range(len(self._members))
+            )
+        else:
+            scores = sum(
+                m.model.zero_shot_scores(states[:, k], self._items[k][items], self.scorer)
+                for k, m in enumerate(self._members)
+            )
+        scores = scores / len(self._members)
         return scores if self._bias is None else scores + self._bias[items]
 
 
@@ -357,6 +404,16 @@ def source_entity_prior(ds: Dataset, cutoff: float, counts: str = "rows") -> Ten
         raise ValueError(f"prior counts {counts!r}: expected 'rows' or 'users'.")
     _, items = _positive_source_rows(ds, cutoff)  # the counts alone: no per-user pairs
     return torch.as_tensor(np.log1p(_entity_row_counts(ds, items)), dtype=torch.float32)
+
+
+def zero_shot_prior(ds: Dataset, pre: Pretrained, cfg: PeaceConfig) -> tuple[float, Tensor | None]:
+    """PEACE's zero-shot prior term, ``(eval.zero_shot_prior, source-entity prior)`` for the
+    cut-off of ``pre``, as :class:`ZeroShotRanker` and :class:`PeaceRanker` take it; ``(0,
+    None)`` when the weight is 0. A competitor keeps its own score: pass ``(0, None)``."""
+    weight = cfg.eval.zero_shot_prior
+    if weight == 0.0:
+        return 0.0, None
+    return weight, source_entity_prior(ds, pre.cutoff, cfg.eval.zero_shot_prior_counts)
 
 
 def item_prior(entity_prior: Tensor, item_entities: Tensor) -> Tensor:

@@ -163,7 +163,9 @@ class DomainState:
         user_vecs = scorer.user_vectors(user.interests, items, keys)
         assert self.normal_rows is not None
         codes = self.normal_rows.index_select(0, rows)
-        return self.normal.scores(user.id, user_vecs, items, codes, user.universal), "normal"
+        bias = None if self.bias is None else self.bias.index_select(0, rows)
+        scores = self.normal.scores(user.id, user_vecs, items, codes, user.universal, bias)
+        return scores, "normal"
 
     def candidates(self, scorer: ZeroShotScorer, user: UserVectors, pool: int) -> Tensor:
         """Catalogue rows to rank exactly: all of them, or the index's pool plus newer rows.

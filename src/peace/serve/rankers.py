@@ -379,6 +379,8 @@ class NormalRanker:
         self.item_rows, self.item_codes = item_rows, item_codes  # [I + 1, F_i]
         # The last row of each code table is "unknown" (all zero codes).
         self.user_fields = user_codes.shape[1]
+        self.prior_weight = float(manifest["head"].get("affinity_prior", 0.0))
+        """The weight of the catalogue's prior in the head's zero-shot score (0: z_u . z_i)."""
         with torch.no_grad():  # DeepFM's item fields, once per ranker
             self.item_sums = head.deepfm.field_sums(item_codes, self.user_fields)
 
@@ -431,9 +433,12 @@ class NormalRanker:
         item_vecs: Tensor,
         code_rows: Tensor,
         universal: Tensor | None = None,
+        bias: Tensor | None = None,
     ) -> Tensor:
         """Eq. 11 logits ``[C]`` (sigmoid gives the probability); ``universal`` ``[d]`` is the
-        user's universal encoding, needed by a head with interaction features."""
+        user's universal encoding, needed by a head with interaction features; ``bias`` ``[C]``
+        the items' weighted prior, needed by a head whose zero-shot score adds it
+        (``prior_weight``, ``finetune.affinity = "zero-shot"``)."""
         row = self.user_rows.get(user, len(self.user_codes) - 1)
         deepfm = self.head.deepfm
         user_sums = deepfm.field_sums(self.user_codes[row : row + 1], 0)  # broadcast over C
@@ -443,6 +448,14 @@ class NormalRanker:
             if universal is None:
                 raise StoreError("this ranker's head needs the user's universal encoding.")
             affinity = item_vecs @ universal
+            if self.prior_weight != 0.0:
+                if bias is None:
+                    raise StoreError(
+                        f"{self.path}: this ranker's head reads the zero-shot score with the "
+                        "source-entity prior, and the store version serves none; export the run "
+                        "again with its eval.zero_shot_prior."
+                    )
+                affinity = affinity + bias
         return self.head.score(user_vecs, item_vecs, profile, affinity)
 
 
