@@ -29,7 +29,8 @@ def _row(model: str) -> dict:
     }
 
 
-def _document(path: Path, cfg: PeaceConfig) -> None:
+def _document(path: Path, cfg: PeaceConfig, extra: tuple[str, ...] = ()) -> None:
+    """A results document of Popularity, DeepFM, Tiger and the models in ``extra``."""
     runs = [
         {"command": "a", "models": ["Popularity", "DeepFM"], "wall_seconds": 10.0},
         {"command": "b", "models": ["Tiger"], "wall_seconds": 5.0},
@@ -37,7 +38,7 @@ def _document(path: Path, cfg: PeaceConfig) -> None:
     doc = {
         "dataset": "toy",
         "seeds": [0],
-        "rows": [_row("Popularity"), _row("DeepFM"), _row("Tiger")],
+        "rows": [_row("Popularity"), _row("DeepFM"), _row("Tiger"), *map(_row, extra)],
         "search": [{"model": "Tiger (pre-training)"}, {"model": "DeepFM"}],
         "chosen": {"Tiger": {"pretrain.lr": 0.005}, "DeepFM": {"finetune.lr": 0.01}},
         "timings": {"0": {"Tiger": 1.0, "DeepFM t1": 2.0}},
@@ -218,10 +219,7 @@ def test_peace_only_pretrain_keys_keep_the_competitors_rows(tmp_path: Path) -> N
 
     cfg = PeaceConfig()
     path = tmp_path / "results.json"
-    _document(path, cfg)
-    doc = json.loads(path.read_text())
-    doc["rows"].append(_row("SASRec"))
-    path.write_text(json.dumps(doc))
+    _document(path, cfg, ("SASRec",))
     changed = cfg.override(
         ['pretrain.served_loss="softmax"', "pretrain.served_weight=0.5", "pretrain.gamma=2.0"]
     )
@@ -244,10 +242,7 @@ def test_the_heads_affinity_is_read_by_peace_alone(tmp_path: Path) -> None:
     assert not reads("SASRec", "eval.zero_shot_prior", zero_shot=False, affinity="zero-shot")
     cfg = PeaceConfig()
     path = tmp_path / "results.json"
-    _document(path, cfg)
-    doc = json.loads(path.read_text())
-    doc["rows"].append(_row("SASRec"))
-    path.write_text(json.dumps(doc))
+    _document(path, cfg, ("SASRec",))
     changed = cfg.override(['finetune.affinity="zero-shot"'])
     kept = kept_document(path, "toy", [0], changed, ("Tiger",))
     assert {r["model"] for r in kept["rows"]} == {"Popularity", "DeepFM", "SASRec"}
