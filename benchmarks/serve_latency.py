@@ -260,7 +260,7 @@ def ann_recall(
     vectors = {}
     for user in users:
         row = snap.version.user_row[user]
-        vectors[user] = UserVectors(user, snap.version.interests[row], snap.version.universal[row])
+        vectors[user] = UserVectors.of(snap.version, user, row)
         t = time.perf_counter()
         scores, _ = state.score_rows(snap.scorer, vectors[user], torch.arange(state.size))
         exact_times.append((time.perf_counter() - t) * 1000)

@@ -258,7 +258,8 @@ class EvalConfig:
     (``state-NNN.safetensors``) and the score is the mean of their served scores, the prior term
     added once. The kept state is one draw from a band of states whose zero-shot ranking differs
     by .01-.02 (docs/experiments.md sections 74 and 76). The normal ranker uses the kept state
-    either way. The store serves one state: ``peace export`` refuses ``evaluated``."""
+    either way. ``peace export`` stores the states' vectors side by side, so the service serves
+    the same mean as one inner product (``inner`` scorer only)."""
 
 
 @dataclass

@@ -90,9 +90,11 @@ def test_pretrain_export_serve_finetune_serve(
     toy_dir: Path, tiny_config: PeaceConfig, tmp_path: Path
 ) -> None:
     run, store, cfg_path = tmp_path / "run", tmp_path / "store", tmp_path / "tiny.toml"
-    # the benchmark preset's scores: the prior in the zero-shot score, and the head reading it
+    # the benchmark preset's scores: the zero-shot score as the mean over the evaluated states
+    # plus the prior, and the head reading it
     tiny_config.override(
         [
+            'eval.zero_shot_states="evaluated"',
             "eval.zero_shot_prior=1.0",
             "finetune.interaction_features=true",
             'finetune.affinity="zero-shot"',
@@ -109,8 +111,6 @@ def test_pretrain_export_serve_finetune_serve(
             str(run),
             "--config",
             str(cfg_path),
-            "--set",
-            "pretrain.epochs=1",
             "--quiet",
         ],
     )
@@ -120,6 +120,7 @@ def test_pretrain_export_serve_finetune_serve(
 
     ds = load_dataset(toy_dir)
     pre = load_pretrained(run, ds)
+    assert len(pre.states) == 2  # served as one inner product of the states side by side
     target = TargetDomain(ds, ds.domain_index("t1"))
     items = [str(i) for i in ds.items[target.catalogue]]
     users = [0, 5, 11]
@@ -146,6 +147,16 @@ def test_pretrain_export_serve_finetune_serve(
             assert r.status_code == 200, r.text
             assert r.json()["ranker"] == "zero-shot"
             assert np.allclose(r.json()["scores"], offline_zs[k].numpy(), atol=1e-5)
+        # an item launched at run time with a catalogue item's entities scores as that item
+        entities = [str(ds.entities[e]) for e in ds.item_entities[target.catalogue[0]] if e >= 0]
+        r = http.post(
+            "/v1/domains", json={"domain": "t9", "items": [{"item": "x", "entities": entities}]}
+        )
+        assert r.status_code == 201, r.text
+        for k, u in enumerate(users):
+            r = http.post("/v1/domains/t9/rank", json={"user": str(ds.users[u]), "items": ["x"]})
+            assert r.json()["ranker"] == "zero-shot"
+            assert np.allclose(r.json()["scores"], offline_zs[k, :1].numpy(), atol=1e-5)
 
         result = runner.invoke(
             cli(),

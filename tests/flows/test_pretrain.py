@@ -24,6 +24,7 @@ from peace.flows.rankers import (
     item_vectors,
     zero_shot_prior,
 )
+from peace.store import StoreVersion
 
 
 def test_checkpoint_round_trip(toy_dir: Path, tmp_path: Path, tiny_config) -> None:
@@ -174,9 +175,19 @@ def test_evaluated_states_are_kept_resumed_and_scored_as_one_mean(
     each = torch.stack([scores(member) for member in loaded.state_models()])
     torch.testing.assert_close(scores(loaded), each.mean(0))
     assert not torch.allclose(scores(loaded), scores(dataclasses.replace(loaded, states=[])))
-    # the store serves one state
-    with pytest.raises(ValueError, match="zero_shot_states"):
-        export(tmp_path / "run", ds, tmp_path / "store")
+    # the store serves the mean as one inner product: the states' vectors side by side
+    export(tmp_path / "run", ds, tmp_path / "store")
+    version = StoreVersion.open(tmp_path / "store")
+    assert version.zero_shot_states == 2 and version.user_zero_shot is not None
+    catalogue = version.catalogues[ds.domains[ds.target_domains[0]]]
+    assert catalogue.zero_shot is not None and catalogue.zero_shot.shape[1] == 2 * cfg.model.dim
+    served = version.user_zero_shot[users] @ torch.from_numpy(catalogue.zero_shot).T
+    torch.testing.assert_close(served, scores(loaded))
+    # ... for the inner scorer only: another scorer uses each state's prototypes or decoder
+    decoder = cfg.override(['eval.zero_shot_scorer="decoder"'])
+    pretrain(ds, decoder, out=tmp_path / "decoder", show_progress=False)
+    with pytest.raises(ValueError, match="zero_shot_scorer"):
+        export(tmp_path / "decoder", ds, tmp_path / "store")
     # without the key a run keeps no state files, and a loaded run asking for them is refused
     pretrain(ds, tiny_config, out=tmp_path / "plain", show_progress=False)
     assert not list((tmp_path / "plain").glob("state-*"))

@@ -8,6 +8,9 @@ the pre-trained PEACE once, offline, and writes a new immutable version of the e
 * every user's M interest vectors z^A (Eq. 1) from their source behaviour strictly before
   ``as_of`` (default: after all source behaviour) and their universal vector z_u (Eq. 2);
 * every item vector z_i (mean of its entities' vectors, Sec. 4.4 footnote 4);
+* for a run whose zero-shot score is the mean over S evaluated states (``eval.zero_shot_states
+  = "evaluated"``), the states' z_u (scaled by 1/S), entity and item vectors side by side in a
+  ``zero_shot`` column of width S * d: the mean of S inner products is their one inner product;
 * the prototypes P, and the weights of the prototype-enhance MLP (Eq. 9), of the fusion (Eq. 2)
   and of the decoder (Eq. 3) in ``scorer.safetensors``, so the online rankers reproduce the
   model's scores exactly (DESIGN.md decision 6) with a few small tensor operations, without graph
@@ -43,7 +46,7 @@ from safetensors.torch import save_file
 
 from peace.data.dataset import Dataset
 from peace.flows.checkpoints import verify_run
-from peace.flows.pretrained import dataset_fingerprint, load_pretrained
+from peace.flows.pretrained import Pretrained, dataset_fingerprint, load_pretrained
 from peace.flows.rankers import item_prior, item_vectors, source_entity_prior
 from peace.store import (
     FORMAT,
@@ -100,6 +103,40 @@ def _json_number(value: float | None) -> float | None:
 
 
 @torch.no_grad()
+def _state_vectors(
+    pre: Pretrained, users: np.ndarray, times: np.ndarray, item_rows: torch.Tensor
+) -> dict[str, np.ndarray]:
+    """The zero-shot score of a run that kept its evaluated states (``eval.zero_shot_states =
+    "evaluated"``) as one inner product: each state's universal user vectors z_u (Eq. 2) side by
+    side and scaled by 1/S (``users``, ``[U, S * d]``), each state's entity table
+    (``entities``, ``[|E|, S * d]``) and item vectors (``items``, ``[I, S * d]``). An item's
+    vector is still the mean of its entities' (the mean of concatenations is the concatenation
+    of the means), so items added at run time are served the same way."""
+    universal, tables, items = [], [], []
+    for member in pre.state_models():
+        table = member.entity_table()
+        universal.append(member.user_vectors(users, times, table)[1])
+        tables.append(table[: pre.graph.num_entities])
+        items.append(item_vectors(table, item_rows))
+    return {
+        "users": (torch.cat(universal, 1) / len(universal)).numpy(),
+        "entities": torch.cat(tables, 1).numpy(),
+        "items": torch.cat(items, 1).numpy(),
+    }
+
+
+def _zero_shot_column(
+    vectors: dict[str, np.ndarray] | None, part: str, rows: np.ndarray | None = None
+) -> dict[str, pa.FixedSizeListArray]:
+    """``{"zero_shot": column}`` of a table's :func:`_state_vectors` rows (all of them, or
+    ``rows``); ``{}`` for a run served from its kept state alone."""
+    if vectors is None:
+        return {}
+    values = vectors[part] if rows is None else vectors[part][rows]
+    return {"zero_shot": vector_column(values)}
+
+
+@torch.no_grad()
 def export(
     run: str | Path,
     ds: Dataset,
@@ -124,11 +161,12 @@ def export(
     digest = model_hash(run)
     pre = load_pretrained(run, ds)
     cfg = pre.config
-    if pre.states:
+    if pre.states and cfg.eval.zero_shot_scorer != "inner":
         raise ValueError(
-            f'{run}: eval.zero_shot_states = "evaluated" scores the mean of '
-            f"{len(pre.states)} states, and the store serves one; export a run pre-trained with "
-            'eval.zero_shot_states = "kept" (the default).'
+            f'{run}: eval.zero_shot_states = "evaluated" with eval.zero_shot_scorer = '
+            f'"{cfg.eval.zero_shot_scorer}" scores each of {len(pre.states)} states with its own '
+            "prototypes and decoder, which the store does not hold; export it with --set "
+            'eval.zero_shot_scorer="inner", or pre-train with eval.zero_shot_states = "kept".'
         )
     mc = cfg.model
     cut = math.inf if as_of is None else float(as_of)
@@ -147,6 +185,10 @@ def export(
     # The source-entity prior the zero-shot score adds with weight eval.zero_shot_prior.
     entity_prior = source_entity_prior(ds, pre.cutoff, cfg.eval.zero_shot_prior_counts)  # [|E|]
     items_prior = item_prior(entity_prior, item_rows)  # [I]
+    # eval.zero_shot_states = "evaluated": the mean over S states of z_u^s . z_i^s is one inner
+    # product of the states' vectors side by side, the user's scaled by 1/S ([*, S * d]).
+    # One state is the kept one (the best evaluation), served as it is.
+    zero_shot = _state_vectors(pre, user_idx, times, item_rows) if len(pre.states) > 1 else None
     prototypes = model.prototypes.weight.detach()
     scorer_state = {
         k: v.detach().contiguous().clone()
@@ -172,6 +214,7 @@ def export(
                     "interests": vector_column(interests.numpy()),
                     "universal": vector_column(universal.numpy()),
                     "history_tokens": pa.array(history_tokens.astype(np.int64)),
+                    **_zero_shot_column(zero_shot, "users"),
                 }
             ),
         )
@@ -182,6 +225,7 @@ def export(
                     "entity": entity_names,
                     "vector": vector_column(table[: ds.num_entities].numpy()),
                     "prior": pa.array(entity_prior.numpy()),
+                    **_zero_shot_column(zero_shot, "entities"),
                 }
             ),
         )
@@ -193,6 +237,7 @@ def export(
                     "domain": pa.array([ds.domains[d] for d in ds.item_domain], pa.string()),
                     "entities": item_entity_names,
                     "vector": vector_column(items_vec.numpy()),
+                    **_zero_shot_column(zero_shot, "items"),
                 }
             ),
         )
@@ -223,6 +268,7 @@ def export(
                         "vector": vector_column(items_vec[cat].numpy()),
                         "prior": pa.array(items_prior[cat].numpy()),
                         "popularity": pa.array(counts.astype(np.int64)),
+                        **_zero_shot_column(zero_shot, "items", cat),
                     }
                 ),
             )
@@ -259,6 +305,7 @@ def export(
             "zero_shot_scorer": cfg.eval.zero_shot_scorer,
             "zero_shot_prior": float(cfg.eval.zero_shot_prior),
             "zero_shot_prior_counts": cfg.eval.zero_shot_prior_counts,
+            "zero_shot_states": 1 if zero_shot is None else len(pre.states),
             "rows": {
                 "users": n_users,
                 "users_with_history": int((history_tokens > 0).sum()),

@@ -212,6 +212,8 @@ def finetune_and_publish(
                 "interactions": bool(fc.interaction_features),
                 # the head's zero-shot score adds the store's prior term (finetune.affinity)
                 "affinity_prior": prior[0] if prior_affinity else 0.0,
+                # ... and is the mean over the run's evaluated states (eval.zero_shot_states)
+                "affinity_states": max(len(pre.states), 1) if prior_affinity else 1,
                 "user_fields": len(user_columns),
                 "item_fields": len(item_columns),
                 "user_columns": user_columns,

@@ -47,6 +47,10 @@ class DomainState:
     bias_order: np.ndarray | None = None
     """The indexed rows by decreasing bias; the first ``pool`` join every query's candidates
     (see :meth:`candidates`)."""
+    zero_shot: Tensor | None = None
+    """[I, S * d] the items' vectors in the S evaluated states side by side, whose inner
+    product with the user's (:attr:`UserVectors.zero_shot`) is the zero-shot score; None when
+    the kept state's ``vectors`` serve it."""
 
     @property
     def size(self) -> int:
@@ -70,12 +74,17 @@ class DomainState:
         vectors: Tensor,
         scorer: ZeroShotScorer,
         prior: Tensor | None = None,
+        zero_shot: Tensor | None = None,
     ) -> DomainState:
-        """A copy with items added or replaced (``vectors`` and the items' source-entity
-        ``prior`` aligned with ``new``; the prior is needed where the scorer weighs it)."""
+        """A copy with items added or replaced (``vectors``, the items' source-entity ``prior``
+        and their vectors of the evaluated states ``zero_shot`` aligned with ``new``; the prior
+        is needed where the scorer weighs it, ``zero_shot`` where the domain has them)."""
         items, entities = list(self.items), list(self.entities)
         row = dict(self.item_row)
         all_vecs = self.vectors.clone()
+        all_states = None if self.zero_shot is None else self.zero_shot.clone()
+        if all_states is not None and zero_shot is None:
+            raise ValueError("this domain's zero-shot score needs new items' state vectors.")
         bias = None if self.bias is None else self.bias.clone()
         new_bias = None
         if bias is not None:
@@ -93,6 +102,8 @@ class DomainState:
                 r = row[item]
                 entities[r] = tuple(ents)
                 all_vecs[r] = vectors[j]
+                if all_states is not None and zero_shot is not None:
+                    all_states[r] = zero_shot[j]
                 if bias is not None and new_bias is not None:
                     bias[r] = new_bias[j]
                 if keys is not None and new_keys is not None:
@@ -106,6 +117,8 @@ class DomainState:
         if appended:
             idx = torch.as_tensor(appended, dtype=torch.long)
             all_vecs = torch.cat([all_vecs, vectors[idx]])
+            if all_states is not None and zero_shot is not None:
+                all_states = torch.cat([all_states, zero_shot[idx]])
             if bias is not None and new_bias is not None:
                 bias = torch.cat([bias, new_bias[idx]])
             keys = ItemKeys.cat(keys, None if new_keys is None else new_keys.take(idx))
@@ -126,18 +139,25 @@ class DomainState:
             normal_rows=normal_rows,
             stale_rows=frozenset(stale),
             bias=bias,
+            zero_shot=all_states,
         )
 
     def with_index(self, threshold: int, **index_args: Any) -> DomainState:
         """A copy with an ANN index over the catalogue when it has more than ``threshold`` items."""
         if self.size <= threshold:
             return replace(self, index=None, stale_rows=frozenset())
-        vectors, order = self.vectors, None
+        vectors, order = self.index_vectors, None
         if self.bias is not None:  # one more column; the query's is 1 (candidates)
             vectors = torch.cat([vectors, self.bias.unsqueeze(1)], dim=1)
             order = np.argsort(-self.bias.numpy(), kind="stable")
         index = InnerProductIndex(vectors.numpy(), **index_args)
         return replace(self, index=index, stale_rows=frozenset(), bias_order=order)
+
+    @property
+    def index_vectors(self) -> Tensor:
+        """The item side of the zero-shot score's inner product: the evaluated states' vectors
+        side by side, or the kept state's."""
+        return self.vectors if self.zero_shot is None else self.zero_shot
 
     def rows_of(self, items: list[str]) -> list[int | None]:
         return [self.item_row.get(i) for i in items]
@@ -155,8 +175,16 @@ class DomainState:
         # index_select: a request's few hundred rows, without advanced indexing's overhead
         items = self.vectors.index_select(0, rows)
         keys = None if self.keys is None else self.keys.take(rows)
+        states = None
+        if self.zero_shot is not None:  # the mean over the evaluated states: one inner product
+            if user.zero_shot is None:
+                raise ValueError(f"domain {self.name!r} needs the user's state vectors.")
+            states = (self.zero_shot.index_select(0, rows), user.zero_shot)
         if self.normal is None:
-            scores = scorer.scores(user.interests, items, keys, user.universal)
+            if states is None:
+                scores = scorer.scores(user.interests, items, keys, user.universal)
+            else:
+                scores = scorer.scores(user.interests, states[0], None, states[1])
             if self.bias is not None:
                 scores = scores + self.bias.index_select(0, rows)
             return scores, "zero-shot"
@@ -164,7 +192,7 @@ class DomainState:
         assert self.normal_rows is not None
         codes = self.normal_rows.index_select(0, rows)
         bias = None if self.bias is None else self.bias.index_select(0, rows)
-        scores = self.normal.scores(user.id, user_vecs, items, codes, user.universal, bias)
+        scores = self.normal.scores(user.id, user_vecs, items, codes, user.universal, bias, states)
         return scores, "normal"
 
     def candidates(self, scorer: ZeroShotScorer, user: UserVectors, pool: int) -> Tensor:
@@ -176,7 +204,12 @@ class DomainState:
         0.95 without them, 1.0 with them; benchmarks/serve_latency.py)."""
         if self.index is None:
             return torch.arange(self.size)
-        query = scorer.query(user.interests, user.universal)
+        if self.zero_shot is None:
+            query = scorer.query(user.interests, user.universal)
+        elif user.zero_shot is None:
+            raise ValueError(f"domain {self.name!r} needs the user's state vectors.")
+        else:
+            query = user.zero_shot
         if self.bias is not None:
             query = torch.cat([query, query.new_ones(1)])
         found = self.index.search(query.numpy(), pool)
@@ -232,6 +265,7 @@ def catalogue_state(version: StoreVersion, domain: str, scorer: ZeroShotScorer) 
         bias=None
         if scorer.prior_weight == 0.0
         else scorer.prior_weight * torch.from_numpy(cat.prior),
+        zero_shot=None if cat.zero_shot is None else torch.from_numpy(cat.zero_shot),
     )
 
 
@@ -248,6 +282,7 @@ def launched_state(domain: str, scorer: ZeroShotScorer) -> DomainState:
         keys=scorer.item_keys(vectors),
         counts=np.zeros(0, np.int64),
         bias=None if scorer.prior_weight == 0.0 else torch.zeros(0),
+        zero_shot=None if scorer.states == 1 else torch.zeros(0, scorer.states * scorer.dim),
     )
 
 

@@ -164,6 +164,10 @@ class ZeroShotScorer(nn.Module):
         user_prior: Eq. 2 adds the learned vector shared by all users (``model.user_prior``).
         prior_weight: ``eval.zero_shot_prior``, the weight of the items' source-entity prior
             that a served domain adds to :meth:`scores` (:class:`peace.serve.domains.DomainState`).
+        states: S, the evaluated states whose inner scores the zero-shot score averages
+            (``eval.zero_shot_states = "evaluated"``; ``inner`` only). A served domain then
+            passes the states' vectors side by side (``[*, S * d]``, the user's scaled by 1/S)
+            as the items and the universal vector, so the score is one inner product.
     """
 
     def __init__(
@@ -177,11 +181,17 @@ class ZeroShotScorer(nn.Module):
         mode: str = "inner",
         user_prior: bool = False,
         prior_weight: float = 0.0,
+        states: int = 1,
     ) -> None:
         super().__init__()
         if mode not in ZERO_SHOT_MODES:
             raise StoreError(f"zero-shot scorer {mode!r}: expected one of {ZERO_SHOT_MODES}.")
-        self.dim, self.use_pea, self.mode = dim, use_pea, mode
+        if states > 1 and mode != "inner":
+            raise StoreError(
+                f"zero-shot scorer {mode!r}: the mean of {states} states is served for the "
+                "'inner' scorer only."
+            )
+        self.dim, self.use_pea, self.mode, self.states = dim, use_pea, mode, int(states)
         self.prior_weight = float(prior_weight)
         self.prototypes = Prototypes(dim, n_prototypes, top_k, mlp_hidden)
         self.fusion = AttentiveFusion(dim, attention_dim, user_prior)
@@ -212,6 +222,7 @@ class ZeroShotScorer(nn.Module):
             str(mode),
             bool(dims.get("user_prior", False)),
             version.prior_weight,
+            version.zero_shot_states,
         )
         scorer.load_state_dict(version.scorer_state, strict=True)
         scorer.eval()
@@ -381,6 +392,9 @@ class NormalRanker:
         self.user_fields = user_codes.shape[1]
         self.prior_weight = float(manifest["head"].get("affinity_prior", 0.0))
         """The weight of the catalogue's prior in the head's zero-shot score (0: z_u . z_i)."""
+        self.affinity_states = int(manifest["head"].get("affinity_states", 1))
+        """S: the head's zero-shot score is the mean over S evaluated states' inner products
+        (1: the kept state's z_u . z_i)."""
         with torch.no_grad():  # DeepFM's item fields, once per ranker
             self.item_sums = head.deepfm.field_sums(item_codes, self.user_fields)
 
@@ -434,11 +448,14 @@ class NormalRanker:
         code_rows: Tensor,
         universal: Tensor | None = None,
         bias: Tensor | None = None,
+        states: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Eq. 11 logits ``[C]`` (sigmoid gives the probability); ``universal`` ``[d]`` is the
         user's universal encoding, needed by a head with interaction features; ``bias`` ``[C]``
         the items' weighted prior, needed by a head whose zero-shot score adds it
-        (``prior_weight``, ``finetune.affinity = "zero-shot"``)."""
+        (``prior_weight``, ``finetune.affinity = "zero-shot"``); ``states`` the items' and the
+        user's vectors of the S evaluated states side by side (``[C, S * d]``, ``[S * d]``),
+        needed by a head whose zero-shot score is their mean (``affinity_states`` = S > 1)."""
         row = self.user_rows.get(user, len(self.user_codes) - 1)
         deepfm = self.head.deepfm
         user_sums = deepfm.field_sums(self.user_codes[row : row + 1], 0)  # broadcast over C
@@ -447,7 +464,16 @@ class NormalRanker:
         if self.head.interactions:
             if universal is None:
                 raise StoreError("this ranker's head needs the user's universal encoding.")
-            affinity = item_vecs @ universal
+            if self.affinity_states > 1:
+                if states is None or states[1].shape[-1] != self.affinity_states * len(universal):
+                    raise StoreError(
+                        f"{self.path}: this ranker's head reads the mean of "
+                        f"{self.affinity_states} evaluated states' zero-shot scores, and the "
+                        "store version serves another number; export the run again."
+                    )
+                affinity = states[0] @ states[1]
+            else:
+                affinity = item_vecs @ universal
             if self.prior_weight != 0.0:
                 if bias is None:
                     raise StoreError(
@@ -468,6 +494,20 @@ class UserVectors:
     """[M, d] interest vectors z^A (Eq. 1)."""
     universal: Tensor
     """[d] universal vector z_u (Eq. 2)."""
+    zero_shot: Tensor | None = None
+    """[S * d] the S evaluated states' z_u side by side, scaled by 1/S
+    (:attr:`peace.store.StoreVersion.user_zero_shot`); None when the kept state is served."""
+
+    @classmethod
+    def of(cls, version: StoreVersion, user: str, row: int) -> UserVectors:
+        """The stored vectors of ``user`` at ``row`` of ``version``."""
+        states = version.user_zero_shot
+        return cls(
+            user,
+            version.interests[row],
+            version.universal[row],
+            None if states is None else states[row],
+        )
 
 
 __all__ = [

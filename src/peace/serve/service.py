@@ -270,7 +270,7 @@ class Service:
         row = snap.version.user_row.get(user)
         if row is None:
             return None
-        return UserVectors(user, snap.version.interests[row], snap.version.universal[row])
+        return UserVectors.of(snap.version, user, row)
 
     def rank(
         self, domain: str, user: str, items: list[str], max_candidates: int = 1000

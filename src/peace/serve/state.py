@@ -134,6 +134,12 @@ def load_ranker(
             f"ranker {rid} of {domain!r} was trained on another checkpoint than "
             f"store version {version.version}; serving zero-shot."
         )
+    if ranker.affinity_states > 1 and ranker.affinity_states != version.zero_shot_states:
+        return None, (
+            f"ranker {rid} of {domain!r} reads the mean of {ranker.affinity_states} states' "
+            f"zero-shot scores and store version {version.version} serves "
+            f"{version.zero_shot_states}; serving zero-shot."
+        )
     return ranker, None
 
 
@@ -172,7 +178,9 @@ def add_items(
             rows[j, s] = version.entity_row[e]
     vectors = mean_entity_vectors(version.entity_vectors, rows)
     prior = mean_entity_vectors(version.entity_prior.unsqueeze(1), rows).squeeze(1)
-    return state.with_items(items, vectors, scorer, prior)
+    states = version.entity_zero_shot
+    zero_shot = None if states is None else mean_entity_vectors(states, rows)
+    return state.with_items(items, vectors, scorer, prior, zero_shot)
 
 
 def check_items(

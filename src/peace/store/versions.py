@@ -106,6 +106,9 @@ class Catalogue:
     prior: np.ndarray
     """[I] float32: the item's source-entity prior (``eval.zero_shot_prior`` weighs it; zeros
     in versions written before it was stored)."""
+    zero_shot: np.ndarray | None = None
+    """[I, S * d] float32: the item's vector in each of the S evaluated states, side by side
+    (``eval.zero_shot_states = "evaluated"``); None when the kept state alone is served."""
 
 
 def _prior_column(table: pa.Table) -> torch.Tensor:
@@ -146,6 +149,13 @@ class StoreVersion:
         )
         """[U, d] universal user vectors z_u of Eq. 2 (plain interests, no target)."""
         self.history_tokens = users.column("history_tokens").to_numpy()
+        self.zero_shot_states = int(manifest.get("zero_shot_states", 1))
+        """S: the zero-shot score is the mean of S states' inner products (1: the kept state)."""
+        states = self.zero_shot_states
+        self.user_zero_shot = self._states_column(path / "users.arrow", users)
+        """[U, S * d] the universal vectors of the S states side by side, scaled by 1/S: the
+        zero-shot score is their inner product with :attr:`entity_zero_shot`'s item means (None
+        when S = 1: :attr:`universal` and :attr:`entity_vectors` serve it)."""
 
         entities = read_arrow(path / "entities.arrow")
         self.entities = string_array(entities, "entity")
@@ -162,6 +172,8 @@ class StoreVersion:
             )
         self.entity_prior = _prior_column(entities)
         """[|E|] log(1 + positive source rows before the pre-training cut-off) per entity."""
+        self.entity_zero_shot = self._states_column(path / "entities.arrow", entities)
+        """[|E|, S * d] the S states' entity vectors side by side (None when S = 1)."""
 
         items = read_arrow(path / "items.arrow")
         self.items = string_array(items, "item")
@@ -178,6 +190,8 @@ class StoreVersion:
         self.catalogues: dict[str, Catalogue] = {}
         for domain, info in manifest["domains"].items():
             table = read_arrow(path / info["file"])
+            if states > 1:
+                self._require_states(path / info["file"], table)
             self.catalogues[domain] = Catalogue(
                 domain=domain,
                 items=string_array(table, "item"),
@@ -185,7 +199,28 @@ class StoreVersion:
                 vectors=column_array(table, "vector", (self.dim,), np.float32),
                 popularity=table.column("popularity").to_numpy().astype(np.int64),
                 prior=_prior_column(table).numpy(),
+                zero_shot=column_array(table, "zero_shot", (states * self.dim,), np.float32)
+                if states > 1
+                else None,
             )
+
+    def _require_states(self, file: Path, table: pa.Table) -> None:
+        """A version that serves the mean of S > 1 states needs their vectors in ``file``."""
+        if "zero_shot" not in table.column_names:
+            raise StoreError(
+                f"{file}: no 'zero_shot' column, but the manifest serves the zero-shot score as "
+                f"the mean of {self.zero_shot_states} evaluated states (zero_shot_states); "
+                "export the version again."
+            )
+
+    def _states_column(self, file: Path, table: pa.Table) -> torch.Tensor | None:
+        """The ``zero_shot`` column of ``file`` (read as ``table``) mapped as ``[rows, S * d]``;
+        None when the version serves the kept state alone (S = 1)."""
+        if self.zero_shot_states == 1:
+            return None
+        self._require_states(file, table)
+        width = (self.zero_shot_states * self.dim,)
+        return torch.from_numpy(mapped_array(file, "zero_shot", width, F32))
 
     @classmethod
     def open(
