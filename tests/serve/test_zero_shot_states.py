@@ -79,14 +79,16 @@ def test_served_zero_shot_score_is_the_mean_over_the_states(
     assert not torch.allclose(offline, kept, atol=1e-4)
     target = TargetDomain(ds, ds.domain_index("t1"))
     items = [str(i) for i in ds.items[target.catalogue]]
-    index_args = {"n_lists": 1, "backend": "numpy"}  # one list: the index search is exact
-    service = Service(store, exact_threshold=0, ann_pool=3, index_args=index_args)
+    # the index holds the kept state's vectors; a pool of the whole catalogue makes the states'
+    # scores of its candidates decide the top k exactly
+    index_args = {"n_lists": 1, "backend": "numpy"}
+    service = Service(store, exact_threshold=0, ann_pool=len(items), index_args=index_args)
     assert service.snapshot().domains["t1"].index is not None
     for u in users:
         body = service.rank("t1", str(ds.users[u]), items)
         assert body["ranker"] == "zero-shot"
         assert np.allclose(body["scores"], offline[u].numpy(), atol=1e-5)
-        top = service.recommend("t1", str(ds.users[u]), 3)  # candidates from the states' index
+        top = service.recommend("t1", str(ds.users[u]), 3)
         assert top["items"] == [items[i] for i in torch.topk(offline[u], 3).indices.tolist()]
 
     # an item added at run time with a catalogue item's entities scores as that item
@@ -143,3 +145,25 @@ def test_a_version_without_the_states_vectors_is_refused(
     other.replace(file)
     with pytest.raises(StoreError, match="no 'zero_shot' column.*export the version again"):
         StoreVersion.open(store, verify=False)
+
+
+def test_kept_only_serves_the_kept_state(run: tuple[Path, Dataset], tmp_path: Path) -> None:
+    """``export(kept_only=True)``: vectors of width d, the kept state's zero-shot score; a head
+    trained on the states' mean is refused there before it trains."""
+    path, ds = run
+    store = tmp_path / "kept"
+    export(path, ds, store, kept_only=True)
+    version = StoreVersion.open(store)
+    assert version.zero_shot_states == 1 and version.user_zero_shot is None
+    users = np.arange(4)
+    kept = _offline(path, ds, users, states=False)
+    target = TargetDomain(ds, ds.domain_index("t1"))
+    items = [str(i) for i in ds.items[target.catalogue]]
+    service = Service(store)
+    for u in users:
+        body = service.rank("t1", str(ds.users[u]), items)
+        assert np.allclose(body["scores"], kept[u].numpy(), atol=1e-5)
+    with pytest.raises(StoreError, match="kept-only"):
+        finetune_and_publish(path, ds, store, "t1")
+    inner = finetune_and_publish(path, ds, store, "t1", overrides=['finetune.affinity="inner"'])
+    assert json.loads((inner.path / "manifest.json").read_text())["head"]["affinity_states"] == 1

@@ -145,6 +145,14 @@ def register(app: typer.Typer) -> None:
             float | None,
             typer.Option("--as-of", help="Data cut-off timestamp (default: after all behaviour)."),
         ] = None,
+        kept_only: Annotated[
+            bool,
+            typer.Option(
+                "--kept-only",
+                help='For a run pre-trained with eval.zero_shot_states = "evaluated": serve '
+                "the kept state's zero-shot score (width d), not the states' mean (width S * d).",
+            ),
+        ] = False,
     ) -> None:
         """Offline inference flow: compute user, entity and item vectors; publish a version."""
         from peace.data.dataset import load_dataset
@@ -152,7 +160,7 @@ def register(app: typer.Typer) -> None:
 
         with _reported():
             ds = load_dataset(_dataset_of(run, data))
-            version = export(run, ds, store, as_of=as_of)
+            version = export(run, ds, store, as_of=as_of, kept_only=kept_only)
         typer.echo(f"published store version {version} in {store} (now CURRENT)")
 
     @app.command("finetune")

@@ -143,6 +143,7 @@ def export(
     store: str | Path,
     as_of: float | None = None,
     make_current: bool = True,
+    kept_only: bool = False,
 ) -> str:
     """Run the offline inference flow and publish a new store version; return its id.
 
@@ -153,6 +154,9 @@ def export(
         as_of: data cut-off: user histories and popularity use rows strictly before it; None
             means after all behaviour (+inf).
         make_current: point ``STORE/CURRENT`` at the new version (default True).
+        kept_only: for a run that kept its evaluated states, serve the kept state's zero-shot
+            score alone (vectors of width d) instead of the states' mean (width S * d): a
+            lighter version whose zero-shot ranking is the kept state's.
 
     Raises:
         peace.flows.checkpoints.CheckpointError: the run does not fit the dataset.
@@ -161,6 +165,8 @@ def export(
     digest = model_hash(run)
     pre = load_pretrained(run, ds)
     cfg = pre.config
+    if kept_only:
+        pre.states = []
     if pre.states and cfg.eval.zero_shot_scorer != "inner":
         raise ValueError(
             f'{run}: eval.zero_shot_states = "evaluated" with eval.zero_shot_scorer = '

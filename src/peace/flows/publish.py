@@ -141,6 +141,14 @@ def finetune_and_publish(
     prior = zero_shot_prior(ds, pre, pre.config)
     ranker = PeaceRanker(pre, target, cfg, prior)
     prior_affinity = ranker.zero_shot is not None
+    states = max(len(pre.states), 1) if prior_affinity else 1
+    if states > 1 and states != version.zero_shot_states:
+        raise StoreError(
+            f"{store}: the head would read the mean of {states} evaluated states' zero-shot "
+            f"scores and store version {store_version} serves {version.zero_shot_states}; "
+            "export the run without --kept-only, or fine-tune with --set "
+            'finetune.affinity="inner".'
+        )
     valid_task = ranking_task(split.valid, seen=split.train)
     log = fit_ranker(
         ranker,
@@ -213,7 +221,7 @@ def finetune_and_publish(
                 # the head's zero-shot score adds the store's prior term (finetune.affinity)
                 "affinity_prior": prior[0] if prior_affinity else 0.0,
                 # ... and is the mean over the run's evaluated states (eval.zero_shot_states)
-                "affinity_states": max(len(pre.states), 1) if prior_affinity else 1,
+                "affinity_states": states,
                 "user_fields": len(user_columns),
                 "item_fields": len(item_columns),
                 "user_columns": user_columns,

@@ -146,18 +146,12 @@ class DomainState:
         """A copy with an ANN index over the catalogue when it has more than ``threshold`` items."""
         if self.size <= threshold:
             return replace(self, index=None, stale_rows=frozenset())
-        vectors, order = self.index_vectors, None
+        vectors, order = self.vectors, None
         if self.bias is not None:  # one more column; the query's is 1 (candidates)
             vectors = torch.cat([vectors, self.bias.unsqueeze(1)], dim=1)
             order = np.argsort(-self.bias.numpy(), kind="stable")
         index = InnerProductIndex(vectors.numpy(), **index_args)
         return replace(self, index=index, stale_rows=frozenset(), bias_order=order)
-
-    @property
-    def index_vectors(self) -> Tensor:
-        """The item side of the zero-shot score's inner product: the evaluated states' vectors
-        side by side, or the kept state's."""
-        return self.vectors if self.zero_shot is None else self.zero_shot
 
     def rows_of(self, items: list[str]) -> list[int | None]:
         return [self.item_row.get(i) for i in items]
@@ -175,16 +169,12 @@ class DomainState:
         # index_select: a request's few hundred rows, without advanced indexing's overhead
         items = self.vectors.index_select(0, rows)
         keys = None if self.keys is None else self.keys.take(rows)
-        states = None
-        if self.zero_shot is not None:  # the mean over the evaluated states: one inner product
-            if user.zero_shot is None:
-                raise ValueError(f"domain {self.name!r} needs the user's state vectors.")
-            states = (self.zero_shot.index_select(0, rows), user.zero_shot)
+        states = None if self.zero_shot is None else self.state_scores(user, rows)
         if self.normal is None:
             if states is None:
                 scores = scorer.scores(user.interests, items, keys, user.universal)
             else:
-                scores = scorer.scores(user.interests, states[0], None, states[1])
+                scores = states
             if self.bias is not None:
                 scores = scores + self.bias.index_select(0, rows)
             return scores, "zero-shot"
@@ -195,21 +185,30 @@ class DomainState:
         scores = self.normal.scores(user.id, user_vecs, items, codes, user.universal, bias, states)
         return scores, "normal"
 
+    def state_scores(self, user: UserVectors, rows: Tensor) -> Tensor:
+        """``[C]`` the mean over the evaluated states of z_u . z_i for catalogue ``rows``: one
+        inner product of their vectors side by side (:attr:`zero_shot`)."""
+        if self.zero_shot is None or user.zero_shot is None:
+            raise ValueError(f"domain {self.name!r}: no state vectors for this user or domain.")
+        if 4 * len(rows) >= self.size:  # most of the catalogue: one product, no gathered copy
+            return (self.zero_shot @ user.zero_shot).index_select(0, rows)
+        return self.zero_shot.index_select(0, rows) @ user.zero_shot
+
     def candidates(self, scorer: ZeroShotScorer, user: UserVectors, pool: int) -> Tensor:
         """Catalogue rows to rank exactly: all of them, or the index's pool plus newer rows.
 
         With a bias, the ``pool`` rows of highest bias join the index's pool: the index's lists
         follow the vectors more than the bias, and an item that a high bias alone lifts into a
         user's top k can lie in a list the query does not probe (ANN recall@10 on 20,000 items
-        0.95 without them, 1.0 with them; benchmarks/serve_latency.py)."""
+        0.95 without them, 1.0 with them; benchmarks/serve_latency.py).
+
+        The index holds the kept state's vectors (width d) also where the zero-shot score is
+        the mean over the evaluated states (width S * d): the pool is scored exactly on the
+        states, and a search over S * d dimensions cost about three times as much at the
+        benchmark preset's sizes for the same recall (docs/serving.md)."""
         if self.index is None:
             return torch.arange(self.size)
-        if self.zero_shot is None:
-            query = scorer.query(user.interests, user.universal)
-        elif user.zero_shot is None:
-            raise ValueError(f"domain {self.name!r} needs the user's state vectors.")
-        else:
-            query = user.zero_shot
+        query = scorer.query(user.interests, user.universal)
         if self.bias is not None:
             query = torch.cat([query, query.new_ones(1)])
         found = self.index.search(query.numpy(), pool)

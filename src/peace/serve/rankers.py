@@ -448,14 +448,15 @@ class NormalRanker:
         code_rows: Tensor,
         universal: Tensor | None = None,
         bias: Tensor | None = None,
-        states: tuple[Tensor, Tensor] | None = None,
+        states: Tensor | None = None,
     ) -> Tensor:
         """Eq. 11 logits ``[C]`` (sigmoid gives the probability); ``universal`` ``[d]`` is the
         user's universal encoding, needed by a head with interaction features; ``bias`` ``[C]``
         the items' weighted prior, needed by a head whose zero-shot score adds it
-        (``prior_weight``, ``finetune.affinity = "zero-shot"``); ``states`` the items' and the
-        user's vectors of the S evaluated states side by side (``[C, S * d]``, ``[S * d]``),
-        needed by a head whose zero-shot score is their mean (``affinity_states`` = S > 1)."""
+        (``prior_weight``, ``finetune.affinity = "zero-shot"``); ``states`` ``[C]`` the mean
+        over the S evaluated states of z_u . z_i
+        (:meth:`peace.serve.domains.DomainState.state_scores`), needed by a head whose zero-shot
+        score is that mean (``affinity_states`` = S > 1)."""
         row = self.user_rows.get(user, len(self.user_codes) - 1)
         deepfm = self.head.deepfm
         user_sums = deepfm.field_sums(self.user_codes[row : row + 1], 0)  # broadcast over C
@@ -465,13 +466,13 @@ class NormalRanker:
             if universal is None:
                 raise StoreError("this ranker's head needs the user's universal encoding.")
             if self.affinity_states > 1:
-                if states is None or states[1].shape[-1] != self.affinity_states * len(universal):
+                if states is None:
                     raise StoreError(
                         f"{self.path}: this ranker's head reads the mean of "
                         f"{self.affinity_states} evaluated states' zero-shot scores, and the "
-                        "store version serves another number; export the run again."
+                        "store version serves none; export the run again."
                     )
-                affinity = states[0] @ states[1]
+                affinity = states
             else:
                 affinity = item_vecs @ universal
             if self.prior_weight != 0.0:
