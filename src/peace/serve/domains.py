@@ -173,7 +173,7 @@ class DomainState:
         if self.normal is None:
             if states is None:
                 scores = scorer.scores(user.interests, items, keys, user.universal)
-            else:
+            else:  # the mean over the evaluated states (inner scorer)
                 scores = states
             if self.bias is not None:
                 scores = scores + self.bias.index_select(0, rows)
@@ -204,7 +204,7 @@ class DomainState:
 
         The index holds the kept state's vectors (width d) also where the zero-shot score is
         the mean over the evaluated states (width S * d): the pool is scored exactly on the
-        states, and a search over S * d dimensions cost about three times as much at the
+        states, and a search over S * d dimensions cost about four times as much at the
         benchmark preset's sizes for the same recall (docs/serving.md)."""
         if self.index is None:
             return torch.arange(self.size)

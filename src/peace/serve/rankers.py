@@ -166,8 +166,8 @@ class ZeroShotScorer(nn.Module):
             that a served domain adds to :meth:`scores` (:class:`peace.serve.domains.DomainState`).
         states: S, the evaluated states whose inner scores the zero-shot score averages
             (``eval.zero_shot_states = "evaluated"``; ``inner`` only). A served domain then
-            passes the states' vectors side by side (``[*, S * d]``, the user's scaled by 1/S)
-            as the items and the universal vector, so the score is one inner product.
+            scores one inner product of the states' vectors side by side (``[*, S * d]``, the
+            user's scaled by 1/S; :meth:`peace.serve.domains.DomainState.state_scores`).
     """
 
     def __init__(
