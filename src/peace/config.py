@@ -207,12 +207,13 @@ class FinetuneConfig(TrainingConfig):
     interaction_features: bool = False
     """Eq. 11's MLP also sees the explicit user-item interactions z_u * z_i and the zero-shot
     score z_u . z_i, which an MLP over a concatenation learns poorly on its own."""
-    affinity: Literal["inner", "zero-shot"] = "inner"
+    affinity: Literal["inner", "inner-prior", "zero-shot"] = "inner"
     """The zero-shot score the head reads with ``interaction_features``: ``inner`` = z_u . z_i
-    of the kept state; ``zero-shot`` = PEACE's zero-shot score as its zero-shot ranker serves
-    it, the mean over the evaluated states (``eval.zero_shot_states``) plus the source-entity
-    prior (``eval.zero_shot_prior``), docs/experiments.md section 78. A competitor, which has
-    neither, reads z_u . z_i either way."""
+    of the kept state; ``inner-prior`` = that plus the source-entity prior as the zero-shot score
+    weighs it (``eval.zero_shot_prior``); ``zero-shot`` = PEACE's zero-shot score as its
+    zero-shot ranker serves it, the mean over the evaluated states (``eval.zero_shot_states``)
+    plus the prior, docs/experiments.md sections 78 and 80. A competitor, which has neither
+    states nor a prior, reads z_u . z_i under every value."""
     user_dropout: float = 0.0
     """Share of training pairs whose user vector z_u^T (and z_u^T * z_i^T) the head sees as zeros
     (scaled as dropout is). The zero-shot score is kept. Without it the head can read z_u^T as a

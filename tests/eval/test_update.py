@@ -240,6 +240,10 @@ def test_the_heads_affinity_is_read_by_peace_alone(tmp_path: Path) -> None:
     assert not reads("PEACE", "eval.zero_shot_prior", zero_shot=False)
     assert reads("PEACE", "eval.zero_shot_prior", zero_shot=False, affinity="zero-shot")
     assert not reads("SASRec", "eval.zero_shot_prior", zero_shot=False, affinity="zero-shot")
+    # "inner-prior" reads the prior, not the states
+    assert reads("PEACE", "eval.zero_shot_prior", zero_shot=False, affinity="inner-prior")
+    assert not reads("PEACE", "eval.zero_shot_states", zero_shot=False, affinity="inner-prior")
+    assert reads("PEACE", "eval.zero_shot_states", zero_shot=False, affinity="zero-shot")
     cfg = PeaceConfig()
     path = tmp_path / "results.json"
     _document(path, cfg, ("SASRec",))

@@ -21,6 +21,7 @@ from peace.flows.rankers import (
     PeaceRanker,
     TargetDomain,
     ZeroShotRanker,
+    item_prior,
     item_vectors,
     zero_shot_prior,
 )
@@ -232,8 +233,10 @@ def test_head_reads_the_zero_shot_rankers_score(toy_dir: Path, tiny_config) -> N
     torch.testing.assert_close(
         affinity("zero-shot"), served(ids, served.states(users, times), items)
     )
-    # "inner": the kept state's z_u . z_i, as before
+    # "inner": the kept state's z_u . z_i, as before; "inner-prior": that plus the prior
     torch.testing.assert_close(affinity("inner"), want)
+    bias = 0.5 * item_prior(prior[1], target.item_entities)[items]
+    torch.testing.assert_close(affinity("inner-prior"), want + bias)
     assert not torch.allclose(affinity("zero-shot"), want)
     # with neither states nor a prior weight (a competitor's case) both read z_u . z_i
     c = cfg.override(['finetune.affinity="zero-shot"'])

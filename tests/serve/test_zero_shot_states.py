@@ -102,17 +102,21 @@ def test_served_zero_shot_score_is_the_mean_over_the_states(
     assert service.rank("pets", user, ["p0"])["scores"][0] == pytest.approx(want, abs=1e-5)
 
 
-def test_published_head_reads_the_mean_and_a_mismatch_is_not_served(
-    run: tuple[Path, Dataset], store: Path
+@pytest.mark.parametrize(("affinity", "states"), [("zero-shot", 2), ("inner-prior", 1)])
+def test_published_head_serves_its_zero_shot_score(
+    run: tuple[Path, Dataset], store: Path, affinity: str, states: int
 ) -> None:
+    """A head reading the states' mean (``zero-shot``) or the kept state's score plus the prior
+    (``inner-prior``) is served from a version that keeps the states, as it was trained."""
     path, ds = run
-    result = finetune_and_publish(path, ds, store, "t1")
-    manifest_file = result.path / "manifest.json"
-    manifest = json.loads(manifest_file.read_text())
-    assert manifest["head"]["affinity_states"] == 2
+    result = finetune_and_publish(
+        path, ds, store, "t1", overrides=[f'finetune.affinity="{affinity}"']
+    )
+    head = json.loads((result.path / "manifest.json").read_text())["head"]
+    assert head["affinity_states"] == states and head["affinity_prior"] == WEIGHT
     users = np.arange(4)
     ranker = result.ranker
-    assert ranker.zero_shot is not None
+    assert ranker.zero_shot is not None and ranker.zero_shot.n_states == states
     items = [str(i) for i in ds.items[result.target.catalogue]]
     with torch.no_grad():
         offline = ranker(
@@ -125,6 +129,16 @@ def test_published_head_reads_the_mean_and_a_mismatch_is_not_served(
         body = service.rank("t1", str(ds.users[u]), items)
         assert body["ranker"] == "normal"
         assert np.allclose(body["scores"], offline[u].numpy(), atol=1e-5)
+
+
+def test_a_head_of_another_number_of_states_is_not_served(
+    run: tuple[Path, Dataset], store: Path
+) -> None:
+    path, ds = run
+    result = finetune_and_publish(path, ds, store, "t1")
+    manifest_file = result.path / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["head"]["affinity_states"] == 2
 
     # a head that read another number of states is not served with these vectors
     manifest["head"]["affinity_states"] = 3

@@ -67,7 +67,8 @@ def reads(model: str, key: str, zero_shot: bool = True, affinity: str = "inner")
     section, _, name = key.partition(".")
     variant = model.startswith("PEACE")
     if section == "eval" and name in PEACE_ZERO_SHOT_KEYS:
-        return variant and (zero_shot or affinity == "zero-shot")
+        head = affinity == "zero-shot" or (affinity == "inner-prior" and name != "zero_shot_states")
+        return variant and (zero_shot or head)
     if section == "finetune" and name in PEACE_HEAD_KEYS:
         return variant
     if section == "model" and name not in SHARED_MODEL_KEYS:

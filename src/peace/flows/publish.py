@@ -141,7 +141,7 @@ def finetune_and_publish(
     prior = zero_shot_prior(ds, pre, pre.config)
     ranker = PeaceRanker(pre, target, cfg, prior)
     prior_affinity = ranker.zero_shot is not None
-    states = max(len(pre.states), 1) if prior_affinity else 1
+    states = ranker.zero_shot.n_states if ranker.zero_shot is not None else 1
     if states > 1 and states != version.zero_shot_states:
         raise StoreError(
             f"{store}: the head would read the mean of {states} evaluated states' zero-shot "

@@ -14,6 +14,7 @@ A ranker scores (user, item) pairs of one target domain's catalogue:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -130,7 +131,8 @@ class PeaceRanker(nn.Module):
     ``prior`` is the zero-shot score's ``(weight, source-entity prior)`` (as for
     :class:`ZeroShotRanker`): with ``finetune.affinity = "zero-shot"`` the head's zero-shot
     score is the zero-shot ranker's (the mean over the run's evaluated states plus the weighted
-    prior) instead of the kept state's z_u . z_i.
+    prior) instead of the kept state's z_u . z_i; with ``"inner-prior"`` the kept state's z_u .
+    z_i plus the weighted prior.
     """
 
     trainable = True
@@ -172,14 +174,15 @@ class PeaceRanker(nn.Module):
         # The zero-shot ranker's score as the head's affinity; where it equals z_u . z_i of the
         # kept state (no states kept, no prior: every competitor) the head computes that itself.
         self.zero_shot: ZeroShotRanker | None = None
-        if fc.interaction_features and fc.affinity == "zero-shot" and (pre.states or prior[0]):
+        scored = pre if fc.affinity == "zero-shot" else dataclasses.replace(pre, states=[])
+        if fc.interaction_features and fc.affinity != "inner" and (scored.states or prior[0]):
             if not self.precomputed:
                 raise ValueError(
-                    'finetune.affinity = "zero-shot" needs frozen encoders '
+                    f'finetune.affinity = "{fc.affinity}" needs frozen encoders '
                     '(finetune.freeze_encoders = true); set finetune.affinity = "inner" to '
                     "fine-tune the encoders."
                 )
-            self.zero_shot = ZeroShotRanker(pre, target, "inner", *prior)
+            self.zero_shot = ZeroShotRanker(scored, target, "inner", *prior)
 
     def states(self, users: np.ndarray, times: np.ndarray) -> Tensor | WithRecent:
         """The user states of Eq. 1 ``[B, M, d]`` (with ``finetune.affinity = "zero-shot"``
@@ -268,6 +271,11 @@ class ZeroShotRanker(nn.Module):
             if entity_prior is None:
                 raise ValueError("a zero-shot prior weight needs the source-entity prior.")
             self._bias = prior_weight * item_prior(entity_prior, target.item_entities)
+
+    @property
+    def n_states(self) -> int:
+        """S: the states whose scores are averaged (1: the kept state alone)."""
+        return len(self._members)
 
     @torch.no_grad()
     def states(self, users: np.ndarray, times: np.ndarray) -> Tensor:
