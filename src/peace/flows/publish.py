@@ -147,7 +147,7 @@ def finetune_and_publish(
             f"{store}: the head would read the mean of {states} evaluated states' zero-shot "
             f"scores and store version {store_version} serves {version.zero_shot_states}; "
             "export the run without --kept-only, or fine-tune with --set "
-            'finetune.affinity="inner".'
+            'finetune.affinity="inner-prior" (the kept state\'s score plus the prior).'
         )
     valid_task = ranking_task(split.valid, seen=split.train)
     log = fit_ranker(
