@@ -84,6 +84,7 @@ def test_served_zero_shot_score_is_the_mean_over_the_states(
     index_args = {"n_lists": 1, "backend": "numpy"}
     service = Service(store, exact_threshold=0, ann_pool=len(items), index_args=index_args)
     assert service.snapshot().domains["t1"].index is not None
+    assert service.describe()["zero_shot_states"] == 2
     for u in users:
         body = service.rank("t1", str(ds.users[u]), items)
         assert body["ranker"] == "zero-shot"
@@ -174,6 +175,7 @@ def test_kept_only_serves_the_kept_state(run: tuple[Path, Dataset], tmp_path: Pa
     target = TargetDomain(ds, ds.domain_index("t1"))
     items = [str(i) for i in ds.items[target.catalogue]]
     service = Service(store)
+    assert service.describe()["zero_shot_states"] == 1
     for u in users:
         body = service.rank("t1", str(ds.users[u]), items)
         assert np.allclose(body["scores"], kept[u].numpy(), atol=1e-5)

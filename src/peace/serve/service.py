@@ -330,6 +330,7 @@ class Service:
             "store_version": snap.version.version,
             "worker": os.getpid(),
             "model_hash": snap.version.model_hash,
+            "zero_shot_states": snap.version.zero_shot_states,
             "loaded_at": snap.loaded_at,
             "domains": [
                 {
