@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -84,3 +85,43 @@ def test_the_command_prints_and_writes_the_scores(toy_dir: Path, run, tmp_path: 
     assert "PEACE + 0.5 prior" in result.output
     bad = CliRunner().invoke(app, [*args[:-1], "nowhere"])
     assert bad.exit_code == 2 and "not target domains" in bad.output
+
+
+def test_a_run_is_tested_against_another(toy_dir: Path, run, tmp_path: Path) -> None:
+    folder, cfg = run
+    ds = load_dataset(toy_dir)
+    other = tmp_path / "other"
+    pretrain(ds, cfg.override(["seed=1"]), out=other, show_progress=False)
+    pre, base = load_pretrained(folder, ds), load_pretrained(other, ds)
+    doc = evaluate_run(ds, pre, (), [0.5, 0.0], references=(), against=base)
+    against = "PEACE + 0.5 prior, against run"
+    assert doc["scorers"] == ["PEACE + 0.5 prior", against, "PEACE"]
+    # the other run's rows are its own scores with the first weight
+    alone = evaluate_run(ds, base, (), [0.5], references=())
+    mine = {(r["model"], r["setting"], r["domain"], r["metric"]): r["mean"] for r in doc["rows"]}
+    for r in alone["rows"]:
+        assert mine[(against, r["setting"], r["domain"], r["metric"])] == r["mean"]
+    test = doc["tests"][0]
+    assert test["scorer"] == against and test["against"] == "PEACE + 0.5 prior"
+    per_user = doc["per_user"]
+    expected = np.mean(
+        [
+            np.mean(np.asarray(per_user[against]["zero-shot-test"][d]))
+            - np.mean(np.asarray(per_user["PEACE + 0.5 prior"]["zero-shot-test"][d]))
+            for d in doc["domains"]
+        ]
+    )
+    assert test["difference"] == pytest.approx(expected) and test["difference"] != 0.0
+    same = evaluate_run(ds, pre, (), [0.5], references=(), against=pre)["tests"][0]
+    assert same["difference"] == 0.0 and same["p_value"] == 1.0
+    other_cut = dataclasses.replace(base, source_domains=("s1", "t1"))
+    with pytest.raises(ValueError, match=r"\['t1'\] were source domains"):
+        evaluate_run(ds, pre, ("t1",), references=(), against=other_cut)
+    # the command prints this run minus the other and writes both
+    out = tmp_path / "scores.json"
+    args = ["evaluate", "--data", str(toy_dir), "--run", str(folder), "--against", str(other)]
+    result = CliRunner().invoke(app, [*args, "--prior-weights", "0.5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert written["against"] == str(other) and written["scorers"][1] == against
+    assert f"{-test['difference']:+.4f}" in " ".join(result.output.split())

@@ -386,20 +386,28 @@ def evaluate(
     references: bool = typer.Option(
         True, "--references/--no-references", help="Score Random, Entity prior, Entity overlap."
     ),
+    against: Path = typer.Option(
+        None,
+        "--against",
+        help="Another run of the same dataset (e.g. the preset's run of the same seed), scored "
+        "with the first prior weight and tested per user against this run.",
+    ),
     out: Path = typer.Option(None, "--out", help="Write the scores and per-user values as JSON."),
 ) -> None:
     """Zero-shot scores of a pre-trained run on chosen target domains, no fine-tuning: the
-    served score at each prior weight beside the references, paired per user."""
+    served score at each prior weight beside the references, paired per user; with
+    ``--against``, beside another run's."""
     import json
 
     from peace.cli.common import fail
-    from peace.eval.zero_shot import SETTINGS, evaluate_run, summary
+    from peace.eval.zero_shot import SETTINGS, against_name, evaluate_run, summary
     from peace.flows.checkpoints import CheckpointError
     from peace.flows.pretrained import load_pretrained
 
     ds = open_dataset(data)
     try:
         pre = load_pretrained(run, ds)
+        base = None if against is None else load_pretrained(against, ds)
         default = [0.0, pre.config.eval.zero_shot_prior]
         weights = list(dict.fromkeys(default))
         if prior_weights:
@@ -417,6 +425,7 @@ def evaluate(
             names,
             weights,
             ZERO_SHOT_REFERENCES if references else (),
+            against=base,
         )
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
@@ -426,9 +435,19 @@ def evaluate(
     for line in summary(doc):
         table.add_row(*line)
     console.print(table)
+    if against is not None:
+        t = next(t for t in doc["tests"] if t["scorer"] == against_name(weights[0]))
+        low, high = (-v for v in reversed(t["interval"]))
+        console.print(
+            f"{run} minus {against}, {SETTINGS[1]} NDCG@10 (mean over the domains): "
+            f"{-t['difference']:+.4f}, p {t['p_value']:.2g}, 95% interval [{low:+.4f}, "
+            f"{high:+.4f}], {t['users']} users"
+        )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"run": str(run), "dataset": str(data), **doc}
+        if against is not None:
+            doc["against"] = str(against)
         out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         console.print(f"wrote {out}")
 

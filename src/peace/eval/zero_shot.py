@@ -47,6 +47,11 @@ def scorer_name(weight: float) -> str:
     return "PEACE" if weight == 0.0 else f"PEACE + {weight:g} prior"
 
 
+def against_name(weight: float) -> str:
+    """The scorer name of the ``against`` run: ``PEACE + 1 prior, against run``."""
+    return f"{scorer_name(weight)}, against run"
+
+
 def evaluate_run(
     ds: Dataset,
     pre: Pretrained,
@@ -54,6 +59,7 @@ def evaluate_run(
     weights: Sequence[float] = (0.0,),
     references: Sequence[str] = ZERO_SHOT_REFERENCES,
     show_progress: bool = False,
+    against: Pretrained | None = None,
 ) -> dict[str, Any]:
     """Zero-shot NDCG@10 (and the other metrics of ``eval.ks``) of ``pre`` on ``domains``.
 
@@ -63,6 +69,9 @@ def evaluate_run(
         domains: target domains to score (default: every target domain).
         weights: prior weights of the served score, one scorer each (no duplicates).
         references: zero-shot references to score beside it (see ``ZERO_SHOT_REFERENCES``).
+        against: another run of the same dataset (e.g. the preset's run of the same seed), scored
+            with the first weight as the second scorer (:func:`against_name`), so the paired
+            test compares the two runs on the same users.
 
     Returns:
         ``{"domains", "scorers", "seed", "rows", "per_user", "tests"}``: ``rows`` as the
@@ -83,13 +92,20 @@ def evaluate_run(
     _check_unseen(ds, pre, cfg, [ds.domains[d] for d in splits])
     results: Result = defaultdict(list)
     counts = cfg.eval.zero_shot_prior_counts
-    entity_prior = source_entity_prior(ds, pre.cutoff, counts) if any(weights) else None
-    for w in weights:
+    scored = [(scorer_name(w), pre, w) for w in weights]
+    if against is not None:
+        _check_unseen(ds, against, cfg, [ds.domains[d] for d in splits])
+        scored.insert(1, (against_name(weights[0]), against, weights[0]))
+    priors = {  # one per pre-training cut-off (the same for runs of this dataset)
+        run.cutoff: source_entity_prior(ds, run.cutoff, counts) for _, run, w in scored if w
+    }
+    for name, run, w in scored:
+        prior = priors[run.cutoff] if w else None
         for d, split in splits.items():
             pretrained_rows(
                 results,
-                scorer_name(w),
-                pre,
+                name,
+                run,
                 ds,
                 d,
                 split,
@@ -97,12 +113,12 @@ def evaluate_run(
                 cfg.eval.ks,
                 show_progress,
                 normal=False,
-                prior=(w, entity_prior if w else None),
+                prior=(w, prior),
             )
     for name in references:
         reference_rows(results, name, ds, splits, cfg)
     per_user = per_user_means([results])
-    names = [scorer_name(w) for w in weights] + list(references)
+    names = [name for name, _, _ in scored] + list(references)
     first = names[0]
     tests = []
     for name in names[1:]:
