@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from peace.cli import app
 from peace.data.dataset import load_dataset
 from peace.eval.protocol import aggregate, run_seed
-from peace.eval.zero_shot import evaluate_run, summary
+from peace.eval.zero_shot import against_difference, evaluate_run, pairs_summary, summary
 from peace.flows.pretrain import pretrain
 from peace.flows.pretrained import load_pretrained
 
@@ -125,3 +125,48 @@ def test_a_run_is_tested_against_another(toy_dir: Path, run, tmp_path: Path) -> 
     written = json.loads(out.read_text())
     assert written["against"] == str(other) and written["scorers"][1] == against
     assert f"{-test['difference']:+.4f}" in " ".join(result.output.split())
+
+
+def test_several_runs_are_each_tested_against_their_own(toy_dir: Path, run, tmp_path: Path):
+    folder, cfg = run
+    ds = load_dataset(toy_dir)
+    others = [tmp_path / f"other{s}" for s in (1, 2)]
+    for seed, path in zip((1, 2), others, strict=True):
+        pretrain(ds, cfg.override([f"seed={seed}"]), out=path, show_progress=False)
+    pre = load_pretrained(folder, ds)
+    docs = [
+        evaluate_run(ds, pre, (), [0.5], references=(), against=load_pretrained(p, ds))
+        for p in others
+    ]
+    diffs = [against_difference(doc) for doc in docs]
+    for doc, diff in zip(docs, diffs, strict=True):
+        means = {}
+        for r in doc["rows"]:
+            if r["metric"] == "ndcg@10" and r["setting"] == "zero-shot":
+                means.setdefault(r["model"], []).append(r["mean"])
+        first, other = doc["scorers"][:2]
+        assert diff["zero-shot"] == pytest.approx(np.mean(means[first]) - np.mean(means[other]))
+    pooled = pairs_summary(docs)
+    assert pooled["pairs"] == 2
+    for setting in ("zero-shot", "zero-shot-test"):
+        values = [d[setting] for d in diffs]
+        assert pooled["difference"][setting] == pytest.approx(np.mean(values))
+        assert pooled["ahead"][setting] == sum(v > 0 for v in values)
+    with pytest.raises(ValueError, match="no against run"):
+        against_difference(evaluate_run(ds, pre, (), [0.5], references=()))
+    # the command: one --against per --run, in order; the pooled line and JSON
+    out = tmp_path / "pairs.json"
+    both = ",".join(str(p) for p in others)
+    args = ["evaluate", "--data", str(toy_dir), "--prior-weights", "0.5", "--no-references"]
+    result = CliRunner().invoke(
+        app, [*args, "--run", f"{folder},{folder}", "--against", both, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert written["summary"]["difference"] == pytest.approx(pooled["difference"])
+    assert [p["against"] for p in written["pairs"]] == [str(p) for p in others]
+    assert "mean of 2 pairs" in " ".join(result.output.split())
+    bad = CliRunner().invoke(
+        app, [*args, "--run", f"{folder},{folder}", "--against", str(others[0])]
+    )
+    assert bad.exit_code == 2 and "one --against run per --run" in " ".join(bad.output.split())

@@ -372,7 +372,12 @@ def report(
 
 def evaluate(
     data: Path = typer.Option(..., "--data", help="The dataset folder the run was trained on."),
-    run: Path = typer.Option(..., "--run", help="A pre-training run folder (peace pretrain)."),
+    run: str = typer.Option(
+        ...,
+        "--run",
+        help="A pre-training run folder (peace pretrain), or several, comma-separated, each "
+        "with its own --against run.",
+    ),
     domains: str = typer.Option(
         "", "--domains", help="Comma-separated target domains (default: every target domain)."
     ),
@@ -386,11 +391,12 @@ def evaluate(
     references: bool = typer.Option(
         True, "--references/--no-references", help="Score Random, Entity prior, Entity overlap."
     ),
-    against: Path = typer.Option(
+    against: str = typer.Option(
         None,
         "--against",
         help="Another run of the same dataset (e.g. the preset's run of the same seed), scored "
-        "with the first prior weight and tested per user against this run.",
+        "with the first prior weight and tested per user against the --run; comma-separated, "
+        "one per --run, to judge a change over several seeds.",
     ),
     out: Path = typer.Option(None, "--out", help="Write the scores and per-user values as JSON."),
 ) -> None:
@@ -400,55 +406,87 @@ def evaluate(
     import json
 
     from peace.cli.common import fail
-    from peace.eval.zero_shot import SETTINGS, against_name, evaluate_run, summary
+    from peace.eval.zero_shot import (
+        SETTINGS,
+        against_name,
+        evaluate_run,
+        pairs_summary,
+        summary,
+    )
     from peace.flows.checkpoints import CheckpointError
     from peace.flows.pretrained import load_pretrained
 
+    runs = [Path(r.strip()) for r in run.split(",") if r.strip()]
+    bases = [Path(r.strip()) for r in (against or "").split(",") if r.strip()]
+    if not runs:
+        raise fail("--run: give a pre-training run folder.")
+    if len(runs) > 1 and len(bases) != len(runs):
+        raise fail(
+            f"--run names {len(runs)} runs and --against {len(bases)}: give one --against run "
+            "per --run (the same order, e.g. the same seeds), or a single --run."
+        )
+    if len(runs) == 1 and len(bases) > 1:
+        raise fail(f"--against names {len(bases)} runs for one --run: give one.")
     ds = open_dataset(data)
-    try:
-        pre = load_pretrained(run, ds)
-        base = None if against is None else load_pretrained(against, ds)
-        default = [0.0, pre.config.eval.zero_shot_prior]
-        weights = list(dict.fromkeys(default))
-        if prior_weights:
-            try:
-                weights = [float(w) for w in prior_weights.split(",") if w.strip()]
-            except ValueError:
-                raise fail(
-                    f"--prior-weights {prior_weights!r}: expected comma-separated numbers, "
-                    "e.g. 0,0.5."
-                ) from None
-        names = [d.strip() for d in domains.split(",") if d.strip()]
-        doc = evaluate_run(
-            ds,
-            pre,
-            names,
-            weights,
-            ZERO_SHOT_REFERENCES if references else (),
-            against=base,
-        )
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
-        raise fail(str(exc)) from exc
-    table = Table(title=f"zero-shot NDCG@10 ({' / '.join(SETTINGS)}), {run}")
-    for col in ["scorer", *doc["domains"], "mean", f"{SETTINGS[1]} vs first (p)"]:
-        table.add_column(col, justify="left" if col == "scorer" else "right")
-    for line in summary(doc):
-        table.add_row(*line)
-    console.print(table)
-    if against is not None:
-        t = next(t for t in doc["tests"] if t["scorer"] == against_name(weights[0]))
-        low, high = (-v for v in reversed(t["interval"]))
+    docs = []
+    for k, folder in enumerate(runs):
+        base_folder = bases[k] if bases else None
+        try:
+            pre = load_pretrained(folder, ds)
+            base = None if base_folder is None else load_pretrained(base_folder, ds)
+            default = [0.0, pre.config.eval.zero_shot_prior]
+            weights = list(dict.fromkeys(default))
+            if prior_weights:
+                try:
+                    weights = [float(w) for w in prior_weights.split(",") if w.strip()]
+                except ValueError:
+                    raise fail(
+                        f"--prior-weights {prior_weights!r}: expected comma-separated numbers, "
+                        "e.g. 0,0.5."
+                    ) from None
+            names = [d.strip() for d in domains.split(",") if d.strip()]
+            doc = evaluate_run(
+                ds,
+                pre,
+                names,
+                weights,
+                ZERO_SHOT_REFERENCES if references else (),
+                against=base,
+            )
+        except (CheckpointError, ValueError, FileNotFoundError) as exc:
+            raise fail(str(exc)) from exc
+        table = Table(title=f"zero-shot NDCG@10 ({' / '.join(SETTINGS)}), {folder}")
+        for col in ["scorer", *doc["domains"], "mean", f"{SETTINGS[1]} vs first (p)"]:
+            table.add_column(col, justify="left" if col == "scorer" else "right")
+        for line in summary(doc):
+            table.add_row(*line)
+        console.print(table)
+        if base_folder is not None:
+            t = next(t for t in doc["tests"] if t["scorer"] == against_name(weights[0]))
+            low, high = (-v for v in reversed(t["interval"]))
+            console.print(
+                f"{folder} minus {base_folder}, {SETTINGS[1]} NDCG@10 (mean over the domains): "
+                f"{-t['difference']:+.4f}, p {t['p_value']:.2g}, 95% interval [{low:+.4f}, "
+                f"{high:+.4f}], {t['users']} users"
+            )
+        doc = {"run": str(folder), "dataset": str(data), **doc}
+        if base_folder is not None:
+            doc["against"] = str(base_folder)
+        docs.append(doc)
+    result: dict = docs[0]
+    if len(docs) > 1:
+        pooled = pairs_summary(docs)
         console.print(
-            f"{run} minus {against}, {SETTINGS[1]} NDCG@10 (mean over the domains): "
-            f"{-t['difference']:+.4f}, p {t['p_value']:.2g}, 95% interval [{low:+.4f}, "
-            f"{high:+.4f}], {t['users']} users"
+            f"mean of {pooled['pairs']} pairs, each run minus its --against run, NDCG@10 "
+            + ", ".join(
+                f"{s} {pooled['difference'][s]:+.4f} (ahead in {pooled['ahead'][s]})"
+                for s in SETTINGS
+            )
         )
+        result = {"dataset": str(data), "summary": pooled, "pairs": docs}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"run": str(run), "dataset": str(data), **doc}
-        if against is not None:
-            doc["against"] = str(against)
-        out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         console.print(f"wrote {out}")
 
 

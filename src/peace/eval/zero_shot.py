@@ -47,9 +47,13 @@ def scorer_name(weight: float) -> str:
     return "PEACE" if weight == 0.0 else f"PEACE + {weight:g} prior"
 
 
+#: how the scorer of :func:`evaluate_run`'s ``against`` run is named after its prior weight
+AGAINST = ", against run"
+
+
 def against_name(weight: float) -> str:
     """The scorer name of the ``against`` run: ``PEACE + 1 prior, against run``."""
-    return f"{scorer_name(weight)}, against run"
+    return f"{scorer_name(weight)}{AGAINST}"
 
 
 def evaluate_run(
@@ -168,6 +172,31 @@ def _check_unseen(ds: Dataset, pre: Pretrained, cfg: PeaceConfig, names: list[st
             "was pre-trained on another cut of the data, whose sources may be targets here; "
             "score a run pre-trained on this dataset."
         )
+
+
+def against_difference(doc: dict[str, Any], metric: str = "ndcg@10") -> dict[str, float]:
+    """This run minus the ``against`` run in a result of :func:`evaluate_run`: per setting, the
+    difference of the first scorer's and the against scorer's means over the domains."""
+    first, other = doc["scorers"][0], doc["scorers"][1] if len(doc["scorers"]) > 1 else ""
+    if not other.endswith(AGAINST):
+        raise ValueError("the result has no against run: score it with evaluate_run(against=).")
+    means: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in doc["rows"]:
+        if r["metric"] == metric and r["model"] in (first, other):
+            means[(r["model"], r["setting"])].append(r["mean"])
+    return {s: float(np.mean(means[(first, s)]) - np.mean(means[(other, s)])) for s in SETTINGS}
+
+
+def pairs_summary(docs: Sequence[dict[str, Any]], metric: str = "ndcg@10") -> dict[str, Any]:
+    """Several runs each scored against its own baseline (e.g. seeds 0-3 of a change against
+    the preset's seeds 0-3): per setting, the mean over the pairs of :func:`against_difference`
+    and how many pairs the change leads."""
+    diffs = [against_difference(doc, metric) for doc in docs]
+    return {
+        "pairs": len(diffs),
+        "difference": {s: float(np.mean([d[s] for d in diffs])) for s in SETTINGS},
+        "ahead": {s: sum(d[s] > 0 for d in diffs) for s in SETTINGS},
+    }
 
 
 def summary(doc: dict[str, Any], metric: str = "ndcg@10") -> list[list[str]]:
