@@ -427,6 +427,17 @@ def evaluate(
         )
     if len(runs) == 1 and len(bases) > 1:
         raise fail(f"--against names {len(bases)} runs for one --run: give one.")
+    chosen: list[float] = []
+    if prior_weights is not None:
+        try:
+            chosen = [float(w) for w in prior_weights.split(",") if w.strip()]
+        except ValueError:
+            chosen = []
+        if not chosen:
+            raise fail(
+                f"--prior-weights {prior_weights!r}: expected comma-separated numbers, e.g. 0,0.5."
+            )
+    names = [d.strip() for d in domains.split(",") if d.strip()]
     ds = open_dataset(data)
     docs = []
     for k, folder in enumerate(runs):
@@ -435,16 +446,7 @@ def evaluate(
             pre = load_pretrained(folder, ds)
             base = None if base_folder is None else load_pretrained(base_folder, ds)
             default = [0.0, pre.config.eval.zero_shot_prior]
-            weights = list(dict.fromkeys(default))
-            if prior_weights:
-                try:
-                    weights = [float(w) for w in prior_weights.split(",") if w.strip()]
-                except ValueError:
-                    raise fail(
-                        f"--prior-weights {prior_weights!r}: expected comma-separated numbers, "
-                        "e.g. 0,0.5."
-                    ) from None
-            names = [d.strip() for d in domains.split(",") if d.strip()]
+            weights = chosen or list(dict.fromkeys(default))
             doc = evaluate_run(
                 ds,
                 pre,
