@@ -8,14 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import toy_tables
 from typer.testing import CliRunner
 
 from peace.cli import app
+from peace.data.contract import write_dataset
 from peace.data.dataset import load_dataset
 from peace.eval.protocol import aggregate, run_seed
 from peace.eval.zero_shot import against_difference, evaluate_run, pairs_summary, summary
 from peace.flows.pretrain import pretrain
-from peace.flows.pretrained import load_pretrained
+from peace.flows.pretrained import dataset_fingerprint, load_pretrained, source_items_fingerprint
 
 REFERENCES = ("Random", "Entity prior", "Entity overlap")
 
@@ -66,7 +68,7 @@ def test_a_domain_that_trained_the_run_is_refused(toy_dir: Path, run) -> None:
     with pytest.raises(ValueError, match=r"\['t1'\] were source domains"):
         evaluate_run(ds, other_cut, ("t1", "t2"))
     evaluate_run(ds, other_cut, ("t2",), references=())  # t2 never trained it
-    older = dataclasses.replace(pre, source_domains=None, cutoff=pre.cutoff - 1.0)
+    older = dataclasses.replace(pre, source_domains=None, source_items=None, cutoff=pre.cutoff - 1)
     with pytest.raises(ValueError, match="another cut of the data"):
         evaluate_run(ds, older)
     with pytest.raises(ValueError, match="distinct weights"):
@@ -170,3 +172,35 @@ def test_several_runs_are_each_tested_against_their_own(toy_dir: Path, run, tmp_
         app, [*args, "--run", f"{folder},{folder}", "--against", str(others[0])]
     )
     assert bad.exit_code == 2 and "one --against run per --run" in " ".join(bad.output.split())
+
+
+def test_a_run_of_another_cut_with_the_same_source_names_is_refused(
+    toy_dir: Path, run, tmp_path: Path
+) -> None:
+    """Two cuts of one dataset share ids and source names; a run whose source items hold the
+    scored domain's items must not be scored there."""
+    folder, cfg = run
+    ds = load_dataset(toy_dir)
+    pre = load_pretrained(folder, ds)
+    assert pre.source_items == source_items_fingerprint(ds)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["source_items"] == pre.source_items
+    # cut B: half of t2's items become items of the source s1
+    tables = toy_tables()
+    inter = tables["interactions"]
+    moved = [f"t2_i{j}" for j in range(6)]
+    inter.loc[inter["item"].isin(moved), "domain"] = "s1"
+    other_ds = load_dataset(write_dataset(tables, tmp_path / "cut-b"))
+    assert dataset_fingerprint(other_ds) == dataset_fingerprint(ds)
+    assert [other_ds.domains[d] for d in other_ds.source_domains] == list(pre.source_domains)
+    pretrain(other_ds, cfg, out=tmp_path / "run-b", show_progress=False)
+    cut_b = load_pretrained(tmp_path / "run-b", ds)  # loads: same id spaces
+    with pytest.raises(ValueError, match="other source items than this dataset's"):
+        evaluate_run(ds, cut_b, ("t2",), references=())
+    with pytest.raises(ValueError, match="other source items than this dataset's"):
+        evaluate_run(ds, pre, ("t2",), references=(), against=cut_b)
+    # a run that recorded no source items is checked by its names, then by its cut-off
+    unrecorded = dataclasses.replace(cut_b, source_items=None, cutoff=pre.cutoff)
+    evaluate_run(ds, unrecorded, ("t2",), references=())
+    with pytest.raises(ValueError, match="another cut of the data"):
+        evaluate_run(ds, dataclasses.replace(unrecorded, cutoff=pre.cutoff - 1), ("t2",))

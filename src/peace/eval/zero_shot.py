@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.splits import pretrain_cutoff, split_targets
 from peace.eval.protocol import (
@@ -33,7 +32,7 @@ from peace.eval.protocol import (
     reference_rows,
 )
 from peace.eval.significance import domain_mean_test
-from peace.flows.pretrained import Pretrained
+from peace.flows.pretrained import Pretrained, source_items_fingerprint
 from peace.flows.rankers import source_entity_prior
 
 #: the settings scored: every row of the domain, and its normal test split alone
@@ -93,12 +92,12 @@ def evaluate_run(
     base = pre.config
     cfg = dataclasses.replace(base, eval=dataclasses.replace(base.eval, domains=tuple(domains)))
     splits = chosen_splits(ds, cfg)
-    _check_unseen(ds, pre, cfg, [ds.domains[d] for d in splits])
+    _check_unseen(ds, pre, [ds.domains[d] for d in splits])
     results: Result = defaultdict(list)
     counts = cfg.eval.zero_shot_prior_counts
     scored = [(scorer_name(w), pre, w) for w in weights]
     if against is not None:
-        _check_unseen(ds, against, cfg, [ds.domains[d] for d in splits])
+        _check_unseen(ds, against, [ds.domains[d] for d in splits])
         scored.insert(1, (against_name(weights[0]), against, weights[0]))
     priors = {  # one per pre-training cut-off (the same for runs of this dataset)
         run.cutoff: source_entity_prior(ds, run.cutoff, counts) for _, run, w in scored if w
@@ -152,11 +151,12 @@ def evaluate_run(
     }
 
 
-def _check_unseen(ds: Dataset, pre: Pretrained, cfg: PeaceConfig, names: list[str]) -> None:
+def _check_unseen(ds: Dataset, pre: Pretrained, names: list[str]) -> None:
     """Refuse to score a domain whose rows pre-trained the run: a run of another cut of the
-    same data (same id spaces) has other source domains, and its sources may be this cut's
-    targets. Runs that recorded their source domains are checked by name, older ones by their
-    pre-training cut-off."""
+    same data (same id spaces) may have other source domains, or sources of the same names
+    that hold this cut's target items. Checked by the run's source domains (names) when it
+    recorded them, then by its source items when it recorded them, else by its pre-training
+    cut-off (which two cuts share only by chance)."""
     if pre.source_domains is not None:
         seen = sorted(set(names) & set(pre.source_domains))
         if seen:
@@ -164,7 +164,17 @@ def _check_unseen(ds: Dataset, pre: Pretrained, cfg: PeaceConfig, names: list[st
                 f"{ds.root}: {seen} were source domains of the run's pre-training (its sources: "
                 f"{list(pre.source_domains)}); score a run pre-trained on this dataset."
             )
+    if pre.source_items is not None:
+        here = source_items_fingerprint(ds)
+        if pre.source_items != here:
+            raise ValueError(
+                f"{ds.root}: the run was pre-trained on other source items than this dataset's "
+                f"(source-item fingerprint {pre.source_items}, here {here}): another cut of the "
+                "same data, whose source domains may hold this cut's target items; score a run "
+                "pre-trained on this dataset."
+            )
         return
+    cfg = pre.config
     cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split), cfg.pretrain.cutoff)
     if cutoff != pre.cutoff:
         raise ValueError(

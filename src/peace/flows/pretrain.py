@@ -41,6 +41,7 @@ from peace.flows.pretrained import (
     load_states,
     load_weights,
     save_epoch,
+    source_items_fingerprint,
 )
 from peace.flows.records import (
     NegativeSampler,
@@ -306,5 +307,6 @@ def pretrain(
         cutoff=cutoff,
         log=log,
         source_domains=sources,
+        source_items=source_items_fingerprint(ds),
         states=states,
     )

@@ -40,6 +40,9 @@ class Pretrained:
     log: list[dict] = field(default_factory=list)
     source_domains: tuple[str, ...] | None = None
     """The domains whose behaviour pre-trained it (None: a run that did not record them)."""
+    source_items: str | None = None
+    """:func:`source_items_fingerprint` of the dataset that pre-trained it (None: a run that
+    did not record it): two cuts of the same data share ids and domain names but not items."""
     states: list[dict[str, torch.Tensor]] = field(default_factory=list)
     """Every held-out evaluation's weights, in the order of ``log``, when
     ``eval.zero_shot_states = "evaluated"`` (PEACE and its variants); empty otherwise."""
@@ -127,6 +130,15 @@ def dataset_fingerprint(ds: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
+def source_items_fingerprint(ds: Dataset) -> str:
+    """Hash of the items whose behaviour pre-trains a model: those of the source domains. Two
+    cuts of one dataset (the same ids, so the same :func:`dataset_fingerprint`, and the same
+    source names) differ here when one cut's targets are the other's source items."""
+    source = np.isin(ds.item_domain, ds.source_domains)
+    h = hashlib.sha256("\x1f".join(map(str, np.sort(ds.items[source]))).encode())
+    return h.hexdigest()[:16]
+
+
 def state_file(index: int) -> str:
     """The run folder's file of the ``index``-th evaluated state (``eval.zero_shot_states``)."""
     return f"state-{index:03d}.safetensors"
@@ -157,6 +169,7 @@ def save_epoch(
         "num_entities": ds.num_entities,
         "cutoff": cutoff,
         "source_domains": [ds.domains[d] for d in ds.source_domains],
+        "source_items": source_items_fingerprint(ds),
         "epoch": epoch,
     }
     with checkpoints.commit(run) as stage:
@@ -237,6 +250,7 @@ def load_pretrained(run: str | Path, ds: Dataset) -> Pretrained:
         cutoff=float(meta["cutoff"]),
         log=log,
         source_domains=None if sources is None else tuple(sources),
+        source_items=meta.get("source_items"),
         states=states,
     )
 
