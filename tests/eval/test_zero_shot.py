@@ -16,6 +16,7 @@ from peace.data.contract import write_dataset
 from peace.data.dataset import load_dataset
 from peace.eval.protocol import aggregate, run_seed
 from peace.eval.zero_shot import against_difference, evaluate_run, pairs_summary, summary
+from peace.flows.checkpoints import CheckpointError
 from peace.flows.pretrain import pretrain
 from peace.flows.pretrained import dataset_fingerprint, load_pretrained, source_items_fingerprint
 
@@ -194,7 +195,11 @@ def test_a_run_of_another_cut_with_the_same_source_names_is_refused(
     assert dataset_fingerprint(other_ds) == dataset_fingerprint(ds)
     assert [other_ds.domains[d] for d in other_ds.source_domains] == list(pre.source_domains)
     pretrain(other_ds, cfg, out=tmp_path / "run-b", show_progress=False)
-    cut_b = load_pretrained(tmp_path / "run-b", ds)  # loads: same id spaces
+    with pytest.raises(CheckpointError, match="other source items than this dataset's"):
+        load_pretrained(tmp_path / "run-b", ds)  # the same ids: only the cut tells them apart
+    # cut B's record (its sources, cut-off and source items) handed to evaluate_run directly
+    cut_b = load_pretrained(tmp_path / "run-b", other_ds)
+    cut_b = dataclasses.replace(cut_b, model=pre.model, graph=pre.graph, history=pre.history)
     with pytest.raises(ValueError, match="other source items than this dataset's"):
         evaluate_run(ds, cut_b, ("t2",), references=())
     with pytest.raises(ValueError, match="other source items than this dataset's"):

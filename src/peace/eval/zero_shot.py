@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from peace.data.dataset import Dataset
-from peace.data.splits import pretrain_cutoff, split_targets
 from peace.eval.protocol import (
     ZERO_SHOT_REFERENCES,
     Result,
@@ -32,7 +31,7 @@ from peace.eval.protocol import (
     reference_rows,
 )
 from peace.eval.significance import domain_mean_test
-from peace.flows.pretrained import Pretrained, source_items_fingerprint
+from peace.flows.pretrained import Pretrained, cut_mismatch
 from peace.flows.rankers import source_entity_prior
 
 #: the settings scored: every row of the domain, and its normal test split alone
@@ -152,11 +151,10 @@ def evaluate_run(
 
 
 def _check_unseen(ds: Dataset, pre: Pretrained, names: list[str]) -> None:
-    """Refuse to score a domain whose rows pre-trained the run: a run of another cut of the
-    same data (same id spaces) may have other source domains, or sources of the same names
-    that hold this cut's target items. Checked by the run's source domains (names) when it
-    recorded them, then by its source items when it recorded them, else by its pre-training
-    cut-off (which two cuts share only by chance)."""
+    """Refuse to score a domain whose rows pre-trained the run: one of its source domains, or
+    any domain of ``ds`` when the run is from another cut of the same data
+    (:func:`peace.flows.pretrained.cut_mismatch`: same ids and maybe the same source names,
+    other source items)."""
     if pre.source_domains is not None:
         seen = sorted(set(names) & set(pre.source_domains))
         if seen:
@@ -164,24 +162,9 @@ def _check_unseen(ds: Dataset, pre: Pretrained, names: list[str]) -> None:
                 f"{ds.root}: {seen} were source domains of the run's pre-training (its sources: "
                 f"{list(pre.source_domains)}); score a run pre-trained on this dataset."
             )
-    if pre.source_items is not None:
-        here = source_items_fingerprint(ds)
-        if pre.source_items != here:
-            raise ValueError(
-                f"{ds.root}: the run was pre-trained on other source items than this dataset's "
-                f"(source-item fingerprint {pre.source_items}, here {here}): another cut of the "
-                "same data, whose source domains may hold this cut's target items; score a run "
-                "pre-trained on this dataset."
-            )
-        return
-    cfg = pre.config
-    cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split), cfg.pretrain.cutoff)
-    if cutoff != pre.cutoff:
-        raise ValueError(
-            f"{ds.root}: pre-training cut-off {cutoff} here, {pre.cutoff} in the run: the run "
-            "was pre-trained on another cut of the data, whose sources may be targets here; "
-            "score a run pre-trained on this dataset."
-        )
+    problem = cut_mismatch(ds, pre.config, pre.cutoff, pre.source_items)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def against_difference(doc: dict[str, Any], metric: str = "ndcg@10") -> dict[str, float]:

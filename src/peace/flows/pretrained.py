@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
+from peace.data.splits import pretrain_cutoff, split_targets
 from peace.flows import checkpoints
 from peace.flows.checkpoints import CheckpointError
 from peace.models import Model, build_model
@@ -139,6 +140,34 @@ def source_items_fingerprint(ds: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
+def cut_mismatch(
+    ds: Dataset, cfg: PeaceConfig, cutoff: float, source_items: str | None
+) -> str | None:
+    """Why a run pre-trained with ``cfg`` up to ``cutoff`` on source items ``source_items``
+    (:func:`source_items_fingerprint`) is from another cut of ``ds``'s data, or None when it is
+    not. Two cuts of one dataset share ids, so each other's weights load, but one cut's target
+    items may be the other's source items. Runs that did not record their source items are
+    compared by their pre-training cut-off, which two cuts share only by chance."""
+    if source_items is not None:
+        here = source_items_fingerprint(ds)
+        if source_items == here:
+            return None
+        return (
+            f"{ds.root}: the run was pre-trained on other source items than this dataset's "
+            f"(source-item fingerprint {source_items}, here {here}): another cut of the same "
+            "data, whose source domains may hold this cut's target items; use a run pre-trained "
+            "on this dataset."
+        )
+    here_cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split), cfg.pretrain.cutoff)
+    if here_cutoff == cutoff:
+        return None
+    return (
+        f"{ds.root}: pre-training cut-off {here_cutoff} here, {cutoff} in the run: the run was "
+        "pre-trained on another cut of the data, whose sources may be targets here; use a run "
+        "pre-trained on this dataset."
+    )
+
+
 def state_file(index: int) -> str:
     """The run folder's file of the ``index``-th evaluated state (``eval.zero_shot_states``)."""
     return f"state-{index:03d}.safetensors"
@@ -235,6 +264,9 @@ def load_pretrained(run: str | Path, ds: Dataset) -> Pretrained:
     checkpoints.verify_run(run, ["config.toml", "meta.json", "log.json"])
     cfg = PeaceConfig.from_toml(cfg_path)
     meta = checkpoints.read_json(run / "meta.json")
+    problem = cut_mismatch(ds, cfg, float(meta["cutoff"]), meta.get("source_items"))
+    if problem is not None:
+        raise CheckpointError(problem)
     model, graph = build_model(ds, cfg)
     load_weights(model, run, dataset_fingerprint(ds))
     model.eval()
