@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 
 from peace.baselines import FINE_TUNED, ZERO_SHOT
 from peace.cli import app
+from peace.data.dataset import load_dataset
 from peace.eval.benchmark import ALL_MODELS
+from peace.flows.pretrained import data_identity
 
 SHARED = Path(os.environ.get("PEACE_DATASETS", Path(__file__).parents[3] / "shared" / "datasets"))
 
@@ -45,6 +47,7 @@ def test_quick_benchmark_writes_results_and_report(toy_dir: Path, tmp_path: Path
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "results.json").read_text())
     assert doc["seeds"] == [0]
+    assert doc["data"] == data_identity(load_dataset(toy_dir))  # what --update compares
     models = {r["model"] for r in doc["rows"]}
     assert models == set(ALL_MODELS)
     settings = {(r["model"], r["setting"]) for r in doc["rows"]}

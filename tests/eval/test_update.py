@@ -94,6 +94,23 @@ def test_update_refuses_other_seeds(tmp_path: Path) -> None:
         kept_document(path, "toy", [0, 1], cfg, ("Tiger",))
 
 
+def test_update_refuses_other_data_of_the_same_name(tmp_path: Path) -> None:
+    """Two cuts of one dataset imported into folders of the same name: the names match, the
+    recorded data identity does not."""
+    cfg = PeaceConfig()
+    path = tmp_path / "results.json"
+    _document(path, cfg)
+    here = {"fingerprint": "aaaa", "source_items": "bbbb"}
+    kept = kept_document(path, "toy", [0], cfg, ("Tiger",), data=here)  # a document before it
+    assert {r["model"] for r in kept["rows"]} == {"Popularity", "DeepFM"}
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "data": here}))
+    assert kept_document(path, "toy", [0], cfg, ("Tiger",), data=here)["rows"] == kept["rows"]
+    other_cut = {**here, "source_items": "cccc"}
+    with pytest.raises(UpdateError, match="other data of the same name"):
+        kept_document(path, "toy", [0], cfg, ("Tiger",), data=other_cut)
+
+
 def test_update_reads_a_key_the_document_predates_as_its_default(tmp_path: Path) -> None:
     """A document written before a configuration key existed ran with that key's default."""
     cfg = PeaceConfig()

@@ -157,6 +157,7 @@ def benchmark(
         merge_update,
         save_embeddings,
     )
+    from peace.flows.pretrained import data_identity
     from peace.utils import resolve_device
 
     if device is not None:
@@ -174,6 +175,7 @@ def benchmark(
     if unknown:
         raise fail(f"--models: unknown {unknown}; choose from {list(ALL_MODELS)} or all.")
     ds = open_dataset(data)
+    identity = data_identity(ds)  # recorded in results.json; --update and --merge compare it
     if dev:
         seeds = 1
         if not cfg.eval.domains:
@@ -196,9 +198,13 @@ def benchmark(
             # Rows that this or a later folder replaces are not kept, so they need not match.
             replaced = tuple(sorted({m for later in incoming[k:] for m in later}))
             try:
-                check_document(other, path, ds.root.name, seed_list, cfg, list(names))
+                check_document(
+                    other, path, ds.root.name, seed_list, cfg, list(names), data=identity
+                )
                 previous = (
-                    kept_document(out / "results.json", ds.root.name, seed_list, cfg, replaced)
+                    kept_document(
+                        out / "results.json", ds.root.name, seed_list, cfg, replaced, data=identity
+                    )
                     if (out / "results.json").is_file()
                     else empty_document()
                 )
@@ -213,7 +219,7 @@ def benchmark(
                 }
             ]
             doc = merge_update(previous, other, runs)
-            for key in ("dataset", "seeds", "graph", "config"):
+            for key in ("dataset", "seeds", "graph", "config", "data"):
                 doc.pop(key, None)
             embeddings = embeddings_for_report(
                 out, load_embeddings(folder), ds, cfg, doc, seed_list[0]
@@ -230,7 +236,13 @@ def benchmark(
             )
         try:
             previous = kept_document(
-                out / "results.json", ds.root.name, seed_list, cfg, chosen_models, zero_shot_only
+                out / "results.json",
+                ds.root.name,
+                seed_list,
+                cfg,
+                chosen_models,
+                zero_shot_only,
+                data=identity,
             )
         except UpdateError as exc:
             raise fail(str(exc)) from exc
@@ -259,6 +271,7 @@ def benchmark(
             commands=[command],
             environment=environment(),
             config=cfg.to_dict(),
+            data=identity,
         )
         console.print(f"kept {', '.join(names)} in {folder} (peace benchmark --merge {folder})")
 
@@ -308,9 +321,11 @@ def _write_benchmark(out: Path, ds, cfg, seed_list: list[int], doc: dict, embedd
     from peace.eval.protocol import target_history
     from peace.eval.report import write_report
     from peace.eval.update import save_embeddings
+    from peace.flows.pretrained import data_identity
 
     save_embeddings(out, embeddings)
     statistics, graph = data_statistics(ds)
+    doc.pop("data", None)
     written = write_results(
         out / "results.json",
         ds.root.name,
@@ -319,6 +334,7 @@ def _write_benchmark(out: Path, ds, cfg, seed_list: list[int], doc: dict, embedd
         **doc,
         graph=graph,
         config=cfg.to_dict(),
+        data=data_identity(ds),
     )
     cfg.save(out / "config.toml")
     history = target_history(ds, cfg)
@@ -351,6 +367,7 @@ def report(
         embeddings_for_report,
         save_embeddings,
     )
+    from peace.flows.pretrained import data_identity
 
     path = out / "results.json"
     if not path.is_file() or not (out / "config.toml").is_file():
@@ -359,7 +376,7 @@ def report(
     cfg = PeaceConfig.from_toml(out / "config.toml")
     ds = open_dataset(data)
     try:
-        check_document(doc, path, ds.root.name, doc.get("seeds", []), cfg)
+        check_document(doc, path, ds.root.name, doc.get("seeds", []), cfg, data=data_identity(ds))
     except UpdateError as exc:
         raise fail(str(exc)) from exc
     seed = doc["seeds"][0]

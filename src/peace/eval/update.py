@@ -97,6 +97,7 @@ def kept_document(
     cfg: PeaceConfig,
     models: tuple[str, ...],
     zero_shot_only: bool = False,
+    data: dict[str, str] | None = None,
 ) -> dict:
     """The part of the results document at ``path`` that belongs to models not in ``models``;
     with ``zero_shot_only``, also every row of ``models`` outside the zero-shot settings."""
@@ -105,10 +106,11 @@ def kept_document(
     doc = json.loads(path.read_text())
     old_models = sorted({r["model"] for r in doc["rows"]})
     try:
-        check_document(doc, path, dataset, seeds, cfg, [m for m in old_models if m not in models])
+        unlisted = [m for m in old_models if m not in models]
+        check_document(doc, path, dataset, seeds, cfg, unlisted, data=data)
         if zero_shot_only:  # the listed models' normal rows are kept: they must fit too
             listed = [m for m in old_models if m in models]
-            check_document(doc, path, dataset, seeds, cfg, listed, zero_shot=False)
+            check_document(doc, path, dataset, seeds, cfg, listed, zero_shot=False, data=data)
     except UpdateError as exc:
         raise UpdateError(f"--update: {exc}") from None
     variants = [m for m in old_models if m.startswith("PEACE")]
@@ -207,16 +209,25 @@ def check_document(
     cfg: PeaceConfig,
     models: list[str] | None = None,
     zero_shot: bool = True,
+    data: dict[str, str] | None = None,
 ) -> None:
     """Raise :class:`UpdateError` unless ``doc`` is for this dataset, seeds and configuration.
 
     ``models``: the models whose rows are used (default: all); a key that none of them
     :func:`reads` may differ (``zero_shot=False``: only their normal rows are used).
+    ``data``: the dataset's :func:`peace.flows.pretrained.data_identity`, compared with the
+    document's when both are known (two cuts of one dataset may share a folder name).
     """
     if doc.get("dataset") != dataset:
         raise UpdateError(
             f"{path} is for dataset {doc.get('dataset')!r}, not {dataset!r}; "
             "pass the same --data or another --out."
+        )
+    recorded = doc.get("data")
+    if data is not None and recorded is not None and recorded != data:
+        raise UpdateError(
+            f"{path} was made from other data of the same name ({recorded}, here {data}): "
+            "another cut or import of it; pass the same --data or another --out."
         )
     if list(doc.get("seeds", [])) != list(seeds):
         raise UpdateError(

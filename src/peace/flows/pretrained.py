@@ -140,6 +140,13 @@ def source_items_fingerprint(ds: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
+def data_identity(ds: Dataset) -> dict[str, str]:
+    """What tells two datasets apart although their folders may share a name: the id spaces and
+    phi (:func:`dataset_fingerprint`) and the source items (:func:`source_items_fingerprint`).
+    Benchmark results record it, so ``--update`` and ``--merge`` never mix two cuts' rows."""
+    return {"fingerprint": dataset_fingerprint(ds), "source_items": source_items_fingerprint(ds)}
+
+
 def cut_mismatch(
     ds: Dataset, cfg: PeaceConfig, cutoff: float, source_items: str | None
 ) -> str | None:
