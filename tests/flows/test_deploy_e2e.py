@@ -50,6 +50,15 @@ def test_every_command_has_help() -> None:
         assert "Usage" in result.output
 
 
+def test_help_reflows_each_paragraph() -> None:
+    """A command's help joins the lines of its docstring's paragraphs (no break mid-sentence)."""
+    from peace.cli import app
+
+    result = CliRunner().invoke(app, ["report", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "(the t-SNE section's vectors, not committed) is missing: then PEACE" in result.output
+
+
 def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli(), ["export", "--run", str(tmp_path / "none"), "--store", str(tmp_path / "store")]

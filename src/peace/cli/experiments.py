@@ -417,9 +417,11 @@ def evaluate(
     ),
     out: Path = typer.Option(None, "--out", help="Write the scores and per-user values as JSON."),
 ) -> None:
-    """Zero-shot scores of a pre-trained run on chosen target domains, no fine-tuning: the
-    served score at each prior weight beside the references, paired per user; with
-    ``--against``, beside another run's."""
+    """Score a pre-trained run zero-shot on chosen domains, paired per user with references.
+
+    The served score at each prior weight beside the references (Random, Entity prior, Entity
+    overlap), each tested per user against the first; with --against, beside another run's.
+    """
     import json
 
     from peace.cli.common import fail
