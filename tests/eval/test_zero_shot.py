@@ -155,6 +155,24 @@ def test_several_runs_are_each_tested_against_their_own(toy_dir: Path, run, tmp_
         values = [d[setting] for d in diffs]
         assert pooled["difference"][setting] == pytest.approx(np.mean(values))
         assert pooled["ahead"][setting] == sum(v > 0 for v in values)
+        # per domain: each pair's difference of the two scorers' rows, averaged over the pairs
+        by_domain = pooled["domains"][setting]
+        assert list(by_domain) == docs[0]["domains"]
+        for domain, pooled_domain in by_domain.items():
+            per_pair = []
+            for doc in docs:
+                rows = {
+                    r["model"]: r["mean"]
+                    for r in doc["rows"]
+                    if (r["metric"], r["setting"], r["domain"]) == ("ndcg@10", setting, domain)
+                }
+                first, other = doc["scorers"][:2]
+                per_pair.append(rows[first] - rows[other])
+            assert pooled_domain["difference"] == pytest.approx(np.mean(per_pair))
+            assert pooled_domain["ahead"] == sum(v > 0 for v in per_pair)
+        assert np.mean([v["difference"] for v in by_domain.values()]) == pytest.approx(
+            pooled["difference"][setting]
+        )
     with pytest.raises(ValueError, match="no against run"):
         against_difference(evaluate_run(ds, pre, (), [0.5], references=()))
     # the command: one --against per --run, in order; the pooled line and JSON
@@ -168,7 +186,12 @@ def test_several_runs_are_each_tested_against_their_own(toy_dir: Path, run, tmp_
     written = json.loads(out.read_text())
     assert written["summary"]["difference"] == pytest.approx(pooled["difference"])
     assert [p["against"] for p in written["pairs"]] == [str(p) for p in others]
-    assert "mean of 2 pairs" in " ".join(result.output.split())
+    printed = " ".join(result.output.split())
+    assert "mean of 2 pairs" in printed
+    assert "each run minus its --against run" in printed and "ahead in" in printed
+    for setting, by_domain in pooled["domains"].items():
+        for domain, pooled_domain in by_domain.items():
+            assert written["summary"]["domains"][setting][domain] == pytest.approx(pooled_domain)
     bad = CliRunner().invoke(
         app, [*args, "--run", f"{folder},{folder}", "--against", str(others[0])]
     )

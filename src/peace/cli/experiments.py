@@ -497,6 +497,7 @@ def evaluate(
     result: dict = docs[0]
     if len(docs) > 1:
         pooled = pairs_summary(docs)
+        console.print(pairs_table(docs, pooled))
         console.print(
             f"mean of {pooled['pairs']} pairs, each run minus its --against run, NDCG@10 "
             + ", ".join(
@@ -509,6 +510,43 @@ def evaluate(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         console.print(f"wrote {out}")
+
+
+def pairs_table(docs: list[dict], pooled: dict) -> Table:
+    """Each run minus its --against run per domain (all / test), the mean over the pairs and
+    how many pairs the run leads."""
+    from peace.eval.zero_shot import AGAINST, SETTINGS, against_difference, domain_differences
+
+    def cell(values: dict[str, float]) -> str:
+        return " / ".join(f"{values[s]:+.4f}" for s in SETTINGS)
+
+    domains = docs[0]["domains"]
+    table = Table(title=f"each run minus its --against run, NDCG@10 ({' / '.join(SETTINGS)})")
+    for col in ["run", *domains, "mean", f"{SETTINGS[1]} p"]:
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for doc in docs:
+        per_domain = domain_differences(doc)
+        p = next(t["p_value"] for t in doc["tests"] if t["scorer"].endswith(AGAINST))
+        table.add_row(
+            doc["run"],
+            *(cell({s: per_domain[s][d] for s in SETTINGS}) for d in domains),
+            cell(against_difference(doc)),
+            f"{p:.2g}",
+        )
+    by_domain = pooled["domains"]
+    table.add_row(
+        f"mean of {pooled['pairs']}",
+        *(cell({s: by_domain[s][d]["difference"] for s in SETTINGS}) for d in domains),
+        cell(pooled["difference"]),
+        "",
+    )
+    table.add_row(
+        "ahead in",
+        *(" / ".join(str(by_domain[s][d]["ahead"]) for s in SETTINGS) for d in domains),
+        " / ".join(str(pooled["ahead"][s]) for s in SETTINGS),
+        "",
+    )
+    return table
 
 
 def register(app: typer.Typer) -> None:

@@ -167,28 +167,51 @@ def _check_unseen(ds: Dataset, pre: Pretrained, names: list[str]) -> None:
         raise ValueError(problem)
 
 
-def against_difference(doc: dict[str, Any], metric: str = "ndcg@10") -> dict[str, float]:
-    """This run minus the ``against`` run in a result of :func:`evaluate_run`: per setting, the
-    difference of the first scorer's and the against scorer's means over the domains."""
+def domain_differences(doc: dict[str, Any], metric: str = "ndcg@10") -> dict[str, dict[str, float]]:
+    """This run minus the ``against`` run in a result of :func:`evaluate_run`, per setting and
+    domain: the first scorer's mean minus the against scorer's."""
     first, other = doc["scorers"][0], doc["scorers"][1] if len(doc["scorers"]) > 1 else ""
     if not other.endswith(AGAINST):
         raise ValueError("the result has no against run: score it with evaluate_run(against=).")
-    means: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for r in doc["rows"]:
-        if r["metric"] == metric and r["model"] in (first, other):
-            means[(r["model"], r["setting"])].append(r["mean"])
-    return {s: float(np.mean(means[(first, s)]) - np.mean(means[(other, s)])) for s in SETTINGS}
+    means = {
+        (r["model"], r["setting"], r["domain"]): r["mean"]
+        for r in doc["rows"]
+        if r["metric"] == metric and r["model"] in (first, other)
+    }
+    return {
+        s: {d: means[(first, s, d)] - means[(other, s, d)] for d in doc["domains"]}
+        for s in SETTINGS
+    }
+
+
+def against_difference(doc: dict[str, Any], metric: str = "ndcg@10") -> dict[str, float]:
+    """This run minus the ``against`` run in a result of :func:`evaluate_run`: per setting, the
+    difference of the first scorer's and the against scorer's means over the domains."""
+    return {s: float(np.mean(list(d.values()))) for s, d in domain_differences(doc, metric).items()}
 
 
 def pairs_summary(docs: Sequence[dict[str, Any]], metric: str = "ndcg@10") -> dict[str, Any]:
     """Several runs each scored against its own baseline (e.g. seeds 0-3 of a change against
     the preset's seeds 0-3): per setting, the mean over the pairs of :func:`against_difference`
-    and how many pairs the change leads."""
-    diffs = [against_difference(doc, metric) for doc in docs]
+    and how many pairs the change leads; ``domains`` the same per domain (every pair scores the
+    same domains)."""
+    per_domain = [domain_differences(doc, metric) for doc in docs]
+    diffs = [{s: float(np.mean(list(d[s].values()))) for s in SETTINGS} for d in per_domain]
+    domains = {
+        s: {
+            d: {
+                "difference": float(np.mean([p[s][d] for p in per_domain])),
+                "ahead": sum(p[s][d] > 0 for p in per_domain),
+            }
+            for d in per_domain[0][s]
+        }
+        for s in SETTINGS
+    }
     return {
         "pairs": len(diffs),
         "difference": {s: float(np.mean([d[s] for d in diffs])) for s in SETTINGS},
         "ahead": {s: sum(d[s] > 0 for d in diffs) for s in SETTINGS},
+        "domains": domains,
     }
 
 
