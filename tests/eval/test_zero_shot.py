@@ -198,6 +198,16 @@ def test_several_runs_are_each_tested_against_their_own(toy_dir: Path, run, tmp_
     assert bad.exit_code == 2 and "one --against run per --run" in " ".join(bad.output.split())
 
 
+def test_the_command_names_domains_that_are_not_targets(toy_dir: Path, run) -> None:
+    folder, _ = run
+    args = ["evaluate", "--data", str(toy_dir), "--run", str(folder), "--no-references"]
+    result = CliRunner().invoke(app, [*args, "--domains", "t1,s1,nowhere"])
+    printed = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "--domains: ['s1', 'nowhere'] are not target domains" in printed
+    assert "(source domains, seen in pre-training: s1)" in printed and "choose from" in printed
+
+
 def test_a_run_of_another_cut_with_the_same_source_names_is_refused(
     toy_dir: Path, run, tmp_path: Path
 ) -> None:

@@ -458,6 +458,14 @@ def evaluate(
             )
     names = [d.strip() for d in domains.split(",") if d.strip()]
     ds = open_dataset(data)
+    targets = [ds.domains[d] for d in ds.target_domains]
+    unknown = [n for n in names if n not in targets]
+    if unknown:
+        sources = [n for n in unknown if n in ds.domains]
+        why = f" (source domains, seen in pre-training: {', '.join(sources)})" if sources else ""
+        raise fail(
+            f"--domains: {unknown} are not target domains of {data}{why}; choose from {targets}."
+        )
     docs = []
     for k, folder in enumerate(runs):
         base_folder = bases[k] if bases else None
