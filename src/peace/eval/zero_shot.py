@@ -187,7 +187,12 @@ def domain_differences(doc: dict[str, Any], metric: str = "ndcg@10") -> dict[str
 def against_difference(doc: dict[str, Any], metric: str = "ndcg@10") -> dict[str, float]:
     """This run minus the ``against`` run in a result of :func:`evaluate_run`: per setting, the
     difference of the first scorer's and the against scorer's means over the domains."""
-    return {s: float(np.mean(list(d.values()))) for s, d in domain_differences(doc, metric).items()}
+    return _over_domains(domain_differences(doc, metric))
+
+
+def _over_domains(per_domain: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Per setting, the mean of :func:`domain_differences` over the domains."""
+    return {s: float(np.mean(list(d.values()))) for s, d in per_domain.items()}
 
 
 def pairs_summary(docs: Sequence[dict[str, Any]], metric: str = "ndcg@10") -> dict[str, Any]:
@@ -196,7 +201,7 @@ def pairs_summary(docs: Sequence[dict[str, Any]], metric: str = "ndcg@10") -> di
     and how many pairs the change leads; ``domains`` the same per domain (every pair scores the
     same domains)."""
     per_domain = [domain_differences(doc, metric) for doc in docs]
-    diffs = [{s: float(np.mean(list(d[s].values()))) for s in SETTINGS} for d in per_domain]
+    diffs = [_over_domains(d) for d in per_domain]
     domains = {
         s: {
             d: {
