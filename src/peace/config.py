@@ -48,6 +48,10 @@ class ModelConfig:
     recency: bool = False
     """Each kernel of Eq. 1 adds a learned bias per recency slot (tokens counted back from the
     newest of each source domain) to its attention scores, so it can prefer recent behaviour."""
+    interest_attention: bool = True
+    """False scores every history token alike in Eq. 1, so each interest is the plain mean of the
+    user's entity vectors: with one interest, no graph and no prototypes, the "Entity mean"
+    reference, the simplest learned model of the same pre-training task."""
     attention_dim: int = 64
     """Rows of W^A in Eq. 1 and W in Eq. 2."""
     n_prototypes: int = 900

@@ -51,8 +51,9 @@ def test_quick_benchmark_writes_results_and_report(toy_dir: Path, tmp_path: Path
     models = {r["model"] for r in doc["rows"]}
     assert models == set(ALL_MODELS)
     settings = {(r["model"], r["setting"]) for r in doc["rows"]}
-    for model in ("PEACE", "Tiger"):
+    for model in ("PEACE", "Entity mean", "Tiger"):
         assert (model, "zero-shot") in settings and (model, "zero-shot-test") in settings
+    assert ("Entity mean", "normal") in settings
     for model in FINE_TUNED:
         assert {s for m, s in settings if m == model} == {"normal"}
     assert ("Tiger", "normal") not in settings
@@ -65,6 +66,7 @@ def test_quick_benchmark_writes_results_and_report(toy_dir: Path, tmp_path: Path
     assert "Normal setting" in report and "Zero-shot" in report
     for model in ALL_MODELS:
         assert f"| {model} |" in report, model
+    assert report.count("*Entity mean* is PEACE's own flow") == 2  # normal and zero-shot
     assert (out / "figures" / "ablation_ndcg.png").is_file()
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from peace.config import ModelConfig, PeaceConfig
 from peace.data.dataset import load_dataset
 from peace.data.history import HistoryIndex
+from peace.eval.protocol import PEACE_VARIANTS
 from peace.nn.entity_encoder import EntityGraph
 from peace.nn.peace import PEACE, PretrainBatch
 
@@ -152,6 +153,25 @@ def test_ablation_switches_shape_the_encoder(tiny_config: PeaceConfig) -> None:
     assert _model(tiny_config).entity_encoder.relation is not None
     deep = _model(tiny_config, gnn_layers=3)
     assert len(deep.entity_encoder.convs) == 3
+
+
+def test_entity_mean_reference_is_the_mean_of_the_history_inputs(tiny_config: PeaceConfig) -> None:
+    """The "Entity mean" variant: z_u is the mean of the user's history input vectors (plus the
+    shared vector of Eq. 2), whatever the target, with no graph attention."""
+    switches = PEACE_VARIANTS["Entity mean"]
+    model = _model(tiny_config, user_prior=True, **switches)
+    with torch.no_grad():
+        model.fusion.prior.normal_()
+    table = model.entity_encoder(_graph())
+    batch = _batch()
+    interests = model.encode_interests(table, batch.tokens, batch.mask)
+    inputs = model.entity_encoder.embedding.weight[batch.tokens.clamp(max=N_ENTITIES - 1)]
+    mask = batch.mask.unsqueeze(-1)
+    mean = (inputs * mask).sum(1) / mask.sum(1).clamp(min=1)
+    expected = mean + model.fusion.prior
+    torch.testing.assert_close(model.universal(interests), expected)
+    users = model.user_vectors(interests, table[batch.targets])
+    torch.testing.assert_close(users, expected.unsqueeze(1).expand_as(users))
 
 
 def test_on_the_toy_dataset(toy_dir: Path, tiny_config: PeaceConfig) -> None:

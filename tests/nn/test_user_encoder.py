@@ -176,3 +176,23 @@ def test_pooled_tokens_equal_forward_tokens(recency: int) -> None:
         pooled = extractor.pool_tokens(table, tokens, extractor.pooling_scores(table, pad=20))
         torch.testing.assert_close(pooled, extractor.forward_tokens(table, tokens, mask))
     assert (pooled[2] == 0).all() and not pooled.isnan().any()  # no history: zeros
+
+
+def test_without_attention_each_interest_is_the_mean_of_the_history() -> None:
+    """``attentive=False`` (the "Entity mean" reference): every kernel weighs the user's tokens
+    alike, on the training and the inference path; padding and an empty history stay zero."""
+    torch.manual_seed(0)
+    extractor = InterestExtractor(8, n_interests=2, attention_dim=6, attentive=False)
+    table = torch.cat([torch.randn(20, 8), torch.zeros(1, 8)])
+    tokens = torch.randint(0, 20, (4, 9))
+    _, mask = _batch()
+    tokens[~mask] = 20
+    vectors = table[tokens] * mask.unsqueeze(-1)
+    mean = vectors.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    trained = extractor.forward_tokens(table, tokens, mask)
+    torch.testing.assert_close(trained, mean.unsqueeze(1).expand(-1, 2, -1))
+    with torch.no_grad():
+        pooled = extractor.pool_tokens(table, tokens, extractor.pooling_scores(table, pad=20))
+    torch.testing.assert_close(pooled, trained)
+    torch.testing.assert_close(extractor(table[tokens], mask), trained)
+    assert "attentive=False" in repr(extractor)

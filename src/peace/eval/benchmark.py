@@ -42,6 +42,7 @@ ALL_MODELS = (
     "PEACE w/o GL",
     "PEACE w/o CPL",
     "PEACE w/o PEA",
+    "Entity mean",
     "Popularity",
     "DeepFM",
     *ZERO_SHOT_REFERENCES,

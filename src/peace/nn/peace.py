@@ -121,6 +121,7 @@ class PEACE(nn.Module):
             config.n_interests,
             config.attention_dim,
             recency=config.history_length if config.recency else 0,
+            attentive=config.interest_attention,
         )
         self.fusion = AttentiveFusion(d, config.attention_dim, config.user_prior)
         self.prototypes = Prototypes(

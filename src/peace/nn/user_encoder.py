@@ -41,15 +41,25 @@ class InterestExtractor(nn.Module):
         attention_dim: rows of W^A.
         recency: H, tokens per source-domain block, to add a learned bias per kernel and recency
             slot to the scores of Eq. 1 (0: none, the paper's form).
+        attentive: False scores every token 0, so each interest is the plain mean of the user's
+            history vectors (a reference without Eq. 1's attention).
 
     Shapes:
         sequence ``[B, L, d]``, mask ``[B, L]`` (True = token) -> interests ``[B, M, d]``.
         With ``recency``, L is a multiple of H (one right-aligned block per source domain).
     """
 
-    def __init__(self, dim: int, n_interests: int, attention_dim: int, recency: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        n_interests: int,
+        attention_dim: int,
+        recency: int = 0,
+        attentive: bool = True,
+    ) -> None:
         super().__init__()
         self.dim, self.n_interests, self.attention_dim = dim, n_interests, attention_dim
+        self.attentive = attentive
         self.W_A = nn.Linear(dim, attention_dim, bias=False)
         self.kernels = nn.Linear(attention_dim, n_interests, bias=False)  # rows are w_1..w_M
         # r_i[slot]: column j is the j-th slot of a block, the newest token at column H - 1.
@@ -81,7 +91,7 @@ class InterestExtractor(nn.Module):
 
     def attention(self, sequence: Tensor, mask: Tensor) -> Tensor:
         """[B, M, L] attention of each interest kernel over the sequence."""
-        scores = self.kernels(torch.tanh(self.W_A(sequence))).transpose(1, 2)  # [B, M, L]
+        scores = self.token_scores(sequence).transpose(1, 2)  # [B, M, L]
         return masked_softmax(self._add_recency(scores), mask.unsqueeze(1), dim=-1)
 
     def forward(self, sequence: Tensor, mask: Tensor) -> Tensor:
@@ -100,9 +110,15 @@ class InterestExtractor(nn.Module):
         attention = masked_softmax(scores, mask.unsqueeze(1), dim=-1)
         return attention @ F.embedding(tokens, table)  # Eq. 1
 
+    def token_scores(self, vectors: Tensor) -> Tensor:
+        """w_i^T tanh(W^A h) of each vector ``[..., d]``: ``[..., M]`` (zeros if not attentive)."""
+        if not self.attentive:
+            return vectors.new_zeros(*vectors.shape[:-1], self.n_interests)
+        return self.kernels(torch.tanh(self.W_A(vectors)))
+
     def entity_scores(self, table: Tensor) -> Tensor:
-        """w_i^T tanh(W^A h) of every entity of ``table [E, d]``: ``[E, M]``."""
-        return self.kernels(torch.tanh(self.W_A(table)))
+        """:meth:`token_scores` of every entity of ``table [E, d]``: ``[E, M]``."""
+        return self.token_scores(table)
 
     def pooling_scores(self, table: Tensor, pad: int) -> Tensor:
         """The entity scores that :meth:`pool_tokens` takes: :meth:`entity_scores` ``[E, M]``
@@ -142,9 +158,10 @@ class InterestExtractor(nn.Module):
 
     def __repr__(self) -> str:
         recency = "" if self.recency is None else f", recency={self.recency.shape[1]}"
+        mean = "" if self.attentive else ", attentive=False"
         return (
             f"InterestExtractor({self.dim}, n_interests={self.n_interests}, "
-            f"attention_dim={self.attention_dim}{recency})"
+            f"attention_dim={self.attention_dim}{recency}{mean})"
         )
 
 
