@@ -23,6 +23,7 @@ __all__ = [
     "COMPETITORS",
     "FINE_TUNED",
     "MODEL_NAMES",
+    "PEACE_VARIANTS",
     "ZERO_SHOT",
     "Model",
     "SourceContext",
@@ -36,6 +37,25 @@ __all__ = [
 COMPETITORS = FINE_TUNED + ZERO_SHOT
 #: every model :func:`build_model` builds
 MODEL_NAMES = ("PEACE", *COMPETITORS)
+
+# name -> ModelConfig switches of the PEACE variants: the ablations of Sec. 5.3.1, and "Entity
+# mean", the same flow with none of PEACE's encoders (no graph, no prototypes, one interest that
+# is the plain mean of the user's history vectors): the simplest learned model of the task, which
+# the architecture must beat. Every variant takes PEACE's searched values.
+PEACE_VARIANTS: dict[str, dict[str, bool | int]] = {
+    "PEACE": {},
+    "PEACE w/o GL": {"use_graph": False},
+    "PEACE w/o CPL": {"use_cpl": False},
+    "PEACE w/o PEA": {"use_pea": False},
+    "Entity mean": {
+        "use_graph": False,
+        "use_cpl": False,
+        "use_pea": False,
+        "interest_attention": False,
+        "n_interests": 1,
+        "recency": False,
+    },
+}
 
 Model = PEACE | TransferModel
 """A pre-trained model: PEACE or a competitor (the interface of :mod:`peace.baselines.base`)."""

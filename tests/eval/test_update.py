@@ -375,3 +375,15 @@ def test_report_embeddings_are_pre_trained_with_the_recorded_threads(
         torch.set_num_threads(before)
     assert seen == [(1, 0.005)]
     assert set(out) == {"PEACE"} and np.asarray(out["PEACE"][0]).shape == (2, 4)
+
+
+def test_entity_mean_reads_what_the_peace_variants_read() -> None:
+    """Entity mean is a PEACE variant without the PEACE prefix: PEACE's own keys reach its rows
+    (kept otherwise on --update), and it re-runs with the other variants."""
+    from peace.eval.update import PEACE_PRETRAIN_KEYS, reads
+
+    for key in ("model.use_graph", "model.n_prototypes", "finetune.affinity"):
+        assert reads("Entity mean", key) and not reads("SASRec", key), key
+    assert all(reads("Entity mean", f"pretrain.{k}") for k in PEACE_PRETRAIN_KEYS)
+    assert reads("Entity mean", "eval.zero_shot_prior")
+    assert not reads("Entity overlap", "eval.zero_shot_prior")

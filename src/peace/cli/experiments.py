@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from peace.cli.common import CONFIG_OPTION, SET_OPTION, console, load_config, open_dataset
-from peace.eval.protocol import DEFAULT_MODELS, ZERO_SHOT_REFERENCES, run_protocol
+from peace.eval.protocol import DEFAULT_MODELS, PEACE_VARIANTS, ZERO_SHOT_REFERENCES, run_protocol
 from peace.eval.results import METRICS, environment, results_table, write_results
 
 
@@ -78,7 +78,15 @@ QUICK = [
 ]
 
 
-DEV_MODELS = ("PEACE", "Popularity", "DeepFM", "Random", "Entity prior", "Entity overlap")
+DEV_MODELS = (
+    "PEACE",
+    "Entity mean",
+    "Popularity",
+    "DeepFM",
+    "Random",
+    "Entity prior",
+    "Entity overlap",
+)
 
 
 def benchmark(
@@ -122,7 +130,8 @@ def benchmark(
         "--dev",
         help="Dev preset: one seed, three target domains (eval.domains, or the first three), "
         "the first search candidate of each model, and by default PEACE with the references "
-        "(Popularity, DeepFM, Random, Entity prior, Entity overlap). Minutes, to judge a change.",
+        "(Entity mean, Popularity, DeepFM, Random, Entity prior, Entity overlap). Minutes, to "
+        "judge a change.",
     ),
     config: Path = CONFIG_OPTION,
     set_: list[str] = SET_OPTION,
@@ -229,7 +238,7 @@ def benchmark(
     previous = None
     pinned = None  # --update --zero-shot-only: pre-train with the kept rows' chosen values
     if update:
-        if zero_shot_only and any(not m.startswith("PEACE") for m in chosen_models):
+        if zero_shot_only and any(m not in PEACE_VARIANTS for m in chosen_models):
             raise fail(
                 "--update --zero-shot-only re-runs the PEACE variants' zero-shot rows; list "
                 "only PEACE variants in --models."

@@ -39,26 +39,8 @@ from peace.flows.rankers import (
     source_entity_counts,
     zero_shot_prior,
 )
-from peace.models import COMPETITORS, FINE_TUNED, ZERO_SHOT
+from peace.models import COMPETITORS, FINE_TUNED, PEACE_VARIANTS, ZERO_SHOT
 
-# name -> ModelConfig switches of the PEACE variants: the ablations of Sec. 5.3.1, and "Entity
-# mean", the same flow with none of PEACE's encoders (no graph, no prototypes, one interest that
-# is the plain mean of the user's history vectors): the simplest learned model of the task, which
-# the architecture must beat. Every variant takes PEACE's searched values.
-PEACE_VARIANTS: dict[str, dict[str, bool | int]] = {
-    "PEACE": {},
-    "PEACE w/o GL": {"use_graph": False},
-    "PEACE w/o CPL": {"use_cpl": False},
-    "PEACE w/o PEA": {"use_pea": False},
-    "Entity mean": {
-        "use_graph": False,
-        "use_cpl": False,
-        "use_pea": False,
-        "interest_attention": False,
-        "n_interests": 1,
-        "recency": False,
-    },
-}
 #: references of the normal setting (fitted on the target's training split)
 NORMAL_REFERENCES = ("Popularity", "DeepFM")
 #: references of the zero-shot settings: no learning, no target row (see peace.flows.rankers)

@@ -27,7 +27,7 @@ import numpy as np
 
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
-from peace.models import FINE_TUNED
+from peace.models import FINE_TUNED, PEACE_VARIANTS
 
 EMBEDDED = ("PEACE", "PEACE w/o CPL")
 
@@ -65,7 +65,7 @@ def reads(model: str, key: str, zero_shot: bool = True, affinity: str = "inner")
     """Whether the rows of ``model`` depend on configuration key ``key`` ("finetune.lr");
     ``zero_shot=False``: its normal rows only; ``affinity``: the run's ``finetune.affinity``."""
     section, _, name = key.partition(".")
-    variant = model.startswith("PEACE")
+    variant = model in PEACE_VARIANTS
     if section == "eval" and name in PEACE_ZERO_SHOT_KEYS:
         head = affinity == "zero-shot" or (affinity == "inner-prior" and name != "zero_shot_states")
         return variant and (zero_shot or head)
@@ -113,7 +113,7 @@ def kept_document(
             check_document(doc, path, dataset, seeds, cfg, listed, zero_shot=False, data=data)
     except UpdateError as exc:
         raise UpdateError(f"--update: {exc}") from None
-    variants = [m for m in old_models if m.startswith("PEACE")]
+    variants = [m for m in old_models if m in PEACE_VARIANTS]
     rerun = [m for m in variants if m in models]
     if rerun and len(rerun) != len(variants):
         raise UpdateError(
