@@ -382,6 +382,28 @@ def test_the_ablation_shows_both_settings_and_tests_each_difference(tmp_path: Pa
     assert "(p " in rows[("zero-shot-test", "PEACE w/o CPL")][7]
     # no per-user values kept for `zero-shot`: differences without tests
     assert rows[("zero-shot", "PEACE w/o GL")][5:7] == ["-", "-"]
+    assert ("normal", "Entity mean") not in rows  # not in this run
+
+
+def test_the_ablation_ends_with_the_encoder_free_floor(tmp_path: Path) -> None:
+    """Entity mean, when run, is the ablation's last row in both settings, with its test."""
+    doc = _doc(full=False)
+    for row in [r for r in doc["rows"] if r["model"] == "PEACE w/o CPL"]:
+        doc["rows"].append({**row, "model": "Entity mean", "mean": round(row["mean"] - 0.01, 6)})
+    rng = np.random.default_rng(0)
+    base = {d: rng.uniform(0, 1, 200) for d in DOMAINS}
+    doc["per_user"] = {
+        "PEACE": {"normal": {d: list(base[d]) for d in DOMAINS}},
+        "Entity mean": {"normal": {d: list(base[d] - 0.09) for d in DOMAINS}},
+    }
+    text = write_report(tmp_path, doc, _statistics(), None, seed=0).read_text(encoding="utf-8")
+    section = text[text.index(". Ablation") : text.index(". Entity embeddings")]
+    assert "*Entity mean*, is the same flow with none of PEACE's encoders" in section
+    lines = [line for line in section.splitlines() if line.startswith("| normal |")]
+    assert lines[-1].startswith("| normal | Entity mean |")
+    cells = [c.strip() for c in lines[-1].strip("|").split("|")]
+    assert cells[4] == "-0.0900" and float(cells[5]) < 0.01
+    assert any(line.startswith("| zero-shot-test | Entity mean |") for line in section.splitlines())
 
 
 def test_margins_count_the_seeds_in_which_peace_is_ahead(tmp_path: Path) -> None:

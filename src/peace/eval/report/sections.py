@@ -160,14 +160,21 @@ def _section_ablation(
     variants = [v for v in ABLATION_VARIANTS if v in res.models_in("normal")]
     if len(variants) < 2 or PEACE not in variants:
         return "The ablation variants were not part of this run.", []
-    domains = res.domains_in("normal")
-    ndcg = [m for m in res.metrics_in("normal") if m.startswith("ndcg")] or res.metrics_in("normal")
-    parts = [
+    intro = (
         "PEACE against its variants without Graph Learning (GL), Contrastive Prototype Learning "
         "(CPL) and Prototype Enhanced Attention (PEA): the normal setting, then the zero-shot "
-        "settings, then each difference with its test.",
-        setting_tables_for(res, "normal", variants, domains, ndcg),
-    ]
+        "settings, then each difference with its test."
+    )
+    if ENTITY_MEAN in res.models_in("normal"):  # the floor: none of the encoders
+        variants.append(ENTITY_MEAN)
+        intro += (
+            " The last row, *Entity mean*, is the same flow with none of PEACE's encoders (no "
+            "graph attention, no prototypes, each user the mean of their source entity vectors): "
+            "its difference is what the encoders add together."
+        )
+    domains = res.domains_in("normal")
+    ndcg = [m for m in res.metrics_in("normal") if m.startswith("ndcg")] or res.metrics_in("normal")
+    parts = [intro, setting_tables_for(res, "normal", variants, domains, ndcg)]
     head = res.headline()
     zero = [
         s
