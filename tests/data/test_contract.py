@@ -179,6 +179,12 @@ def test_duplicate_row_message_names_the_row(tmp_path: Path) -> None:
     assert f"user={r['user']!r}, item={r['item']!r}" in message
 
 
+def _block_tables() -> Tables:
+    """The toy tables with 16 users (512 interactions, every item seen): reading them in blocks
+    of a few rows costs a few milliseconds a block, so block tests use fewer rows."""
+    return toy_tables(n_users=16)
+
+
 def _message(root: Path, **load: int) -> str:
     with pytest.raises(DataContractError) as info:
         load_dataset(root, **load)
@@ -187,11 +193,11 @@ def _message(root: Path, **load: int) -> str:
 
 @pytest.mark.parametrize("case", list(BROKEN), ids=list(BROKEN))
 def test_read_in_small_blocks_the_same_error_names_the_same_row(tmp_path: Path, case: str) -> None:
-    """The interactions are read block by block; a block of 5 rows (the toy table has hundreds)
+    """The interactions are read block by block; a block of 5 rows (the table has hundreds)
     refuses every broken dataset with the message of the whole-table read, rows numbered as in
     the file."""
     mutate = BROKEN[case][0]
-    tables = toy_tables()
+    tables = _block_tables()
     mutate(tables)
     root = write_dataset(tables, tmp_path / "broken")
     assert _message(root, chunk_rows=5) == _message(root)
@@ -218,7 +224,7 @@ def test_error_in_a_later_block_names_the_files_row(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("form", ["parquet", "csv"])
 def test_blocks_and_row_groups_load_the_same_dataset(tmp_path: Path, form: str) -> None:
-    tables = toy_tables()
+    tables = _block_tables()
     root = write_dataset(tables, tmp_path / "ds")
     if form == "parquet":  # many small row groups, read in blocks that cut across them
         frame = pd.read_parquet(root / "interactions.parquet")

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TINY_OVERRIDES, toy_tables
-from fastapi.testclient import TestClient
+from conftest import TINY_OVERRIDES, AppClient, toy_tables
 
 from peace.config import PeaceConfig
 from peace.data.contract import write_dataset
@@ -36,12 +35,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def client(store: Path, tmp_path: Path) -> Iterator[TestClient]:
+def client(store: Path, tmp_path: Path) -> Iterator[AppClient]:
     import shutil
 
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
-    with TestClient(create_app(copy, token=TOKEN, max_launch_bytes=4 << 20)) as c:
+    with AppClient(create_app(copy, token=TOKEN, max_launch_bytes=4 << 20)) as c:
         yield c
 
 
@@ -49,7 +48,7 @@ def made_up(rng: random.Random, n: int) -> str:
     return "".join(rng.choice(string.ascii_uppercase) for _ in range(n))
 
 
-def test_made_up_methods_and_paths_do_not_grow_metrics(client: TestClient) -> None:
+def test_made_up_methods_and_paths_do_not_grow_metrics(client: AppClient) -> None:
     rng = random.Random(0)
 
     def flood(n: int) -> None:
@@ -77,7 +76,7 @@ def test_made_up_methods_and_paths_do_not_grow_metrics(client: TestClient) -> No
     assert not any(label.isupper() and label not in {"GET", "POST", "PUT"} for label in labels)
 
 
-def test_launch_body_over_the_limit_is_refused_unread(client: TestClient) -> None:
+def test_launch_body_over_the_limit_is_refused_unread(client: AppClient) -> None:
     body = b'{"domain": "big", "items": [' + b'{"item": "x", "entities": ["e0_0"]},' * 150_000
     r = client.post("/v1/domains", content=body, headers=AUTH)
     assert r.status_code == 413 and str(4 << 20) in r.text
@@ -88,7 +87,7 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * 4096 / 2**20
 
 
-def test_refused_large_launch_hands_its_memory_back(client: TestClient) -> None:
+def test_refused_large_launch_hands_its_memory_back(client: AppClient) -> None:
     pad = "p" * 200
     items = [{"item": f"it{j}-{pad}", "entities": ["e1_2", "e3_0"]} for j in range(15_000)]
     items[-1]["entities"] = ["ghost"]  # refused after the whole body was parsed
@@ -105,7 +104,7 @@ def test_refused_large_launch_hands_its_memory_back(client: TestClient) -> None:
     assert rss_mb() - start < 2 * size_mb, "a refused launch kept its memory"
 
 
-def test_launch_validation_errors_name_the_field(client: TestClient) -> None:
+def test_launch_validation_errors_name_the_field(client: AppClient) -> None:
     r = client.post("/v1/domains", json={"domain": "x", "items": [{"item": 3}]}, headers=AUTH)
     assert r.status_code == 422
     locs = [e["loc"] for e in r.json()["detail"]]
@@ -118,7 +117,7 @@ def test_launch_validation_errors_name_the_field(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("name", ["\u202e", "a\u202eb", "pets\u200f", "t\x00", "a/b", " pets"])
-def test_unprintable_domain_names_are_refused(client: TestClient, name: str) -> None:
+def test_unprintable_domain_names_are_refused(client: AppClient, name: str) -> None:
     body = {"domain": name, "items": [{"item": "n1", "entities": ["e0_0"]}]}
     r = client.post("/v1/domains", json=body, headers=AUTH)
     assert r.status_code == 422 and "printable" in r.text

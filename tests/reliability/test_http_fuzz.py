@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TINY_OVERRIDES, toy_tables
-from fastapi.testclient import TestClient
+from conftest import TINY_OVERRIDES, AppClient, toy_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +35,7 @@ SEEDED = settings(
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Path]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppClient, Path]]:
     """A token-protected service; its store has an unreadable live file and a tampered newer
     version whose reload failed, so notes and ``last_error`` hold file problems."""
     root = tmp_path_factory.mktemp("httpfuzz")
@@ -53,7 +52,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
     write_pointer(store / POINTER, tampered)
     assert service.reload() is False and service.last_error
     app = create_app(store, token=TOKEN, max_candidates=20, max_k=50, service=service)
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         yield client, root
 
 
@@ -99,7 +98,7 @@ def seg(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-def send(client: TestClient, root: Path, method: str, url: str, **kwargs: object) -> None:
+def send(client: AppClient, root: Path, method: str, url: str, **kwargs: object) -> None:
     response = client.request(method, url, **kwargs)
     SENT["requests"] += 1
     text = response.text
@@ -108,7 +107,7 @@ def send(client: TestClient, root: Path, method: str, url: str, **kwargs: object
     assert "Traceback" not in text and 'File "' not in text, (method, url, text[:500])
 
 
-def test_api_requests(served: tuple[TestClient, Path]) -> None:
+def test_api_requests(served: tuple[AppClient, Path]) -> None:
     client, root = served
 
     @SEEDED
@@ -145,7 +144,7 @@ def test_api_requests(served: tuple[TestClient, Path]) -> None:
     assert SENT["requests"] - before >= EXAMPLES
 
 
-def test_any_method_and_path(served: tuple[TestClient, Path]) -> None:
+def test_any_method_and_path(served: tuple[AppClient, Path]) -> None:
     client, root = served
     paths = st.one_of(
         st.sampled_from(["/", "/v1/domains", "/healthz", "/metrics", "/docs", "/openapi.json"]),
@@ -163,7 +162,7 @@ def test_any_method_and_path(served: tuple[TestClient, Path]) -> None:
     assert SENT["requests"] - before >= EXAMPLES
 
 
-def test_failed_reload_is_reported_without_paths(served: tuple[TestClient, Path]) -> None:
+def test_failed_reload_is_reported_without_paths(served: tuple[AppClient, Path]) -> None:
     client, root = served
     described = client.get("/v1/domains", headers={"authorization": f"Bearer {TOKEN}"}).json()
     assert "items.arrow: checksum mismatch" in described["last_error"]

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TINY_OVERRIDES, toy_tables
-from fastapi.testclient import TestClient
+from conftest import TINY_OVERRIDES, AppClient, toy_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +30,7 @@ FUZZ = settings(
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppClient]:
     root = tmp_path_factory.mktemp("fuzz")
     ds = load_dataset(write_dataset(toy_tables(), root / "toy"))
     pretrain(ds, PeaceConfig().override(TINY), out=root / "run", show_progress=False)
@@ -39,7 +38,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     app = create_app(
         Path(root / "store"), max_candidates=20, max_k=50, max_launch_items=30, exact_threshold=40
     )
-    with TestClient(app, raise_server_exceptions=True) as c:
+    with AppClient(app) as c:
         yield c
 
 
@@ -111,7 +110,7 @@ def check(response: object) -> None:
 
 @FUZZ
 @given(domain=domains, body=st.one_of(rank_bodies, raw_bodies))
-def test_rank_never_fails(client: TestClient, domain: str, body: object) -> None:
+def test_rank_never_fails(client: AppClient, domain: str, body: object) -> None:
     url = f"/v1/domains/{seg(domain)}/rank"
     if isinstance(body, bytes):
         check(client.post(url, content=body, headers={"content-type": "application/json"}))
@@ -127,9 +126,7 @@ def test_rank_never_fails(client: TestClient, domain: str, body: object) -> None
         st.none(), st.integers(-(10**40), 10**40), st.text(max_size=8), st.floats(allow_nan=True)
     ),
 )
-def test_recommend_never_fails(
-    client: TestClient, domain: str, user: str | None, k: object
-) -> None:
+def test_recommend_never_fails(client: AppClient, domain: str, user: str | None, k: object) -> None:
     params = {}
     if user is not None:
         params["user"] = user
@@ -140,7 +137,7 @@ def test_recommend_never_fails(
 
 @FUZZ
 @given(body=st.one_of(launch_bodies, raw_bodies))
-def test_launch_never_fails(client: TestClient, body: object) -> None:
+def test_launch_never_fails(client: AppClient, body: object) -> None:
     if isinstance(body, bytes):
         check(client.post("/v1/domains", content=body))
     else:
@@ -157,7 +154,7 @@ def test_launch_never_fails(client: TestClient, body: object) -> None:
         raw_bodies,
     ),
 )
-def test_put_item_never_fails(client: TestClient, domain: str, item: str, body: object) -> None:
+def test_put_item_never_fails(client: AppClient, domain: str, item: str, body: object) -> None:
     url = f"/v1/domains/{seg(domain)}/items/{seg(item)}"
     if isinstance(body, bytes):
         check(client.put(url, content=body))
@@ -187,5 +184,5 @@ def test_put_item_never_fails(client: TestClient, domain: str, item: str, body: 
     ),
     body=raw_bodies,
 )
-def test_any_route_never_fails(client: TestClient, method: str, path: str, body: bytes) -> None:
+def test_any_route_never_fails(client: AppClient, method: str, path: str, body: bytes) -> None:
     check(client.request(method, "http://testserver" + path, content=body))
