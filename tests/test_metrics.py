@@ -124,3 +124,41 @@ def test_ties_follow_the_seeded_key_and_are_deterministic() -> None:
     counts = np.bincount(firsts, minlength=n)
     assert counts[0] < 30, "ties must not favour low item ids"
     assert (counts > 0).sum() >= 4
+
+
+def _by_definition(scores, catalogue, relevant, exclude, k, tie):
+    """Hit@k and NDCG@k one user at a time, straight from the definitions."""
+    hits, ndcgs = [], []
+    for u, rel in enumerate(relevant):
+        rel = set(int(i) for i in rel)
+        seen = set() if exclude is None else set(int(i) for i in exclude[u]) - rel
+        kept = [j for j, item in enumerate(catalogue) if int(item) not in seen]
+        kept.sort(key=lambda j: (-float(scores[u, j]), float(tie[j])))
+        top = [int(catalogue[j]) for j in kept[:k]]
+        gains = [1.0 if item in rel else 0.0 for item in top]
+        dcg = sum(g / np.log2(r + 2) for r, g in enumerate(gains))
+        ideal = sum(1 / np.log2(r + 2) for r in range(min(len(rel), k)))
+        hits.append(float(any(gains)) if rel else 0.0)
+        ndcgs.append(dcg / ideal if rel else 0.0)
+    return np.array(hits), np.array(ndcgs)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_cases_match_the_definition(seed: int) -> None:
+    """Ties, ids listed twice, relevant or excluded ids outside the catalogue, users without
+    relevant items, a catalogue smaller than k."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = int(rng.integers(1, 12)), int(rng.integers(1, 15))
+    catalogue = rng.choice(500, n_items, replace=False)
+    scores = torch.tensor(rng.integers(0, 3, (n_users, n_items)), dtype=torch.float32)
+    pool = np.concatenate([catalogue, [900, 901]])
+    relevant = [rng.choice(pool, int(rng.integers(0, 4))) for _ in range(n_users)]
+    exclude = (
+        None if seed % 4 == 0 else [rng.choice(pool, int(rng.integers(0, 6))) for _ in relevant]
+    )
+    out = ranking_metrics(scores, catalogue, relevant, exclude, ks=(1, 3, 10), seed=seed)
+    tie = torch.rand(n_items, generator=torch.Generator().manual_seed(seed))
+    for k in (1, 3, 10):
+        hits, ndcg = _by_definition(scores, catalogue, relevant, exclude, k, tie)
+        np.testing.assert_array_equal(out[f"hit@{k}"], hits)
+        np.testing.assert_allclose(out[f"ndcg@{k}"], ndcg, rtol=1e-12, atol=0)

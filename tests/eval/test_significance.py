@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from peace.eval.significance import domain_mean_test, paired_test
+from peace.eval import significance
+from peace.eval.significance import BOOTSTRAP_SAMPLES, domain_mean_test, paired_test
 
 
 def test_a_clear_difference_is_significant_and_its_interval_excludes_zero() -> None:
@@ -26,6 +27,27 @@ def test_noise_is_not_significant_and_the_test_is_seeded() -> None:
     assert paired_test(a, b, seed=3) == t
     same = paired_test(a, a)
     assert same.p_value == 1.0 and same.mean == 0.0
+
+
+@pytest.mark.parametrize(
+    "n, block_elements", [(1, None), (7, None), (300, None), (300, 64), (300, 1000)]
+)
+def test_the_interval_is_that_of_one_resample_at_a_time(
+    n: int, block_elements: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resamples drawn in blocks (of one resample, of three, of all) are the draws of one
+    resample at a time: a report's intervals do not depend on how the bootstrap is computed."""
+    if block_elements:
+        monkeypatch.setattr(significance, "BLOCK_ELEMENTS", block_elements)
+    rng = np.random.default_rng(n)
+    a, b = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
+    draw = np.random.default_rng(5)
+    diff = a - b
+    means = [diff[draw.integers(0, n, n)].mean() for _ in range(BOOTSTRAP_SAMPLES)]
+    low, high = np.quantile(means, [0.025, 0.975])
+    t = paired_test(a, b, seed=5)
+    assert (t.low, t.high) == (float(low), float(high))
+    assert t.low < t.high or n == 1
 
 
 def test_unpaired_inputs_are_refused() -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 BOOTSTRAP_SAMPLES = 2000
+BLOCK_ELEMENTS = 1 << 16  # resampled indices drawn per call: half a megabyte, in cache
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,21 @@ def paired_test(a: np.ndarray, b: np.ndarray, seed: int = 0) -> PairedTest:
         p = 1.0
     else:
         p = float(wilcoxon(diff, zero_method="zsplit", alternative="two-sided").pvalue)
-    rng = np.random.default_rng(seed)
-    means = np.empty(BOOTSTRAP_SAMPLES)
-    for k in range(BOOTSTRAP_SAMPLES):
-        means[k] = diff[rng.integers(0, len(diff), len(diff))].mean()
+    means = _bootstrap_means(diff, np.random.default_rng(seed))
     low, high = np.quantile(means, [0.025, 0.975])
     return PairedTest(float(diff.mean()), p, float(low), float(high), int(len(diff)))
+
+
+def _bootstrap_means(diff: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The means of :data:`BOOTSTRAP_SAMPLES` resamples of ``diff`` (with replacement), drawn
+    a block of resamples at a time: the same draws as one resample at a time, in fewer calls."""
+    n = len(diff)
+    block = max(1, BLOCK_ELEMENTS // n)
+    means = np.empty(BOOTSTRAP_SAMPLES)
+    for start in range(0, BOOTSTRAP_SAMPLES, block):
+        stop = min(start + block, BOOTSTRAP_SAMPLES)
+        means[start:stop] = diff[rng.integers(0, n, (stop - start, n))].mean(1)
+    return means
 
 
 def domain_mean_test(pairs: Sequence[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> PairedTest:
