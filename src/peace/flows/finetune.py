@@ -48,15 +48,26 @@ def ranking_task(rows: pd.DataFrame, seen: pd.DataFrame | None = None) -> Rankin
     pos = rows[rows["label"] == 1]
     first = rows.groupby("user")["timestamp"].min()
     users = np.sort(pos["user"].unique())
-    relevant_by_user = pos.groupby("user")["item"].unique()
-    relevant = [np.sort(relevant_by_user[u]) for u in users]
-    exclude = None
-    if seen is not None:
-        seen_by_user = seen.groupby("user")["item"].unique()
-        exclude = [np.asarray(seen_by_user.get(u, np.empty(0, np.int64))) for u in users]
+    relevant = _items_of(pos, users)
+    exclude = None if seen is None else _items_of(seen, users)
     return RankingTask(
         users=users, times=first.loc[users].to_numpy(), relevant=relevant, exclude=exclude
     )
+
+
+def _items_of(rows: pd.DataFrame, users: np.ndarray) -> list[np.ndarray]:
+    """Each of ``users``' (sorted) distinct items in ``rows``, sorted; empty for a user with
+    none."""
+    user = rows["user"].to_numpy(np.int64)
+    item = rows["item"].to_numpy(np.int64)
+    order = np.lexsort((item, user))
+    user, item = user[order], item[order]
+    first = np.ones(len(user), dtype=bool)
+    first[1:] = (user[1:] != user[:-1]) | (item[1:] != item[:-1])
+    user, item = user[first], item[first]
+    starts = np.searchsorted(user, users, side="left")
+    ends = np.searchsorted(user, users, side="right")
+    return [item[a:b] for a, b in zip(starts, ends, strict=True)]
 
 
 class PairMemo:

@@ -392,8 +392,9 @@ def source_entity_counts(ds: Dataset, cutoff: float) -> SourceEntityCounts:
     flat = ents.reshape(-1)
     keep = flat >= 0
     counts = _entity_row_counts(ds, row_items)
-    pairs = np.unique(np.stack([users[keep], flat[keep]], 1), axis=0)
-    users_per_entity = np.bincount(pairs[:, 1], minlength=ds.num_entities)
+    # one int64 key per distinct (user, entity) pair
+    pairs = np.unique(users[keep].astype(np.int64) * ds.num_entities + flat[keep])
+    users_per_entity = np.bincount(pairs % ds.num_entities, minlength=ds.num_entities)
     return SourceEntityCounts(
         counts,
         users_per_entity.astype(np.float64),
