@@ -9,7 +9,7 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import peace, fastapi, prometheus_client, pytest, sklearn, torch_geometric" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import peace, fastapi, prometheus_client, pytest, xdist, sklearn, torch_geometric" >/dev/null 2>&1; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
   .venv/bin/python -m pip install --quiet -e ".[serve,report,dev]"
