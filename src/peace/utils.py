@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
+import inspect
 import os
 import random
 import tempfile
@@ -13,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +32,36 @@ def seed_everything(seed: int) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+def deterministic_on_cpu(train: Callable[..., T]) -> Callable[..., T]:
+    """Run a training function with torch's deterministic algorithms when it trains on the CPU.
+
+    Some CPU kernels add into shared rows atomically across threads (the backward of indexing a
+    tensor with repeated indices), so two runs of the same seed on two or more threads could
+    differ; the deterministic algorithms sum in one fixed order, the one a single thread uses, so
+    a seed gives the same weights on any number of threads. The setting is restored afterwards;
+    a GPU run (``train``'s ``device`` argument, None meaning ``PEACE_DEVICE``) is left as it is.
+    A function without a ``device`` parameter trains on the CPU.
+    """
+    signature = inspect.signature(train)
+    takes_device = "device" in signature.parameters
+
+    @functools.wraps(train)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        if takes_device:
+            device = signature.bind(*args, **kwargs).arguments.get("device")
+            if resolve_device(device).type != "cpu":
+                return train(*args, **kwargs)
+        before = torch.are_deterministic_algorithms_enabled()
+        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            return train(*args, **kwargs)
+        finally:
+            torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+    return wrapper
 
 
 @contextmanager

@@ -243,3 +243,38 @@ def test_head_reads_the_zero_shot_rankers_score(toy_dir: Path, tiny_config) -> N
     assert PeaceRanker(kept, target, c).zero_shot is None
     with pytest.raises(ValueError, match="freeze_encoders"):
         PeaceRanker(pre, target, c.override(["finetune.freeze_encoders=false"]), prior)
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory):
+    """The synthetic small platform: enough rows per step for threads to share the work."""
+    from peace.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("platform") / "data"
+    generate(out, seed=0)
+    return load_dataset(out)
+
+
+@pytest.mark.parametrize("architecture", ["PEACE", "PCRec-L"])
+def test_same_seed_same_weights_on_two_threads(platform, tiny_config, architecture: str) -> None:
+    """A seed fixes the weights on two threads too (PCRec-L's graph views and PEACE's served term
+    index tensors with repeated rows, whose backward adds across threads)."""
+    cfg = tiny_config.override(
+        [
+            'pretrain.served_loss="softmax"',
+            "pretrain.batch_size=512",
+            "pretrain.max_steps=8",
+            "model.dim=64",
+        ]
+    )
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        torch.set_num_threads(2)
+        for _ in range(2):
+            model = pretrain(platform, cfg, show_progress=False, architecture=architecture).model
+            runs.append(model.state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not torch.are_deterministic_algorithms_enabled()  # the setting is restored

@@ -15,7 +15,7 @@ from peace.data.dataset import load_dataset
 from peace.data.history import HistoryIndex
 from peace.eval.protocol import PEACE_VARIANTS
 from peace.nn.entity_encoder import EntityGraph
-from peace.nn.peace import PEACE, PretrainBatch
+from peace.nn.peace import PEACE, PretrainBatch, item_vectors
 
 N_ENTITIES, N_RELATIONS = 40, 3
 
@@ -204,3 +204,29 @@ def test_zero_shot_scores_rank_items_by_their_vectors(tiny_config: PeaceConfig, 
     # Without PEA, a user's score for an item does not depend on the other candidates.
     swapped = model.zero_shot_scores(interests, items[:, [2, 1, 0]], scorer)
     torch.testing.assert_close(scores[:, [2, 1, 0]], swapped)
+
+
+def test_item_vectors_gradient_is_the_same_on_two_threads() -> None:
+    """Rows shared by many items get their gradient summed in one order on any thread count, so
+    a seed gives the same weights with two threads (indexing's backward adds them atomically)."""
+    gen = torch.Generator().manual_seed(0)
+    items = torch.randint(-1, 40, (60_000, 3), generator=gen)  # -1: fewer than three entities
+    upstream = torch.randn(60_000, 32, generator=gen)
+    table = torch.randn(41, 32, generator=gen)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = []
+        for _ in range(4):
+            weights = table.clone().requires_grad_()
+            (item_vectors(weights, items) * upstream).sum().backward()
+            grads.append(weights.grad)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+    expected = torch.zeros_like(table)  # by definition: each item adds upstream / n to its rows
+    for k in range(3):
+        valid = items[:, k] >= 0
+        n = (items >= 0).sum(1, keepdim=True).clamp(min=1)[valid]
+        expected.index_add_(0, items[valid, k], upstream[valid] / n)
+    torch.testing.assert_close(grads[0], expected, rtol=1e-4, atol=1e-4)

@@ -22,7 +22,7 @@ from torch import nn
 from peace.config import FinetuneConfig
 from peace.flows.rankers import TargetDomain
 from peace.metrics import ranking_metrics
-from peace.utils import adam, progress
+from peace.utils import adam, deterministic_on_cpu, progress
 
 SELECTION_METRIC = "ndcg@10"
 
@@ -161,6 +161,7 @@ def evaluate_per_user(
     )
 
 
+@deterministic_on_cpu
 def fit_ranker(
     ranker: nn.Module,
     target: TargetDomain,

@@ -60,9 +60,17 @@ from peace.flows.selection import (
 from peace.models import build_context, build_model, held_out_items
 from peace.nn.entity_encoder import NeighbourSampler
 from peace.nn.peace import PretrainBatch
-from peace.utils import adam, autocast, progress, resolve_device, seed_everything
+from peace.utils import (
+    adam,
+    autocast,
+    deterministic_on_cpu,
+    progress,
+    resolve_device,
+    seed_everything,
+)
 
 
+@deterministic_on_cpu
 def pretrain(
     ds: Dataset,
     cfg: PeaceConfig,

@@ -35,7 +35,10 @@ def item_vectors(entity_table: Tensor, item_entities: Tensor) -> Tensor:
     ``item_entities`` holds entity rows of ``entity_table``, -1 where an item has fewer entities.
     """
     valid = (item_entities >= 0).unsqueeze(-1).to(entity_table.dtype)
-    vecs = entity_table[item_entities.clamp(min=0)] * valid
+    # F.embedding rather than indexing: its backward sums each row's gradient in one fixed order
+    # on any number of threads (indexing's backward adds repeated rows atomically across threads,
+    # so two runs of the same seed would differ).
+    vecs = F.embedding(item_entities.clamp(min=0), entity_table) * valid
     return vecs.sum(-2) / valid.sum(-2).clamp(min=1.0)
 
 
