@@ -32,6 +32,9 @@ def test_quickstart_writes_metrics_in_schema(toy_dir: Path, tmp_path: Path) -> N
         for setting in ("normal", "zero-shot", "zero-shot-test"):
             assert ("PEACE", setting, domain) in got
         assert ("DeepFM", "normal", domain) in got and ("Popularity", "normal", domain) in got
+        for reference in ("Random", "Entity prior", "Entity overlap"):  # no-learning references
+            assert (reference, "zero-shot", domain) in got
+            assert (reference, "zero-shot-test", domain) in got
     metrics = {r["metric"] for r in doc["rows"]}
     assert metrics == {"hit@5", "hit@10", "ndcg@5", "ndcg@10"}
     assert all(0.0 <= r["mean"] <= 1.0 for r in doc["rows"])

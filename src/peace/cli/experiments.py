@@ -51,7 +51,12 @@ def quickstart(
     cfg.save(out / "config.toml")
     seed_list = [cfg.seed + k for k in range(seeds)]
     rows, timings = run_protocol(
-        ds, cfg, seed_list, DEFAULT_MODELS, show_progress=not quiet, log=lambda m: console.print(m)
+        ds,
+        cfg,
+        seed_list,
+        DEFAULT_MODELS + ZERO_SHOT_REFERENCES,
+        show_progress=not quiet,
+        log=lambda m: console.print(m),
     )
     wall = time.perf_counter() - t0
     write_results(
