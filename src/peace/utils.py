@@ -39,8 +39,9 @@ def deterministic_on_cpu(train: Callable[..., T]) -> Callable[..., T]:
 
     Some CPU kernels add into shared rows atomically across threads (the backward of indexing a
     tensor with repeated indices), so two runs of the same seed on two or more threads could
-    differ; the deterministic algorithms sum in one fixed order, the one a single thread uses, so
-    a seed gives the same weights on any number of threads. The setting is restored afterwards;
+    differ; the deterministic algorithms sum in one fixed order, so a seed gives the same weights
+    run after run on a given number of threads (one thread and two still round some sums
+    differently, as other kernels split them over threads). The setting is restored afterwards;
     a GPU run (``train``'s ``device`` argument, None meaning ``PEACE_DEVICE``) is left as it is.
     A function without a ``device`` parameter trains on the CPU.
     """
