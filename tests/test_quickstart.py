@@ -32,7 +32,7 @@ def test_quickstart_writes_metrics_in_schema(toy_dir: Path, tmp_path: Path) -> N
         for setting in ("normal", "zero-shot", "zero-shot-test"):
             assert ("PEACE", setting, domain) in got
         assert ("DeepFM", "normal", domain) in got and ("Popularity", "normal", domain) in got
-        for reference in ("Random", "Entity prior", "Entity overlap"):  # no-learning references
+        for reference in ("Random", "Entity prior", "Profile prior", "Entity overlap"):
             assert (reference, "zero-shot", domain) in got
             assert (reference, "zero-shot-test", domain) in got
     metrics = {r["metric"] for r in doc["rows"]}

@@ -256,6 +256,14 @@ class EvalConfig:
     """What the prior of ``zero_shot_prior`` counts per entity: ``rows``, the positive source
     rows (the *Entity prior* reference's counts), or ``users``, the distinct users with such a
     row (docs/experiments.md section 47)."""
+    zero_shot_profile_prior: float = 0.0
+    """Weight of the source profile prior added to the zero-shot score (0: none): for each item
+    profile field (e.g. MovieLens' year bin and number of genres), the mean log(1 + distinct
+    users before the pre-training cut-off) of the source items with the item's value, averaged
+    over the fields (:func:`peace.flows.rankers.source_profile_prior`). What kind of item the
+    source domains took up, read from the new item's profile; no user input, no target row. The
+    zero-shot ranker alone adds it (the normal head's DeepFM reads the profile fields itself),
+    and the served zero-shot ranker does the same (docs/experiments.md section 103)."""
     zero_shot_states: Literal["kept", "evaluated"] = "kept"
     """Which pre-trained weights PEACE's zero-shot score uses: ``kept``, the state the held-out
     rule keeps (the paper's single model); ``evaluated``, every state pre-training evaluated

@@ -436,3 +436,23 @@ def test_margins_count_the_seeds_in_which_peace_is_ahead(tmp_path: Path) -> None
     old = [{k: v for k, v in r.items() if k != "values"} for r in kept]
     text = _section_wins(Results(old))
     assert "Seeds ahead" not in text and "of 3 seeds" not in text
+
+
+@pytest.mark.parametrize("profile", [0.0, 0.5])
+def test_the_zero_shot_section_states_the_served_score(tmp_path: Path, profile: float) -> None:
+    """The zero-shot section writes PEACE's score with the weights of the run's configuration:
+    the profile term and the *Profile prior* row it reads appear only when it is weighed."""
+    doc = _doc(full=False)
+    doc["config"] = {
+        "eval": {
+            "zero_shot_prior": 1.0,
+            "zero_shot_prior_counts": "users",
+            "zero_shot_profile_prior": profile,
+        }
+    }
+    text = write_report(tmp_path, doc, _statistics()).read_text(encoding="utf-8")
+    zero_shot = text.split("## 4. ")[1].split("## 5. ")[0]
+    served = "z_u . z_i + 1 * prior(i) + 0.5 * profile(i)"
+    assert (served in zero_shot) == (profile == 0.5)
+    assert ("*Profile prior* row's score" in zero_shot) == (profile == 0.5)
+    assert "z_u . z_i + 1 * prior(i)" in zero_shot

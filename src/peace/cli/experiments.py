@@ -90,6 +90,7 @@ DEV_MODELS = (
     "DeepFM",
     "Random",
     "Entity prior",
+    "Profile prior",
     "Entity overlap",
 )
 
@@ -135,8 +136,8 @@ def benchmark(
         "--dev",
         help="Dev preset: one seed, three target domains (eval.domains, or the first three), "
         "the first search candidate of each model, and by default PEACE with the references "
-        "(Entity mean, Popularity, DeepFM, Random, Entity prior, Entity overlap). Minutes, to "
-        "judge a change.",
+        "(Entity mean, Popularity, DeepFM, Random, Entity prior, Profile prior, Entity overlap). "
+        "Minutes, to judge a change.",
     ),
     config: Path = CONFIG_OPTION,
     set_: list[str] = SET_OPTION,
@@ -420,7 +421,9 @@ def evaluate(
         "run's eval.zero_shot_prior).",
     ),
     references: bool = typer.Option(
-        True, "--references/--no-references", help="Score Random, Entity prior, Entity overlap."
+        True,
+        "--references/--no-references",
+        help="Score Random, Entity prior, Profile prior, Entity overlap.",
     ),
     against: str = typer.Option(
         None,
@@ -433,8 +436,9 @@ def evaluate(
 ) -> None:
     """Score a pre-trained run zero-shot on chosen domains, paired per user with references.
 
-    The served score at each prior weight beside the references (Random, Entity prior, Entity
-    overlap), each tested per user against the first; with --against, beside another run's.
+    The served score at each prior weight (plus the run's own profile term) beside the
+    references (Random, Entity prior, Profile prior, Entity overlap), each tested per user
+    against the first; with --against, beside another run's.
     """
     import json
 

@@ -33,18 +33,21 @@ from peace.flows.rankers import (
     EntityPriorRanker,
     PeaceRanker,
     PopularityRanker,
+    ProfilePriorRanker,
     RandomRanker,
     TargetDomain,
     ZeroShotRanker,
     source_entity_counts,
+    source_profile_prior,
     zero_shot_prior,
+    zero_shot_profile,
 )
 from peace.models import COMPETITORS, FINE_TUNED, PEACE_VARIANTS, ZERO_SHOT
 
 #: references of the normal setting (fitted on the target's training split)
 NORMAL_REFERENCES = ("Popularity", "DeepFM")
 #: references of the zero-shot settings: no learning, no target row (see peace.flows.rankers)
-ZERO_SHOT_REFERENCES = ("Random", "Entity prior", "Entity overlap")
+ZERO_SHOT_REFERENCES = ("Random", "Entity prior", "Profile prior", "Entity overlap")
 REFERENCES = NORMAL_REFERENCES + ZERO_SHOT_REFERENCES
 DEFAULT_MODELS = ("PEACE", "Popularity", "DeepFM")
 
@@ -126,6 +129,9 @@ def run_seed(
                 on_pretrained(name, pre)
             # eval.zero_shot_prior weighs PEACE's own zero-shot score; a competitor keeps its own.
             prior = zero_shot_prior(ds, pre, vcfg) if architecture == "PEACE" else (0.0, None)
+            profile = (
+                zero_shot_profile(ds, vcfg, pre.cutoff) if architecture == "PEACE" else (0.0, None)
+            )
             for d, split in splits.items():
                 t0 = time.perf_counter()
                 pretrained_rows(
@@ -141,6 +147,7 @@ def run_seed(
                     zero_shot=name not in FINE_TUNED,
                     normal=normal and name not in ZERO_SHOT,
                     prior=prior,
+                    profile=profile,
                 )
                 timings[f"{name} {ds.domains[d]}"] = time.perf_counter() - t0
         elif name in ZERO_SHOT_REFERENCES:
@@ -212,12 +219,15 @@ def reference_rows(
     cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split), cfg.pretrain.cutoff)
     source = source_entity_counts(ds, cutoff)
     history = HistoryIndex(ds, cfg.model.history_length) if name == "Entity overlap" else None
+    profile = source_profile_prior(ds, cutoff) if name == "Profile prior" else None
     for d, split in splits.items():
         target = TargetDomain(ds, d)
         if name == "Random":
             ranker = RandomRanker(target, cfg.seed)
         elif name == "Entity prior":
             ranker = EntityPriorRanker(target, source.rows)
+        elif name == "Profile prior":
+            ranker = ProfilePriorRanker(target, profile)
         else:
             ranker = EntityOverlapRanker(target, history, source.users, source.num_users)
         test = ranking_task(split.test, _concat(split.train, split.valid))
@@ -245,15 +255,18 @@ def pretrained_rows(
     zero_shot: bool = True,
     normal: bool = True,
     prior: tuple[float, Tensor | None] = (0.0, None),
+    profile: tuple[float, Tensor | None] = (0.0, None),
 ) -> None:
     """The zero-shot rows and/or the fine-tuned (normal) row of one pre-trained model;
-    ``prior``: the zero-shot score's prior weight and source-entity prior (ZeroShotRanker)."""
+    ``prior``: the zero-shot score's prior weight and source-entity prior (ZeroShotRanker and
+    the normal head's affinity); ``profile``: the zero-shot score's profile weight and source
+    profile prior (ZeroShotRanker only)."""
     target = TargetDomain(ds, d)
     domain = ds.domains[d]
     valid = ranking_task(split.valid, split.train)
     test = ranking_task(split.test, _concat(split.train, split.valid))
     if zero_shot:
-        zero = ZeroShotRanker(pre, target, cfg.eval.zero_shot_scorer, *prior)
+        zero = ZeroShotRanker(pre, target, cfg.eval.zero_shot_scorer, *prior, profile=profile)
         _record(
             results,
             name,

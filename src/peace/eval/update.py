@@ -50,8 +50,11 @@ HEAD_KEYS = frozenset(
 )
 
 # The [eval] keys that only PEACE's zero-shot score reads (its normal rows too where the head
-# reads that score, finetune.affinity = "zero-shot").
-PEACE_ZERO_SHOT_KEYS = frozenset({"zero_shot_prior", "zero_shot_prior_counts", "zero_shot_states"})
+# reads that score, finetune.affinity = "zero-shot", except the profile prior, which the head
+# never reads: its DeepFM has the profile fields).
+PEACE_ZERO_SHOT_KEYS = frozenset(
+    {"zero_shot_prior", "zero_shot_prior_counts", "zero_shot_states", "zero_shot_profile_prior"}
+)
 
 # The [finetune] keys that only PEACE's head reads: a competitor's zero-shot score has no prior
 # and no evaluated states, so its head reads z_u . z_i under either finetune.affinity.
@@ -67,7 +70,9 @@ def reads(model: str, key: str, zero_shot: bool = True, affinity: str = "inner")
     section, _, name = key.partition(".")
     variant = model in PEACE_VARIANTS
     if section == "eval" and name in PEACE_ZERO_SHOT_KEYS:
-        head = affinity == "zero-shot" or (affinity == "inner-prior" and name != "zero_shot_states")
+        head = name != "zero_shot_profile_prior" and (
+            affinity == "zero-shot" or (affinity == "inner-prior" and name != "zero_shot_states")
+        )
         return variant and (zero_shot or head)
     if section == "finetune" and name in PEACE_HEAD_KEYS:
         return variant

@@ -1,6 +1,7 @@
 """Zero-shot scoring of one pre-trained run, without fine-tuning: the served score (Sec. 4.4) at
-one or more weights of the source-entity prior (``eval.zero_shot_prior``) and the references
-that need no learning, on chosen target domains, each scorer tested per user against the first.
+one or more weights of the source-entity prior (``eval.zero_shot_prior``; the run's own profile
+term, ``eval.zero_shot_profile_prior``, added at each) and the references that need no
+learning, on chosen target domains, each scorer tested per user against the first.
 
 This is how a pre-training change is judged on validation domains in minutes (a cut that moves
 source genres out as extra targets, :mod:`peace.data.importers.movielens`), without scoring the
@@ -32,7 +33,7 @@ from peace.eval.protocol import (
 )
 from peace.eval.significance import domain_mean_test
 from peace.flows.pretrained import Pretrained, cut_mismatch
-from peace.flows.rankers import source_entity_prior
+from peace.flows.rankers import source_entity_prior, zero_shot_profile
 
 #: the settings scored: every row of the domain, and its normal test split alone
 SETTINGS = ("zero-shot", "zero-shot-test")
@@ -116,6 +117,7 @@ def evaluate_run(
                 show_progress,
                 normal=False,
                 prior=(w, prior),
+                profile=zero_shot_profile(ds, run.config, run.cutoff),
             )
     for name in references:
         reference_rows(results, name, ds, splits, cfg)

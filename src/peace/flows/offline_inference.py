@@ -47,7 +47,13 @@ from safetensors.torch import save_file
 from peace.data.dataset import Dataset
 from peace.flows.checkpoints import verify_run
 from peace.flows.pretrained import Pretrained, dataset_fingerprint, load_pretrained
-from peace.flows.rankers import item_prior, item_vectors, source_entity_prior
+from peace.flows.rankers import (
+    item_prior,
+    item_vectors,
+    profile_prior_fallback,
+    source_entity_prior,
+    source_profile_prior,
+)
 from peace.store import (
     FORMAT,
     POINTER,
@@ -191,6 +197,8 @@ def export(
     # The source-entity prior the zero-shot score adds with weight eval.zero_shot_prior.
     entity_prior = source_entity_prior(ds, pre.cutoff, cfg.eval.zero_shot_prior_counts)  # [|E|]
     items_prior = item_prior(entity_prior, item_rows)  # [I]
+    # The source profile prior it adds with weight eval.zero_shot_profile_prior.
+    profile_prior = source_profile_prior(ds, pre.cutoff)  # [I]
     # eval.zero_shot_states = "evaluated": the mean over S states of z_u^s . z_i^s is one inner
     # product of the states' vectors side by side, the user's scaled by 1/S ([*, S * d]).
     # One state is the kept one (the best evaluation), served as it is.
@@ -273,6 +281,7 @@ def export(
                         "entities": item_entity_names.take(pa.array(cat)),
                         "vector": vector_column(items_vec[cat].numpy()),
                         "prior": pa.array(items_prior[cat].numpy()),
+                        "profile_prior": pa.array(profile_prior[cat].numpy()),
                         "popularity": pa.array(counts.astype(np.int64)),
                         **_zero_shot_column(zero_shot, "items", cat),
                     }
@@ -311,6 +320,8 @@ def export(
             "zero_shot_scorer": cfg.eval.zero_shot_scorer,
             "zero_shot_prior": float(cfg.eval.zero_shot_prior),
             "zero_shot_prior_counts": cfg.eval.zero_shot_prior_counts,
+            "zero_shot_profile_prior": float(cfg.eval.zero_shot_profile_prior),
+            "zero_shot_profile_fallback": profile_prior_fallback(ds, pre.cutoff),
             "zero_shot_states": 1 if zero_shot is None else len(pre.states),
             "rows": {
                 "users": n_users,

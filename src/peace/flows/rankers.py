@@ -242,6 +242,8 @@ class ZeroShotRanker(nn.Module):
     prior(i)``, prior(i) the item's source-entity prior (:func:`item_prior` of
     ``entity_prior``, from :func:`source_entity_prior`). A run that kept its evaluated states
     (``eval.zero_shot_states = "evaluated"``) is scored by the mean of score(u, i) over them.
+    With ``profile = (w_p, profile prior)`` (``eval.zero_shot_profile_prior``) it adds ``w_p *
+    profile_prior(i)`` as well (:func:`source_profile_prior`, indexed by global item id).
 
     For PEACE's ``inner`` score the states are the universal vectors z_u of Eq. 2, ``[B, S,
     d]``, computed once per user state (the score is z_u . z_i); otherwise the interests of Eq.
@@ -257,6 +259,7 @@ class ZeroShotRanker(nn.Module):
         scorer: str = "inner",
         prior_weight: float = 0.0,
         entity_prior: Tensor | None = None,
+        profile: tuple[float, Tensor | None] = (0.0, None),
     ) -> None:
         super().__init__()
         self.pre, self.target, self.scorer = pre, target, scorer
@@ -271,6 +274,12 @@ class ZeroShotRanker(nn.Module):
             if entity_prior is None:
                 raise ValueError("a zero-shot prior weight needs the source-entity prior.")
             self._bias = prior_weight * item_prior(entity_prior, target.item_entities)
+        profile_weight, profile_prior = profile
+        if profile_weight != 0.0:
+            if profile_prior is None:
+                raise ValueError("a zero-shot profile weight needs the source profile prior.")
+            term = profile_weight * profile_prior[torch.as_tensor(target.catalogue)]
+            self._bias = term if self._bias is None else self._bias + term
 
     @property
     def n_states(self) -> int:
@@ -415,6 +424,57 @@ def source_entity_prior(ds: Dataset, cutoff: float, counts: str = "rows") -> Ten
     return torch.as_tensor(np.log1p(_entity_row_counts(ds, items)), dtype=torch.float32)
 
 
+def _source_take_up(ds: Dataset, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """The source items and each one's log(1 + distinct users with a positive row before
+    ``cutoff``) (0 for a source item nobody took up)."""
+    source = np.flatnonzero(np.isin(ds.item_domain, ds.source_domains))
+    users, items = _positive_source_rows(ds, cutoff)
+    pairs = np.unique(users.astype(np.int64) * ds.num_items + items)
+    take_up = np.log1p(np.bincount(pairs % ds.num_items, minlength=ds.num_items))
+    return source, take_up[source]
+
+
+def source_profile_prior(ds: Dataset, cutoff: float) -> Tensor:
+    """``[num_items]`` float32: what the source domains' take-up says of each item's profile.
+
+    For each item profile field, each value's score is the mean over the source items with that
+    value of log(1 + distinct users with a positive source row before ``cutoff``) (source items
+    with none count as 0; a value no source item has scores :func:`profile_prior_fallback`); an
+    item's prior is the mean of its values' scores over the fields. Zeros when the dataset has no
+    item profiles. No target row is read: a new domain's items are scored by their profile alone.
+    """
+    prior = np.zeros(ds.num_items)
+    profiles = ds.item_profiles
+    if profiles is None or profiles.codes.shape[1] == 0:
+        return torch.as_tensor(prior, dtype=torch.float32)
+    source, take_up = _source_take_up(ds, cutoff)
+    if len(source) == 0:
+        return torch.as_tensor(prior, dtype=torch.float32)
+    for codes in profiles.codes.T:
+        size = int(codes.max()) + 1
+        total = np.bincount(codes[source], weights=take_up, minlength=size)
+        count = np.bincount(codes[source], minlength=size)
+        per_value = np.where(count > 0, total / np.maximum(count, 1), take_up.mean())
+        prior += per_value[codes]
+    return torch.as_tensor(prior / profiles.codes.shape[1], dtype=torch.float32)
+
+
+def profile_prior_fallback(ds: Dataset, cutoff: float) -> float:
+    """The profile prior of an item whose profile no source item shares (or that has none, as
+    an item added to a served domain at run time): the mean take-up of the source items."""
+    source, take_up = _source_take_up(ds, cutoff)
+    return float(take_up.mean()) if len(source) else 0.0
+
+
+def zero_shot_profile(ds: Dataset, cfg: PeaceConfig, cutoff: float) -> tuple[float, Tensor | None]:
+    """PEACE's zero-shot profile term, ``(eval.zero_shot_profile_prior, source profile prior)``
+    for ``cutoff``, as :class:`ZeroShotRanker` takes it; ``(0, None)`` when the weight is 0."""
+    weight = cfg.eval.zero_shot_profile_prior
+    if weight == 0.0:
+        return 0.0, None
+    return weight, source_profile_prior(ds, cutoff)
+
+
 def zero_shot_prior(ds: Dataset, pre: Pretrained, cfg: PeaceConfig) -> tuple[float, Tensor | None]:
     """PEACE's zero-shot prior term, ``(eval.zero_shot_prior, source-entity prior)`` for the
     cut-off of ``pre``, as :class:`ZeroShotRanker` and :class:`PeaceRanker` take it; ``(0,
@@ -459,6 +519,23 @@ class EntityPriorRanker(nn.Module):
         super().__init__()
         weight = torch.as_tensor(np.log1p(entity_counts), dtype=torch.float32)
         self.scores = item_prior(weight, target.item_entities)
+
+    def states(self, users: np.ndarray, times: np.ndarray) -> None:
+        return None
+
+    def forward(self, users: Tensor, states: Tensor | None, items: Tensor) -> Tensor:
+        return self.scores[items]
+
+
+class ProfilePriorRanker(nn.Module):
+    """Reference: target items ranked by their profile's take-up in the source domains before
+    the cut-off (:func:`source_profile_prior`); no user input, no entity."""
+
+    trainable = False
+
+    def __init__(self, target: TargetDomain, profile_prior: Tensor) -> None:
+        super().__init__()
+        self.scores = profile_prior[torch.as_tensor(target.catalogue)]
 
     def states(self, users: np.ndarray, times: np.ndarray) -> None:
         return None

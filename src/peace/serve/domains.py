@@ -42,8 +42,12 @@ class DomainState:
     stale_rows: frozenset[int] = frozenset()
     """Rows changed after the index was built (scored exactly at every query)."""
     bias: Tensor | None = None
-    """[I] w * prior(i), the weighted source-entity prior the zero-shot score adds
-    (``eval.zero_shot_prior`` = w); None when w = 0."""
+    """[I] w * prior(i) + w_p * profile_prior(i), the weighted source-entity and profile priors
+    the zero-shot score adds (``eval.zero_shot_prior`` = w, ``eval.zero_shot_profile_prior`` =
+    w_p; :meth:`ZeroShotScorer.item_bias`); None when both weights are 0."""
+    head_bias: Tensor | None = None
+    """[I] w * prior(i) alone, what a normal ranker's head adds to its zero-shot score (its
+    DeepFM reads the profile fields itself); None when :attr:`bias` holds no profile term."""
     bias_order: np.ndarray | None = None
     """The indexed rows by decreasing bias; the first ``pool`` join every query's candidates
     (see :meth:`candidates`)."""
@@ -86,11 +90,12 @@ class DomainState:
         if all_states is not None and zero_shot is None:
             raise ValueError("this domain's zero-shot score needs new items' state vectors.")
         bias = None if self.bias is None else self.bias.clone()
-        new_bias = None
+        head_bias = None if self.head_bias is None else self.head_bias.clone()
+        new_bias = new_head_bias = None
         if bias is not None:
-            if prior is None:
-                raise ValueError("this domain's zero-shot score weighs the prior of new items.")
-            new_bias = scorer.prior_weight * prior
+            new_bias = scorer.item_bias(prior, None, len(vectors))
+        if head_bias is not None:
+            new_head_bias = scorer.prior_bias(prior, len(vectors))
         counts = self.counts.copy()
         appended, stale = [], set(self.stale_rows)
         new_keys = scorer.item_keys(vectors)
@@ -106,6 +111,8 @@ class DomainState:
                     all_states[r] = zero_shot[j]
                 if bias is not None and new_bias is not None:
                     bias[r] = new_bias[j]
+                if head_bias is not None and new_head_bias is not None:
+                    head_bias[r] = new_head_bias[j]
                 if keys is not None and new_keys is not None:
                     keys.top[r], keys.ties[r] = new_keys.top[j], new_keys.ties[j]
                 stale.add(r)
@@ -121,6 +128,8 @@ class DomainState:
                 all_states = torch.cat([all_states, zero_shot[idx]])
             if bias is not None and new_bias is not None:
                 bias = torch.cat([bias, new_bias[idx]])
+            if head_bias is not None and new_head_bias is not None:
+                head_bias = torch.cat([head_bias, new_head_bias[idx]])
             keys = ItemKeys.cat(keys, None if new_keys is None else new_keys.take(idx))
             counts = np.concatenate([counts, np.zeros(len(appended), np.int64)])
         normal_rows = None
@@ -139,6 +148,7 @@ class DomainState:
             normal_rows=normal_rows,
             stale_rows=frozenset(stale),
             bias=bias,
+            head_bias=head_bias,
             zero_shot=all_states,
         )
 
@@ -181,7 +191,8 @@ class DomainState:
         user_vecs = scorer.user_vectors(user.interests, items, keys)
         assert self.normal_rows is not None
         codes = self.normal_rows.index_select(0, rows)
-        bias = None if self.bias is None else self.bias.index_select(0, rows)
+        head = self.bias if self.head_bias is None else self.head_bias
+        bias = None if head is None else head.index_select(0, rows)
         scores = self.normal.scores(user.id, user_vecs, items, codes, user.universal, bias, states)
         return scores, "normal"
 
@@ -262,8 +273,15 @@ def catalogue_state(version: StoreVersion, domain: str, scorer: ZeroShotScorer) 
         keys=scorer.item_keys(vectors),
         counts=cat.popularity.astype(np.int64),
         bias=None
-        if scorer.prior_weight == 0.0
-        else scorer.prior_weight * torch.from_numpy(cat.prior),
+        if not scorer.weighs_items
+        else scorer.item_bias(
+            torch.from_numpy(cat.prior),
+            None if cat.profile_prior is None else torch.from_numpy(cat.profile_prior),
+            len(items),
+        ),
+        head_bias=None
+        if scorer.profile_weight == 0.0
+        else scorer.prior_bias(torch.from_numpy(cat.prior), len(items)),
         zero_shot=None if cat.zero_shot is None else torch.from_numpy(cat.zero_shot),
     )
 
@@ -280,7 +298,8 @@ def launched_state(domain: str, scorer: ZeroShotScorer) -> DomainState:
         vectors=vectors,
         keys=scorer.item_keys(vectors),
         counts=np.zeros(0, np.int64),
-        bias=None if scorer.prior_weight == 0.0 else torch.zeros(0),
+        bias=None if not scorer.weighs_items else torch.zeros(0),
+        head_bias=None if scorer.profile_weight == 0.0 else torch.zeros(0),
         zero_shot=None if scorer.states == 1 else torch.zeros(0, scorer.states * scorer.dim),
     )
 

@@ -164,6 +164,9 @@ class ZeroShotScorer(nn.Module):
         user_prior: Eq. 2 adds the learned vector shared by all users (``model.user_prior``).
         prior_weight: ``eval.zero_shot_prior``, the weight of the items' source-entity prior
             that a served domain adds to :meth:`scores` (:class:`peace.serve.domains.DomainState`).
+        profile_weight: ``eval.zero_shot_profile_prior``, the weight of the items' source
+            profile prior that a served domain adds as well; ``profile_fallback`` is the
+            profile prior of an item added at run time (the store does not know its profile).
         states: S, the evaluated states whose inner scores the zero-shot score averages
             (``eval.zero_shot_states = "evaluated"``; ``inner`` only). A served domain then
             scores one inner product of the states' vectors side by side (``[*, S * d]``, the
@@ -182,6 +185,8 @@ class ZeroShotScorer(nn.Module):
         user_prior: bool = False,
         prior_weight: float = 0.0,
         states: int = 1,
+        profile_weight: float = 0.0,
+        profile_fallback: float = 0.0,
     ) -> None:
         super().__init__()
         if mode not in ZERO_SHOT_MODES:
@@ -193,6 +198,7 @@ class ZeroShotScorer(nn.Module):
             )
         self.dim, self.use_pea, self.mode, self.states = dim, use_pea, mode, int(states)
         self.prior_weight = float(prior_weight)
+        self.profile_weight, self.profile_fallback = float(profile_weight), float(profile_fallback)
         self.prototypes = Prototypes(dim, n_prototypes, top_k, mlp_hidden)
         self.fusion = AttentiveFusion(dim, attention_dim, user_prior)
         self.decoder = MLP(2 * dim, mlp_hidden, 1)
@@ -223,11 +229,38 @@ class ZeroShotScorer(nn.Module):
             bool(dims.get("user_prior", False)),
             version.prior_weight,
             version.zero_shot_states,
+            version.profile_weight,
+            version.profile_fallback,
         )
         scorer.load_state_dict(version.scorer_state, strict=True)
         scorer.eval()
         scorer.requires_grad_(False)
         return scorer
+
+    @property
+    def weighs_items(self) -> bool:
+        """Whether the zero-shot score adds a per-item term (a prior with a nonzero weight)."""
+        return self.prior_weight != 0.0 or self.profile_weight != 0.0
+
+    def prior_bias(self, prior: Tensor | None, n: int) -> Tensor:
+        """``[n]`` w * prior: the source-entity prior term alone (what a normal ranker's head
+        adds to its zero-shot score; zeros when w = 0)."""
+        if self.prior_weight == 0.0:
+            return torch.zeros(n)
+        if prior is None:
+            raise ValueError("this domain's zero-shot score weighs the prior of new items.")
+        return self.prior_weight * prior
+
+    def item_bias(self, prior: Tensor | None, profile_prior: Tensor | None, n: int) -> Tensor:
+        """``[n]`` the per-item term the zero-shot score adds: w * prior + w_p * profile prior
+        (a missing ``profile_prior``, as for items added at run time, is ``profile_fallback``)."""
+        bias = self.prior_bias(prior, n)
+        if self.profile_weight != 0.0:
+            profile = (
+                torch.full((n,), self.profile_fallback) if profile_prior is None else profile_prior
+            )
+            bias = bias + self.profile_weight * profile
+        return bias
 
     @property
     def top_k(self) -> int:

@@ -106,17 +106,20 @@ class Catalogue:
     prior: np.ndarray
     """[I] float32: the item's source-entity prior (``eval.zero_shot_prior`` weighs it; zeros
     in versions written before it was stored)."""
+    profile_prior: np.ndarray | None = None
+    """[I] float32: the item's source profile prior (``eval.zero_shot_profile_prior`` weighs
+    it; zeros in versions written before it was stored)."""
     zero_shot: np.ndarray | None = None
     """[I, S * d] float32: the item's vector in each of the S evaluated states, side by side
     (``eval.zero_shot_states = "evaluated"``); None when the kept state alone is served."""
 
 
-def _prior_column(table: pa.Table) -> torch.Tensor:
-    """A table's float32 ``prior`` column; zeros where the version has none (written before
-    the zero-shot score could add the source-entity prior)."""
-    if "prior" not in table.column_names:
+def _prior_column(table: pa.Table, name: str = "prior") -> torch.Tensor:
+    """A table's float32 ``name`` column (``prior`` or ``profile_prior``); zeros where the
+    version has none (written before the zero-shot score could add that prior)."""
+    if name not in table.column_names:
         return torch.zeros(table.num_rows)
-    return torch.from_numpy(table.column("prior").to_numpy().astype(np.float32, copy=True))
+    return torch.from_numpy(table.column(name).to_numpy().astype(np.float32, copy=True))
 
 
 class StoreVersion:
@@ -170,6 +173,12 @@ class StoreVersion:
                 f"{path / 'entities.arrow'}: no 'prior' column, but the manifest weighs the "
                 f"source-entity prior by {self.prior_weight}; export the version again."
             )
+        self.profile_weight = float(manifest.get("zero_shot_profile_prior", 0.0))
+        """Weight of the source profile prior in the zero-shot score
+        (``eval.zero_shot_profile_prior``)."""
+        self.profile_fallback = float(manifest.get("zero_shot_profile_fallback", 0.0))
+        """The profile prior of an item added at run time, whose profile the store does not
+        know (:func:`peace.flows.rankers.profile_prior_fallback`)."""
         self.entity_prior = _prior_column(entities)
         """[|E|] log(1 + positive source rows before the pre-training cut-off) per entity."""
         self.entity_zero_shot = self._states_column(path / "entities.arrow", entities)
@@ -192,6 +201,11 @@ class StoreVersion:
             table = read_arrow(path / info["file"])
             if states > 1:
                 self._require_states(path / info["file"], table)
+            if self.profile_weight != 0.0 and "profile_prior" not in table.column_names:
+                raise StoreError(
+                    f"{path / info['file']}: no 'profile_prior' column, but the manifest weighs "
+                    f"the source profile prior by {self.profile_weight}; export the version again."
+                )
             self.catalogues[domain] = Catalogue(
                 domain=domain,
                 items=string_array(table, "item"),
@@ -199,6 +213,7 @@ class StoreVersion:
                 vectors=column_array(table, "vector", (self.dim,), np.float32),
                 popularity=table.column("popularity").to_numpy().astype(np.int64),
                 prior=_prior_column(table).numpy(),
+                profile_prior=_prior_column(table, "profile_prior").numpy(),
                 zero_shot=column_array(table, "zero_shot", (states * self.dim,), np.float32)
                 if states > 1
                 else None,

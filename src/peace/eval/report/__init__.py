@@ -100,7 +100,7 @@ def render_report(
         _section_intro(doc, res),
         _section_statistics(statistics, graph if isinstance(graph, Mapping) else None),
         _section_normal(res),
-        _section_zero_shot(res, _prior_weight(doc), _prior_counts(doc)),
+        _section_zero_shot(res, _prior_weight(doc), _prior_counts(doc), _profile_weight(doc)),
         ablation,
         emb,
         _section_wins(res, doc.get("per_user"), history),
@@ -123,6 +123,12 @@ def _eval_section(doc: Mapping[str, Any]) -> Mapping[str, Any]:
 def _prior_weight(doc: Mapping[str, Any]) -> float:
     """``eval.zero_shot_prior`` of the document's configuration (0 where it predates it)."""
     return float(_eval_section(doc).get("zero_shot_prior", 0.0) or 0.0)
+
+
+def _profile_weight(doc: Mapping[str, Any]) -> float:
+    """``eval.zero_shot_profile_prior`` of the document's configuration (0 where it predates
+    it)."""
+    return float(_eval_section(doc).get("zero_shot_profile_prior", 0.0) or 0.0)
 
 
 def _prior_counts(doc: Mapping[str, Any]) -> str:

@@ -11,7 +11,15 @@ import numpy as np
 from peace.models import FINE_TUNED, ZERO_SHOT
 
 ABLATION_VARIANTS = ("PEACE", "PEACE w/o GL", "PEACE w/o CPL", "PEACE w/o PEA")
-REFERENCES = ("Popularity", "DeepFM", "Random", "Entity prior", "Entity overlap", "Entity mean")
+REFERENCES = (
+    "Popularity",
+    "DeepFM",
+    "Random",
+    "Entity prior",
+    "Profile prior",
+    "Entity overlap",
+    "Entity mean",
+)
 # Known names first, in the order of the paper; any other name follows, sorted.
 MODEL_ORDER = (*ABLATION_VARIANTS, *REFERENCES, *FINE_TUNED, *ZERO_SHOT)
 PEACE = "PEACE"

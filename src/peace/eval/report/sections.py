@@ -111,7 +111,9 @@ def _section_normal(res: Results) -> str:
     )
 
 
-def _section_zero_shot(res: Results, prior_weight: float = 0.0, prior_counts: str = "rows") -> str:
+def _section_zero_shot(
+    res: Results, prior_weight: float = 0.0, prior_counts: str = "rows", profile_weight: float = 0.0
+) -> str:
     intro = (
         "Analogue of Table 3: models applied to the target domains without any target "
         "interaction for training or choice. Only models with rows in these settings appear."
@@ -124,9 +126,18 @@ def _section_zero_shot(res: Results, prior_weight: float = 0.0, prior_counts: st
             if prior_counts == "users"
             else "the *Entity prior* row's own score (`eval.zero_shot_prior`"
         )
+        profile = f" + {profile_weight:g} * profile(i)" if profile_weight else ""
+        profile_text = (
+            ", and profile(i) the *Profile prior* row's score (the mean over the item's profile "
+            "fields of the source items' take-up among those with the item's value, "
+            "`eval.zero_shot_profile_prior`)"
+            if profile_weight
+            else ""
+        )
         intro += (
-            f" PEACE and its variants score z_u . z_i + {prior_weight:g} * prior(i), prior(i) "
-            f"being {prior}, chosen on validation domains); the competitors' scores are their own."
+            f" PEACE and its variants score z_u . z_i + {prior_weight:g} * prior(i){profile}, "
+            f"prior(i) being {prior}){profile_text}, chosen on validation domains; the "
+            "competitors' scores are their own."
         )
     if any(ENTITY_MEAN in res.models_in(s) for s in ("zero-shot", "zero-shot-test")):
         intro += ENTITY_MEAN_NOTE
