@@ -180,6 +180,17 @@ def test_zero_shot_only_update_replaces_only_the_zero_shot_rows(
     assert doc["runs"][-1]["settings"] == ["zero-shot", "zero-shot-test"]
     report = (out / "REPORT.md").read_text()
     assert "zero-shot rows only" in report and "z_u . z_i + 1 * prior(i)" in report
+    # A pre-training that does not repeat the recorded one (its curve differs) would put its
+    # zero-shot rows beside normal rows of other weights: refused, the new rows kept aside.
+    doc["curves"]["PEACE"][0]["valid_ndcg"] += 0.01
+    (out / "results.json").write_text(json.dumps(doc))
+    recorded = (out / "results.json").read_text()
+    moved = _bench(toy_dir, out, *update, "--set", "eval.zero_shot_prior=1.0", *inner)
+    assert moved.exit_code != 0
+    assert "does not repeat the recorded one" in " ".join(moved.output.split())
+    assert (out / "results.json").read_text() == recorded
+    aside = json.loads((out / "partial" / "zero-shot-only" / "results.json").read_text())
+    assert {r["setting"] for r in aside["rows"]} == {"zero-shot", "zero-shot-test"}
 
 
 def test_update_refuses_another_configuration(toy_dir: Path, tmp_path: Path) -> None:

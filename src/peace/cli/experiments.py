@@ -128,7 +128,8 @@ def benchmark(
         help="Only the zero-shot rows of the pre-trained models (no fine-tuning). With --update "
         "and the PEACE variants, their normal rows and chosen values are kept and pre-training "
         "uses those values: a change to the zero-shot score (e.g. eval.zero_shot_prior) is "
-        "recorded without fine-tuning again.",
+        "recorded without fine-tuning again. Refused when the pre-training does not repeat the "
+        "recorded curves (the kept normal rows would come from other weights).",
     ),
     quick: bool = typer.Option(False, "--quick", help="Smoke run: tiny budgets, one candidate."),
     dev: bool = typer.Option(
@@ -170,6 +171,7 @@ def benchmark(
         kept_document,
         load_embeddings,
         merge_update,
+        moved_curves,
         save_embeddings,
     )
     from peace.flows.pretrained import data_identity
@@ -242,6 +244,7 @@ def benchmark(
             _write_benchmark(out, ds, cfg, seed_list, doc, embeddings)
         return
     previous = None
+    recorded_curves: dict = {}
     pinned = None  # --update --zero-shot-only: pre-train with the kept rows' chosen values
     if update:
         if zero_shot_only and any(m not in PEACE_VARIANTS for m in chosen_models):
@@ -261,6 +264,7 @@ def benchmark(
             )
         except UpdateError as exc:
             raise fail(str(exc)) from exc
+        recorded_curves = previous.pop("replaced_curves", {})
         if zero_shot_only:
             values = previous["chosen"].get("PEACE", {})
             pinned = [{k: v for k, v in values.items() if k.startswith("pretrain.")}]
@@ -304,6 +308,30 @@ def benchmark(
         on_group=keep_group if jobs > 1 else None,
         zero_shot_only=zero_shot_only,
     )
+    moved = moved_curves(recorded_curves, doc.get("curves") or {}) if zero_shot_only else []
+    if moved:  # other weights than the kept normal rows': keep the new rows aside, merge nothing
+        aside = partial / "zero-shot-only"
+        aside.mkdir(parents=True, exist_ok=True)
+        rows = {k: v for k, v in doc.items() if k not in ("rows", "seeds", "embeddings")}
+        write_results(
+            aside / "results.json",
+            ds.root.name,
+            seed_list,
+            doc["rows"],
+            **rows,
+            commands=[command],
+            environment=environment(),
+            config=cfg.to_dict(),
+            data=identity,
+        )
+        raise fail(
+            "--zero-shot-only: the pre-training of "
+            + "; ".join(moved)
+            + f" does not repeat the recorded one, so its zero-shot rows would come from other "
+            f"weights than the kept normal rows. {out / 'results.json'} is unchanged (the new "
+            f"rows are in {aside}); run the same command without --zero-shot-only to record "
+            "both settings from the same pre-training."
+        )
     embeddings = doc.pop("embeddings")
     doc.pop("seeds")
     env = environment()

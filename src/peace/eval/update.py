@@ -166,7 +166,34 @@ def kept_document(
         "per_user": {m: v for m, v in per_user.items() if v},
         "curves": {m: v for m, v in (doc.get("curves") or {}).items() if m in kept},
         "runs": runs,
+        # --zero-shot-only pre-trains the listed models again and keeps their normal rows: the
+        # recorded curves say whether it repeats the pre-training behind them
+        "replaced_curves": {
+            m: v for m, v in (doc.get("curves") or {}).items() if zero_shot_only and m in models
+        },
     }
+
+
+def moved_curves(recorded: dict[str, list[dict]], curves: dict[str, list[dict]]) -> list[str]:
+    """The models whose first seed's pre-training curve in ``curves`` is not the one in
+    ``recorded`` (each described by the first evaluation that differs); a model missing from
+    either is not compared."""
+    moved = []
+    for name, old in recorded.items():
+        new = curves.get(name)
+        if not old or not new:
+            continue
+        for a, b in zip(old, new, strict=False):
+            if a != b:
+                moved.append(
+                    f"{name} (step {b.get('step', '?'):g}: held-out NDCG@10 "
+                    f"{a.get('valid_ndcg')} recorded, {b.get('valid_ndcg')} now)"
+                )
+                break
+        else:
+            if len(old) != len(new):
+                moved.append(f"{name} ({len(old)} evaluations recorded, {len(new)} now)")
+    return moved
 
 
 def empty_document() -> dict:
