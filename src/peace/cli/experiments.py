@@ -273,12 +273,9 @@ def benchmark(
     partial = out / "partial"
     kept_folders: list[Path] = []
 
-    def keep_group(group_doc: dict) -> None:
-        """A finished group's rows, mergeable with --merge should the run stop later."""
-        names = sorted({r["model"] for r in group_doc["rows"]}) or ["no-rows"]
-        folder = partial / "_".join(n.replace(" ", "-").replace("/", "") for n in names)
+    def write_aside(folder: Path, group_doc: dict) -> None:
+        """``group_doc``'s rows (and embeddings) as a results document in ``folder``."""
         folder.mkdir(parents=True, exist_ok=True)
-        kept_folders.append(folder)
         save_embeddings(folder, group_doc.get("embeddings") or {})
         kept = {k: v for k, v in group_doc.items() if k not in ("rows", "seeds", "embeddings")}
         write_results(
@@ -292,6 +289,13 @@ def benchmark(
             config=cfg.to_dict(),
             data=identity,
         )
+
+    def keep_group(group_doc: dict) -> None:
+        """A finished group's rows, mergeable with --merge should the run stop later."""
+        names = sorted({r["model"] for r in group_doc["rows"]}) or ["no-rows"]
+        folder = partial / "_".join(n.replace(" ", "-").replace("/", "") for n in names)
+        kept_folders.append(folder)
+        write_aside(folder, group_doc)
         console.print(f"kept {', '.join(names)} in {folder} (peace benchmark --merge {folder})")
 
     doc = run_benchmark(
@@ -311,19 +315,7 @@ def benchmark(
     moved = moved_curves(recorded_curves, doc.get("curves") or {}) if zero_shot_only else []
     if moved:  # other weights than the kept normal rows': keep the new rows aside, merge nothing
         aside = partial / "zero-shot-only"
-        aside.mkdir(parents=True, exist_ok=True)
-        rows = {k: v for k, v in doc.items() if k not in ("rows", "seeds", "embeddings")}
-        write_results(
-            aside / "results.json",
-            ds.root.name,
-            seed_list,
-            doc["rows"],
-            **rows,
-            commands=[command],
-            environment=environment(),
-            config=cfg.to_dict(),
-            data=identity,
-        )
+        write_aside(aside, doc)
         raise fail(
             "--zero-shot-only: the pre-training of "
             + "; ".join(moved)
