@@ -183,11 +183,15 @@ def test_zero_shot_only_update_replaces_only_the_zero_shot_rows(
     # A pre-training that does not repeat the recorded one (its curve differs) would put its
     # zero-shot rows beside normal rows of other weights: refused, the new rows kept aside.
     doc["curves"]["PEACE"][0]["valid_ndcg"] += 0.01
+    for run in doc["runs"]:  # as if recorded on a CPU whose kernels differ from this one's
+        run["environment"]["cpu_capability"] = "ANOTHER-ISA"
     (out / "results.json").write_text(json.dumps(doc))
     recorded = (out / "results.json").read_text()
     moved = _bench(toy_dir, out, *update, "--set", "eval.zero_shot_prior=1.0", *inner)
     assert moved.exit_code != 0
-    assert "does not repeat the recorded one" in " ".join(moved.output.split())
+    said = " ".join(moved.output.split())
+    assert "does not repeat the recorded one" in said
+    assert "kernels ANOTHER-ISA" in said and "same kind of CPU" in said
     assert (out / "results.json").read_text() == recorded
     aside = json.loads((out / "partial" / "zero-shot-only" / "results.json").read_text())
     assert {r["setting"] for r in aside["rows"]} == {"zero-shot", "zero-shot-test"}

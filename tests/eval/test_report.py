@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
@@ -346,6 +347,7 @@ def test_a_run_records_the_cpu_it_ran_on() -> None:
     assert isinstance(env["cpu"], str) and env["cpu"].strip()
     if Path("/proc/cpuinfo").is_file() and "model name" in Path("/proc/cpuinfo").read_text():
         assert env["cpu"] in Path("/proc/cpuinfo").read_text()
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_the_ablation_shows_both_settings_and_tests_each_difference(tmp_path: Path) -> None:

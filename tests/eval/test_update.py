@@ -13,6 +13,7 @@ from peace.eval.update import (
     SHARED_MODEL_KEYS,
     UpdateError,
     kept_document,
+    machine_difference,
     merge_update,
 )
 
@@ -387,3 +388,19 @@ def test_entity_mean_reads_what_the_peace_variants_read() -> None:
     assert all(reads("Entity mean", f"pretrain.{k}") for k in PEACE_PRETRAIN_KEYS)
     assert reads("Entity mean", "eval.zero_shot_prior")
     assert not reads("Entity overlap", "eval.zero_shot_prior")
+
+
+def test_a_curve_that_does_not_repeat_names_the_machines_behind_it() -> None:
+    """Another kind of CPU (or one whose kernels were not recorded) is named as a likely cause;
+    the same machine, or a run of other models only, says nothing."""
+    here = {"cpu": "AMD EPYC", "cpu_capability": "AVX2"}
+    runs = [
+        {"models": ["PEACE", "DeepFM"], "environment": {"cpu": "AMD EPYC"}},
+        {"models": ["SASRec"], "environment": {"cpu": "Intel Xeon", "cpu_capability": "AVX512"}},
+    ]
+    said = machine_difference(runs, ["PEACE"], here)
+    assert "AMD EPYC, kernels not recorded" in said and "kernels AVX2" in said
+    assert "Intel Xeon" not in said  # SASRec's run made no PEACE row
+    runs[0]["environment"] = dict(here)
+    assert machine_difference(runs, ["PEACE"], here) == ""
+    assert machine_difference(runs, ["Tiger"], here) == ""

@@ -170,6 +170,7 @@ def benchmark(
         empty_document,
         kept_document,
         load_embeddings,
+        machine_difference,
         merge_update,
         moved_curves,
         save_embeddings,
@@ -323,6 +324,7 @@ def benchmark(
             f"weights than the kept normal rows. {out / 'results.json'} is unchanged (the new "
             f"rows are in {aside}); run the same command without --zero-shot-only to record "
             "both settings from the same pre-training."
+            + machine_difference(previous["runs"], list(chosen_models), environment())
         )
     embeddings = doc.pop("embeddings")
     doc.pop("seeds")

@@ -45,6 +45,9 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu": cpu_model(),
+        # the instruction set torch's CPU kernels use (e.g. AVX2, AVX512): the same seed gives
+        # the same bits only where it and the CPU's kind are the same
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
     }
     device = os.environ.get("PEACE_DEVICE", "")

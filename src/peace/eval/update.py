@@ -196,6 +196,22 @@ def moved_curves(recorded: dict[str, list[dict]], curves: dict[str, list[dict]])
     return moved
 
 
+def machine_difference(runs: list[dict], models: list[str], now: dict) -> str:
+    """A sentence on where the runs that recorded ``models`` ran, when that may be why their
+    pre-training does not repeat: another kind of CPU, or one whose kernels were not recorded."""
+    fields = ("cpu", "cpu_capability")
+    then = [r.get("environment") or {} for r in runs if set(r.get("models") or []) & set(models)]
+    kinds = {tuple(e.get(f, "not recorded") for f in fields) for e in then}
+    here = tuple(now.get(f, "not recorded") for f in fields)
+    if not kinds or kinds == {here}:
+        return ""
+    recorded = "; ".join(f"{c}, kernels {k}" for c, k in sorted(kinds))
+    return (
+        f" The recorded pre-training ran on {recorded}; this one on {here[0]}, kernels "
+        f"{here[1]}: the same seed gives the same weights only on the same kind of CPU."
+    )
+
+
 def empty_document() -> dict:
     """What :func:`kept_document` returns for a report that does not exist yet."""
     return {
