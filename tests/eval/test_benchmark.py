@@ -301,15 +301,22 @@ def test_jobs_split_the_peace_variants_and_list_their_search_once(
     assert split.exit_code == 0, split.output
     doc = json.loads((tmp_path / "split" / "results.json").read_text())
     assert {r["model"] for r in doc["rows"]} == {"PEACE", "PEACE w/o GL"}
-    # both groups searched PEACE with the same outcome: each trial is listed once
+    # PEACE was searched once, its candidates side by side, for both groups: each trial listed
+    # once, with the values of a search in one process
     trials = [(e["model"], json.dumps(e["candidate"], sort_keys=True)) for e in doc["search"]]
     assert trials and len(trials) == len(set(trials))
-    # a group of its own gives PEACE the rows it gets alone
+    # a group of its own gives PEACE the rows it gets alone (there the search's pre-training is
+    # reused from memory, here from the search's run folder)
     alone = _bench(toy_dir, tmp_path / "alone", "--models", "PEACE", "--jobs", "2")
     assert alone.exit_code == 0, alone.output
     single = json.loads((tmp_path / "alone" / "results.json").read_text())
     assert [r for r in doc["rows"] if r["model"] == "PEACE"] == single["rows"]
     assert doc["chosen"]["PEACE"] == single["chosen"]["PEACE"]
+
+    def outcome(trials: list[dict]) -> list[tuple]:
+        return [(e["model"], e["candidate"], e["criterion"], e["value"]) for e in trials]
+
+    assert outcome(doc["search"]) == outcome(single["search"])
 
 
 def test_report_rewrites_the_report_from_results_alone(toy_dir: Path, tmp_path: Path) -> None:

@@ -17,8 +17,10 @@ The ablations use PEACE's chosen values with one component switched off.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -32,9 +34,17 @@ from peace.eval.protocol import (
     per_user_means,
     run_seed,
 )
-from peace.eval.search import apply_values, search
+from peace.eval.search import (
+    FINETUNE_CANDIDATES,
+    PRETRAIN_CANDIDATES,
+    apply_values,
+    finetune_trial,
+    pretrain_trial,
+    search,
+)
 from peace.eval.update import join_search
-from peace.flows.pretrained import Pretrained
+from peace.flows.pretrained import Pretrained, load_pretrained
+from peace.flows.rankers import zero_shot_prior
 from peace.models import COMPETITORS
 
 ALL_MODELS = (
@@ -88,10 +98,24 @@ def run_benchmark(
     threads = max(1, (os.cpu_count() or 1) // jobs)
     groups = model_groups(models, jobs)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with (
+        ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool,
+        tempfile.TemporaryDirectory(prefix="peace-search-") as folder,
+    ):
+        searched = None
+        if sum(any(m in PEACE_VARIANTS for m in g) for g in groups) > 1:
+            searched = search_peace_apart(pool, ds, cfg, seeds[0], candidates, threads, log, folder)
         futures = {
             pool.submit(
-                _run_group, ds.root, cfg, seeds, group, threads, candidates, not zero_shot_only
+                _run_group,
+                ds.root,
+                cfg,
+                seeds,
+                group,
+                threads,
+                candidates,
+                not zero_shot_only,
+                searched,
             ): k
             for k, group in enumerate(groups)
         }
@@ -123,10 +147,10 @@ def model_groups(models: tuple[str, ...], jobs: int = 1) -> list[tuple[str, ...]
     """Units that can run apart: the PEACE variants in up to ``jobs`` groups, every other model
     alone; the PEACE groups first, as they are the longest.
 
-    The variants take PEACE's searched values, so each group of them searches PEACE again, with
-    the same seed and the same outcome (:func:`merge_documents` lists the search once). That
-    costs one search per extra group and lets ``--jobs 2`` run the four variants (the update
-    after a change that PEACE alone reads) in about half the wall time.
+    The variants take PEACE's searched values: with more than one group of them, PEACE is
+    searched once beforehand, its candidates side by side (:func:`search_peace_apart`), and every
+    group takes the outcome. ``--jobs 2`` runs the four variants (the update after a change that
+    PEACE alone reads) in about half the wall time.
     """
     family = tuple(m for m in models if m in PEACE_VARIANTS)
     parts = max(1, min(jobs, len(family)))
@@ -142,8 +166,10 @@ def _run_group(
     threads: int,
     candidates: tuple,
     normal: bool = True,
+    searched: tuple[dict, list[dict], str] | None = None,
 ) -> dict:
-    """One worker process: load the dataset, run ``models``, return their document."""
+    """One worker process: load the dataset, run ``models``, return their document.
+    ``searched``: PEACE's search (chosen values, trials, the chosen pre-training's run folder)."""
     import torch
 
     from peace.data.dataset import load_dataset
@@ -154,9 +180,89 @@ def _run_group(
     def log(message: str) -> None:
         print(f"[{name}] {message}", flush=True)
 
+    ds = load_dataset(root)
+    found = None
+    if searched is not None:
+        values, trials, run = searched
+        found = (values, trials, load_pretrained(run, ds) if "PEACE" in models else None)
     return _run_models(
-        load_dataset(root), cfg, seeds, models, False, log, *candidates, normal=normal
+        ds, cfg, seeds, models, False, log, *candidates, normal=normal, searched=found
     )
+
+
+def _worker(threads: int, root: str) -> Dataset:
+    import torch
+
+    from peace.data.dataset import load_dataset
+
+    torch.set_num_threads(threads)
+    return load_dataset(root)
+
+
+def _pretrain_candidate(
+    root: str, cfg: PeaceConfig, candidate: dict, out: str, threads: int
+) -> tuple[dict, float]:
+    """One worker process: pre-train PEACE with one search candidate into the run folder
+    ``out``; its search-log entry and selection key (:func:`peace.eval.search.pretrain_trial`)."""
+    entry, key, _ = pretrain_trial(_worker(threads, root), cfg, "PEACE", candidate, out=out)
+    return entry, key
+
+
+def _finetune_candidate(
+    root: str, cfg: PeaceConfig, run: str, candidate: dict, threads: int
+) -> dict:
+    """One worker process: PEACE's head with one fine-tuning candidate on the pre-training in
+    ``run``; its search-log entry (:func:`peace.eval.search.finetune_trial`)."""
+    ds = _worker(threads, root)
+    pre = load_pretrained(run, ds)
+    return finetune_trial(ds, cfg, "PEACE", candidate, pre, zero_shot_prior(ds, pre, cfg))
+
+
+def search_peace_apart(
+    pool,
+    ds: Dataset,
+    cfg: PeaceConfig,
+    seed: int,
+    candidates: tuple,
+    threads: int,
+    log: Callable[[str], None],
+    folder: str,
+) -> tuple[dict, list[dict], str]:
+    """PEACE's search (:func:`peace.eval.search.search`) with each stage's candidates side by
+    side in ``pool``'s workers, the pre-trainings written under ``folder``: (chosen values, the
+    trials in search order, the chosen pre-training's run folder). The same choice as searching
+    in one process: each candidate seeds itself, and ties go to the earlier candidate."""
+    pre_c, fin_c = candidates[0], candidates[1]
+    pre_c = PRETRAIN_CANDIDATES if pre_c is None else pre_c
+    fin_c = FINETUNE_CANDIDATES if fin_c is None else fin_c
+    base = dataclasses.replace(cfg, seed=seed)
+    runs = [str(Path(folder) / f"pretrain-{k}") for k in range(len(pre_c))]
+    done = [
+        pool.submit(_pretrain_candidate, ds.root, base, cand, run, threads)
+        for cand, run in zip(pre_c, runs, strict=True)
+    ]
+    trials, keys = [], []
+    for cand, future in zip(pre_c, done, strict=True):
+        entry, key = future.result()
+        log(f"search PEACE pre-training {cand}: {entry['criterion']} {entry['value']:.4f}")
+        trials.append(entry)
+        keys.append(key)
+    best = int(np.argmin(keys))  # the first of equal keys, as search() keeps it
+    chosen = dict(pre_c[best])
+    peace_cfg = apply_values(base, chosen)
+    done = [
+        pool.submit(_finetune_candidate, ds.root, peace_cfg, runs[best], cand, threads)
+        for cand in fin_c
+    ]
+    values = []
+    for cand, future in zip(fin_c, done, strict=True):
+        entry = future.result()
+        log(f"search PEACE fine-tuning {cand}: valid NDCG@10 {entry['value']:.4f}")
+        trials.append(entry)
+        values.append(entry["value"])
+    if values:  # no candidates: a run without fine-tuning (zero-shot only)
+        chosen.update(fin_c[int(np.argmax(values))])
+    return chosen, trials, runs[best]
 
 
 def merge_documents(docs: list[dict]) -> dict:
@@ -204,6 +310,7 @@ def _run_models(
     finetune_candidates: list[dict] | None,
     competitor_candidates: list[dict] | None,
     normal: bool = True,
+    searched: tuple[dict, list[dict], Pretrained | None] | None = None,
 ) -> dict:
     t_start = time.perf_counter()
     base = dataclasses.replace(cfg, seed=seeds[0])
@@ -216,6 +323,7 @@ def _run_models(
         pretrain_candidates,
         finetune_candidates,
         competitor_candidates,
+        searched,
     )
     per_seed = []
     curves: dict[str, list[dict]] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -99,14 +100,25 @@ def search(
     pretrain_candidates: list[dict] | None = None,
     finetune_candidates: list[dict] | None = None,
     competitor_candidates: list[dict] | None = None,
+    searched: tuple[dict, list[dict], Pretrained | None] | None = None,
 ) -> tuple[dict[str, dict], list[dict], dict[str, Pretrained]]:
-    """Choose hyper-parameters on validation data; return choices, the search log, and models."""
+    """Choose hyper-parameters on validation data; return choices, the search log, and models.
+
+    ``searched``: PEACE's search done beforehand, ``(chosen values, its trials, the chosen
+    pre-training or None)``, taken instead of searching PEACE again.
+    """
     pre_c = PRETRAIN_CANDIDATES if pretrain_candidates is None else pretrain_candidates
     fin_c = FINETUNE_CANDIDATES if finetune_candidates is None else finetune_candidates
     chosen: dict[str, dict] = {}
     trail: list[dict] = []
     cache: dict[str, Pretrained] = {}
-    if any(m in PEACE_VARIANTS for m in models):
+    if searched is not None and any(m in PEACE_VARIANTS for m in models):
+        values, entries, pre = searched  # PEACE searched beforehand (peace.eval.benchmark)
+        chosen["PEACE"] = dict(values)
+        trail += entries
+        if pre is not None:
+            cache["PEACE"] = pre
+    elif any(m in PEACE_VARIANTS for m in models):
         best = _search_pretraining(ds, cfg, "PEACE", pre_c, show_progress, log, trail)
         chosen["PEACE"] = dict(best[1])
         cache["PEACE"] = best[2]
@@ -114,21 +126,11 @@ def search(
         prior = zero_shot_prior(ds, best[2], peace_cfg)
         best_ft = None
         for cand in fin_c:
-            c = apply_values(peace_cfg, cand)
-            value = _valid_ndcg(
-                ds, c, lambda t, c=c: PeaceRanker(best[2], t, c, prior), show_progress
-            )
-            trail.append(
-                {
-                    "model": "PEACE (fine-tuning)",
-                    "candidate": cand,
-                    "criterion": "valid ndcg@10",
-                    "value": value,
-                }
-            )
-            log(f"search PEACE fine-tuning {cand}: valid NDCG@10 {value:.4f}")
-            if best_ft is None or value > best_ft[0]:
-                best_ft = (value, cand)
+            entry = finetune_trial(ds, peace_cfg, "PEACE", cand, best[2], prior, show_progress)
+            trail.append(entry)
+            log(f"search PEACE fine-tuning {cand}: valid NDCG@10 {entry['value']:.4f}")
+            if best_ft is None or entry["value"] > best_ft[0]:
+                best_ft = (entry["value"], cand)
         if best_ft is not None:  # no candidates: a run without fine-tuning (zero-shot only)
             chosen["PEACE"].update(best_ft[1])
     comp_c = (
@@ -143,23 +145,11 @@ def search(
         model_cfg = apply_values(cfg, chosen[name])
         best_ft = None
         for cand in fin_c:
-            c = apply_values(model_cfg, cand)
-            t0 = time.perf_counter()
-            value = _valid_ndcg(
-                ds, c, lambda t, c=c, p=best[2]: PeaceRanker(p, t, c), show_progress
-            )
-            trail.append(
-                {
-                    "model": f"{name} (fine-tuning)",
-                    "candidate": cand,
-                    "criterion": "valid ndcg@10",
-                    "value": value,
-                    "seconds": round(time.perf_counter() - t0, 1),
-                }
-            )
-            log(f"search {name} fine-tuning {cand}: valid NDCG@10 {value:.4f}")
-            if best_ft is None or value > best_ft[0]:
-                best_ft = (value, cand)
+            entry = finetune_trial(ds, model_cfg, name, cand, best[2], (0.0, None), show_progress)
+            trail.append(entry)
+            log(f"search {name} fine-tuning {cand}: valid NDCG@10 {entry['value']:.4f}")
+            if best_ft is None or entry["value"] > best_ft[0]:
+                best_ft = (entry["value"], cand)
         if best_ft is not None:
             chosen[name].update(best_ft[1])
     if "DeepFM" in models:
@@ -191,19 +181,57 @@ def _search_pretraining(
     best by :func:`pretrain_choice`. Every candidate is logged and added to ``trail``."""
     best = None
     for cand in candidates:
-        t0 = time.perf_counter()
-        pre = pretrain(ds, apply_values(cfg, cand), show_progress=show_progress, architecture=name)
-        criterion, value, loss = pretrain_choice(pre.log)
-        trail.append(
-            {
-                "model": f"{name} (pre-training)",
-                "candidate": cand,
-                "criterion": criterion,
-                "value": value,
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-        )
-        log(f"search {name} pre-training {cand}: {criterion} {value:.4f}")
+        entry, loss, pre = pretrain_trial(ds, cfg, name, cand, show_progress)
+        trail.append(entry)
+        log(f"search {name} pre-training {cand}: {entry['criterion']} {entry['value']:.4f}")
         if best is None or loss < best[0]:
             best = (loss, cand, pre)
     return best
+
+
+def pretrain_trial(
+    ds: Dataset,
+    cfg: PeaceConfig,
+    name: str,
+    candidate: dict,
+    show_progress: bool = False,
+    out: str | Path | None = None,
+) -> tuple[dict, float, Pretrained]:
+    """Pre-train model ``name`` with one candidate (into the run folder ``out``, if given):
+    (its search-log entry, its :func:`pretrain_choice` key, lower is better, the model)."""
+    t0 = time.perf_counter()
+    pre = pretrain(
+        ds, apply_values(cfg, candidate), out, show_progress=show_progress, architecture=name
+    )
+    criterion, value, loss = pretrain_choice(pre.log)
+    entry = {
+        "model": f"{name} (pre-training)",
+        "candidate": candidate,
+        "criterion": criterion,
+        "value": value,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return entry, loss, pre
+
+
+def finetune_trial(
+    ds: Dataset,
+    cfg: PeaceConfig,
+    name: str,
+    candidate: dict,
+    pre: Pretrained,
+    prior: tuple[float, object] = (0.0, None),
+    show_progress: bool = False,
+) -> dict:
+    """Fine-tune ``name``'s head on every target domain with one candidate: its search-log
+    entry, whose value is the validation NDCG@10 averaged over the domains."""
+    c = apply_values(cfg, candidate)
+    t0 = time.perf_counter()
+    value = _valid_ndcg(ds, c, lambda t: PeaceRanker(pre, t, c, prior), show_progress)
+    return {
+        "model": f"{name} (fine-tuning)",
+        "candidate": candidate,
+        "criterion": "valid ndcg@10",
+        "value": value,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
