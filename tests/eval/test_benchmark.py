@@ -312,6 +312,7 @@ def test_jobs_split_the_peace_variants_and_list_their_search_once(
     single = json.loads((tmp_path / "alone" / "results.json").read_text())
     assert [r for r in doc["rows"] if r["model"] == "PEACE"] == single["rows"]
     assert doc["chosen"]["PEACE"] == single["chosen"]["PEACE"]
+    assert doc["curves"]["PEACE"] == single["curves"]["PEACE"]
 
     def outcome(trials: list[dict]) -> list[tuple]:
         return [(e["model"], e["candidate"], e["criterion"], e["value"]) for e in trials]
