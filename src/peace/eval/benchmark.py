@@ -191,6 +191,7 @@ def _run_group(
 
 
 def _worker(threads: int, root: str) -> Dataset:
+    """A worker process's thread count and dataset."""
     import torch
 
     from peace.data.dataset import load_dataset
