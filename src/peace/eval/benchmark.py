@@ -170,17 +170,12 @@ def _run_group(
 ) -> dict:
     """One worker process: load the dataset, run ``models``, return their document.
     ``searched``: PEACE's search (chosen values, trials, the chosen pre-training's run folder)."""
-    import torch
-
-    from peace.data.dataset import load_dataset
-
-    torch.set_num_threads(threads)
+    ds = _worker(threads, root)
     name = ", ".join(models)
 
     def log(message: str) -> None:
         print(f"[{name}] {message}", flush=True)
 
-    ds = load_dataset(root)
     found = None
     if searched is not None:
         values, trials, run = searched
