@@ -12,7 +12,7 @@ import torch
 from peace.config import PeaceConfig
 from peace.data.dataset import load_dataset
 from peace.eval.benchmark import search_peace_apart
-from peace.eval.search import search
+from peace.eval.search import choose, search
 from peace.flows.pretrained import load_pretrained
 
 
@@ -47,3 +47,10 @@ def test_search_apart_chooses_as_one_process_does(
     for name, value in cache["PEACE"].model.state_dict().items():
         assert torch.equal(kept.model.state_dict()[name], value), name
     assert len(kept.states) == len(cache["PEACE"].states)
+
+
+def test_choose_takes_the_first_best() -> None:
+    trials = [{"value": 0.3}, {"value": 0.5}, {"value": 0.5}, {"value": 0.1}]
+    assert choose(trials) == 1  # highest value, the earlier of equal ones
+    assert choose(trials, [2.0, 1.0, 0.5, 0.5]) == 2  # lowest key, the earlier of equal ones
+    assert choose([]) is None

@@ -35,9 +35,9 @@ from peace.eval.protocol import (
     run_seed,
 )
 from peace.eval.search import (
-    FINETUNE_CANDIDATES,
-    PRETRAIN_CANDIDATES,
     apply_values,
+    candidates_or_defaults,
+    choose,
     finetune_trial,
     pretrain_trial,
     search,
@@ -228,9 +228,7 @@ def search_peace_apart(
     side in ``pool``'s workers, the pre-trainings written under ``folder``: (chosen values, the
     trials in search order, the chosen pre-training's run folder). The same choice as searching
     in one process: each candidate seeds itself, and ties go to the earlier candidate."""
-    pre_c, fin_c = candidates[0], candidates[1]
-    pre_c = PRETRAIN_CANDIDATES if pre_c is None else pre_c
-    fin_c = FINETUNE_CANDIDATES if fin_c is None else fin_c
+    pre_c, fin_c = candidates_or_defaults(candidates[0], candidates[1])
     base = dataclasses.replace(cfg, seed=seed)
     runs = [str(Path(folder) / f"pretrain-{k}") for k in range(len(pre_c))]
     done = [
@@ -243,21 +241,21 @@ def search_peace_apart(
         log(f"search PEACE pre-training {cand}: {entry['criterion']} {entry['value']:.4f}")
         trials.append(entry)
         keys.append(key)
-    best = int(np.argmin(keys))  # the first of equal keys, as search() keeps it
+    best = choose(trials, keys)
     chosen = dict(pre_c[best])
     peace_cfg = apply_values(base, chosen)
     done = [
         pool.submit(_finetune_candidate, ds.root, peace_cfg, runs[best], cand, threads)
         for cand in fin_c
     ]
-    values = []
+    entries = []
     for cand, future in zip(fin_c, done, strict=True):
-        entry = future.result()
-        log(f"search PEACE fine-tuning {cand}: valid NDCG@10 {entry['value']:.4f}")
-        trials.append(entry)
-        values.append(entry["value"])
-    if values:  # no candidates: a run without fine-tuning (zero-shot only)
-        chosen.update(fin_c[int(np.argmax(values))])
+        entries.append(future.result())
+        log(f"search PEACE fine-tuning {cand}: valid NDCG@10 {entries[-1]['value']:.4f}")
+    trials += entries
+    k = choose(entries)
+    if k is not None:  # no candidates: a run without fine-tuning (zero-shot only)
+        chosen.update(fin_c[k])
     return chosen, trials, runs[best]
 
 

@@ -42,6 +42,30 @@ FINETUNE_CANDIDATES: list[dict[str, object]] = [
 COMPETITOR_PRETRAIN_CANDIDATES: list[dict[str, object]] = PRETRAIN_CANDIDATES
 
 
+def candidates_or_defaults(
+    pretrain_candidates: list[dict] | None, finetune_candidates: list[dict] | None
+) -> tuple[list[dict], list[dict]]:
+    """The pre-training and fine-tuning candidates a search tries: those given, or the defaults
+    (:data:`PRETRAIN_CANDIDATES`, :data:`FINETUNE_CANDIDATES`) for a list that is None."""
+    return (
+        PRETRAIN_CANDIDATES if pretrain_candidates is None else pretrain_candidates,
+        FINETUNE_CANDIDATES if finetune_candidates is None else finetune_candidates,
+    )
+
+
+def choose(entries: list[dict], keys: list[float] | None = None) -> int | None:
+    """The search's choice among one stage's trials, in the order they were tried: the index of
+    the lowest key (pre-training, :func:`pretrain_choice`), or without keys of the highest
+    ``value`` (fine-tuning's validation NDCG@10); the earlier of equal ones. None without
+    trials. Both ways of searching (:func:`search` and
+    :func:`peace.eval.benchmark.search_peace_apart`) choose with it."""
+    if not entries:
+        return None
+    if keys is None:
+        keys = [-e["value"] for e in entries]
+    return min(range(len(entries)), key=keys.__getitem__)
+
+
 def apply_values(cfg: PeaceConfig, values: dict[str, object]) -> PeaceConfig:
     """``cfg`` with the searched ``values`` (``{"section.key": value}``) set."""
     return cfg.override([f"{k}={_toml(v)}" for k, v in values.items()])
@@ -107,8 +131,7 @@ def search(
     ``searched``: PEACE's search done beforehand, ``(chosen values, its trials, the chosen
     pre-training or None)``, taken instead of searching PEACE again.
     """
-    pre_c = PRETRAIN_CANDIDATES if pretrain_candidates is None else pretrain_candidates
-    fin_c = FINETUNE_CANDIDATES if finetune_candidates is None else finetune_candidates
+    pre_c, fin_c = candidates_or_defaults(pretrain_candidates, finetune_candidates)
     chosen: dict[str, dict] = {}
     trail: list[dict] = []
     cache: dict[str, Pretrained] = {}
@@ -124,15 +147,16 @@ def search(
         cache["PEACE"] = best[2]
         peace_cfg = apply_values(cfg, chosen["PEACE"])
         prior = zero_shot_prior(ds, best[2], peace_cfg)
-        best_ft = None
+        entries = []
         for cand in fin_c:
-            entry = finetune_trial(ds, peace_cfg, "PEACE", cand, best[2], prior, show_progress)
-            trail.append(entry)
-            log(f"search PEACE fine-tuning {cand}: valid NDCG@10 {entry['value']:.4f}")
-            if best_ft is None or entry["value"] > best_ft[0]:
-                best_ft = (entry["value"], cand)
-        if best_ft is not None:  # no candidates: a run without fine-tuning (zero-shot only)
-            chosen["PEACE"].update(best_ft[1])
+            entries.append(
+                finetune_trial(ds, peace_cfg, "PEACE", cand, best[2], prior, show_progress)
+            )
+            log(f"search PEACE fine-tuning {cand}: valid NDCG@10 {entries[-1]['value']:.4f}")
+        trail += entries
+        k = choose(entries)
+        if k is not None:  # no candidates: a run without fine-tuning (zero-shot only)
+            chosen["PEACE"].update(fin_c[k])
     comp_c = (
         COMPETITOR_PRETRAIN_CANDIDATES if competitor_candidates is None else competitor_candidates
     )
@@ -143,28 +167,29 @@ def search(
         if name not in FINE_TUNED:
             continue  # zero-shot: nothing of the target is fitted or chosen
         model_cfg = apply_values(cfg, chosen[name])
-        best_ft = None
+        entries = []
         for cand in fin_c:
-            entry = finetune_trial(ds, model_cfg, name, cand, best[2], (0.0, None), show_progress)
-            trail.append(entry)
-            log(f"search {name} fine-tuning {cand}: valid NDCG@10 {entry['value']:.4f}")
-            if best_ft is None or entry["value"] > best_ft[0]:
-                best_ft = (entry["value"], cand)
-        if best_ft is not None:
-            chosen[name].update(best_ft[1])
+            entries.append(
+                finetune_trial(ds, model_cfg, name, cand, best[2], (0.0, None), show_progress)
+            )
+            log(f"search {name} fine-tuning {cand}: valid NDCG@10 {entries[-1]['value']:.4f}")
+        trail += entries
+        k = choose(entries)
+        if k is not None:
+            chosen[name].update(fin_c[k])
     if "DeepFM" in models:
-        best_ft = None
+        entries = []
         for cand in fin_c:
             c = apply_values(cfg, cand)
             value = _valid_ndcg(ds, c, lambda t, c=c: DeepFMRanker(t, c), show_progress)
-            trail.append(
+            entries.append(
                 {"model": "DeepFM", "candidate": cand, "criterion": "valid ndcg@10", "value": value}
             )
             log(f"search DeepFM {cand}: valid NDCG@10 {value:.4f}")
-            if best_ft is None or value > best_ft[0]:
-                best_ft = (value, cand)
-        if best_ft is not None:
-            chosen["DeepFM"] = dict(best_ft[1])
+        trail += entries
+        k = choose(entries)
+        if k is not None:
+            chosen["DeepFM"] = dict(fin_c[k])
     return chosen, trail, cache
 
 
@@ -178,14 +203,17 @@ def _search_pretraining(
     trail: list[dict],
 ) -> tuple[float, dict, Pretrained]:
     """Pre-train model ``name`` with each candidate; (criterion key, candidate, model) of the
-    best by :func:`pretrain_choice`. Every candidate is logged and added to ``trail``."""
-    best = None
+    one :func:`choose` takes by :func:`pretrain_choice`'s key. Every candidate is logged and
+    added to ``trail``."""
+    entries, keys, best = [], [], None
     for cand in candidates:
-        entry, loss, pre = pretrain_trial(ds, cfg, name, cand, show_progress)
-        trail.append(entry)
+        entry, key, pre = pretrain_trial(ds, cfg, name, cand, show_progress)
         log(f"search {name} pre-training {cand}: {entry['criterion']} {entry['value']:.4f}")
-        if best is None or loss < best[0]:
-            best = (loss, cand, pre)
+        entries.append(entry)
+        keys.append(key)
+        if choose(entries, keys) == len(entries) - 1:  # only the chosen model is kept
+            best = (key, cand, pre)
+    trail += entries
     return best
 
 
