@@ -228,6 +228,10 @@ class FinetuneConfig(TrainingConfig):
     user's last ``target_history`` positive items of the target's training split before the
     row's time, as one multi-valued field sharing the item-id vectors; in the DeepFM reference
     and in Eq. 11's DeepFM alike. 0: off (profile fields only)."""
+    target_history_gap: float = 0.0
+    """Seconds between a row and the newest history item it may see: the history holds only
+    items at least this long before the row's time, so that a training row does not read the
+    items of its own session (docs/experiments.md sections 16 and 107)."""
     # TrainingConfig's values for fine-tuning (fields keep TrainingConfig's order)
     lr: float = 1e-3
     epochs: int = 30

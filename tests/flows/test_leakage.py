@@ -124,36 +124,53 @@ def test_a_rankers_start_depends_on_its_seed_alone(tmp_path: Path, tiny_config) 
     assert any(not torch.equal(first[k], reseeded[k]) for k in first)
 
 
+@pytest.mark.parametrize("gap_share", [0.0, 0.1], ids=["no-gap", "gap"])
 def test_a_training_rows_history_holds_only_earlier_training_positives(
-    tmp_path: Path, tiny_config
+    tmp_path: Path, tiny_config, gap_share: float
 ) -> None:
     """finetune.target_history: each training row's bag is the user's positives of the training
-    split strictly before the row (never the row's own item, never a later row)."""
+    split strictly before the row (never the row's own item, never a later row); with
+    finetune.target_history_gap, only those at least the gap before it."""
     from peace.flows.rankers import DeepFMRanker, WithRecent
 
-    cfg = tiny_config.override(["finetune.target_history=4"])
     ds = load_dataset(write_dataset(toy_tables(), tmp_path / "h"))
     d = ds.target_domains[0]
     split = split_targets(ds)[d]
+    rows = split.train
+    gap = gap_share * float(rows["timestamp"].max() - rows["timestamp"].min())
+    cfg = tiny_config.override(
+        ["finetune.target_history=4", f"finetune.target_history_gap={gap!r}"]
+    )
     target = TargetDomain(ds, d)
     ranker = DeepFMRanker(target, cfg)
     valid = ranking_task(split.valid, split.train)
     fit_ranker(ranker, target, split.train, valid, cfg.finetune, cfg.seed, show_progress=False)
-    rows = split.train
     states = ranker.states(rows["user"].to_numpy(), rows["timestamp"].to_numpy())
     assert isinstance(states, WithRecent) and states.recent.shape == (len(rows), 4)
     pos = rows[rows["label"] == 1]
-    nonempty = 0
+    nonempty, left_out = 0, 0
     for k, (user, t) in enumerate(zip(rows["user"], rows["timestamp"], strict=True)):
-        earlier = pos[(pos["user"] == user) & (pos["timestamp"] < t)]
+        earlier = pos[(pos["user"] == user) & (pos["timestamp"] < t - gap)]
         allowed = set(target.to_local(earlier["item"].to_numpy()) + 1)
         bag = [c for c in states.recent[k].tolist() if c > 0]
         assert set(bag) <= allowed and len(bag) == min(4, len(earlier)), (user, t)
         nonempty += bool(bag)
+        before = pos[(pos["user"] == user) & (pos["timestamp"] < t)]
+        left_out += len(before) - len(earlier)
     assert nonempty > 0
+    assert (left_out > 0) == (gap > 0)  # the gap keeps some earlier positives out
+    if gap > 0:
+        return
     # Scored later (validation, test), the bag is the user's last training positives.
     later = ranker.states(valid.users, np.full(len(valid), np.inf)).recent
     for k, user in enumerate(valid.users):
         mine = pos[pos["user"] == user].sort_values(["timestamp", "item"])
         expected = list(target.to_local(mine["item"].to_numpy()[-4:]) + 1)
         assert [c for c in later[k].tolist() if c > 0] == expected
+
+
+def test_a_negative_history_gap_is_refused(tmp_path: Path) -> None:
+    ds = load_dataset(write_dataset(toy_tables(), tmp_path / "h"))
+    d = ds.target_domains[0]
+    with pytest.raises(ValueError, match=r"finetune.target_history_gap = -1.0: expected seconds"):
+        TargetDomain(ds, d).remember(split_targets(ds)[d].train, 4, -1.0)

@@ -176,7 +176,7 @@ def fit_ranker(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     if cfg.target_history > 0:  # the users' domain history: training rows only, also when scored
-        target.remember(train_rows, cfg.target_history)
+        target.remember(train_rows, cfg.target_history, cfg.target_history_gap)
     rows = train_rows.sort_values(["timestamp", "user", "item"], kind="stable")
     users_np = rows["user"].to_numpy()
     states = ranker.states(users_np, rows["timestamp"].to_numpy())

@@ -57,15 +57,22 @@ class TargetDomain:
         self.item_entities = torch.as_tensor(ds.item_entities[self.catalogue], dtype=torch.long)
         self.num_users = n_users
         self.recent_items: RecentItems | None = None
+        self.history_gap = 0.0
 
     @property
     def item_id_field(self) -> int:
         """The field of the local item id (the last one), which the user history shares."""
         return len(self.cardinalities) - 1
 
-    def remember(self, rows: pd.DataFrame, length: int) -> None:
+    def remember(self, rows: pd.DataFrame, length: int, gap: float = 0.0) -> None:
         """Keep the positives of ``rows`` (the training split) as the users' domain history:
-        :meth:`recent` then answers with each user's last ``length`` of them before a time."""
+        :meth:`recent` then answers with each user's last ``length`` of them at least ``gap``
+        seconds before a time."""
+        if not gap >= 0:
+            raise ValueError(
+                f"finetune.target_history_gap = {gap!r}: expected seconds >= 0, e.g. 86400 (a day)."
+            )
+        self.history_gap = float(gap)
         pos = rows[rows["label"] == 1]
         codes = self.to_local(pos["item"].to_numpy()) + 1  # the item-id field's codes
         self.recent_items = RecentItems(
@@ -77,7 +84,7 @@ class TargetDomain:
         None when nothing is remembered."""
         if self.recent_items is None:
             return None
-        return self.recent_items.lookup(users, times)
+        return self.recent_items.lookup(users, np.asarray(times, np.float64) - self.history_gap)
 
     def codes(self, users: Tensor, items: Tensor) -> Tensor:
         """Profile codes ``[B, C, F]`` of user-item pairs (users ``[B]``, items ``[B, C]``)."""
