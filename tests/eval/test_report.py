@@ -458,3 +458,23 @@ def test_the_zero_shot_section_states_the_served_score(tmp_path: Path, profile: 
     assert (served in zero_shot) == (profile == 0.5)
     assert ("*Profile prior* row's score" in zero_shot) == (profile == 0.5)
     assert "z_u . z_i + 1 * prior(i)" in zero_shot
+
+
+def test_the_runs_name_their_machines_and_say_when_they_differ(tmp_path: Path) -> None:
+    """Rows of runs on other machines come from other floats: the report says which machine
+    made each run, and says so when the runs' machines differ (threads alone do not)."""
+    base = {"platform": "Linux-6.1-a-x86_64-with-glibc2.36", "processor": "x86_64", "threads": 1}
+    here = dict(base, cpu="AMD EPYC", cpu_capability="AVX2")
+    runs = [
+        {"models": ["PEACE"], "wall_seconds": 10.0, "environment": here},
+        {"models": ["DeepFM"], "wall_seconds": 5.0, "environment": dict(here, threads=2)},
+    ]
+    doc = dict(_doc(), runs=runs)
+    text = write_report(tmp_path / "same", doc, _statistics()).read_text(encoding="utf-8")
+    assert "| 1 | PEACE | Linux-6.1-a, AMD EPYC, AVX2 kernels, 1 thread | 10 |" in text
+    assert "Linux-6.1-a, AMD EPYC, AVX2 kernels, 2 threads" in text
+    assert "machines" not in text.split("several runs")[1].split("Wall time")[0]
+    runs.append({"models": ["SASRec"], "wall_seconds": 7.0, "environment": base})
+    text = write_report(tmp_path / "other", doc, _statistics()).read_text(encoding="utf-8")
+    assert "Linux-6.1-a, CPU not recorded, kernels not recorded, 1 thread" in text
+    assert "These runs were made on 2 machines" in text

@@ -150,6 +150,27 @@ def timing_rows(timings: Mapping[str, Any], seeds: Sequence[Any] = ()) -> list[l
     return rows
 
 
+def _machine(env: Mapping[str, Any]) -> tuple[str, str, str]:
+    """What makes two runs' floats comparable: the host build (the platform without its
+    processor and C library), the CPU and torch's CPU kernels, each "" when not recorded."""
+    platform = str(env.get("platform", ""))
+    processor = str(env.get("processor", ""))
+    if processor and f"-{processor}" in platform:
+        platform = platform.split(f"-{processor}")[0]
+    return platform, str(env.get("cpu", "")), str(env.get("cpu_capability", ""))
+
+
+def machine_label(env: Mapping[str, Any]) -> str:
+    """A run's machine as one table cell, e.g. "Linux-6.1, AMD EPYC, AVX2 kernels, 1 thread"."""
+    platform, cpu, kernels = _machine(env)
+    parts = [platform or "host not recorded", cpu or "CPU not recorded"]
+    parts.append(f"{kernels} kernels" if kernels else "kernels not recorded")
+    threads = env.get("threads")
+    if threads:
+        parts.append(f"{threads} thread" + ("" if threads == 1 else "s"))
+    return ", ".join(parts)
+
+
 def _section_reproduce(doc: Mapping[str, Any]) -> str:
     parts = []
     commands = doc.get("commands") or []
@@ -170,6 +191,7 @@ def _section_reproduce(doc: Mapping[str, Any]) -> str:
                 str(i),
                 ", ".join(r.get("models") or [])
                 + ("" if r.get("settings", "all") == "all" else " (zero-shot rows only)"),
+                machine_label(r.get("environment") or {}),
                 f"{float(r.get('wall_seconds') or 0):,.0f}",
             ]
             for i, r in enumerate(runs, start=1)
@@ -179,8 +201,17 @@ def _section_reproduce(doc: Mapping[str, Any]) -> str:
             "(`peace benchmark --update` keeps the rows of the models it does not run; with "
             "`--zero-shot-only` it replaces only the zero-shot rows of the PEACE variants it "
             "runs, whose normal rows do not read the zero-shot score's keys):\n\n"
-            + _table(["Run", "Models", "Wall (s)"], rows, "llr")
+            + _table(["Run", "Models", "Machine", "Wall (s)"], rows, "lllr")
         )
+        machines = {_machine(r.get("environment") or {}) for r in runs}
+        if len(machines) > 1:
+            parts.append(
+                f"These runs were made on {len(machines)} machines (their host build, CPU or "
+                "torch CPU kernels differ). The same code and seed give other floats on another "
+                "machine, and a trained model's rows move with them (docs/experiments.md, "
+                "section 105): a margin between rows of different machines includes that "
+                "difference."
+            )
     jobs = doc.get("jobs")
     if isinstance(jobs, Mapping):
         parts.append(
