@@ -473,8 +473,14 @@ def test_the_runs_name_their_machines_and_say_when_they_differ(tmp_path: Path) -
     text = write_report(tmp_path / "same", doc, _statistics()).read_text(encoding="utf-8")
     assert "| 1 | PEACE | Linux-6.1-a, AMD EPYC, AVX2 kernels, 1 thread | 10 |" in text
     assert "Linux-6.1-a, AMD EPYC, AVX2 kernels, 2 threads" in text
-    assert "machines" not in text.split("several runs")[1].split("Wall time")[0]
+    assert "kinds of host" not in text
+    runs.append(
+        {"models": ["BERT4Rec"], "wall_seconds": 7.0, "environment": dict(here, cpu_capability="")}
+    )
+    text = write_report(tmp_path / "unknown", doc, _statistics()).read_text(encoding="utf-8")
+    assert "Linux-6.1-a, AMD EPYC, kernels not recorded, 1 thread" in text
+    assert "kinds of host" not in text  # kernels not recorded: maybe the same machine
     runs.append({"models": ["SASRec"], "wall_seconds": 7.0, "environment": base})
     text = write_report(tmp_path / "other", doc, _statistics()).read_text(encoding="utf-8")
     assert "Linux-6.1-a, CPU not recorded, kernels not recorded, 1 thread" in text
-    assert "These runs were made on 2 machines" in text
+    assert "These runs were made on 2 kinds of host" in text

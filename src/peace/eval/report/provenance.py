@@ -203,14 +203,14 @@ def _section_reproduce(doc: Mapping[str, Any]) -> str:
             "runs, whose normal rows do not read the zero-shot score's keys):\n\n"
             + _table(["Run", "Models", "Machine", "Wall (s)"], rows, "lllr")
         )
-        machines = {_machine(r.get("environment") or {}) for r in runs}
-        if len(machines) > 1:
+        # hosts by build and CPU: a run that did not record its kernels may share them
+        hosts = {_machine(r.get("environment") or {})[:2] for r in runs}
+        if len(hosts) > 1:
             parts.append(
-                f"These runs were made on {len(machines)} machines (their host build, CPU or "
-                "torch CPU kernels differ). The same code and seed give other floats on another "
-                "machine, and a trained model's rows move with them (docs/experiments.md, "
-                "section 105): a margin between rows of different machines includes that "
-                "difference."
+                f"These runs were made on {len(hosts)} kinds of host (their build or CPU "
+                "differ). The same code and seed can give other floats on another host, and "
+                "a trained model's rows move with them (docs/experiments.md, section 105): a "
+                "margin between rows of different hosts includes that difference."
             )
     jobs = doc.get("jobs")
     if isinstance(jobs, Mapping):
