@@ -230,7 +230,7 @@ class FinetuneConfig(TrainingConfig):
     and in Eq. 11's DeepFM alike. 0: off (profile fields only)."""
     target_history_gap: float = 0.0
     """Seconds between a row and the newest history item it may see: the history holds only
-    items at least this long before the row's time, so that a training row does not read the
+    items more than this long before the row's time, so that a training row does not read the
     items of its own session (docs/experiments.md sections 16 and 107)."""
     # TrainingConfig's values for fine-tuning (fields keep TrainingConfig's order)
     lr: float = 1e-3

@@ -130,7 +130,7 @@ def test_a_training_rows_history_holds_only_earlier_training_positives(
 ) -> None:
     """finetune.target_history: each training row's bag is the user's positives of the training
     split strictly before the row (never the row's own item, never a later row); with
-    finetune.target_history_gap, only those at least the gap before it."""
+    finetune.target_history_gap, only those more than the gap before it."""
     from peace.flows.rankers import DeepFMRanker, WithRecent
 
     ds = load_dataset(write_dataset(toy_tables(), tmp_path / "h"))

@@ -66,7 +66,7 @@ class TargetDomain:
 
     def remember(self, rows: pd.DataFrame, length: int, gap: float = 0.0) -> None:
         """Keep the positives of ``rows`` (the training split) as the users' domain history:
-        :meth:`recent` then answers with each user's last ``length`` of them at least ``gap``
+        :meth:`recent` then answers with each user's last ``length`` of them more than ``gap``
         seconds before a time."""
         if not gap >= 0:
             raise ValueError(
