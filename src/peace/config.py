@@ -153,6 +153,12 @@ class PretrainConfig(TrainingConfig):
     the record's item and its sampled negatives; ``none``: the paper's Eq. 10 alone."""
     served_weight: float = 1.0
     """Weight of the served-score term in Eq. 10."""
+    universal_weight: float = 0.0
+    """Weight of a term of Eq. 10 that scores Eq. 4's pairs with the universal encoding z_u
+    (Eq. 3 on z_u || h_e) as well as with the prototype-enhanced user vector. z_u is what the
+    zero-shot ranker and the normal head read; with PEA on, Eq. 4 alone reaches it only through
+    Eq. 8-9. Without PEA the two vectors are one and the term is not added (0 = the paper's
+    Eq. 10)."""
     served_sample: int = 0
     """The softmax of L_served over this many source items drawn uniformly each step (plus each
     record's own item) instead of the whole catalogue (0, the preset): a sampled softmax whose

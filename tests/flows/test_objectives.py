@@ -61,6 +61,26 @@ def test_served_score_is_trained_and_selected_by_held_out_ranking(
     assert all(e["loss_ip"] == 0 for e in plain.log)
 
 
+def test_universal_term_scores_eq4_pairs_with_z_u(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    weighted = tiny_config.override(
+        ['pretrain.served_loss="softmax"', "pretrain.universal_weight=0.5"]
+    )
+    pre = pretrain(ds, weighted, show_progress=False)
+    for e in pre.log:  # Eq. 10 adds the term with its weight
+        assert e["loss_uni"] > 0
+        parts = e["loss_et"] + e["loss_cp"] + e["loss_ip"] + 0.5 * e["loss_uni"]
+        assert e["loss"] == pytest.approx(parts, rel=1e-6)
+    alone = pretrain(
+        ds, tiny_config.override(["pretrain.universal_weight=0.5"]), show_progress=False
+    )
+    assert all(e["loss_uni"] > 0 and e["loss_ip"] == 0 for e in alone.log)  # with no served term
+    # off by default, and without PEA z_u is the vector Eq. 4 already scores: no second term
+    assert all(e["loss_uni"] == 0 for e in pretrain(ds, tiny_config, show_progress=False).log)
+    no_pea = pretrain(ds, weighted.override(["model.use_pea=false"]), show_progress=False)
+    assert all(e["loss_uni"] == 0 for e in no_pea.log)
+
+
 def test_served_softmax_beats_popularity_on_held_out_source(toy_dir: Path, tiny_config) -> None:
     """On the toy platform users like two concepts each: a served score trained to rank the
     user's items must beat the per-item popularity table on held-out source records."""

@@ -36,10 +36,12 @@ EMBEDDED = ("PEACE", "PEACE w/o CPL")
 # them leaves the competitors' and references' rows valid and they are kept.
 SHARED_MODEL_KEYS = frozenset({"dim", "history_length", "mlp_hidden"})
 
-# The [pretrain] keys that only PEACE's pre-training reads: the served-score term of Eq. 10, which
-# the competitors pre-train without (peace.flows.pretrain), and the temperature and weight of
+# The [pretrain] keys that only PEACE's pre-training reads: the served-score and universal-encoding
+# terms of Eq. 10, which the competitors pre-train without (peace.flows.pretrain), and the temperature and weight of
 # Eq. 7's prototype loss, which their losses take and ignore (each has its own options).
-PEACE_PRETRAIN_KEYS = frozenset({"served_loss", "served_weight", "served_sample", "tau", "gamma"})
+PEACE_PRETRAIN_KEYS = frozenset(
+    {"served_loss", "served_weight", "served_sample", "universal_weight", "tau", "gamma"}
+)
 
 # The [finetune] keys of the Eq. 11 head, which PEACE and every fine-tuned competitor share
 # (footnote 6: the same head on each model's vectors); DeepFM reads the other [finetune] keys

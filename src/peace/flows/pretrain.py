@@ -155,10 +155,10 @@ def pretrain(
             model, placed, batch, sampler, gen, catalogue, pc.served_sample
         )
         with autocast(device, pc.precision):  # the entity encoder above stays in float32
-            if served == "none":
+            if architecture != "PEACE":  # a competitor's losses take no PEACE-only term
                 return model.pretrain_losses(table, batch, pc.tau, pc.gamma)
             return model.pretrain_losses(
-                table, batch, pc.tau, pc.gamma, served, pc.served_weight, cat
+                table, batch, pc.tau, pc.gamma, served, pc.served_weight, cat, pc.universal_weight
             )
 
     step_losses_of = distributed.objective(model, step_losses, ranks)
@@ -198,7 +198,7 @@ def pretrain(
     improved_since_save = False
     steps = int(log[-1].get("step", 0)) if log else 0
     stop = False
-    sums = {"total": 0.0, "et": 0.0, "cp": 0.0, "ip": 0.0}
+    sums = {"total": 0.0, "et": 0.0, "cp": 0.0, "ip": 0.0, "uni": 0.0}
     n_batches = 0
     t0 = time.perf_counter()
 
@@ -214,6 +214,7 @@ def pretrain(
             "loss_et": sums["et"] / max(n_batches, 1),
             "loss_cp": sums["cp"] / max(n_batches, 1),
             "loss_ip": sums["ip"] / max(n_batches, 1),
+            "loss_uni": sums["uni"] / max(n_batches, 1),
             **scores,
             "valid_popularity_ndcg": held.popularity_ndcg,
             "seconds": time.perf_counter() - t0,

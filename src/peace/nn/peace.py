@@ -199,8 +199,14 @@ class PEACE(nn.Module):
         served: str = "none",
         served_weight: float = 1.0,
         catalogue: SourceCatalogue | None = None,
+        universal_weight: float = 0.0,
     ) -> dict[str, Tensor]:
-        """Eq. 4, Eq. 7, L_served and their sum Eq. 10 for one batch (means over pairs)."""
+        """Eq. 4, Eq. 7, L_served and their sum Eq. 10 for one batch (means over pairs).
+
+        With ``universal_weight > 0`` (and PEA on), Eq. 4 on the same pairs scored with the
+        universal encoding z_u in place of the enhanced user vector is added with that weight
+        (``"uni"``; ``pretrain.universal_weight``).
+        """
         interests = self.encode_interests(entity_table, batch.tokens, batch.mask)
         targets = F.embedding(batch.targets, entity_table)  # [B, C, d]
         users = self.user_vectors(interests, targets)
@@ -208,6 +214,13 @@ class PEACE(nn.Module):
         valid = batch.valid
         loss_et = F.binary_cross_entropy_with_logits(logits[valid], batch.labels[valid])  # Eq. 4
         losses = {"et": loss_et, "total": loss_et}
+        if universal_weight > 0 and self.config.use_pea:
+            plain = self.universal(interests).unsqueeze(1).expand_as(targets)
+            loss_uni = F.binary_cross_entropy_with_logits(
+                self.decode(plain, targets)[valid], batch.labels[valid]
+            )  # Eq. 4 on z_u
+            losses["uni"] = loss_uni
+            losses["total"] = losses["total"] + universal_weight * loss_uni
         if self.config.use_cpl and gamma > 0:
             distinct = torch.unique(batch.targets[valid])
             loss_cp = self.prototypes.contrastive_loss(entity_table[distinct], tau)  # Eq. 7
