@@ -484,3 +484,15 @@ def test_the_runs_name_their_machines_and_say_when_they_differ(tmp_path: Path) -
     text = write_report(tmp_path / "other", doc, _statistics()).read_text(encoding="utf-8")
     assert "Linux-6.1-a, CPU not recorded, kernels not recorded, 1 thread" in text
     assert "These runs were made on 2 kinds of host" in text
+
+
+def test_curves_show_a_loss_column_only_where_a_model_logged_it() -> None:
+    from peace.eval.report.provenance import _section_curves
+
+    point = {"step": 200, "loss": 1.0, "loss_et": 0.6, "valid_ndcg": 0.1}
+    text = _section_curves(
+        {"PEACE": [{**point, "loss_uni": 0.5}], "ComiRec": [dict(point, valid_ndcg=0.2)]}
+    )
+    peace, comirec = text.split("*ComiRec*")[0], text.split("*ComiRec*")[1]
+    assert "Eq. 4 on z_u" in peace and "0.5000" in peace
+    assert "Eq. 4 on z_u" not in comirec and "served" not in comirec

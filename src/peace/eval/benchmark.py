@@ -373,7 +373,16 @@ def _run_models(
     }
 
 
-CURVE_KEYS = ("step", "loss", "loss_et", "loss_cp", "loss_ip", "valid_loss", "valid_ndcg")
+CURVE_KEYS = (
+    "step",
+    "loss",
+    "loss_et",
+    "loss_uni",
+    "loss_cp",
+    "loss_ip",
+    "valid_loss",
+    "valid_ndcg",
+)
 
 
 def _curve_point(entry: dict) -> dict:

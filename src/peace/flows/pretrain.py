@@ -145,6 +145,7 @@ def pretrain(
     source_position = torch.full((len(ds.domains),), -1, dtype=torch.long)
     source_position[ds.source_domains] = torch.arange(len(ds.source_domains))
     served = pc.served_loss if architecture == "PEACE" else "none"
+    universal = architecture == "PEACE" and cfg.model.use_pea and pc.universal_weight > 0
     catalogue = source_catalogue(ds, allowed) if served != "none" else None
     sampled = cfg.model.graph_sampling == "sampled" and architecture == "PEACE"
     sampler = NeighbourSampler(graph, cfg.model.fanout) if sampled else None
@@ -214,7 +215,7 @@ def pretrain(
             "loss_et": sums["et"] / max(n_batches, 1),
             "loss_cp": sums["cp"] / max(n_batches, 1),
             "loss_ip": sums["ip"] / max(n_batches, 1),
-            "loss_uni": sums["uni"] / max(n_batches, 1),
+            **({"loss_uni": sums["uni"] / max(n_batches, 1)} if universal else {}),
             **scores,
             "valid_popularity_ndcg": held.popularity_ndcg,
             "seconds": time.perf_counter() - t0,

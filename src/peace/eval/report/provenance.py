@@ -79,6 +79,7 @@ def _section_search(doc: Mapping[str, Any]) -> str:
 CURVE_COLUMNS = (
     ("loss", "train loss"),
     ("loss_et", "Eq. 4"),
+    ("loss_uni", "Eq. 4 on z_u"),
     ("loss_ip", "served"),
     ("valid_loss", "held-out Eq. 4"),
     ("valid_ndcg", "held-out NDCG@10"),
