@@ -37,8 +37,9 @@ EMBEDDED = ("PEACE", "PEACE w/o CPL")
 SHARED_MODEL_KEYS = frozenset({"dim", "history_length", "mlp_hidden"})
 
 # The [pretrain] keys that only PEACE's pre-training reads: the served-score and universal-encoding
-# terms of Eq. 10, which the competitors pre-train without (peace.flows.pretrain), and the temperature and weight of
-# Eq. 7's prototype loss, which their losses take and ignore (each has its own options).
+# terms of Eq. 10, which the competitors pre-train without (peace.flows.pretrain), and the
+# temperature and weight of Eq. 7's prototype loss, which their losses take and ignore (each has
+# its own options).
 PEACE_PRETRAIN_KEYS = frozenset(
     {"served_loss", "served_weight", "served_sample", "universal_weight", "tau", "gamma"}
 )
