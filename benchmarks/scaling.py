@@ -3,7 +3,8 @@
 Generates synthetic platforms of about 1M, 3M and 10M interactions with 20k, 100k and 1M
 entities (:mod:`peace.data.synthetic`, the ``large`` shape scaled), and for each, in a fresh
 process: loads it, builds the pre-training records, and times pre-training steps of the benchmark
-preset (Eq. 10 with the served-score softmax over each record's whole source catalogue) with the
+preset (Eq. 10 with the served-score softmax over each record's whole source catalogue and Eq. 4
+also on z_u, :func:`peace.flows.pretrain.objective`) with the
 full-graph GAT and with sampled subgraphs (``model.graph_sampling``), and with sampled subgraphs
 and the softmax over a uniform draw of the catalogue (``pretrain.served_sample``), the last also
 with the fused optimiser (``pretrain.fused_adam``). Seconds per
@@ -108,6 +109,7 @@ def measure(name: str, steps: int, warmup: int, modes: tuple[str, ...] = tuple(M
     from peace.data.dataset import load_dataset
     from peace.data.history import HistoryIndex
     from peace.data.splits import pretrain_cutoff, split_targets
+    from peace.flows.pretrain import objective
     from peace.flows.records import (
         NegativeSampler,
         batch_entity_table,
@@ -188,9 +190,7 @@ def measure(name: str, steps: int, warmup: int, modes: tuple[str, ...] = tuple(M
             table, batch, cat = batch_entity_table(
                 model, graph, batch, sampler, gen, catalogue, served_sample
             )
-            losses = model.pretrain_losses(
-                table, batch, pc.tau, pc.gamma, pc.served_loss, pc.served_weight, cat
-            )
+            losses = objective(model, table, batch, cat, pc)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimizer.step()

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from peace.config import PeaceConfig
+from peace.config import PeaceConfig, PretrainConfig
 from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
 from peace.data.splits import pretrain_cutoff, split_targets
@@ -59,7 +59,7 @@ from peace.flows.selection import (
 )
 from peace.models import build_context, build_model, held_out_items
 from peace.nn.entity_encoder import NeighbourSampler
-from peace.nn.peace import PretrainBatch
+from peace.nn.peace import PretrainBatch, SourceCatalogue
 from peace.utils import (
     adam,
     autocast,
@@ -68,6 +68,31 @@ from peace.utils import (
     resolve_device,
     seed_everything,
 )
+
+
+def objective(
+    model: torch.nn.Module,
+    table: torch.Tensor,
+    batch: PretrainBatch,
+    catalogue: SourceCatalogue | None,
+    pc: PretrainConfig,
+    architecture: str = "PEACE",
+) -> dict[str, torch.Tensor]:
+    """One step's losses: Eq. 10 with the configured terms beyond the paper (L_served,
+    ``pretrain.served_loss``; Eq. 4 on z_u, ``pretrain.universal_weight``) for PEACE, a
+    competitor's own pre-training losses otherwise. ``catalogue``: L_served's source items."""
+    if architecture != "PEACE":  # a competitor's losses take no PEACE-only term
+        return model.pretrain_losses(table, batch, pc.tau, pc.gamma)
+    return model.pretrain_losses(
+        table,
+        batch,
+        pc.tau,
+        pc.gamma,
+        pc.served_loss,
+        pc.served_weight,
+        catalogue,
+        pc.universal_weight,
+    )
 
 
 @deterministic_on_cpu
@@ -144,9 +169,9 @@ def pretrain(
     negatives = NegativeSampler(ds, counts, pc.negatives, pc.neg_alpha, allowed)
     source_position = torch.full((len(ds.domains),), -1, dtype=torch.long)
     source_position[ds.source_domains] = torch.arange(len(ds.source_domains))
-    served = pc.served_loss if architecture == "PEACE" else "none"
     universal = architecture == "PEACE" and cfg.model.use_pea and pc.universal_weight > 0
-    catalogue = source_catalogue(ds, allowed) if served != "none" else None
+    served = architecture == "PEACE" and pc.served_loss != "none"
+    catalogue = source_catalogue(ds, allowed) if served else None
     sampled = cfg.model.graph_sampling == "sampled" and architecture == "PEACE"
     sampler = NeighbourSampler(graph, cfg.model.fanout) if sampled else None
     optimizer = adam(model.parameters(), pc.lr, pc.weight_decay, pc.fused_adam)
@@ -156,11 +181,7 @@ def pretrain(
             model, placed, batch, sampler, gen, catalogue, pc.served_sample
         )
         with autocast(device, pc.precision):  # the entity encoder above stays in float32
-            if architecture != "PEACE":  # a competitor's losses take no PEACE-only term
-                return model.pretrain_losses(table, batch, pc.tau, pc.gamma)
-            return model.pretrain_losses(
-                table, batch, pc.tau, pc.gamma, served, pc.served_weight, cat, pc.universal_weight
-            )
+            return objective(model, table, batch, cat, pc, architecture)
 
     step_losses_of = distributed.objective(model, step_losses, ranks)
     run = Path(out) if out is not None else None
