@@ -65,3 +65,13 @@ def test_same_seed_same_metrics(toy_dir: Path, tiny_config) -> None:
     c, _ = run_protocol(ds, tiny_config, [1], show_progress=False, log=lambda m: None)
     assert a == b
     assert a != c
+
+
+def test_help_names_the_preset_a_command_runs_without_config() -> None:
+    """`peace quickstart` and `peace benchmark` run their shipped presets when no --config is
+    given; their help says so rather than the paper's A.3 values of `PeaceConfig()`."""
+    for command in ("quickstart", "benchmark"):
+        result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+        assert f"peace/configs/{command}.toml" in result.output
+        assert "A.3" not in result.output.split("--config", 1)[1].split("\n", 1)[0]

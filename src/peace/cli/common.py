@@ -13,7 +13,16 @@ from peace.data.dataset import Dataset, load_dataset
 
 console = Console(stderr=True)
 
-CONFIG_OPTION = typer.Option(None, "--config", help="TOML configuration (defaults: paper A.3).")
+
+def config_option(preset: str) -> typer.models.OptionInfo:
+    """``--config`` of a command whose configuration, without it, is the shipped ``preset``."""
+    return typer.Option(
+        None,
+        "--config",
+        help=f"TOML configuration (default: the {preset} preset, peace/configs/{preset}.toml).",
+    )
+
+
 SET_OPTION = typer.Option(
     None, "--set", help="Override a configuration value, e.g. --set model.n_prototypes=64."
 )

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from peace.cli.common import CONFIG_OPTION, SET_OPTION, console, load_config, open_dataset
+from peace.cli.common import SET_OPTION, config_option, console, load_config, open_dataset
 from peace.eval.protocol import DEFAULT_MODELS, PEACE_VARIANTS, ZERO_SHOT_REFERENCES, run_protocol
 from peace.eval.results import METRICS, environment, results_table, write_results
 
@@ -32,7 +32,7 @@ def quickstart(
     out: Path = typer.Option(Path("quickstart"), "--out", help="Folder for data and results."),
     data: Path = typer.Option(None, "--data", help="Dataset folder (default: synthetic small)."),
     seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0, 1, ...)."),
-    config: Path = CONFIG_OPTION,
+    config: Path = config_option("quickstart"),
     set_: list[str] = SET_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -140,7 +140,7 @@ def benchmark(
         "(Entity mean, Popularity, DeepFM, Random, Entity prior, Profile prior, Entity overlap). "
         "Minutes, to judge a change.",
     ),
-    config: Path = CONFIG_OPTION,
+    config: Path = config_option("benchmark"),
     set_: list[str] = SET_OPTION,
     device: str | None = typer.Option(
         None,
