@@ -113,3 +113,27 @@ def test_validation_memo_gives_the_same_epochs(toy_dir: Path, tiny_config, monke
         finetune.score_catalogue(frozen, other, n, memo=memo),
         finetune.score_catalogue(frozen, other, n),
     )
+
+
+def test_fine_tuned_encoders_leave_the_pretrained_run_alone(toy_dir: Path, tiny_config) -> None:
+    """With ``finetune.freeze_encoders = false`` the ranker trains its own copy of the encoders:
+    they train even after a frozen ranker of the same run, and the run, which every other
+    domain's rankers and zero-shot scores read, keeps its pre-trained weights."""
+    from peace.flows.pretrain import pretrain
+    from peace.flows.rankers import PeaceRanker
+
+    split, target = _first_target(toy_dir)
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(["finetune.epochs=2", "finetune.patience=100"])
+    pre = pretrain(ds, cfg, show_progress=False)
+    before = {k: v.clone() for k, v in pre.model.state_dict().items()}
+    PeaceRanker(pre, target, cfg)  # frozen: turns the run's gradients off
+    adapted = cfg.override(["finetune.freeze_encoders=false"])
+    ranker = PeaceRanker(pre, target, adapted)
+    assert any(p.requires_grad for p in ranker.encoder.parameters())
+    valid = ranking_task(split.valid, split.train)
+    fit_ranker(ranker, target, split.train, valid, adapted.finetune, 0, show_progress=False)
+    trained = ranker.encoder.state_dict()
+    assert any(not torch.equal(trained[k], before[k]) for k in before)
+    after = pre.model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)

@@ -14,6 +14,7 @@ A ranker scores (user, item) pairs of one target domain's catalogue:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -168,6 +169,10 @@ class PeaceRanker(nn.Module):
         self.frozen = fc.freeze_encoders
         if self.frozen:
             self.pre.model.requires_grad_(False)
+        else:  # its own copy to adapt: the run's weights serve other domains and zero-shot
+            pre = dataclasses.replace(pre, model=copy.deepcopy(pre.model))
+            pre.model.requires_grad_(True)
+            self.pre = pre
         patches = pre.model.patch_parameters()
         for p in patches:
             p.requires_grad_(True)
