@@ -243,3 +243,55 @@ def test_a_run_of_another_cut_with_the_same_source_names_is_refused(
     evaluate_run(ds, unrecorded, ("t2",), references=())
     with pytest.raises(ValueError, match="another cut of the data"):
         evaluate_run(ds, dataclasses.replace(unrecorded, cutoff=pre.cutoff - 1), ("t2",))
+
+
+def test_the_normal_ranker_is_the_benchmarks(toy_dir: Path, run) -> None:
+    """``peace evaluate --normal``: the run's fine-tuned ranker gives the benchmark's normal
+    rows; against itself with the same head it ties exactly, and --set changes only its head."""
+    from peace.eval.normal import evaluate_normal
+
+    folder, cfg = run
+    ds = load_dataset(toy_dir)
+    pre = load_pretrained(folder, ds)
+    doc = evaluate_normal(ds, pre, ("t1",), load_pretrained(folder, ds))
+    assert doc["settings"] == ["normal-valid", "normal"]
+    assert doc["scorers"] == ["PEACE", "PEACE, against run"]
+    bench_cfg = cfg.override(['eval.domains=["t1"]'])
+    res, _ = run_seed(ds, bench_cfg, ("PEACE",), show_progress=False, pretrained=pre)
+    bench = {(r["setting"], r["metric"]): r["mean"] for r in aggregate([res])}
+    mine = {
+        (r["model"], r["setting"], r["metric"]): r["mean"]
+        for r in doc["rows"]
+        if r["domain"] == "t1"
+    }
+    for metric in ("hit@10", "ndcg@10"):
+        assert mine[("PEACE", "normal", metric)] == pytest.approx(bench[("normal", metric)])
+        assert mine[("PEACE, against run", "normal", metric)] == mine[("PEACE", "normal", metric)]
+    assert doc["tests"][0]["difference"] == 0.0 and doc["tests"][0]["p_value"] == 1.0
+    assert 0 < mine[("PEACE", "normal-valid", "ndcg@10")] <= 1
+    # a head that cannot learn: the --run's ranker moves, the --against run's does not
+    frozen = evaluate_normal(ds, pre, ("t1",), load_pretrained(folder, ds), ["finetune.lr=0.0"])
+    moved = {
+        (r["model"], r["metric"]): r["mean"] for r in frozen["rows"] if r["setting"] == "normal"
+    }
+    assert moved[("PEACE, against run", "ndcg@10")] == mine[("PEACE", "normal", "ndcg@10")]
+    assert moved[("PEACE", "ndcg@10")] != mine[("PEACE", "normal", "ndcg@10")]
+    assert summary(frozen)[1][-1].startswith(f"{frozen['tests'][0]['difference']:+.4f}")
+    with pytest.raises(ValueError, match=r"only \[finetune\] and \[eval\] values"):
+        evaluate_normal(ds, pre, ("t1",), overrides=["model.dim=8"])
+
+
+def test_the_normal_command_prints_and_refuses(toy_dir: Path, run, tmp_path: Path) -> None:
+    folder, _ = run
+    base = ["evaluate", "--data", str(toy_dir), "--run", str(folder), "--domains", "t1"]
+    out = tmp_path / "normal.json"
+    args = [*base, "--normal", "--against", str(folder), "--set", "finetune.lr=0.0"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "normal NDCG@10 (normal-valid / normal)" in result.output
+    doc = json.loads(out.read_text())
+    assert doc["set"] == ["finetune.lr=0.0"] and doc["against"] == str(folder)
+    refused = CliRunner().invoke(app, [*base, "--set", "finetune.lr=0.0"])
+    assert refused.exit_code == 2 and "pass it with --normal" in refused.output
+    refused = CliRunner().invoke(app, [*base, "--normal", "--prior-weights", "1"])
+    assert refused.exit_code == 2 and "--set eval.zero_shot_prior=W" in refused.output

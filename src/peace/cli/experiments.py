@@ -455,21 +455,35 @@ def evaluate(
         "one per --run, to judge a change over several seeds.",
     ),
     out: Path = typer.Option(None, "--out", help="Write the scores and per-user values as JSON."),
+    normal: bool = typer.Option(
+        False,
+        "--normal",
+        help="Fine-tune and score the run's normal ranker (Eq. 11-12) instead: validation / test "
+        "NDCG@10, tested per user against the --against run's (which may be the same run).",
+    ),
+    set_: list[str] = typer.Option(
+        None,
+        "--set",
+        help="With --normal: a [finetune] or [eval] value for the --run's ranker (not the "
+        "--against run's), e.g. --set finetune.user_dropout=0.3.",
+    ),
 ) -> None:
     """Score a pre-trained run zero-shot on chosen domains, paired per user with references.
 
     The served score at each prior weight (plus the run's own profile term) beside the
     references (Random, Entity prior, Profile prior, Entity overlap), each tested per user
-    against the first; with --against, beside another run's.
+    against the first; with --against, beside another run's. With --normal, the run's
+    fine-tuned normal ranker instead, beside the --against run's.
     """
     import json
 
     from peace.cli.common import fail
+    from peace.eval.normal import evaluate_normal
     from peace.eval.zero_shot import (
-        SETTINGS,
         against_name,
         evaluate_run,
         pairs_summary,
+        settings_of,
         summary,
     )
     from peace.flows.checkpoints import CheckpointError
@@ -486,6 +500,13 @@ def evaluate(
         )
     if len(runs) == 1 and len(bases) > 1:
         raise fail(f"--against names {len(bases)} runs for one --run: give one.")
+    if set_ and not normal:
+        raise fail("--set changes the normal ranker's head: pass it with --normal.")
+    if normal and prior_weights is not None:
+        raise fail(
+            "--prior-weights weighs the zero-shot score; the normal ranker reads the run's own "
+            "eval.zero_shot_prior (change it with --set eval.zero_shot_prior=W)."
+        )
     chosen: list[float] = []
     if prior_weights is not None:
         try:
@@ -513,19 +534,24 @@ def evaluate(
             pre = load_pretrained(folder, ds)
             base = None if base_folder is None else load_pretrained(base_folder, ds)
             default = [0.0, pre.config.eval.zero_shot_prior]
-            weights = chosen or list(dict.fromkeys(default))
-            doc = evaluate_run(
-                ds,
-                pre,
-                names,
-                weights,
-                ZERO_SHOT_REFERENCES if references else (),
-                against=base,
-            )
+            weights = [0.0] if normal else chosen or list(dict.fromkeys(default))
+            if normal:
+                doc = evaluate_normal(ds, pre, names, base, set_ or ())
+            else:
+                doc = evaluate_run(
+                    ds,
+                    pre,
+                    names,
+                    weights,
+                    ZERO_SHOT_REFERENCES if references else (),
+                    against=base,
+                )
         except (CheckpointError, ValueError, FileNotFoundError) as exc:
             raise fail(str(exc)) from exc
-        table = Table(title=f"zero-shot NDCG@10 ({' / '.join(SETTINGS)}), {folder}")
-        for col in ["scorer", *doc["domains"], "mean", f"{SETTINGS[1]} vs first (p)"]:
+        settings = settings_of(doc)
+        kind = "normal" if normal else "zero-shot"
+        table = Table(title=f"{kind} NDCG@10 ({' / '.join(settings)}), {folder}")
+        for col in ["scorer", *doc["domains"], "mean", f"{settings[1]} vs first (p)"]:
             table.add_column(col, justify="left" if col == "scorer" else "right")
         for line in summary(doc):
             table.add_row(*line)
@@ -534,13 +560,15 @@ def evaluate(
             t = next(t for t in doc["tests"] if t["scorer"] == against_name(weights[0]))
             low, high = (-v for v in reversed(t["interval"]))
             console.print(
-                f"{folder} minus {base_folder}, {SETTINGS[1]} NDCG@10 (mean over the domains): "
+                f"{folder} minus {base_folder}, {settings[1]} NDCG@10 (mean over the domains): "
                 f"{-t['difference']:+.4f}, p {t['p_value']:.2g}, 95% interval [{low:+.4f}, "
                 f"{high:+.4f}], {t['users']} users"
             )
         doc = {"run": str(folder), "dataset": str(data), **doc}
         if base_folder is not None:
             doc["against"] = str(base_folder)
+        if set_:
+            doc["set"] = list(set_)
         docs.append(doc)
     result: dict = docs[0]
     if len(docs) > 1:
@@ -550,7 +578,7 @@ def evaluate(
             f"mean of {pooled['pairs']} pairs, each run minus its --against run, NDCG@10 "
             + ", ".join(
                 f"{s} {pooled['difference'][s]:+.4f} (ahead in {pooled['ahead'][s]})"
-                for s in SETTINGS
+                for s in settings_of(docs[0])
             )
         )
         result = {"dataset": str(data), "summary": pooled, "pairs": docs}
@@ -563,35 +591,42 @@ def evaluate(
 def pairs_table(docs: list[dict], pooled: dict) -> Table:
     """Each run minus its --against run per domain (all / test), the mean over the pairs and
     how many pairs the run leads."""
-    from peace.eval.zero_shot import AGAINST, SETTINGS, against_difference, domain_differences
+    from peace.eval.zero_shot import (
+        AGAINST,
+        against_difference,
+        domain_differences,
+        settings_of,
+    )
+
+    settings = settings_of(docs[0])
 
     def cell(values: dict[str, float]) -> str:
-        return " / ".join(f"{values[s]:+.4f}" for s in SETTINGS)
+        return " / ".join(f"{values[s]:+.4f}" for s in settings)
 
     domains = docs[0]["domains"]
-    table = Table(title=f"each run minus its --against run, NDCG@10 ({' / '.join(SETTINGS)})")
-    for col in ["run", *domains, "mean", f"{SETTINGS[1]} p"]:
+    table = Table(title=f"each run minus its --against run, NDCG@10 ({' / '.join(settings)})")
+    for col in ["run", *domains, "mean", f"{settings[1]} p"]:
         table.add_column(col, justify="left" if col == "run" else "right")
     for doc in docs:
         per_domain = domain_differences(doc)
         p = next(t["p_value"] for t in doc["tests"] if t["scorer"].endswith(AGAINST))
         table.add_row(
             doc["run"],
-            *(cell({s: per_domain[s][d] for s in SETTINGS}) for d in domains),
+            *(cell({s: per_domain[s][d] for s in settings}) for d in domains),
             cell(against_difference(doc)),
             f"{p:.2g}",
         )
     by_domain = pooled["domains"]
     table.add_row(
         f"mean of {pooled['pairs']}",
-        *(cell({s: by_domain[s][d]["difference"] for s in SETTINGS}) for d in domains),
+        *(cell({s: by_domain[s][d]["difference"] for s in settings}) for d in domains),
         cell(pooled["difference"]),
         "",
     )
     table.add_row(
         "ahead in",
-        *(" / ".join(str(by_domain[s][d]["ahead"]) for s in SETTINGS) for d in domains),
-        " / ".join(str(pooled["ahead"][s]) for s in SETTINGS),
+        *(" / ".join(str(by_domain[s][d]["ahead"]) for s in settings) for d in domains),
+        " / ".join(str(pooled["ahead"][s]) for s in settings),
         "",
     )
     return table

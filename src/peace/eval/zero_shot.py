@@ -37,8 +37,6 @@ from peace.flows.rankers import source_entity_prior, zero_shot_profile
 
 #: the settings scored: every row of the domain, and its normal test split alone
 SETTINGS = ("zero-shot", "zero-shot-test")
-#: the setting of the paired tests (the one whose per-user values the protocol keeps)
-TESTED = "zero-shot-test"
 
 
 def scorer_name(weight: float) -> str:
@@ -92,12 +90,12 @@ def evaluate_run(
     base = pre.config
     cfg = dataclasses.replace(base, eval=dataclasses.replace(base.eval, domains=tuple(domains)))
     splits = chosen_splits(ds, cfg)
-    _check_unseen(ds, pre, [ds.domains[d] for d in splits])
+    check_unseen(ds, pre, [ds.domains[d] for d in splits])
     results: Result = defaultdict(list)
     counts = cfg.eval.zero_shot_prior_counts
     scored = [(scorer_name(w), pre, w) for w in weights]
     if against is not None:
-        _check_unseen(ds, against, [ds.domains[d] for d in splits])
+        check_unseen(ds, against, [ds.domains[d] for d in splits])
         scored.insert(1, (against_name(weights[0]), against, weights[0]))
     priors = {  # one per pre-training cut-off (the same for runs of this dataset)
         run.cutoff: source_entity_prior(ds, run.cutoff, counts) for _, run, w in scored if w
@@ -121,21 +119,36 @@ def evaluate_run(
             )
     for name in references:
         reference_rows(results, name, ds, splits, cfg)
-    per_user = per_user_means([results])
     names = [name for name, _, _ in scored] + list(references)
+    return scored_document(ds, splits, results, names, SETTINGS, cfg.seed)
+
+
+def scored_document(
+    ds: Dataset,
+    splits: dict,
+    results: Result,
+    names: Sequence[str],
+    settings: tuple[str, str],
+    seed: int,
+) -> dict[str, Any]:
+    """The result of one run's scorers ``names`` (the first the one the others are tested
+    against): rows, per-user values and, on ``settings[1]``, each other scorer minus the first on
+    the mean over domains (:func:`peace.eval.significance.domain_mean_test`)."""
+    per_user = per_user_means([results])
+    tested = settings[1]
     first = names[0]
     tests = []
     for name in names[1:]:
         pairs = [
-            (np.asarray(per_user[name][TESTED][d]), np.asarray(per_user[first][TESTED][d]))
-            for d in per_user[first][TESTED]
+            (np.asarray(per_user[name][tested][d]), np.asarray(per_user[first][tested][d]))
+            for d in per_user[first][tested]
         ]
-        t = domain_mean_test(pairs, cfg.seed)
+        t = domain_mean_test(pairs, seed)
         tests.append(
             {
                 "scorer": name,
                 "against": first,
-                "setting": TESTED,
+                "setting": tested,
                 "difference": t.mean,
                 "p_value": t.p_value,
                 "interval": [t.low, t.high],
@@ -144,15 +157,21 @@ def evaluate_run(
         )
     return {
         "domains": [ds.domains[d] for d in splits],
-        "scorers": names,
-        "seed": cfg.seed,
+        "settings": list(settings),
+        "scorers": list(names),
+        "seed": seed,
         "rows": aggregate([results]),
         "per_user": per_user,
         "tests": tests,
     }
 
 
-def _check_unseen(ds: Dataset, pre: Pretrained, names: list[str]) -> None:
+def settings_of(doc: dict[str, Any]) -> tuple[str, ...]:
+    """The two settings a result scores (``all / test`` zero-shot, ``valid / test`` normal)."""
+    return tuple(doc.get("settings", SETTINGS))
+
+
+def check_unseen(ds: Dataset, pre: Pretrained, names: list[str]) -> None:
     """Refuse to score a domain whose rows pre-trained the run: one of its source domains, or
     any domain of ``ds`` when the run is from another cut of the same data
     (:func:`peace.flows.pretrained.cut_mismatch`: same ids and maybe the same source names,
@@ -182,7 +201,7 @@ def domain_differences(doc: dict[str, Any], metric: str = "ndcg@10") -> dict[str
     }
     return {
         s: {d: means[(first, s, d)] - means[(other, s, d)] for d in doc["domains"]}
-        for s in SETTINGS
+        for s in settings_of(doc)
     }
 
 
@@ -204,6 +223,7 @@ def pairs_summary(docs: Sequence[dict[str, Any]], metric: str = "ndcg@10") -> di
     same domains)."""
     per_domain = [domain_differences(doc, metric) for doc in docs]
     diffs = [_over_domains(d) for d in per_domain]
+    settings = settings_of(docs[0])
     domains = {
         s: {
             d: {
@@ -212,18 +232,18 @@ def pairs_summary(docs: Sequence[dict[str, Any]], metric: str = "ndcg@10") -> di
             }
             for d in per_domain[0][s]
         }
-        for s in SETTINGS
+        for s in settings
     }
     return {
         "pairs": len(diffs),
-        "difference": {s: float(np.mean([d[s] for d in diffs])) for s in SETTINGS},
-        "ahead": {s: sum(d[s] > 0 for d in diffs) for s in SETTINGS},
+        "difference": {s: float(np.mean([d[s] for d in diffs])) for s in settings},
+        "ahead": {s: sum(d[s] > 0 for d in diffs) for s in settings},
         "domains": domains,
     }
 
 
 def summary(doc: dict[str, Any], metric: str = "ndcg@10") -> list[list[str]]:
-    """Table rows of :func:`evaluate_run`'s result: scorer, ``all / test`` per domain, their
+    """Table rows of :func:`evaluate_run`'s result: scorer, both settings (``all / test`` zero-shot, ``valid / test`` normal) per domain, their
     means over the domains, and the paired test against the first scorer."""
     means = {
         (r["model"], r["setting"], r["domain"]): r["mean"]
@@ -231,15 +251,16 @@ def summary(doc: dict[str, Any], metric: str = "ndcg@10") -> list[list[str]]:
         if r["metric"] == metric
     }
     tests = {t["scorer"]: t for t in doc["tests"]}
+    settings = settings_of(doc)
     out = []
     for name in doc["scorers"]:
-        cells, per_setting = [], {s: [] for s in SETTINGS}
+        cells, per_setting = [], {s: [] for s in settings}
         for d in doc["domains"]:
-            values = [means.get((name, s, d), math.nan) for s in SETTINGS]
-            for s, v in zip(SETTINGS, values, strict=True):
+            values = [means.get((name, s, d), math.nan) for s in settings]
+            for s, v in zip(settings, values, strict=True):
                 per_setting[s].append(v)
             cells.append(" / ".join(f"{v:.4f}" for v in values))
-        mean = " / ".join(f"{np.mean(per_setting[s]):.4f}" for s in SETTINGS)
+        mean = " / ".join(f"{np.mean(per_setting[s]):.4f}" for s in settings)
         t = tests.get(name)
         test = "-" if t is None else f"{t['difference']:+.4f} (p {t['p_value']:.2g})"
         out.append([name, *cells, mean, test])
