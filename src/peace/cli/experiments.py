@@ -589,8 +589,8 @@ def evaluate(
 
 
 def pairs_table(docs: list[dict], pooled: dict) -> Table:
-    """Each run minus its --against run per domain (all / test), the mean over the pairs and
-    how many pairs the run leads."""
+    """Each run minus its --against run per domain (both settings: all / test zero-shot, valid /
+    test normal), the mean over the pairs and how many pairs the run leads."""
     from peace.eval.zero_shot import (
         AGAINST,
         against_difference,
