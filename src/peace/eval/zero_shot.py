@@ -75,10 +75,10 @@ def evaluate_run(
             test compares the two runs on the same users.
 
     Returns:
-        ``{"domains", "scorers", "seed", "rows", "per_user", "tests"}``: ``rows`` as the
-        benchmark's (mean over users; one seed, the run's), ``per_user`` the test-split NDCG@10
-        per user, ``tests``
-        each other scorer minus the first on the mean over domains of ``zero-shot-test``
+        ``{"domains", "settings", "scorers", "seed", "rows", "per_user", "tests"}``: ``rows``
+        as the benchmark's (mean over users; one seed, the run's), ``per_user`` the test-split
+        NDCG@10 per user, ``tests`` each other scorer minus the first on the mean over domains
+        of ``zero-shot-test``
         (:func:`peace.eval.significance.domain_mean_test`).
     """
     weights = [float(w) for w in weights]
@@ -243,7 +243,8 @@ def pairs_summary(docs: Sequence[dict[str, Any]], metric: str = "ndcg@10") -> di
 
 
 def summary(doc: dict[str, Any], metric: str = "ndcg@10") -> list[list[str]]:
-    """Table rows of :func:`evaluate_run`'s result: scorer, both settings (``all / test`` zero-shot, ``valid / test`` normal) per domain, their
+    """Table rows of a result of :func:`evaluate_run` or :func:`peace.eval.normal.evaluate_normal`:
+    scorer, both settings per domain (``all / test`` zero-shot, ``valid / test`` normal), their
     means over the domains, and the paired test against the first scorer."""
     means = {
         (r["model"], r["setting"], r["domain"]): r["mean"]
