@@ -26,7 +26,7 @@ What it does (every step bounded):
    table.
 
 ``--sizes preset`` measures the same cases with the model sizes of the benchmark preset
-(``peace/configs/benchmark.toml``: M = 8, n = 64, K = 16, the normal head with interaction
+(``peace/configs/benchmark.toml``: M = 8, n = 64, K = 4, the normal head with interaction
 features), the configuration of the public record, and writes
 ``benchmarks/results/serve_latency_preset.json``.
 
