@@ -1,7 +1,7 @@
 """Fine-tuning flow (Sec. 4.5) speed: seconds per epoch of Eq. 11-12 on one target domain.
 
 Pre-trains PEACE briefly with the benchmark preset's sizes (``peace benchmark``: d = 64, M = 8,
-n = 64, K = 16, H = 50) on a synthetic platform (``--size``) or on an imported dataset
+n = 64, K = 4, H = 50) on a synthetic platform (``--size``) or on an imported dataset
 (``--data``), then fine-tunes one target domain's normal ranker for ``--epochs`` epochs (frozen
 encoders, the preset's head) in two ways, alternated ``--repeats`` times:
 

@@ -131,7 +131,7 @@ def served_shape(
 CONFIGS = {
     "a3": "defaults (paper A.3): batch 512, d 64, H 200, M 10, n 900, K 160, neg_ratio 1",
     "benchmark": (
-        "benchmark preset: batch 512, d 64, H 50, M 8, n 64, K 16, neg_ratio 1, "
+        "benchmark preset: batch 512, d 64, H 50, M 8, n 64, K 4, neg_ratio 1, "
         "L_served softmax over the source catalogue, Eq. 4 also on z_u"
     ),
 }
