@@ -129,12 +129,24 @@ def served_shape(
 
 
 CONFIGS = {
-    "a3": "defaults (paper A.3): batch 512, d 64, H 200, M 10, n 900, K 160, neg_ratio 1",
+    "a3": ("defaults (paper A.3)", ""),
     "benchmark": (
-        "benchmark preset: batch 512, d 64, H 50, M 8, n 64, K 4, neg_ratio 1, "
-        "L_served softmax over the source catalogue, Eq. 4 also on z_u"
+        "benchmark preset",
+        ", L_served softmax over the source catalogue, Eq. 4 also on z_u",
     ),
 }
+"""Each configuration's label and what it adds beyond its sizes (:func:`describe`)."""
+
+
+def describe(name: str, cfg: PeaceConfig) -> str:
+    """The configuration's label with the sizes read from ``cfg``, so it follows the preset."""
+    label, extra = CONFIGS[name]
+    m = cfg.model
+    return (
+        f"{label}: batch {cfg.pretrain.batch_size}, d {m.dim}, H {m.history_length}, "
+        f"M {m.n_interests}, n {m.n_prototypes}, K {m.top_k_prototypes}, "
+        f"neg_ratio {cfg.pretrain.neg_ratio}{extra}"
+    )
 
 
 def measure(
@@ -231,7 +243,7 @@ def measure(
         ratio = np.array(flops[precision]) / np.array(pair_counts[precision])
         flops_per_pair = float(np.median(ratio))
         result = {
-            "config": CONFIGS[name],
+            "config": describe(name, base),
             "precision": precision,
             "pretrain_records": len(records),
             "median_step_seconds": round(median_step, 4),
