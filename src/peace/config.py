@@ -159,6 +159,11 @@ class PretrainConfig(TrainingConfig):
     zero-shot ranker and the normal head read; with PEA on, Eq. 4 alone reaches it only through
     Eq. 8-9. Without PEA the two vectors are one and the term is not added (0 = the paper's
     Eq. 10)."""
+    enhanced_weight: float = 1.0
+    """Weight of Eq. 4 scored with the prototype-enhanced user vector (the paper's term) while
+    PEA is on. With the universal term beside it, ``enhanced_weight + universal_weight`` is Eq.
+    4's whole weight in Eq. 10; 0.5 and 0.5 give Eq. 4 the weight it has without PEA, where it
+    is one term of weight 1 (docs/experiments.md section 119)."""
     served_sample: int = 0
     """The softmax of L_served over this many source items drawn uniformly each step (plus each
     record's own item) instead of the whole catalogue (0, the preset): a sampled softmax whose

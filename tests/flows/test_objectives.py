@@ -81,6 +81,20 @@ def test_universal_term_scores_eq4_pairs_with_z_u(toy_dir: Path, tiny_config) ->
     assert all("loss_uni" not in e for e in no_pea.log)
 
 
+def test_enhanced_weight_scales_eq4_on_the_enhanced_vector_only(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    split = tiny_config.override(
+        ["pretrain.universal_weight=0.5", "pretrain.enhanced_weight=0.5", "pretrain.epochs=1"]
+    )
+    for e in pretrain(ds, split, show_progress=False).log:  # Eq. 4's weight split in two
+        parts = 0.5 * e["loss_et"] + e["loss_cp"] + e["loss_ip"] + 0.5 * e["loss_uni"]
+        assert e["loss"] == pytest.approx(parts, rel=1e-6)
+    # without PEA the one vector keeps Eq. 4 at weight 1
+    no_pea = split.override(["model.use_pea=false"])
+    for e in pretrain(ds, no_pea, show_progress=False).log:
+        assert e["loss"] == pytest.approx(e["loss_et"] + e["loss_cp"] + e["loss_ip"], rel=1e-6)
+
+
 def test_served_softmax_beats_popularity_on_held_out_source(toy_dir: Path, tiny_config) -> None:
     """On the toy platform users like two concepts each: a served score trained to rank the
     user's items must beat the per-item popularity table on held-out source records."""

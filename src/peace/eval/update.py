@@ -41,7 +41,15 @@ SHARED_MODEL_KEYS = frozenset({"dim", "history_length", "mlp_hidden"})
 # temperature and weight of Eq. 7's prototype loss, which their losses take and ignore (each has
 # its own options).
 PEACE_PRETRAIN_KEYS = frozenset(
-    {"served_loss", "served_weight", "served_sample", "universal_weight", "tau", "gamma"}
+    {
+        "served_loss",
+        "served_weight",
+        "served_sample",
+        "universal_weight",
+        "enhanced_weight",
+        "tau",
+        "gamma",
+    }
 )
 
 # The [finetune] keys of the Eq. 11 head, which PEACE and every fine-tuned competitor share

@@ -79,8 +79,9 @@ def objective(
     architecture: str = "PEACE",
 ) -> dict[str, torch.Tensor]:
     """One step's losses: Eq. 10 with the configured terms beyond the paper (L_served,
-    ``pretrain.served_loss``; Eq. 4 on z_u, ``pretrain.universal_weight``) for PEACE, a
-    competitor's own pre-training losses otherwise. ``catalogue``: L_served's source items."""
+    ``pretrain.served_loss``; Eq. 4 on z_u, ``pretrain.universal_weight``; Eq. 4's own weight,
+    ``pretrain.enhanced_weight``) for PEACE, a competitor's own pre-training losses otherwise.
+    ``catalogue``: L_served's source items."""
     if architecture != "PEACE":  # a competitor's losses take no PEACE-only term
         return model.pretrain_losses(table, batch, pc.tau, pc.gamma)
     return model.pretrain_losses(
@@ -92,6 +93,7 @@ def objective(
         pc.served_weight,
         catalogue,
         pc.universal_weight,
+        pc.enhanced_weight,
     )
 
 

@@ -200,12 +200,14 @@ class PEACE(nn.Module):
         served_weight: float = 1.0,
         catalogue: SourceCatalogue | None = None,
         universal_weight: float = 0.0,
+        enhanced_weight: float = 1.0,
     ) -> dict[str, Tensor]:
         """Eq. 4, Eq. 7, L_served and their sum Eq. 10 for one batch (means over pairs).
 
         With ``universal_weight > 0`` (and PEA on), Eq. 4 on the same pairs scored with the
         universal encoding z_u in place of the enhanced user vector is added with that weight
-        (``"uni"``; ``pretrain.universal_weight``).
+        (``"uni"``; ``pretrain.universal_weight``). With PEA on, Eq. 4 on the enhanced vector
+        enters Eq. 10 with ``enhanced_weight`` (``pretrain.enhanced_weight``).
         """
         interests = self.encode_interests(entity_table, batch.tokens, batch.mask)
         targets = F.embedding(batch.targets, entity_table)  # [B, C, d]
@@ -213,7 +215,8 @@ class PEACE(nn.Module):
         logits = self.decode(users, targets)
         valid = batch.valid
         loss_et = F.binary_cross_entropy_with_logits(logits[valid], batch.labels[valid])  # Eq. 4
-        losses = {"et": loss_et, "total": loss_et}
+        weight = enhanced_weight if self.config.use_pea else 1.0
+        losses = {"et": loss_et, "total": weight * loss_et}
         if universal_weight > 0 and self.config.use_pea:
             plain = self.universal(interests).unsqueeze(1).expand_as(targets)
             loss_uni = F.binary_cross_entropy_with_logits(
