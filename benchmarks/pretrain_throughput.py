@@ -45,7 +45,7 @@ from peace.flows.records import (
     source_catalogue,
 )
 from peace.models import build_model
-from peace.nn.peace import PretrainBatch, SourceCatalogue
+from peace.nn.peace import PretrainBatch, SourceCatalogue, decoder_width
 from peace.utils import adam, autocast, resolve_device
 
 RESULTS = Path(__file__).parent / "results" / "pretrain_throughput.json"
@@ -104,7 +104,8 @@ def flops_per_step(
         2 * batch * M * n * d + 2 * pairs * M * n * d + 2 * pairs * M * (d * h1 + h1 * h2 + h2 * d)
     )
     eq2 = 2 * pairs * M * (d * a + a)
-    eq3 = 2 * pairs * (2 * d * h1 + h1 * h2 + h2)
+    width = decoder_width(d, m.decoder_interactions)  # z_u || h_e (and their products)
+    eq3 = 2 * pairs * (width * h1 + h1 * h2 + h2)
     cpl = 4 * distinct * n * d + 2 * distinct * distinct * d
     forward = gat + eq1 + (pea if m.use_pea else 0) + eq2 + eq3 + (cpl if m.use_cpl else 0)
     positives, items = served
@@ -146,6 +147,7 @@ def describe(name: str, cfg: PeaceConfig) -> str:
         f"{label}: batch {cfg.pretrain.batch_size}, d {m.dim}, H {m.history_length}, "
         f"M {m.n_interests}, n {m.n_prototypes}, K {m.top_k_prototypes}, "
         f"neg_ratio {cfg.pretrain.neg_ratio}{extra}"
+        + (", Eq. 3 also on z_u * h_e" if m.decoder_interactions else "")
     )
 
 

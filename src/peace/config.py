@@ -91,6 +91,11 @@ class ModelConfig:
     phi's rule for the same hubs (``[phi] max_item_share``) keeps them out of the items'
     entities. 1.0 keeps every edge (the paper's graph). On ML-1M's validation domains, 0.05
     tied the full graph in zero-shot (docs/experiments.md, section 54)."""
+    decoder_interactions: bool = False
+    """Eq. 3's MLP also reads h_u * h_e and h_u . h_e beside h_u || h_e: an MLP over a
+    concatenation learns additive terms (how popular an entity is, how active a user is)
+    easily and user-entity products poorly, so Eq. 4 then teaches the user vector less about
+    which entities the user chose."""
     degree_buckets: int = 0
     """When > 0, entity inputs add a learned vector per degree bucket floor(log2(1 + degree)) of
     the entity in the graph (capped at this many buckets): how richly an entity is described,

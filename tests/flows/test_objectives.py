@@ -349,3 +349,21 @@ def test_user_dropout_acts_in_training_only() -> None:
     assert bool((zeroed | kept).all()) and 20 < int(zeroed.sum()) < 108
     with pytest.raises(ValueError, match="finetune.user_dropout = 1.0"):
         FineTuneHead(8, [3, 4], user_dropout=1.0)
+
+
+def test_decoder_interactions_read_the_product(toy_dir: Path, tiny_config) -> None:
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(["model.decoder_interactions=true", "pretrain.epochs=1"])
+    pre = pretrain(ds, cfg, show_progress=False)
+    model = pre.model.eval()
+    d = cfg.model.dim
+    assert model.decoder.in_dim == 3 * d + 1
+    users, targets = torch.randn(5, d), torch.randn(5, d)
+    with torch.no_grad():
+        logits = model.decode(users, targets)
+        flat = model.decoder(
+            torch.cat(
+                [users, targets, users * targets, (users * targets).sum(-1, keepdim=True)], -1
+            )
+        )
+    torch.testing.assert_close(logits, flat.squeeze(-1))

@@ -466,3 +466,23 @@ def test_mapped_vectors_equal_a_copy_and_writes_stay_private(tmp_path: Path) -> 
     assert np.array_equal(copied, np.concatenate([values[:10], values[:10]]))
     write_arrow(path, pa.table({"v": vector_column(values[:0])}))
     assert mapped_array(path, "v", (3, 4), np.float32).shape == (0, 3, 4)
+
+
+def test_decoder_parity_with_interactions(tmp_path: Path) -> None:
+    """A run whose Eq. 3 reads z_u * h_e and z_u . h_e (model.decoder_interactions) is served
+    with the same decoder: the store records the switch and the online scores match."""
+    data = write_dataset(toy_tables(), tmp_path / "toy")
+    ds = load_dataset(data)
+    cfg = PeaceConfig().override([*TINY, "model.decoder_interactions=true"])
+    pretrain(ds, cfg, out=tmp_path / "run", show_progress=False)
+    store = tmp_path / "store"
+    v = StoreVersion.open(store, export(tmp_path / "run", ds, store))
+    assert v.manifest["dims"]["decoder_interactions"] is True
+    scorer = ZeroShotScorer.from_version(v, "decoder")
+    users = np.arange(0, ds.num_users, 5)
+    offline, _ = _offline_zero_shot(tmp_path / "run", ds, "t1", users, "decoder")
+    vectors = torch.from_numpy(v.catalogues["t1"].vectors)
+    keys = scorer.item_keys(vectors)
+    for k, u in enumerate(users):
+        online = scorer.scores(v.interests[v.user_row[str(ds.users[u])]], vectors, keys)
+        assert torch.allclose(online, offline[k], atol=1e-5), (u, online, offline[k])

@@ -316,6 +316,7 @@ def export(
                 "mlp_hidden": list(mc.mlp_hidden),
                 "use_pea": mc.use_pea,
                 "user_prior": mc.user_prior,
+                "decoder_interactions": mc.decoder_interactions,
             },
             "zero_shot_scorer": cfg.eval.zero_shot_scorer,
             "zero_shot_prior": float(cfg.eval.zero_shot_prior),

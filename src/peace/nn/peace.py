@@ -4,6 +4,7 @@
 * Interests z^A from the user's entity sequences (Eq. 1), optionally prototype-enhanced for each
   target entity (Eq. 8-9), fused into the user vector (Eq. 2).
 * Eq. 3, the pre-training decoder:    y^_ue = sigma( MLP(z_u || h_e) )
+  (``model.decoder_interactions``: MLP(z_u || h_e || z_u * h_e || z_u . h_e))
 * Eq. 4, entity-oriented loss:        L_ET = sum C(y_ue, y^_ue)     (binary cross-entropy)
 * Eq. 7, contrastive prototype loss   (see :mod:`peace.nn.prototypes`)
 * Eq. 10, the pre-training objective: L = L_ET + gamma * L_CP (+ lambda * L_served, a switch)
@@ -40,6 +41,21 @@ def item_vectors(entity_table: Tensor, item_entities: Tensor) -> Tensor:
     # so two runs of the same seed would differ).
     vecs = F.embedding(item_entities.clamp(min=0), entity_table) * valid
     return vecs.sum(-2) / valid.sum(-2).clamp(min=1.0)
+
+
+def decoder_input(users: Tensor, targets: Tensor, interactions: bool = False) -> Tensor:
+    """What Eq. 3's MLP reads: ``z_u || h_e``, with ``interactions`` also ``z_u * h_e`` and
+    ``z_u . h_e`` (``model.decoder_interactions``); ``[*, d], [*, d] -> [*, 2d or 3d + 1]``."""
+    parts = [users, targets]
+    if interactions:
+        product = users * targets
+        parts += [product, product.sum(-1, keepdim=True)]
+    return torch.cat(parts, dim=-1)
+
+
+def decoder_width(dim: int, interactions: bool = False) -> int:
+    """Input width of Eq. 3's MLP (:func:`decoder_input`)."""
+    return 3 * dim + 1 if interactions else 2 * dim
 
 
 @dataclass
@@ -130,7 +146,8 @@ class PEACE(nn.Module):
         self.prototypes = Prototypes(
             d, config.n_prototypes, config.top_k_prototypes, config.mlp_hidden
         )
-        self.decoder = MLP(2 * d, config.mlp_hidden, 1, config.dropout)
+        width = decoder_width(d, config.decoder_interactions)
+        self.decoder = MLP(width, config.mlp_hidden, 1, config.dropout)
 
     # ------------------------------------------ the interface of peace.baselines.base
     def encoder_table(self, graph: EntityGraph) -> Tensor:
@@ -171,8 +188,11 @@ class PEACE(nn.Module):
 
     # Eq. 3
     def decode(self, users: Tensor, targets: Tensor) -> Tensor:
-        """Logit of y^_ue = sigma(MLP(z_u || h_e)); shapes ``[*, d], [*, d] -> [*]``."""
-        return self.decoder(torch.cat([users, targets], dim=-1)).squeeze(-1)
+        """Logit of y^_ue = sigma(MLP(z_u || h_e)); shapes ``[*, d], [*, d] -> [*]``.
+
+        With ``model.decoder_interactions`` the MLP also reads z_u * h_e and z_u . h_e."""
+        pair = decoder_input(users, targets, self.config.decoder_interactions)
+        return self.decoder(pair).squeeze(-1)
 
     def zero_shot_scores(self, interests: Tensor, items: Tensor, scorer: str = "inner") -> Tensor:
         """Zero-shot ranker (Sec. 4.4): ``[B, M, d]`` users x ``[B, C, d]`` items -> ``[B, C]``.

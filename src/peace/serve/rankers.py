@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from peace.nn.heads import FineTuneHead
 from peace.nn.mlp import MLP
+from peace.nn.peace import decoder_input, decoder_width
 from peace.nn.prototypes import Prototypes
 from peace.nn.user_encoder import AttentiveFusion
 from peace.store import (
@@ -171,6 +172,8 @@ class ZeroShotScorer(nn.Module):
             (``eval.zero_shot_states = "evaluated"``; ``inner`` only). A served domain then
             scores one inner product of the states' vectors side by side (``[*, S * d]``, the
             user's scaled by 1/S; :meth:`peace.serve.domains.DomainState.state_scores`).
+        decoder_interactions: Eq. 3's MLP also reads z_u * h_e and z_u . h_e
+            (``model.decoder_interactions``).
     """
 
     def __init__(
@@ -187,6 +190,7 @@ class ZeroShotScorer(nn.Module):
         states: int = 1,
         profile_weight: float = 0.0,
         profile_fallback: float = 0.0,
+        decoder_interactions: bool = False,
     ) -> None:
         super().__init__()
         if mode not in ZERO_SHOT_MODES:
@@ -201,7 +205,8 @@ class ZeroShotScorer(nn.Module):
         self.profile_weight, self.profile_fallback = float(profile_weight), float(profile_fallback)
         self.prototypes = Prototypes(dim, n_prototypes, top_k, mlp_hidden)
         self.fusion = AttentiveFusion(dim, attention_dim, user_prior)
-        self.decoder = MLP(2 * dim, mlp_hidden, 1)
+        self.decoder_interactions = bool(decoder_interactions)
+        self.decoder = MLP(decoder_width(dim, self.decoder_interactions), mlp_hidden, 1)
         self._folded: FoldedWeights | None = None
         self.register_load_state_dict_post_hook(self._forget_folded)
 
@@ -231,6 +236,7 @@ class ZeroShotScorer(nn.Module):
             version.zero_shot_states,
             version.profile_weight,
             version.profile_fallback,
+            bool(dims.get("decoder_interactions", False)),
         )
         scorer.load_state_dict(version.scorer_state, strict=True)
         scorer.eval()
@@ -374,7 +380,8 @@ class ZeroShotScorer(nn.Module):
             return items @ z
         users = self.user_vectors(interests, items, keys)
         if self.mode == "decoder":
-            return self.decoder(torch.cat([users, items], dim=-1)).squeeze(-1)
+            pair = decoder_input(users, items, self.decoder_interactions)
+            return self.decoder(pair).squeeze(-1)
         return (users * items).sum(-1)
 
     @torch.no_grad()
