@@ -92,7 +92,7 @@ class ModelConfig:
     entities. 1.0 keeps every edge (the paper's graph). On ML-1M's validation domains, 0.05
     tied the full graph in zero-shot (docs/experiments.md, section 54)."""
     decoder_interactions: bool = False
-    """Eq. 3's MLP also reads h_u * h_e and h_u . h_e beside h_u || h_e: an MLP over a
+    """Eq. 3's MLP also reads z_u * h_e and z_u . h_e beside z_u || h_e: an MLP over a
     concatenation learns additive terms (how popular an entity is, how active a user is)
     easily and user-entity products poorly, so Eq. 4 then teaches the user vector less about
     which entities the user chose."""
