@@ -218,6 +218,12 @@ class FinetuneConfig(TrainingConfig):
     encoder_lr_scale: float = 1.0
     """With ``freeze_encoders = false``: the pre-trained encoders train at ``lr`` times this, so
     fine-tuning adapts them without washing out what pre-training learned."""
+    tune_user_mlp: bool = False
+    """With frozen encoders, PEACE's head also trains its own copies of the MLP-based parts of the
+    user encoder, Eq. 9's MLP and Eq. 2's attention, at ``lr`` (Sec. 4.5: "only MLP based
+    components are fine-tuned"); the graph attention, Eq. 1 and the prototypes stay frozen, and
+    so does the run. A competitor's ranker has neither part and ignores it. docs/experiments.md
+    section 160; `peace publish` refuses it (the service serves the store's Eq. 9 and Eq. 2)."""
     deepfm_hidden: tuple[int, int, int] = (64, 32, 8)
     """DeepFM deep part (A.3: 64-32-8)."""
     fm_dim: int = 8

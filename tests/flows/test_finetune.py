@@ -137,3 +137,45 @@ def test_fine_tuned_encoders_leave_the_pretrained_run_alone(toy_dir: Path, tiny_
     assert any(not torch.equal(trained[k], before[k]) for k in before)
     after = pre.model.state_dict()
     assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_tuned_user_mlp_trains_its_own_copies(toy_dir: Path, tiny_config) -> None:
+    """``finetune.tune_user_mlp``: the head trains its own copies of Eq. 9's MLP and Eq. 2's
+    attention (the prototypes stay as pre-trained), the run keeps its weights, and the head's
+    inputs are not memoised, since they change as it trains."""
+    from peace.flows import finetune
+    from peace.flows.pretrain import pretrain
+    from peace.flows.rankers import PeaceRanker
+
+    split, target = _first_target(toy_dir)
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(["finetune.epochs=2", "finetune.patience=100"])
+    pre = pretrain(ds, cfg, show_progress=False)
+    before = {k: v.clone() for k, v in pre.model.state_dict().items()}
+    tuned_cfg = cfg.override(["finetune.tune_user_mlp=true"])
+    ranker = PeaceRanker(pre, target, tuned_cfg)
+    assert ranker.user_mlp is not None
+    assert not finetune.PairMemo().usable(ranker, 10)
+    assert finetune.PairMemo().usable(PeaceRanker(pre, target, cfg), 10)
+    valid = ranking_task(split.valid, split.train)
+    fit_ranker(ranker, target, split.train, valid, tuned_cfg.finetune, 0, show_progress=False)
+    tuned = ranker.user_mlp.state_dict()
+    mlp = [k for k in tuned if k.startswith("prototypes.enhance_mlp.")]
+    fusion = [k for k in tuned if k.startswith("fusion.")]
+    assert mlp and fusion
+    assert any(not torch.equal(tuned[k], before[k]) for k in mlp + fusion)
+    assert torch.equal(tuned["prototypes.weight"], before["prototypes.weight"])
+    after = pre.model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    # the copies are what the ranker scores with: a ranker on the run's own parts reads others
+    frozen = PeaceRanker(pre, target, cfg)
+    users = torch.as_tensor(valid.users[:4], dtype=torch.long)
+    items = torch.arange(len(target.catalogue)).expand(len(users), -1)
+    ranker.eval()
+    frozen.eval()
+    with torch.no_grad():
+        own = ranker.pair_inputs(users, ranker.states(valid.users[:4], valid.times[:4]), items)
+        plain = frozen.pair_inputs(users, frozen.states(valid.users[:4], valid.times[:4]), items)
+    assert own[0].shape == plain[0].shape
+    assert not torch.allclose(own[0], plain[0])
+    torch.testing.assert_close(own[1], plain[1])  # item vectors: the frozen entity table

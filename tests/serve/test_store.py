@@ -370,6 +370,13 @@ def test_finetune_refuses_a_head_the_service_cannot_feed(
             run[0], run[1], tmp_path, "t1", overrides=["finetune.target_history=5"]
         )
     assert current_rankers(tmp_path) == {}
+    # nor a head whose Eq. 9 MLP and Eq. 2 attention were fine-tuned: the service scores with
+    # the store version's
+    with pytest.raises(ValueError, match="finetune.tune_user_mlp = true"):
+        finetune_and_publish(
+            run[0], run[1], tmp_path, "t1", overrides=["finetune.tune_user_mlp=true"]
+        )
+    assert current_rankers(tmp_path) == {}
 
 
 # --------------------------------------------------------------------------- ANN index

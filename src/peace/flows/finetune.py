@@ -75,9 +75,10 @@ class PairMemo:
 
     With frozen encoders the user vectors of Eq. 8-9 and Eq. 2 and the zero-shot score of each
     pair do not change while Eq. 11's head trains, yet they cost more than the head; a ranker
-    that says so (``precomputed`` and ``pair_inputs``) computes them at the first validation and
-    only its head after. The scores are the same numbers, as the inputs are computed in the same
-    chunks. A task whose inputs would take more than ``max_bytes`` is scored afresh every time.
+    that says so (``frozen_inputs``, else ``precomputed``, and ``pair_inputs``) computes them at
+    the first validation and only its head after. The scores are the same numbers, as the inputs
+    are computed in the same chunks. A task whose inputs would take more than ``max_bytes`` is
+    scored afresh every time.
     """
 
     def __init__(self, max_bytes: int = 512 * 2**20) -> None:
@@ -86,7 +87,8 @@ class PairMemo:
         self.chunks: list[tuple] = []
 
     def usable(self, ranker: nn.Module, n_pairs: int) -> bool:
-        if not (getattr(ranker, "precomputed", False) and hasattr(ranker, "pair_inputs")):
+        frozen = getattr(ranker, "frozen_inputs", getattr(ranker, "precomputed", False))
+        if not (frozen and hasattr(ranker, "pair_inputs")):
             return False
         # user and item vectors and the zero-shot score (float32), the DeepFM codes (int64)
         per_pair = 4 * (2 * ranker.head.dim + 1) + 8 * len(ranker.target.cardinalities)

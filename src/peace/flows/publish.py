@@ -133,6 +133,12 @@ def finetune_and_publish(
             f"finetune.target_history = {cfg.finetune.target_history}: the service does not "
             "store users' target-domain histories yet; publish with finetune.target_history=0."
         )
+    if cfg.finetune.tune_user_mlp:
+        raise ValueError(
+            "finetune.tune_user_mlp = true: the service scores the normal ranker with the store "
+            "version's Eq. 9 MLP and Eq. 2 attention, not the head's fine-tuned copies; publish "
+            "with finetune.tune_user_mlp=false."
+        )
     split = split_target(ds, d, cfg.eval.split)
     if len(split.train) == 0:
         raise ValueError(f"domain {domain!r} has no training rows; serve it zero-shot.")

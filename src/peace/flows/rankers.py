@@ -183,6 +183,17 @@ class PeaceRanker(nn.Module):
             self._items = item_vectors(self._table, target.item_entities)
         else:
             self.encoder = pre.model  # registered, so its trainable parameters train too
+        # finetune.tune_user_mlp: trainable copies of Eq. 9's MLP and Eq. 2's attention (PEACE).
+        self.user_mlp: nn.ModuleDict | None = None
+        model = pre.model
+        if fc.tune_user_mlp and self.precomputed and hasattr(model, "prototypes"):
+            prototypes, fusion = copy.deepcopy(model.prototypes), copy.deepcopy(model.fusion)
+            prototypes.requires_grad_(False)  # P chooses Eq. 8's mask and stays as pre-trained
+            prototypes.enhance_mlp.requires_grad_(True)
+            fusion.requires_grad_(True)
+            self.user_mlp = nn.ModuleDict({"prototypes": prototypes, "fusion": fusion})
+        self.frozen_inputs = self.precomputed and self.user_mlp is None
+        """Whether the head's inputs stay fixed while it trains (:class:`PairMemo` keeps them)."""
         # The zero-shot ranker's score as the head's affinity; where it equals z_u . z_i of the
         # kept state (no states kept, no prior: every competitor) the head computes that itself.
         self.zero_shot: ZeroShotRanker | None = None
@@ -230,8 +241,11 @@ class PeaceRanker(nn.Module):
             states, zero_shot = states[:, :m], states[:, m:]
         encoded, all_items = self._states_and_items(users, states)
         item_vecs = all_items[items]
+        if self.user_mlp is not None:  # Eq. 8-9 then Eq. 2 with the head's own copies
+            user_vecs = self._tuned_user_vectors(encoded, item_vecs)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.precomputed):
-            user_vecs = self.pre.model.user_vectors(encoded, item_vecs)
+            if self.user_mlp is None:
+                user_vecs = self.pre.model.user_vectors(encoded, item_vecs)
             affinity = None
             if zero_shot is not None:  # the zero-shot ranker's score (finetune.affinity)
                 affinity = self.zero_shot(users, zero_shot, items)
@@ -239,6 +253,15 @@ class PeaceRanker(nn.Module):
                 affinity = self.pre.model.zero_shot_scores(encoded, item_vecs, "inner")
         codes = self.target.codes(users, items)
         return user_vecs, item_vecs, codes, affinity, recent
+
+    def _tuned_user_vectors(self, interests: Tensor, items: Tensor) -> Tensor:
+        """:meth:`peace.nn.peace.PEACE.user_vectors` on ``user_mlp``: ``[B, M, d], [B, C, d] ->
+        [B, C, d]``."""
+        assert self.user_mlp is not None
+        prototypes, fusion = self.user_mlp["prototypes"], self.user_mlp["fusion"]
+        if not self.pre.config.model.use_pea:
+            return fusion(interests).unsqueeze(1).expand(-1, items.shape[1], -1)
+        return fusion(prototypes.enhance(interests, prototypes.similarity(items)))
 
     def train(self, mode: bool = True) -> PeaceRanker:
         super().train(mode)
