@@ -242,7 +242,8 @@ class PeaceRanker(nn.Module):
         encoded, all_items = self._states_and_items(users, states)
         item_vecs = all_items[items]
         if self.user_mlp is not None:  # Eq. 8-9 then Eq. 2 with the head's own copies
-            user_vecs = self._tuned_user_vectors(encoded, item_vecs)
+            parts = (self.user_mlp["prototypes"], self.user_mlp["fusion"])
+            user_vecs = self.pre.model.user_vectors(encoded, item_vecs, parts)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.precomputed):
             if self.user_mlp is None:
                 user_vecs = self.pre.model.user_vectors(encoded, item_vecs)
@@ -253,15 +254,6 @@ class PeaceRanker(nn.Module):
                 affinity = self.pre.model.zero_shot_scores(encoded, item_vecs, "inner")
         codes = self.target.codes(users, items)
         return user_vecs, item_vecs, codes, affinity, recent
-
-    def _tuned_user_vectors(self, interests: Tensor, items: Tensor) -> Tensor:
-        """:meth:`peace.nn.peace.PEACE.user_vectors` on ``user_mlp``: ``[B, M, d], [B, C, d] ->
-        [B, C, d]``."""
-        assert self.user_mlp is not None
-        prototypes, fusion = self.user_mlp["prototypes"], self.user_mlp["fusion"]
-        if not self.pre.config.model.use_pea:
-            return fusion(interests).unsqueeze(1).expand(-1, items.shape[1], -1)
-        return fusion(prototypes.enhance(interests, prototypes.similarity(items)))
 
     def train(self, mode: bool = True) -> PeaceRanker:
         super().train(mode)

@@ -166,21 +166,29 @@ class PEACE(nn.Module):
         """Eq. 1 on the concatenated source-domain sequences: ``[B, L] -> [B, M, d]``."""
         return self.interests.forward_tokens(entity_table, tokens, mask)
 
-    def user_vectors(self, interests: Tensor, targets: Tensor) -> Tensor:
+    def user_vectors(
+        self,
+        interests: Tensor,
+        targets: Tensor,
+        parts: tuple[Prototypes, AttentiveFusion] | None = None,
+    ) -> Tensor:
         """User vectors for C targets each: Eq. 8-9 then Eq. 2 (Eq. 2 alone without PEA).
 
         Args:
             interests: ``[B, M, d]``.
             targets: ``[B, C, d]`` target entity (or item) vectors.
+            parts: other prototypes and fusion to use in place of the model's own (a normal
+                ranker's fine-tuned copies, ``finetune.tune_user_mlp``).
 
         Returns:
             ``[B, C, d]``.
         """
+        prototypes, fusion = parts if parts is not None else (self.prototypes, self.fusion)
         if not self.config.use_pea:
-            z = self.fusion(interests)  # Eq. 2
+            z = fusion(interests)  # Eq. 2
             return z.unsqueeze(1).expand(-1, targets.shape[1], -1)
-        enhanced = self.prototypes.enhance(interests, self.prototypes.similarity(targets))
-        return self.fusion(enhanced)  # Eq. 2 on {z^^A}
+        enhanced = prototypes.enhance(interests, prototypes.similarity(targets))
+        return fusion(enhanced)  # Eq. 2 on {z^^A}
 
     def universal(self, interests: Tensor) -> Tensor:
         """Eq. 2 on the plain interests: the target-independent universal encoding z_u."""
