@@ -93,6 +93,11 @@ def test_scores_have_the_right_shapes(toy, cfg, name: str) -> None:
         assert torch.isfinite(logits).all()
         task = ranking_task(split.test, split.train)
         assert score_catalogue(ranker, task, n_items).shape == (len(task), n_items)
+    # finetune.tune_user_mlp finds nothing to fine-tune: a competitor's user vectors are its
+    # states, or one of them, with no parameters between (peace.eval.update.PEACE_HEAD_KEYS)
+    assert len(pre.model.user_parts()) == 0
+    tuned = PeaceRanker(pre, target, cfg.override(["finetune.tune_user_mlp=true"]))
+    assert tuned.user_parts is None
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -154,12 +154,12 @@ def test_tuned_user_mlp_trains_its_own_copies(toy_dir: Path, tiny_config) -> Non
     before = {k: v.clone() for k, v in pre.model.state_dict().items()}
     tuned_cfg = cfg.override(["finetune.tune_user_mlp=true"])
     ranker = PeaceRanker(pre, target, tuned_cfg)
-    assert ranker.user_mlp is not None
+    assert ranker.user_parts is not None
     assert not finetune.PairMemo().usable(ranker, 10)
     assert finetune.PairMemo().usable(PeaceRanker(pre, target, cfg), 10)
     valid = ranking_task(split.valid, split.train)
     fit_ranker(ranker, target, split.train, valid, tuned_cfg.finetune, 0, show_progress=False)
-    tuned = ranker.user_mlp.state_dict()
+    tuned = ranker.user_parts.state_dict()
     mlp = [k for k in tuned if k.startswith("prototypes.enhance_mlp.")]
     fusion = [k for k in tuned if k.startswith("fusion.")]
     assert mlp and fusion

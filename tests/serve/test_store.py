@@ -37,6 +37,7 @@ from peace.serve.rankers import (
 from peace.store import (
     POINTER,
     STALE_TEMP_SECONDS,
+    USER_PARTS,
     VERSIONS,
     StoreError,
     StoreVersion,
@@ -370,13 +371,60 @@ def test_finetune_refuses_a_head_the_service_cannot_feed(
             run[0], run[1], tmp_path, "t1", overrides=["finetune.target_history=5"]
         )
     assert current_rankers(tmp_path) == {}
-    # nor a head whose Eq. 9 MLP and Eq. 2 attention were fine-tuned: the service scores with
-    # the store version's
-    with pytest.raises(ValueError, match="finetune.tune_user_mlp = true"):
-        finetune_and_publish(
-            run[0], run[1], tmp_path, "t1", overrides=["finetune.tune_user_mlp=true"]
+
+
+def test_tuned_user_parts_are_published_and_served(
+    run: tuple[Path, Dataset], tmp_path: Path
+) -> None:
+    """``finetune.tune_user_mlp``: the ranker publishes its own Eq. 9 MLP and Eq. 2 attention,
+    and the service's normal scores (the domain state of a snapshot) equal the offline
+    ranker's; the store version's parts would give other scores."""
+    from peace.serve.domains import attach_normal, catalogue_state
+    from peace.serve.rankers import UserVectors
+    from peace.serve.state import load_ranker
+
+    path, ds = run
+    export(path, ds, tmp_path)
+    result = finetune_and_publish(
+        path, ds, tmp_path, "t1", overrides=["finetune.tune_user_mlp=true"]
+    )
+    assert (result.path / USER_PARTS).is_file()
+    v = StoreVersion.open(tmp_path)
+    scorer = ZeroShotScorer.from_version(v)
+    normal, note = load_ranker(tmp_path, v, scorer, "t1", result.version, verify=True)
+    assert note is None and normal is not None and normal.manifest["head"]["user_parts"]
+    assert normal.user_scorer is not scorer
+    state = attach_normal(catalogue_state(v, "t1", scorer), normal)
+    rows = torch.arange(state.size)
+    users = np.arange(0, ds.num_users, 4)
+    offline = result.ranker(
+        torch.as_tensor(users),
+        result.ranker.states(users, np.full(len(users), np.inf)),
+        torch.arange(len(v.catalogues["t1"].items)).expand(len(users), -1),
+    ).detach()
+    store_parts = NormalRanker.load(result.path)
+    store_parts.user_parts = None  # the store version's Eq. 9 MLP and Eq. 2 attention
+    moved = 0.0
+    for k, u in enumerate(users):
+        uid = str(ds.users[u])
+        user = UserVectors.of(v, uid, v.user_row[uid])
+        online, ranker = state.score_rows(scorer, user, rows)
+        assert ranker == "normal"
+        torch.testing.assert_close(online, offline[k], atol=1e-5, rtol=1e-5)
+        items = state.vectors
+        plain = store_parts.scores(
+            uid,
+            store_parts.user_vectors(scorer, user.interests, items, state.keys),
+            items,
+            state.normal_rows,
+            user.universal,
+            state.bias if state.head_bias is None else state.head_bias,
         )
-    assert current_rankers(tmp_path) == {}
+        moved = max(moved, float((plain - offline[k]).abs().max()))
+    assert moved > 1e-4
+    # a ranker with its own parts is not scored unbound
+    with pytest.raises(StoreError, match="bind"):
+        NormalRanker.load(result.path).user_vectors(scorer, user.interests, items, state.keys)
 
 
 # --------------------------------------------------------------------------- ANN index

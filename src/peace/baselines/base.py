@@ -14,7 +14,11 @@ The interface:
   Items are represented as the mean of their entities' rows (footnote 4), for every model.
 * ``encode_users(table, users, tokens, mask)``: user states from the source-domain entity
   sequences ``[B, L]`` (and the user ids, for graph models): ``[B, d]`` or ``[B, M, d]``.
-* ``user_vectors(states, items)``: one user vector per candidate ``[B, C, d]`` (z_u^T of Eq. 11).
+* ``user_vectors(states, items, parts=None)``: one user vector per candidate ``[B, C, d]`` (z_u^T
+  of Eq. 11); ``parts`` replaces the modules it applies to the states (``user_parts()``).
+* ``user_parts()``: trainable copies of those modules, which a normal ranker fine-tunes with its
+  head (``finetune.tune_user_mlp``); empty where the states are the user vectors without
+  parameters (every competitor: one state, or ComiRec's best-matching interest).
 * ``zero_shot_scores(states, items, scorer)``: scores ``[B, C]`` using no target row.
 * ``pretrain_losses(table, batch, tau, gamma)``: the losses of one pre-training batch of user-entity
   pairs (A.3, entity-oriented). ``"total"`` is minimised; ``"et"``, the binary cross-entropy of the
@@ -99,9 +103,15 @@ class TransferModel(nn.Module):
         )
         return {"et": loss, "total": loss}
 
-    def user_vectors(self, states: Tensor, items: Tensor) -> Tensor:
+    def user_vectors(
+        self, states: Tensor, items: Tensor, parts: nn.ModuleDict | None = None
+    ) -> Tensor:
         """``[B, d]`` states -> ``[B, C, d]``, the same vector for every candidate."""
         return states.unsqueeze(1).expand(-1, items.shape[1], -1)
+
+    def user_parts(self) -> nn.ModuleDict:
+        """Nothing: :meth:`user_vectors` has no parameters to fine-tune."""
+        return nn.ModuleDict()
 
     def zero_shot_scores(self, states: Tensor, items: Tensor, scorer: str = "inner") -> Tensor:
         """Inner product of user and item vectors ``[B, C]`` (``scorer`` is PEACE's switch)."""

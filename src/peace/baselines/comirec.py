@@ -47,8 +47,11 @@ class ComiRec(SequenceModel):
         attention = masked_softmax(scores.transpose(1, 2), mask.unsqueeze(1), dim=-1)
         return attention @ h  # [B, K, d]
 
-    def user_vectors(self, states: Tensor, items: Tensor) -> Tensor:
-        """For each candidate, the interest with the largest inner product: ``[B, C, d]``."""
+    def user_vectors(
+        self, states: Tensor, items: Tensor, parts: nn.ModuleDict | None = None
+    ) -> Tensor:
+        """For each candidate, the interest with the largest inner product: ``[B, C, d]`` (no
+        parameters, so no :meth:`user_parts` to fine-tune)."""
         match = items @ states.transpose(1, 2)  # [B, C, K]
         best = match.argmax(-1)  # [B, C]
         return torch.gather(states, 1, best.unsqueeze(-1).expand(-1, -1, states.shape[-1]))

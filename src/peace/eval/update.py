@@ -68,8 +68,9 @@ PEACE_ZERO_SHOT_KEYS = frozenset(
 )
 
 # The [finetune] keys that only PEACE's head reads: a competitor's zero-shot score has no prior
-# and no evaluated states, so its head reads z_u . z_i under either finetune.affinity; nor has
-# its user encoder Eq. 9's MLP or Eq. 2's attention for finetune.tune_user_mlp.
+# and no evaluated states, so its head reads z_u . z_i under either finetune.affinity; and its
+# user vectors are its states with no parameters between (user_parts() is empty), so
+# finetune.tune_user_mlp finds nothing to fine-tune.
 PEACE_HEAD_KEYS = frozenset({"affinity", "tune_user_mlp"})
 
 #: the settings whose rows ``--zero-shot-only`` replaces

@@ -11,6 +11,10 @@ training split, keeps the epoch with the best validation NDCG@10, and publishes:
         manifest.json       domain, the store version and model hash it was trained on, sizes,
                             training log, per-file sha256
         head.safetensors    the FineTuneHead weights (MLP and DeepFM of Eq. 11)
+        user_parts.safetensors  with ``finetune.tune_user_mlp``: the head's fine-tuned copies of
+                            Eq. 9's MLP and Eq. 2's attention (P as in the store version), which
+                            the service uses for this domain's user vectors in place of the
+                            store version's
         user_codes.arrow    user -> profile codes x_u
         item_codes.arrow    item -> profile codes x_i (the item id is one of the fields)
     STORE/rankers/<domain>/CURRENT      the version served (swapped atomically)
@@ -48,6 +52,7 @@ from peace.flows.rankers import PeaceRanker, TargetDomain, zero_shot_prior
 from peace.store import (
     FORMAT,
     POINTER,
+    USER_PARTS,
     StoreError,
     StoreVersion,
     code_column,
@@ -133,12 +138,6 @@ def finetune_and_publish(
             f"finetune.target_history = {cfg.finetune.target_history}: the service does not "
             "store users' target-domain histories yet; publish with finetune.target_history=0."
         )
-    if cfg.finetune.tune_user_mlp:
-        raise ValueError(
-            "finetune.tune_user_mlp = true: the service scores the normal ranker with the store "
-            "version's Eq. 9 MLP and Eq. 2 attention, not the head's fine-tuned copies; publish "
-            "with finetune.tune_user_mlp=false."
-        )
     split = split_target(ds, d, cfg.eval.split)
     if len(split.train) == 0:
         raise ValueError(f"domain {domain!r} has no training rows; serve it zero-shot.")
@@ -169,6 +168,12 @@ def finetune_and_publish(
     ranker.eval()
 
     head_state = {k: v.detach().contiguous().clone() for k, v in ranker.head.state_dict().items()}
+    parts = ranker.user_parts
+    parts_state = (
+        None
+        if parts is None
+        else {k: v.detach().contiguous().clone() for k, v in parts.state_dict().items()}
+    )
     fc = cfg.finetune
     up, ip = ds.user_profiles, ds.item_profiles
     user_columns = list(up.columns) if up else []
@@ -178,6 +183,8 @@ def finetune_and_publish(
 
     def build(tmp: Path) -> dict[str, Any]:
         save_file(head_state, str(tmp / "head.safetensors"), metadata={"domain": domain})
+        if parts_state is not None:
+            save_file(parts_state, str(tmp / USER_PARTS), metadata={"domain": domain})
         write_arrow(
             tmp / "user_codes.arrow",
             pa.table(
@@ -232,6 +239,8 @@ def finetune_and_publish(
                 "item_fields": len(item_columns),
                 "user_columns": user_columns,
                 "item_columns": item_columns,
+                # the user vectors come from the ranker's own Eq. 9 MLP and Eq. 2 attention
+                "user_parts": parts_state is not None,
             },
             "finetune": {
                 k: (list(v) if isinstance(v, tuple) else v)

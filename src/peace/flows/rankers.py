@@ -183,16 +183,13 @@ class PeaceRanker(nn.Module):
             self._items = item_vectors(self._table, target.item_entities)
         else:
             self.encoder = pre.model  # registered, so its trainable parameters train too
-        # finetune.tune_user_mlp: trainable copies of Eq. 9's MLP and Eq. 2's attention (PEACE).
-        self.user_mlp: nn.ModuleDict | None = None
-        model = pre.model
-        if fc.tune_user_mlp and self.precomputed and hasattr(model, "prototypes"):
-            prototypes, fusion = copy.deepcopy(model.prototypes), copy.deepcopy(model.fusion)
-            prototypes.requires_grad_(False)  # P chooses Eq. 8's mask and stays as pre-trained
-            prototypes.enhance_mlp.requires_grad_(True)
-            fusion.requires_grad_(True)
-            self.user_mlp = nn.ModuleDict({"prototypes": prototypes, "fusion": fusion})
-        self.frozen_inputs = self.precomputed and self.user_mlp is None
+        # finetune.tune_user_mlp: trainable copies of what the model applies to its user states
+        # per candidate (PEACE: Eq. 9's MLP and Eq. 2's attention; the competitors have none).
+        self.user_parts: nn.ModuleDict | None = None
+        if fc.tune_user_mlp and self.precomputed:
+            parts = pre.model.user_parts()
+            self.user_parts = parts if len(parts) else None
+        self.frozen_inputs = self.precomputed and self.user_parts is None
         """Whether the head's inputs stay fixed while it trains (:class:`PairMemo` keeps them)."""
         # The zero-shot ranker's score as the head's affinity; where it equals z_u . z_i of the
         # kept state (no states kept, no prior: every competitor) the head computes that itself.
@@ -241,11 +238,10 @@ class PeaceRanker(nn.Module):
             states, zero_shot = states[:, :m], states[:, m:]
         encoded, all_items = self._states_and_items(users, states)
         item_vecs = all_items[items]
-        if self.user_mlp is not None:  # Eq. 8-9 then Eq. 2 with the head's own copies
-            parts = (self.user_mlp["prototypes"], self.user_mlp["fusion"])
-            user_vecs = self.pre.model.user_vectors(encoded, item_vecs, parts)
+        if self.user_parts is not None:  # Eq. 8-9 then Eq. 2 with the head's own copies
+            user_vecs = self.pre.model.user_vectors(encoded, item_vecs, self.user_parts)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.precomputed):
-            if self.user_mlp is None:
+            if self.user_parts is None:
                 user_vecs = self.pre.model.user_vectors(encoded, item_vecs)
             affinity = None
             if zero_shot is not None:  # the zero-shot ranker's score (finetune.affinity)

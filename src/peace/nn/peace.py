@@ -17,6 +17,7 @@ cross-entropy on the record's item and its negatives (``pretrain.served_loss``).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -161,6 +162,17 @@ class PEACE(nn.Module):
     def patch_parameters(self) -> list[nn.Parameter]:
         return []
 
+    def user_parts(self) -> nn.ModuleDict:
+        """Trainable copies of what :meth:`user_vectors` applies to the interests: Eq. 9's MLP
+        (with the prototypes P, which stay frozen: they choose Eq. 8's mask and the served
+        items' keys) and Eq. 2's attention. A normal ranker fine-tunes them with its head
+        (``finetune.tune_user_mlp``, the "MLP based components" of Sec. 4.5)."""
+        prototypes, fusion = copy.deepcopy(self.prototypes), copy.deepcopy(self.fusion)
+        prototypes.requires_grad_(False)
+        prototypes.enhance_mlp.requires_grad_(True)
+        fusion.requires_grad_(True)
+        return nn.ModuleDict({"prototypes": prototypes, "fusion": fusion})
+
     # ------------------------------------------------------------ encoders
     def encode_interests(self, entity_table: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
         """Eq. 1 on the concatenated source-domain sequences: ``[B, L] -> [B, M, d]``."""
@@ -170,20 +182,21 @@ class PEACE(nn.Module):
         self,
         interests: Tensor,
         targets: Tensor,
-        parts: tuple[Prototypes, AttentiveFusion] | None = None,
+        parts: nn.ModuleDict | None = None,
     ) -> Tensor:
         """User vectors for C targets each: Eq. 8-9 then Eq. 2 (Eq. 2 alone without PEA).
 
         Args:
             interests: ``[B, M, d]``.
             targets: ``[B, C, d]`` target entity (or item) vectors.
-            parts: other prototypes and fusion to use in place of the model's own (a normal
-                ranker's fine-tuned copies, ``finetune.tune_user_mlp``).
+            parts: other ``prototypes`` and ``fusion`` to use in place of the model's own (a
+                normal ranker's fine-tuned copies, :meth:`user_parts`).
 
         Returns:
             ``[B, C, d]``.
         """
-        prototypes, fusion = parts if parts is not None else (self.prototypes, self.fusion)
+        own = parts if parts is not None else {"prototypes": self.prototypes, "fusion": self.fusion}
+        prototypes, fusion = own["prototypes"], own["fusion"]
         if not self.config.use_pea:
             z = fusion(interests)  # Eq. 2
             return z.unsqueeze(1).expand(-1, targets.shape[1], -1)

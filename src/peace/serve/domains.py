@@ -188,7 +188,7 @@ class DomainState:
             if self.bias is not None:
                 scores = scores + self.bias.index_select(0, rows)
             return scores, "zero-shot"
-        user_vecs = scorer.user_vectors(user.interests, items, keys)
+        user_vecs = self.normal.user_vectors(scorer, user.interests, items, keys)
         assert self.normal_rows is not None
         codes = self.normal_rows.index_select(0, rows)
         head = self.bias if self.head_bias is None else self.head_bias

@@ -34,6 +34,7 @@ logits cancels in the softmax over the interests.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +51,7 @@ from peace.nn.peace import decoder_input, decoder_width
 from peace.nn.prototypes import Prototypes
 from peace.nn.user_encoder import AttentiveFusion
 from peace.store import (
+    USER_PARTS,
     StoreError,
     StoreVersion,
     column_array,
@@ -413,6 +415,8 @@ class NormalRanker:
     Attributes:
         manifest: the ranker's manifest (domain, store version, model hash, sizes, metrics).
         head: the :class:`FineTuneHead` with its trained weights.
+        user_parts: the ranker's own Eq. 9 MLP and Eq. 2 attention weights
+            (``finetune.tune_user_mlp``; None: the store version's serve it).
     """
 
     def __init__(
@@ -424,8 +428,12 @@ class NormalRanker:
         user_codes: Tensor,
         item_rows: dict[str, int],
         item_codes: Tensor,
+        user_parts: dict[str, Tensor] | None = None,
     ) -> None:
         self.path, self.manifest, self.head = path, manifest, head
+        self.user_parts = user_parts
+        self.user_scorer: ZeroShotScorer | None = None
+        """What computes the user vectors of Eq. 8-9 and Eq. 2 (:meth:`bind`)."""
         self.user_rows, self.user_codes = user_rows, user_codes  # [U + 1, F_u]
         self.item_rows, self.item_codes = item_rows, item_codes  # [I + 1, F_i]
         # The last row of each code table is "unknown" (all zero codes).
@@ -472,7 +480,47 @@ class NormalRanker:
         icodes = column_array(items, "codes", (fi,), np.int64)
         item_codes = torch.from_numpy(np.vstack([icodes, np.zeros((1, fi), np.int64)]))
         item_rows = {it: i for i, it in enumerate(string_array(items, "item"))}
-        return cls(folder, manifest, head, user_rows, user_codes, item_rows, item_codes)
+        parts = load_file(str(folder / USER_PARTS)) if h.get("user_parts") else None
+        return cls(folder, manifest, head, user_rows, user_codes, item_rows, item_codes, parts)
+
+    def bind(self, scorer: ZeroShotScorer) -> NormalRanker:
+        """Compute user vectors with ``scorer`` (the store version's zero-shot scorer), or, for
+        a ranker with its own Eq. 9 MLP and Eq. 2 attention, with a copy of it holding those.
+
+        Raises:
+            StoreError: the ranker's parts do not fit the scorer, or its prototypes P differ
+                from the store version's (P chooses the items' keys of Eq. 8).
+        """
+        if self.user_parts is None:
+            self.user_scorer = scorer
+            return self
+        own = copy.deepcopy(scorer)
+        try:
+            missing, unexpected = own.load_state_dict(self.user_parts, strict=False)
+        except RuntimeError as exc:
+            msg = f"{self.path / USER_PARTS}: does not fit the store version ({exc})"
+            raise StoreError(msg) from exc
+        foreign = [k for k in missing if not k.startswith("decoder.")] + list(unexpected)
+        if foreign or not torch.equal(own.prototypes.weight, scorer.prototypes.weight):
+            raise StoreError(
+                f"{self.path / USER_PARTS}: not the store version's prototypes and parts "
+                f"({foreign[:3] or 'prototypes P differ'}); publish the ranker again."
+            )
+        own.requires_grad_(False)
+        self.user_scorer = own.eval()
+        return self
+
+    def user_vectors(
+        self, scorer: ZeroShotScorer, interests: Tensor, items: Tensor, keys: ItemKeys | None
+    ) -> Tensor:
+        """The head's user vectors ``[C, d]``: :meth:`ZeroShotScorer.user_vectors` of the bound
+        scorer (``scorer``, the store version's, when none is bound)."""
+        own = self.user_scorer
+        if own is None:
+            if self.user_parts is not None:
+                raise StoreError(f"{self.path}: a ranker with its own user parts needs bind().")
+            own = scorer
+        return own.user_vectors(interests, items, keys)
 
     def code_rows(self, items: list[str]) -> Tensor:
         """Rows of ``item_codes`` for item ids (unknown items -> the all-zero row)."""

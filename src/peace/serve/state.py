@@ -109,7 +109,7 @@ def build_snapshot(
         if old is not None and old.normal is not None and old.normal.version == rid:
             ranker, note = old.normal, None  # checked against this version already
         else:
-            ranker, note = load_ranker(store, version, name, rid, verify)
+            ranker, note = load_ranker(store, version, scorer, name, rid, verify)
         if note:
             notes.append(note)
         domains[name] = attach_normal(state, ranker, note)
@@ -122,9 +122,15 @@ def build_snapshot(
 
 
 def load_ranker(
-    store: Path, version: StoreVersion, domain: str, rid: str, verify: bool
+    store: Path,
+    version: StoreVersion,
+    scorer: ZeroShotScorer,
+    domain: str,
+    rid: str,
+    verify: bool,
 ) -> tuple[NormalRanker | None, str | None]:
-    """The normal ranker ``rid`` of ``domain``, or None and why it is not served."""
+    """The normal ranker ``rid`` of ``domain`` bound to ``scorer`` (the version's), or None
+    and why it is not served."""
     try:
         ranker = NormalRanker.load(ranker_path(store, domain, rid), verify=verify)
     except (StoreError, OSError, KeyError, ValueError, RuntimeError) as exc:
@@ -140,7 +146,10 @@ def load_ranker(
             f"zero-shot scores and store version {version.version} serves "
             f"{version.zero_shot_states}; serving zero-shot."
         )
-    return ranker, None
+    try:
+        return ranker.bind(scorer), None
+    except StoreError as exc:
+        return None, f"ranker {rid} of {domain!r} not served ({exc}); serving zero-shot."
 
 
 def resolve_live_items(

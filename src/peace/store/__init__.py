@@ -15,6 +15,7 @@ The one contract between the offline flows (``peace.flows``, which write it) and
         catalogues/<domain>.arrow  per target domain: item, entities, vector, prior, popularity
       rankers/<domain>/CURRENT     the served normal ranker of a domain (see peace.flows.publish)
       rankers/<domain>/<version>/  manifest.json, head.safetensors, user/item_codes.arrow
+                                   (and user_parts.safetensors, finetune.tune_user_mlp)
       live/<domain>.json           domains and items launched at run time (peace.serve.app)
 
 Modules: :mod:`~peace.store.files` (names, pointer files, Arrow tables, manifests, checksums),
@@ -38,6 +39,7 @@ from peace.store.files import (
     POINTER,
     RANKERS,
     TEMP_PREFIX,
+    USER_PARTS,
     VERSIONS,
     StoreError,
     code_column,
@@ -89,6 +91,7 @@ __all__ = [
     "RANKERS",
     "STALE_TEMP_SECONDS",
     "TEMP_PREFIX",
+    "USER_PARTS",
     "VERSIONS",
     "Catalogue",
     "LiveSignature",

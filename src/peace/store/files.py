@@ -27,6 +27,8 @@ VERSIONS = "versions"
 RANKERS = "rankers"
 LIVE = "live"
 MANIFEST = "manifest.json"
+USER_PARTS = "user_parts.safetensors"
+"""A published ranker's own Eq. 9 MLP and Eq. 2 attention (``finetune.tune_user_mlp``)."""
 TEMP_PREFIX = ".tmp-"
 """Folders being written start with this prefix; readers never list them."""
 
