@@ -507,7 +507,8 @@ class NormalRanker:
                 f"({foreign[:3] or 'prototypes P differ'}); publish the ranker again."
             )
         own.requires_grad_(False)
-        self.user_scorer = own.eval()
+        own.eval().folded()  # merged once here, not on the first request
+        self.user_scorer = own
         return self
 
     def user_vectors(
