@@ -195,8 +195,9 @@ class PEACE(nn.Module):
         Returns:
             ``[B, C, d]``.
         """
-        own = parts if parts is not None else {"prototypes": self.prototypes, "fusion": self.fusion}
-        prototypes, fusion = own["prototypes"], own["fusion"]
+        prototypes, fusion = self.prototypes, self.fusion
+        if parts is not None:
+            prototypes, fusion = parts["prototypes"], parts["fusion"]
         if not self.config.use_pea:
             z = fusion(interests)  # Eq. 2
             return z.unsqueeze(1).expand(-1, targets.shape[1], -1)
