@@ -425,6 +425,12 @@ def test_tuned_user_parts_are_published_and_served(
     # a ranker with its own parts is not scored unbound
     with pytest.raises(StoreError, match="bind"):
         NormalRanker.load(result.path).user_vectors(scorer, user.interests, items, state.keys)
+    # nor bound to a store version whose prototypes P are not the ones it was trained with
+    other = NormalRanker.load(result.path)
+    assert other.user_parts is not None
+    other.user_parts["prototypes.weight"] = other.user_parts["prototypes.weight"] + 0.5
+    with pytest.raises(StoreError, match="prototypes P differ"):
+        other.bind(scorer)
 
 
 # --------------------------------------------------------------------------- ANN index
