@@ -222,8 +222,9 @@ class FinetuneConfig(TrainingConfig):
     """With frozen encoders, PEACE's head also trains its own copies of the MLP-based parts of the
     user encoder, Eq. 9's MLP and Eq. 2's attention, at ``lr`` (Sec. 4.5: "only MLP based
     components are fine-tuned"); the graph attention, Eq. 1 and the prototypes stay frozen, and
-    so does the run. A competitor's ranker has neither part and ignores it. docs/experiments.md
-    section 160; `peace publish` refuses it (the service serves the store's Eq. 9 and Eq. 2)."""
+    so does the run. The copies are what the model's ``user_parts()`` returns; a competitor's is
+    empty, so it trains nothing more. `peace finetune` publishes them beside the head and the
+    service uses them for that domain's user vectors. docs/experiments.md sections 160-161."""
     deepfm_hidden: tuple[int, int, int] = (64, 32, 8)
     """DeepFM deep part (A.3: 64-32-8)."""
     fm_dim: int = 8
