@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from peace.nn.enhanced import ItemKeys, enhanced_user_vectors, item_keys
 from peace.nn.mlp import MLP
 from peace.nn.prototypes import Prototypes
+from peace.nn.user_encoder import AttentiveFusion
 
 
 @pytest.fixture
@@ -146,26 +148,70 @@ def test_repr_reads_like_the_constructor(protos: Prototypes) -> None:
 
 
 @pytest.mark.parametrize("hidden", [(16,), (16, 8), (16, 8, 6)])
-def test_folded_serving_weights_equal_eq_8_9_then_eq_2(hidden: tuple[int, ...]) -> None:
-    """The online ranker's merged weights (Eq. 9's first layer on the prototype rows, Eq. 2's
-    attention through the MLP's last layer, tanh as 2 sigmoid(2x) - 1) give the user vectors of
-    the dense Eq. 8-9 then Eq. 2, for any depth of the MLP, with and without the shared prior."""
-    from peace.serve.rankers import ZeroShotScorer
-
+def test_kept_prototypes_and_merged_weights_equal_eq_8_9_then_eq_2(hidden: tuple[int, ...]) -> None:
+    """Eq. 8-9 on each target's K kept prototypes with the linear steps merged (Eq. 9's first
+    layer on the prototype rows, Eq. 2's attention through the MLP's last layer, tanh as
+    2 sigmoid(2x) - 1) give the dense Eq. 8-9 then Eq. 2 and its gradients, for any depth of
+    the MLP, with and without the shared prior, with and without autograd."""
     for prior in (False, True):
         torch.manual_seed(1)
-        scorer = ZeroShotScorer(8, 12, 4, hidden, 5, mode="inner-enhanced", user_prior=prior)
-        for param in scorer.parameters():
+        protos, fusion = Prototypes(8, 12, 4, hidden), AttentiveFusion(8, 5, prior)
+        params = [*protos.parameters(), *fusion.parameters()]
+        for param in params:
             torch.nn.init.normal_(param, std=0.5)
-        interests, items = torch.randn(3, 8), torch.randn(7, 8)
-        keys = scorer.item_keys(items)
-        assert not bool(keys.ties.any())
-        torch.testing.assert_close(
-            scorer._sparse(interests, items, keys), scorer._dense(interests, items)
-        )
-        # New weights are read again, not served from the merged copy of the old ones.
-        state = {k: v + 0.1 for k, v in scorer.state_dict().items()}
-        scorer.load_state_dict(state)
-        torch.testing.assert_close(
-            scorer._sparse(interests, items, keys), scorer._dense(interests, items)
-        )
+        interests, targets = torch.randn(2, 3, 8), torch.randn(2, 7, 8)
+        keys = item_keys(protos, targets)
+        assert keys.top.shape == (2, 7, 4) and not bool(keys.ties.any())
+        dense = fusion(protos.enhance(interests, protos.similarity(targets)))
+        kept = enhanced_user_vectors(protos, fusion, interests, targets)
+        torch.testing.assert_close(kept, dense)
+        with torch.no_grad():  # the service's path
+            torch.testing.assert_close(
+                enhanced_user_vectors(protos, fusion, interests, targets, keys), dense
+            )
+        weights = torch.randn_like(dense)
+        expected = torch.autograd.grad((dense * weights).sum(), params)
+        got = torch.autograd.grad((kept * weights).sum(), params)
+        for e, g in zip(expected, got, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_tied_targets_are_computed_densely() -> None:
+    """A target flagged as a (near) tie takes the dense Eq. 8, which keeps every tied
+    prototype; the kept-prototype path would keep K of them."""
+    torch.manual_seed(2)
+    protos, fusion = Prototypes(8, 6, 1, (16, 8)), AttentiveFusion(8, 5)
+    with torch.no_grad():  # prototype 3: prototype 2 with two entries swapped (the same norm)
+        protos.weight[3] = protos.weight[2][[1, 0, 2, 3, 4, 5, 6, 7]]
+    interests = torch.randn(1, 3, 8)
+    # Targets along p_2 + p_3 are as similar to both: the first and second similarities tie.
+    targets = (protos.weight[2] + protos.weight[3]).detach().expand(1, 2, 8) * 3.0
+    keys = item_keys(protos, targets)
+    assert bool(keys.ties.all())
+    dense = fusion(protos.enhance(interests, protos.similarity(targets)))
+    torch.testing.assert_close(enhanced_user_vectors(protos, fusion, interests, targets), dense)
+    unrouted = ItemKeys(keys.top, torch.zeros_like(keys.ties))  # K kept: not Eq. 8 on a tie
+    kept = enhanced_user_vectors(protos, fusion, interests, targets, unrouted)
+    assert not torch.allclose(kept, dense, rtol=0.0, atol=1e-6)
+
+
+def test_served_scorer_reads_new_weights() -> None:
+    """The service merges the weights once; loading other weights merges them again."""
+    from peace.serve.rankers import ZeroShotScorer
+
+    torch.manual_seed(1)
+    scorer = ZeroShotScorer(8, 12, 4, (16, 8), 5, mode="inner-enhanced", user_prior=True)
+    for param in scorer.parameters():
+        torch.nn.init.normal_(param, std=0.5)
+    interests, items = torch.randn(3, 8), torch.randn(7, 8)
+
+    def dense() -> torch.Tensor:
+        protos = scorer.prototypes
+        with torch.no_grad():
+            enhanced = protos.enhance(interests[None], protos.similarity(items[None]))
+            return scorer.fusion(enhanced)[0]
+
+    keys = scorer.item_keys(items)
+    torch.testing.assert_close(scorer.user_vectors(interests, items, keys), dense())
+    scorer.load_state_dict({k: v + 0.1 for k, v in scorer.state_dict().items()})
+    torch.testing.assert_close(scorer.user_vectors(interests, items, keys), dense())

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from peace.config import ModelConfig
+from peace.nn.enhanced import enhanced_user_vectors
 from peace.nn.entity_encoder import EntityEncoder, EntityGraph
 from peace.nn.mlp import MLP
 from peace.nn.prototypes import Prototypes
@@ -201,8 +202,9 @@ class PEACE(nn.Module):
         if not self.config.use_pea:
             z = fusion(interests)  # Eq. 2
             return z.unsqueeze(1).expand(-1, targets.shape[1], -1)
-        enhanced = prototypes.enhance(interests, prototypes.similarity(targets))
-        return fusion(enhanced)  # Eq. 2 on {z^^A}
+        # Eq. 8-9 on each target's K kept prototypes, then Eq. 2 on {z^^A} (equal to
+        # fusion(prototypes.enhance(...)) up to float rounding, and cheaper).
+        return enhanced_user_vectors(prototypes, fusion, interests, targets)
 
     def universal(self, interests: Tensor) -> Tensor:
         """Eq. 2 on the plain interests: the target-independent universal encoding z_u."""

@@ -17,19 +17,8 @@ The approximate inner-product index that picks candidates from large catalogues 
 The prototype-enhanced user vectors (used by the normal ranker, and by the zero-shot ranker in
 the ``inner-enhanced`` and ``decoder`` modes) are the costly part. Item-side work is done once
 per catalogue, not per request: the top-K prototypes of every item (Eq. 5 and 8 depend on the
-item alone). A request then gathers the user's prototype logits at
-those K columns and mixes K prototype rows, instead of a softmax over all n prototypes; the result
-equals the dense computation up to float rounding. Items whose K-th and (K+1)-th similarities
-(nearly) tie are scored by the dense code of :class:`peace.nn.prototypes.Prototypes`, which keeps
-ties exactly as the offline model does.
-
-The linear steps around Eq. 9 are merged once per loaded scorer (:class:`FoldedWeights`): the
-MLP's first layer is applied to the prototype rows and to the user's interests instead of to
-every (item, interest) mix, and Eq. 2's attention reads the MLP's last hidden layer through the
-product of the two matrices, so the enhanced interests are never formed; only their weighted sum
-goes through the last layer. tanh(x) is evaluated as 2 sigmoid(2x) - 1 (several times faster on
-CPUs where torch's tanh is not vectorised), and the constant the identity leaves in Eq. 2's
-logits cancels in the softmax over the interests.
+item alone). A request then computes Eq. 8-9 on each item's K kept prototypes with the linear
+steps merged once per loaded scorer, as the offline model does (:mod:`peace.nn.enhanced`).
 """
 
 from __future__ import annotations
@@ -41,10 +30,16 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from peace.nn.enhanced import (
+    TIE_TOLERANCE,
+    FoldedWeights,
+    ItemKeys,
+    enhanced_user_vectors,
+    item_keys,
+)
 from peace.nn.heads import FineTuneHead
 from peace.nn.mlp import MLP
 from peace.nn.peace import decoder_input, decoder_width
@@ -61,9 +56,6 @@ from peace.store import (
     verify_files,
 )
 
-TIE_TOLERANCE = 1e-6
-"""Relative gap below which the K-th and (K+1)-th prototype similarities count as a tie."""
-
 CHUNK = 256
 """Candidates scored together; larger requests are processed in chunks (bounded memory)."""
 
@@ -71,77 +63,6 @@ RankerName = Literal["normal", "zero-shot", "popularity-fallback"]
 
 
 # --------------------------------------------------------------------------- zero-shot ranker
-@dataclass(frozen=True)
-class ItemKeys:
-    """Item-side part of Eq. 8: each item's top-K prototypes, and items with (near) ties."""
-
-    top: Tensor
-    """[I, K] prototype indices."""
-    ties: Tensor
-    """[I] bool: the K-th and (K+1)-th similarities (nearly) tie; score densely."""
-
-    def take(self, rows: Tensor | slice) -> ItemKeys:
-        if isinstance(rows, slice):
-            return ItemKeys(self.top[rows], self.ties[rows])
-        return ItemKeys(self.top.index_select(0, rows), self.ties.index_select(0, rows))
-
-    @staticmethod
-    def cat(a: ItemKeys | None, b: ItemKeys | None) -> ItemKeys | None:
-        if a is None or b is None:
-            return None
-        return ItemKeys(torch.cat([a.top, b.top]), torch.cat([a.ties, b.ties]))
-
-
-@dataclass(frozen=True)
-class FoldedWeights:
-    """Eq. 9's MLP and Eq. 2's attention with their linear steps merged (serving only).
-
-    With the MLP ``L_1 -> ReLU -> ... -> ReLU -> L_last`` (hidden widths H_1 ... H_last) and
-    Eq. 2's v^T tanh(W e): for an (item, interest) pair with prototype mix a = P^T s and
-    interest z, ``L_1(a + z) = sum_k s_k (W_1 p_k) + W_1 z + b_1``; the enhanced interest is
-    e = W_L h + b_L with h the last hidden layer, so ``v^T tanh(W e) = 2 v^T sigmoid(2 W W_L h +
-    2 W b_L) - sum(v)``, and the fused vector is ``W_L (sum_m w_m h_m) + b_L`` (the weights sum
-    to one).
-    """
-
-    first: Tensor
-    """[n, H_1]: W_1 p_k for every prototype."""
-    w1: Tensor
-    b1: Tensor
-    middle: tuple[nn.Linear, ...]
-    """The hidden-to-hidden layers, unchanged."""
-    key: Tensor
-    """[A, H_last]: 2 W W_L."""
-    key_bias: Tensor
-    """[A]: 2 W b_L."""
-    v2: Tensor
-    """[A]: 2 v."""
-    last_w: Tensor
-    last_b: Tensor
-    prior: Tensor | None
-
-    @classmethod
-    @torch.no_grad()
-    def of(cls, prototypes: Prototypes, fusion: AttentiveFusion) -> FoldedWeights:
-        linears = [m for m in prototypes.enhance_mlp.net if isinstance(m, nn.Linear)]
-        if len(linears) < 2:
-            raise ValueError("the Eq. 9 MLP needs at least one hidden layer.")
-        first, last = linears[0], linears[-1]
-        w = fusion.W.weight
-        return cls(
-            first=(prototypes.weight @ first.weight.T).contiguous(),
-            w1=first.weight,
-            b1=first.bias,
-            middle=tuple(linears[1:-1]),
-            key=(2.0 * w @ last.weight).contiguous(),
-            key_bias=2.0 * w @ last.bias,
-            v2=2.0 * fusion.v.weight[0],
-            last_w=last.weight,
-            last_b=last.bias,
-            prior=None if fusion.prior is None else fusion.prior.detach(),
-        )
-
-
 ZeroShotMode = Literal["inner", "inner-enhanced", "decoder"]
 ZERO_SHOT_MODES: tuple[str, ...] = ("inner", "inner-enhanced", "decoder")
 
@@ -279,17 +200,7 @@ class ZeroShotScorer(nn.Module):
         """Top-K prototypes of items ``[I, d]`` (Eq. 5, 8); None when PEA is off."""
         if not self.use_pea:
             return None
-        k, n = self.prototypes.top_k, self.prototypes.n_prototypes
-        if len(items) == 0:
-            return ItemKeys(torch.zeros(0, k, dtype=torch.long), torch.zeros(0, dtype=torch.bool))
-        sim = self.prototypes.similarity(items)  # Eq. 5
-        if k >= n:
-            top = torch.arange(n).expand(len(items), -1).contiguous()
-            return ItemKeys(top, torch.zeros(len(items), dtype=torch.bool))
-        values, top = sim.topk(k + 1, dim=-1)
-        kth, nxt = values[:, k - 1], values[:, k]
-        ties = (kth - nxt) <= TIE_TOLERANCE * kth.abs().clamp(min=1e-30)
-        return ItemKeys(top[:, :k].contiguous(), ties)
+        return item_keys(self.prototypes, items)
 
     @torch.no_grad()
     def universal(self, interests: Tensor) -> Tensor:
@@ -319,53 +230,17 @@ class ZeroShotScorer(nn.Module):
                     for s in range(0, c, CHUNK)
                 ]
             )
-        if keys is None:
-            return self._dense(interests, items)
-        out = self._sparse(interests, items, keys)
-        if bool(keys.ties.any()):  # the few items with (near) ties: exactly the offline code
-            rows = torch.nonzero(keys.ties).squeeze(1)
-            out[rows] = self._dense(interests, items[rows])
-        return out
-
-    def _dense(self, interests: Tensor, items: Tensor) -> Tensor:
-        """Eq. 8-9 over all n prototypes (:meth:`Prototypes.enhance`), then Eq. 2."""
-        protos = self.prototypes
-        enhanced = protos.enhance(interests.unsqueeze(0), protos.similarity(items.unsqueeze(0)))
-        return self.fusion(enhanced[0])  # [C, d]
+        if keys is not None:
+            keys = ItemKeys(keys.top.unsqueeze(0), keys.ties.unsqueeze(0))
+        return enhanced_user_vectors(
+            self.prototypes, self.fusion, interests[None], items[None], keys, self.folded()
+        )[0]
 
     def folded(self) -> FoldedWeights:
-        """The merged serving weights (computed on first use; cleared when weights load)."""
+        """The merged weights (computed on first use; cleared when weights load)."""
         if self._folded is None:
             self._folded = FoldedWeights.of(self.prototypes, self.fusion)
         return self._folded
-
-    def _sparse(self, interests: Tensor, items: Tensor, keys: ItemKeys) -> Tensor:
-        """Eq. 8-9 on each item's K kept prototypes only (the others have weight 0), then Eq. 2,
-        through :class:`FoldedWeights`."""
-        fw = self.folded()
-        c = items.shape[0]
-        m, k = interests.shape[0], keys.top.shape[1]
-        logits = self.prototypes.interest_logits(interests.unsqueeze(0))[0]  # [M, n]
-        selected = logits.index_select(1, keys.top.reshape(-1)).view(m, c, k)  # Eq. 8 kept
-        attn = torch.softmax(selected, dim=-1).transpose(0, 1)  # [C, M, K]
-        # First layer of the Eq. 9 MLP on P^T SoftMax(.) + z^A: C * M weighted bags of K rows
-        # of W_1 P^T, plus W_1 z^A + b_1 per interest.
-        rows = keys.top.to(torch.int32).unsqueeze(1).expand(c, m, k).reshape(-1)
-        h = F.embedding_bag(
-            rows,
-            fw.first,
-            torch.arange(0, c * m * k, k, dtype=torch.int32),
-            mode="sum",
-            per_sample_weights=attn.reshape(-1),
-        ).view(c, m, -1)
-        h = torch.relu_(h.add_(F.linear(interests, fw.w1, fw.b1)))
-        for layer in fw.middle:
-            h = torch.relu_(layer(h))
-        # Eq. 2 on the enhanced interests W_L h + b_L, without forming them.
-        logit = torch.sigmoid_(F.linear(h, fw.key, fw.key_bias)) @ fw.v2  # [C, M]
-        weights = torch.softmax(logit, dim=-1).unsqueeze(-1)  # [C, M, 1]
-        fused = F.linear((weights * h).sum(1), fw.last_w, fw.last_b)  # (a [C, 1, M] bmm is slower)
-        return fused if fw.prior is None else fused + fw.prior
 
     @torch.no_grad()
     def scores(
