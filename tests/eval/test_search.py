@@ -16,13 +16,13 @@ from peace.eval.search import choose, search
 from peace.flows.pretrained import load_pretrained
 
 
-@pytest.mark.parametrize("fine_tune", [True, False], ids=["both-stages", "zero-shot-only"])
+@pytest.mark.parametrize("fine_tune", [2, 1, 0], ids=["both-stages", "only-head", "zero-shot-only"])
 def test_search_apart_chooses_as_one_process_does(
-    toy_dir: Path, tiny_config: PeaceConfig, tmp_path: Path, fine_tune: bool
+    toy_dir: Path, tiny_config: PeaceConfig, tmp_path: Path, fine_tune: int
 ) -> None:
     ds = load_dataset(toy_dir)
     pre_c = [{"pretrain.lr": 0.001}, {"pretrain.lr": 0.02}]
-    fin_c = [{"finetune.lr": 0.001}, {"finetune.lr": 0.01}] if fine_tune else []
+    fin_c = [{"finetune.lr": 0.001}, {"finetune.lr": 0.01}][2 - fine_tune :]
     cfg = tiny_config.override(["pretrain.max_steps=20", "pretrain.eval_every=10"])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each worker runs; other thread counts give other floats
@@ -54,3 +54,32 @@ def test_choose_takes_the_first_best() -> None:
     assert choose(trials) == 1  # highest value, the earlier of equal ones
     assert choose(trials, [2.0, 1.0, 0.5, 0.5]) == 2  # lowest key, the earlier of equal ones
     assert choose([]) is None
+
+
+def test_an_only_fine_tuning_candidate_is_not_fitted_twice(
+    toy_dir: Path, tiny_config: PeaceConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one fine-tuning candidate (``--dev``, ``--quick``) there is nothing to choose
+    between: the search fits nothing for it (the run's own fine-tuning is the same fit), keeps
+    it, and logs it without a value."""
+    import peace.eval.search as search_module
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an only candidate was fitted")
+
+    monkeypatch.setattr(search_module, "finetune_trial", refuse)
+    monkeypatch.setattr(search_module, "_valid_ndcg", refuse)
+    ds = load_dataset(toy_dir)
+    cfg = tiny_config.override(["pretrain.max_steps=10", "pretrain.eval_every=10"])
+    only = {"finetune.lr": 0.01}
+    chosen, trail, _ = search(
+        ds, cfg, ("PEACE", "DeepFM"), False, lambda m: None, [{"pretrain.lr": 0.01}], [only]
+    )
+    assert chosen["PEACE"] == {"pretrain.lr": 0.01, **only} and chosen["DeepFM"] == only
+    heads = [e for e in trail if e["criterion"] == "only candidate"]
+    assert [(e["model"], e["value"]) for e in heads] == [
+        ("PEACE (fine-tuning)", None),
+        ("DeepFM", None),
+    ]
+    with pytest.raises(AssertionError, match="fitted"):  # two candidates are both fitted
+        search(ds, cfg, ("DeepFM",), False, lambda m: None, [], [only, {"finetune.lr": 0.1}])

@@ -38,6 +38,7 @@ from peace.eval.search import (
     apply_values,
     candidates_or_defaults,
     choose,
+    finetune_stage,
     finetune_trial,
     pretrain_trial,
     search,
@@ -244,14 +245,17 @@ def search_peace_apart(
     best = choose(trials, keys)
     chosen = dict(pre_c[best])
     peace_cfg = apply_values(base, chosen)
-    done = [
-        pool.submit(_finetune_candidate, ds.root, peace_cfg, runs[best], cand, threads)
-        for cand in fin_c
-    ]
-    entries = []
-    for cand, future in zip(fin_c, done, strict=True):
-        entries.append(future.result())
-        log(f"search PEACE fine-tuning {cand}: valid NDCG@10 {entries[-1]['value']:.4f}")
+    # Side by side in the workers (an only candidate is not fitted: finetune_stage), taken in
+    # the candidates' order.
+    futures = iter(
+        [
+            pool.submit(_finetune_candidate, ds.root, peace_cfg, runs[best], cand, threads)
+            for cand in fin_c
+        ]
+        if len(fin_c) > 1
+        else []
+    )
+    entries = finetune_stage("PEACE", fin_c, lambda cand: next(futures).result(), log)
     trials += entries
     k = choose(entries)
     if k is not None:  # no candidates: a run without fine-tuning (zero-shot only)

@@ -134,7 +134,7 @@ def run_seed(
             )
             for d, split in splits.items():
                 t0 = time.perf_counter()
-                pretrained_rows(
+                kept = pretrained_rows(
                     results,
                     name,
                     pre,
@@ -150,6 +150,8 @@ def run_seed(
                     profile=profile,
                 )
                 timings[f"{name} {ds.domains[d]}"] = time.perf_counter() - t0
+                if kept is not None:
+                    log(f"[seed {cfg.seed}] {name} {ds.domains[d]}: valid NDCG@10 {kept:.4f}")
         elif name in ZERO_SHOT_REFERENCES:
             reference_rows(results, name, ds, splits, cfg)
         elif name in REFERENCES:
@@ -161,7 +163,7 @@ def run_seed(
                     ranker = PopularityRanker(target, split.train)
                 else:
                     ranker = DeepFMRanker(target, cfg)
-                    fit_ranker(
+                    fitted = fit_ranker(
                         ranker,
                         target,
                         split.train,
@@ -170,6 +172,10 @@ def run_seed(
                         cfg.seed,
                         ks,
                         show_progress,
+                    )
+                    log(
+                        f"[seed {cfg.seed}] {name} {ds.domains[d]}: valid NDCG@10 "
+                        f"{kept_ndcg(fitted):.4f}"
                     )
                 _record(
                     results,
@@ -256,11 +262,12 @@ def pretrained_rows(
     normal: bool = True,
     prior: tuple[float, Tensor | None] = (0.0, None),
     profile: tuple[float, Tensor | None] = (0.0, None),
-) -> None:
+) -> float | None:
     """The zero-shot rows and/or the fine-tuned (normal) row of one pre-trained model;
     ``prior``: the zero-shot score's prior weight and source-entity prior (ZeroShotRanker and
     the normal head's affinity); ``profile``: the zero-shot score's profile weight and source
-    profile prior (ZeroShotRanker only)."""
+    profile prior (ZeroShotRanker only). Returns the fine-tuned ranker's validation NDCG@10
+    (the kept epoch's), None without fine-tuning."""
     target = TargetDomain(ds, d)
     domain = ds.domains[d]
     valid = ranking_task(split.valid, split.train)
@@ -282,10 +289,18 @@ def pretrained_rows(
             evaluate_per_user(zero, target, test, ks, cfg.seed),
         )
     if not normal:
-        return
+        return None
     ranker = PeaceRanker(pre, target, cfg, prior)
-    fit_ranker(ranker, target, split.train, valid, cfg.finetune, cfg.seed, ks, show_progress)
+    fitted = fit_ranker(
+        ranker, target, split.train, valid, cfg.finetune, cfg.seed, ks, show_progress
+    )
     _record(results, name, "normal", domain, evaluate_per_user(ranker, target, test, ks, cfg.seed))
+    return kept_ndcg(fitted)
+
+
+def kept_ndcg(log: list[dict]) -> float:
+    """The validation NDCG@10 of the epoch fine-tuning keeps (the best), from its log."""
+    return max(e["ndcg@10"] for e in log)
 
 
 def aggregate(results: list[Result]) -> list[dict]:

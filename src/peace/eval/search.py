@@ -21,7 +21,7 @@ import numpy as np
 
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
-from peace.eval.protocol import PEACE_VARIANTS, chosen_splits
+from peace.eval.protocol import PEACE_VARIANTS, chosen_splits, kept_ndcg
 from peace.flows.finetune import fit_ranker, ranking_task
 from peace.flows.pretrain import pretrain
 from peace.flows.pretrained import Pretrained
@@ -61,9 +61,36 @@ def choose(entries: list[dict], keys: list[float] | None = None) -> int | None:
     :func:`peace.eval.benchmark.search_peace_apart`) choose with it."""
     if not entries:
         return None
+    if len(entries) == 1:  # nothing to choose between (an only candidate has no value)
+        return 0
     if keys is None:
         keys = [-e["value"] for e in entries]
     return min(range(len(entries)), key=keys.__getitem__)
+
+
+def finetune_stage(
+    model: str,
+    candidates: list[dict],
+    fit: Callable[[dict], dict],
+    log: Callable[[str], None],
+) -> list[dict]:
+    """The search-log entries of one model's fine-tuning stage: ``fit(candidate)`` for each
+    candidate, or, for a single candidate (``--dev``, ``--quick``), an entry without a value
+    and no fit: with nothing to choose between, the run's own fine-tuning is the same fit."""
+    if len(candidates) == 1:
+        log(f"search {model} fine-tuning {candidates[0]}: the only candidate (fitted by the run)")
+        return [only_candidate(model, candidates[0])]
+    entries = []
+    for cand in candidates:
+        entries.append(fit(cand))
+        log(f"search {model} fine-tuning {cand}: valid NDCG@10 {entries[-1]['value']:.4f}")
+    return entries
+
+
+def only_candidate(model: str, candidate: dict) -> dict:
+    """The search-log entry of a fine-tuning stage's only candidate (:func:`finetune_stage`)."""
+    name = model if model == "DeepFM" else f"{model} (fine-tuning)"
+    return {"model": name, "candidate": candidate, "criterion": "only candidate", "value": None}
 
 
 def apply_values(cfg: PeaceConfig, values: dict[str, object]) -> PeaceConfig:
@@ -111,7 +138,7 @@ def _valid_ndcg(
             cfg.eval.ks,
             show_progress,
         )
-        scores.append(max(e["ndcg@10"] for e in log))
+        scores.append(kept_ndcg(log))
     return float(np.mean(scores))
 
 
@@ -147,12 +174,14 @@ def search(
         cache["PEACE"] = best[2]
         peace_cfg = apply_values(cfg, chosen["PEACE"])
         prior = zero_shot_prior(ds, best[2], peace_cfg)
-        entries = []
-        for cand in fin_c:
-            entries.append(
-                finetune_trial(ds, peace_cfg, "PEACE", cand, best[2], prior, show_progress)
-            )
-            log(f"search PEACE fine-tuning {cand}: valid NDCG@10 {entries[-1]['value']:.4f}")
+        entries = finetune_stage(
+            "PEACE",
+            fin_c,
+            lambda cand: finetune_trial(
+                ds, peace_cfg, "PEACE", cand, best[2], prior, show_progress
+            ),
+            log,
+        )
         trail += entries
         k = choose(entries)
         if k is not None:  # no candidates: a run without fine-tuning (zero-shot only)
@@ -167,25 +196,31 @@ def search(
         if name not in FINE_TUNED:
             continue  # zero-shot: nothing of the target is fitted or chosen
         model_cfg = apply_values(cfg, chosen[name])
-        entries = []
-        for cand in fin_c:
-            entries.append(
-                finetune_trial(ds, model_cfg, name, cand, best[2], (0.0, None), show_progress)
-            )
-            log(f"search {name} fine-tuning {cand}: valid NDCG@10 {entries[-1]['value']:.4f}")
+        entries = finetune_stage(
+            name,
+            fin_c,
+            lambda cand, c=model_cfg, n=name, p=best[2]: finetune_trial(
+                ds, c, n, cand, p, (0.0, None), show_progress
+            ),
+            log,
+        )
         trail += entries
         k = choose(entries)
         if k is not None:
             chosen[name].update(fin_c[k])
     if "DeepFM" in models:
-        entries = []
-        for cand in fin_c:
+
+        def fit_deepfm(cand: dict) -> dict:
             c = apply_values(cfg, cand)
-            value = _valid_ndcg(ds, c, lambda t, c=c: DeepFMRanker(t, c), show_progress)
-            entries.append(
-                {"model": "DeepFM", "candidate": cand, "criterion": "valid ndcg@10", "value": value}
-            )
-            log(f"search DeepFM {cand}: valid NDCG@10 {value:.4f}")
+            value = _valid_ndcg(ds, c, lambda t: DeepFMRanker(t, c), show_progress)
+            return {
+                "model": "DeepFM",
+                "candidate": cand,
+                "criterion": "valid ndcg@10",
+                "value": value,
+            }
+
+        entries = finetune_stage("DeepFM", fin_c, fit_deepfm, log)
         trail += entries
         k = choose(entries)
         if k is not None:

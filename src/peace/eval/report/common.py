@@ -76,7 +76,9 @@ def _cell(mean: float, std: float) -> str:
 
 
 def _value(v: Any) -> str:
-    """A search value or config value, compact and stable."""
+    """A search value or config value, compact and stable ("-" for none)."""
+    if v is None:
+        return "-"
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, float):
