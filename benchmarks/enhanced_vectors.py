@@ -1,0 +1,111 @@
+"""Eq. 8-9 then Eq. 2: the dense computation against the kept prototypes with merged weights.
+
+Times the prototype-enhanced user vectors at the benchmark preset's sizes (d = 64, M = 8,
+n = 64, K = 4, the MLP 64-32, Eq. 2's attention width 64) in two shapes:
+
+* ``train``: a fine-tuning batch (512 users x 5 candidates), forward and backward;
+* ``score``: a validation chunk (``--users`` users x ``--items`` items), no gradients;
+
+each way in turn (``dense``: :meth:`peace.nn.prototypes.Prototypes.enhance` then Eq. 2 over all
+n prototypes; ``kept``: :func:`peace.nn.enhanced.enhanced_user_vectors`), alternated
+``--repeats`` times after a warm-up, and checks that both give the same vectors and gradients (up
+to float rounding). Prints the medians and their ratio; writes
+``benchmarks/results/enhanced_vectors.json``.
+
+    python benchmarks/enhanced_vectors.py [--repeats 15] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from serve_latency import machine
+
+from peace.nn.enhanced import enhanced_user_vectors
+from peace.nn.prototypes import Prototypes
+from peace.nn.user_encoder import AttentiveFusion
+
+RESULTS = Path(__file__).parent / "results" / "enhanced_vectors.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--users", type=int, default=256)
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    d, m, n, k = 64, 8, 64, 4
+    protos, fusion = Prototypes(d, n, k, (64, 32)), AttentiveFusion(d, 64, prior=True)
+    torch.nn.init.normal_(fusion.prior, std=0.1)
+    params = [*protos.parameters(), *fusion.parameters()]
+
+    def dense(interests: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return fusion(protos.enhance(interests, protos.similarity(targets)))
+
+    def kept(interests: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return enhanced_user_vectors(protos, fusion, interests, targets)
+
+    ways = {"dense": dense, "kept": kept}
+    batch = torch.randn(512, m, d) * 0.3, torch.randn(512, 5, d) * 0.3
+    weights = torch.randn(512, 5, d)
+    chunk = torch.randn(args.users, m, d) * 0.3, torch.randn(args.items, d) * 0.3
+
+    def train(way: Callable) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out = way(*batch)
+        return out, list(torch.autograd.grad((out * weights).sum(), params))
+
+    @torch.no_grad()
+    def score(way: Callable) -> torch.Tensor:
+        interests, items = chunk
+        return way(interests, items.expand(len(interests), -1, -1))
+
+    # The same numbers both ways (float rounding apart).
+    (a, ga), (b, gb) = train(dense), train(kept)
+    checks = {
+        "train_max_abs_diff": float((a - b).abs().max()),
+        "grad_max_rel_diff": max(
+            float((x - y).abs().max() / x.abs().max()) for x, y in zip(ga, gb, strict=True)
+        ),
+        "score_max_abs_diff": float((score(dense) - score(kept)).abs().max()),
+    }
+    times: dict[str, dict[str, list[float]]] = {
+        s: {w: [] for w in ways} for s in ("train", "score")
+    }
+    for r in range(args.repeats + 1):
+        for shape, run in (("train", train), ("score", score)):
+            for name in ways if r % 2 == 0 else reversed(ways):
+                t0 = time.perf_counter()
+                run(ways[name])
+                if r > 0:  # the first round warms up
+                    times[shape][name].append(time.perf_counter() - t0)
+    result: dict = {"machine": machine(), "threads": args.threads, "checks": checks, "shapes": {}}
+    result["shapes"]["train"] = {"users": 512, "candidates": 5, "backward": True}
+    result["shapes"]["score"] = {"users": args.users, "items": args.items, "backward": False}
+    for shape, by_way in times.items():
+        med = {w: statistics.median(t) * 1e3 for w, t in by_way.items()}
+        result["shapes"][shape].update(
+            {f"{w}_ms": round(v, 2) for w, v in med.items()}
+            | {"ratio": round(med["dense"] / med["kept"], 2), "repeats": args.repeats}
+        )
+        print(
+            f"{shape}: dense {med['dense']:.1f} ms, kept {med['kept']:.1f} ms "
+            f"({med['dense'] / med['kept']:.2f}x)"
+        )
+    print("checks:", checks)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
