@@ -3,7 +3,8 @@
 Pre-trains PEACE briefly with the benchmark preset's sizes (``peace benchmark``: d = 64, M = 8,
 n = 64, K = 4, H = 50) on a synthetic platform (``--size``) or on an imported dataset
 (``--data``), then fine-tunes one target domain's normal ranker for ``--epochs`` epochs (frozen
-encoders, the preset's head) in two ways, alternated ``--repeats`` times:
+encoders, the preset's head without ``finetune.tune_user_mlp``, which would turn the memo off) in
+two ways, alternated ``--repeats`` times:
 
 * ``memo``: the validation pairs' user vectors (Eq. 8-9, Eq. 2), zero-shot scores and DeepFM
   codes computed at the first validation and kept (:class:`peace.flows.finetune.PairMemo`);
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
             f"finetune.epochs={args.epochs}",
             "finetune.min_steps=0",  # the preset's step floor would add epochs to a small domain
             "finetune.patience=1000",  # every epoch runs: the same work in both ways
+            # The memo keeps the head's inputs only while nothing before the head trains; the
+            # preset's head also tunes Eq. 9's MLP and Eq. 2, and then both ways are the same.
+            "finetune.tune_user_mlp=false",
             f"seed={args.seed}",
         ]
     )
