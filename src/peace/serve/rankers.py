@@ -237,9 +237,11 @@ class ZeroShotScorer(nn.Module):
         )[0]
 
     def folded(self) -> FoldedWeights:
-        """The merged weights (computed on first use; cleared when weights load)."""
+        """The merged weights (computed on first use, without autograd: the cache holds no
+        graph; cleared when weights load)."""
         if self._folded is None:
-            self._folded = FoldedWeights.of(self.prototypes, self.fusion)
+            with torch.no_grad():
+                self._folded = FoldedWeights.of(self.prototypes, self.fusion)
         return self._folded
 
     @torch.no_grad()
