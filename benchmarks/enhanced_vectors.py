@@ -7,9 +7,11 @@ n = 64, K = 4, the MLP 64-32, Eq. 2's attention width 64) in two shapes:
 * ``score``: a validation chunk (``--users`` users x ``--items`` items), no gradients;
 
 each way in turn (``dense``: :meth:`peace.nn.prototypes.Prototypes.enhance` then Eq. 2 over all
-n prototypes; ``kept``: :func:`peace.nn.enhanced.enhanced_user_vectors`), alternated
-``--repeats`` times after a warm-up, and checks that both give the same vectors and gradients (up
-to float rounding). Prints the medians and their ratio; writes
+n prototypes; ``kept``: :func:`peace.nn.enhanced.enhanced_user_vectors`; ``kept_keys``: the same
+with each target's top-K prototypes computed beforehand, as the fine-tuning head keeps them once
+per catalogue item, P and the item vectors being frozen there), alternated ``--repeats`` times
+after a warm-up, and checks that all give the same vectors and gradients (up to float rounding;
+``kept_keys`` exactly ``kept``'s). Prints the medians and their ratios; writes
 ``benchmarks/results/enhanced_vectors.json``.
 
     python benchmarks/enhanced_vectors.py [--repeats 15] [--threads 2]
@@ -27,7 +29,7 @@ from pathlib import Path
 import torch
 from serve_latency import machine
 
-from peace.nn.enhanced import enhanced_user_vectors
+from peace.nn.enhanced import ItemKeys, enhanced_user_vectors, item_keys
 from peace.nn.prototypes import Prototypes
 from peace.nn.user_encoder import AttentiveFusion
 
@@ -49,16 +51,24 @@ def main() -> None:
     torch.nn.init.normal_(fusion.prior, std=0.1)
     params = [*protos.parameters(), *fusion.parameters()]
 
-    def dense(interests: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def dense(interests: torch.Tensor, targets: torch.Tensor, keys: ItemKeys) -> torch.Tensor:
         return fusion(protos.enhance(interests, protos.similarity(targets)))
 
-    def kept(interests: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def kept(interests: torch.Tensor, targets: torch.Tensor, keys: ItemKeys) -> torch.Tensor:
         return enhanced_user_vectors(protos, fusion, interests, targets)
 
-    ways = {"dense": dense, "kept": kept}
-    batch = torch.randn(512, m, d) * 0.3, torch.randn(512, 5, d) * 0.3
+    def kept_keys(interests: torch.Tensor, targets: torch.Tensor, keys: ItemKeys) -> torch.Tensor:
+        return enhanced_user_vectors(protos, fusion, interests, targets, keys)
+
+    ways = {"dense": dense, "kept": kept, "kept_keys": kept_keys}
+    catalogue = torch.randn(args.items, d) * 0.3
+    catalogue_keys = item_keys(protos, catalogue)
+    picked = torch.randint(args.items, (512, 5))  # a fine-tuning batch's candidates
+    batch = torch.randn(512, m, d) * 0.3, catalogue[picked], catalogue_keys.take(picked)
     weights = torch.randn(512, 5, d)
-    chunk = torch.randn(args.users, m, d) * 0.3, torch.randn(args.items, d) * 0.3
+    interests = torch.randn(args.users, m, d) * 0.3
+    everything = torch.arange(args.items).expand(args.users, -1)
+    chunk = interests, catalogue[everything], catalogue_keys.take(everything)
 
     def train(way: Callable) -> tuple[torch.Tensor, list[torch.Tensor]]:
         out = way(*batch)
@@ -66,17 +76,21 @@ def main() -> None:
 
     @torch.no_grad()
     def score(way: Callable) -> torch.Tensor:
-        interests, items = chunk
-        return way(interests, items.expand(len(interests), -1, -1))
+        return way(*chunk)
 
-    # The same numbers both ways (float rounding apart).
-    (a, ga), (b, gb) = train(dense), train(kept)
+    # The same numbers every way (float rounding apart; the kept keys exactly).
+    (a, ga), (b, gb), (c, gc) = train(dense), train(kept), train(kept_keys)
     checks = {
         "train_max_abs_diff": float((a - b).abs().max()),
         "grad_max_rel_diff": max(
             float((x - y).abs().max() / x.abs().max()) for x, y in zip(ga, gb, strict=True)
         ),
         "score_max_abs_diff": float((score(dense) - score(kept)).abs().max()),
+        "kept_keys_equal": bool(
+            torch.equal(b, c)
+            and all(torch.equal(x, y) for x, y in zip(gb, gc, strict=True))
+            and torch.equal(score(kept), score(kept_keys))
+        ),
     }
     times: dict[str, dict[str, list[float]]] = {
         s: {w: [] for w in ways} for s in ("train", "score")
@@ -95,11 +109,16 @@ def main() -> None:
         med = {w: statistics.median(t) * 1e3 for w, t in by_way.items()}
         result["shapes"][shape].update(
             {f"{w}_ms": round(v, 2) for w, v in med.items()}
-            | {"ratio": round(med["dense"] / med["kept"], 2), "repeats": args.repeats}
+            | {
+                "ratio": round(med["dense"] / med["kept"], 2),
+                "keys_ratio": round(med["kept"] / med["kept_keys"], 2),
+                "repeats": args.repeats,
+            }
         )
         print(
             f"{shape}: dense {med['dense']:.1f} ms, kept {med['kept']:.1f} ms "
-            f"({med['dense'] / med['kept']:.2f}x)"
+            f"({med['dense'] / med['kept']:.2f}x), kept with its keys {med['kept_keys']:.1f} ms "
+            f"({med['kept'] / med['kept_keys']:.2f}x)"
         )
     print("checks:", checks)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -179,3 +179,9 @@ def test_tuned_user_mlp_trains_its_own_copies(toy_dir: Path, tiny_config) -> Non
     assert own[0].shape == plain[0].shape
     assert not torch.allclose(own[0], plain[0])
     torch.testing.assert_close(own[1], plain[1])  # item vectors: the frozen entity table
+    # Eq. 8's keys, kept once per catalogue item, are the ones each batch would compute
+    assert ranker._keys is not None and frozen._keys is None
+    encoded = ranker.states(valid.users[:4], valid.times[:4])
+    with torch.no_grad():
+        afresh = pre.model.user_vectors(encoded, own[1], ranker.user_parts)
+    torch.testing.assert_close(own[0], afresh, rtol=0, atol=0)

@@ -29,6 +29,7 @@ from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex, RecentItems
 from peace.flows.pretrained import Pretrained
 from peace.nn.deepfm import DeepFM
+from peace.nn.enhanced import ItemKeys
 from peace.nn.heads import FineTuneHead
 from peace.nn.peace import PEACE, item_vectors
 from peace.utils import seeded
@@ -186,9 +187,13 @@ class PeaceRanker(nn.Module):
         # finetune.tune_user_mlp: trainable copies of what the model applies to its user states
         # per candidate (PEACE: Eq. 9's MLP and Eq. 2's attention; the competitors have none).
         self.user_parts: nn.ModuleDict | None = None
+        self._keys: ItemKeys | None = None
         if fc.tune_user_mlp and self.precomputed:
             parts = pre.model.user_parts()
             self.user_parts = parts if len(parts) else None
+            if self.user_parts is not None and isinstance(pre.model, PEACE):
+                # P and the item vectors stay fixed: Eq. 8's keys once per catalogue item
+                self._keys = pre.model.target_keys(self._items, self.user_parts)
         self.frozen_inputs = self.precomputed and self.user_parts is None
         """Whether the head's inputs stay fixed while it trains (:class:`PairMemo` keeps them)."""
         # The zero-shot ranker's score as the head's affinity; where it equals z_u . z_i of the
@@ -239,7 +244,11 @@ class PeaceRanker(nn.Module):
         encoded, all_items = self._states_and_items(users, states)
         item_vecs = all_items[items]
         if self.user_parts is not None:  # Eq. 8-9 then Eq. 2 with the head's own copies
-            user_vecs = self.pre.model.user_vectors(encoded, item_vecs, self.user_parts)
+            if self._keys is None:
+                user_vecs = self.pre.model.user_vectors(encoded, item_vecs, self.user_parts)
+            else:
+                keys = self._keys.take(items)
+                user_vecs = self.pre.model.user_vectors(encoded, item_vecs, self.user_parts, keys)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.precomputed):
             if self.user_parts is None:
                 user_vecs = self.pre.model.user_vectors(encoded, item_vecs)

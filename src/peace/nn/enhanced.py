@@ -41,7 +41,8 @@ class ItemKeys:
     """[*] bool: the K-th and (K+1)-th similarities (nearly) tie; computed densely."""
 
     def take(self, rows: Tensor | slice) -> ItemKeys:
-        if isinstance(rows, slice):
+        """The keys of ``rows``: a slice, or row indices of any shape ``[*]`` (-> ``[*, K]``)."""
+        if isinstance(rows, slice) or rows.dim() != 1:
             return ItemKeys(self.top[rows], self.ties[rows])
         return ItemKeys(self.top.index_select(0, rows), self.ties.index_select(0, rows))
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from peace.config import ModelConfig
-from peace.nn.enhanced import enhanced_user_vectors
+from peace.nn.enhanced import ItemKeys, enhanced_user_vectors, item_keys
 from peace.nn.entity_encoder import EntityEncoder, EntityGraph
 from peace.nn.mlp import MLP
 from peace.nn.prototypes import Prototypes
@@ -184,6 +184,7 @@ class PEACE(nn.Module):
         interests: Tensor,
         targets: Tensor,
         parts: nn.ModuleDict | None = None,
+        keys: ItemKeys | None = None,
     ) -> Tensor:
         """User vectors for C targets each: Eq. 8-9 then Eq. 2 (Eq. 2 alone without PEA).
 
@@ -192,6 +193,8 @@ class PEACE(nn.Module):
             targets: ``[B, C, d]`` target entity (or item) vectors.
             parts: other ``prototypes`` and ``fusion`` to use in place of the model's own (a
                 normal ranker's fine-tuned copies, :meth:`user_parts`).
+            keys: the targets' top-K prototypes ``[B, C, K]`` (:meth:`target_keys`; computed
+                here when None).
 
         Returns:
             ``[B, C, d]``.
@@ -204,7 +207,15 @@ class PEACE(nn.Module):
             return z.unsqueeze(1).expand(-1, targets.shape[1], -1)
         # Eq. 8-9 on each target's K kept prototypes, then Eq. 2 on {z^^A} (equal to
         # fusion(prototypes.enhance(...)) up to float rounding, and cheaper).
-        return enhanced_user_vectors(prototypes, fusion, interests, targets)
+        return enhanced_user_vectors(prototypes, fusion, interests, targets, keys)
+
+    def target_keys(self, targets: Tensor, parts: nn.ModuleDict | None = None) -> ItemKeys | None:
+        """Each target's top-K prototypes (Eq. 5 and 8) ``[*, K]``, which depend on P and the
+        target alone: what a caller whose P and targets stay fixed computes once and hands to
+        :meth:`user_vectors` (None without PEA, which reads none)."""
+        if not self.config.use_pea:
+            return None
+        return item_keys(self.prototypes if parts is None else parts["prototypes"], targets)
 
     def universal(self, interests: Tensor) -> Tensor:
         """Eq. 2 on the plain interests: the target-independent universal encoding z_u."""
