@@ -5,6 +5,8 @@ n = 64, K = 4, the MLP 64-32, Eq. 2's attention width 64) in two shapes:
 
 * ``train``: a fine-tuning batch (512 users x 5 candidates), forward and backward;
 * ``score``: a validation chunk (``--users`` users x ``--items`` items), no gradients;
+* ``serve``: one user x 200 candidates, no gradients, as the service scores a ``rank`` request
+  (timed over 50 calls);
 
 each way in turn (``dense``: :meth:`peace.nn.prototypes.Prototypes.enhance` then Eq. 2 over all
 n prototypes; ``kept``: :func:`peace.nn.enhanced.enhanced_user_vectors`; ``kept_keys``: the same
@@ -69,6 +71,8 @@ def main() -> None:
     interests = torch.randn(args.users, m, d) * 0.3
     everything = torch.arange(args.items).expand(args.users, -1)
     chunk = interests, catalogue[everything], catalogue_keys.take(everything)
+    asked = torch.randperm(args.items)[:200].unsqueeze(0)  # one request's candidates
+    request = interests[:1], catalogue[asked], catalogue_keys.take(asked)
 
     def train(way: Callable) -> tuple[torch.Tensor, list[torch.Tensor]]:
         out = way(*batch)
@@ -77,6 +81,11 @@ def main() -> None:
     @torch.no_grad()
     def score(way: Callable) -> torch.Tensor:
         return way(*chunk)
+
+    @torch.no_grad()
+    def serve(way: Callable) -> None:
+        for _ in range(50):
+            way(*request)
 
     # The same numbers every way (float rounding apart; the kept keys exactly).
     (a, ga), (b, gb), (c, gc) = train(dense), train(kept), train(kept_keys)
@@ -92,23 +101,24 @@ def main() -> None:
             and torch.equal(score(kept), score(kept_keys))
         ),
     }
-    times: dict[str, dict[str, list[float]]] = {
-        s: {w: [] for w in ways} for s in ("train", "score")
-    }
+    shapes = {"train": train, "score": score, "serve": serve}
+    times: dict[str, dict[str, list[float]]] = {s: {w: [] for w in ways} for s in shapes}
     for r in range(args.repeats + 1):
-        for shape, run in (("train", train), ("score", score)):
+        for shape, run in shapes.items():
             for name in ways if r % 2 == 0 else reversed(ways):
                 t0 = time.perf_counter()
                 run(ways[name])
                 if r > 0:  # the first round warms up
-                    times[shape][name].append(time.perf_counter() - t0)
+                    calls = 50 if shape == "serve" else 1
+                    times[shape][name].append((time.perf_counter() - t0) / calls)
     result: dict = {"machine": machine(), "threads": args.threads, "checks": checks, "shapes": {}}
     result["shapes"]["train"] = {"users": 512, "candidates": 5, "backward": True}
     result["shapes"]["score"] = {"users": args.users, "items": args.items, "backward": False}
+    result["shapes"]["serve"] = {"users": 1, "items": 200, "backward": False, "calls": 50}
     for shape, by_way in times.items():
         med = {w: statistics.median(t) * 1e3 for w, t in by_way.items()}
         result["shapes"][shape].update(
-            {f"{w}_ms": round(v, 2) for w, v in med.items()}
+            {f"{w}_ms": round(v, 3) for w, v in med.items()}
             | {
                 "ratio": round(med["dense"] / med["kept"], 2),
                 "keys_ratio": round(med["kept"] / med["kept_keys"], 2),
@@ -116,8 +126,8 @@ def main() -> None:
             }
         )
         print(
-            f"{shape}: dense {med['dense']:.1f} ms, kept {med['kept']:.1f} ms "
-            f"({med['dense'] / med['kept']:.2f}x), kept with its keys {med['kept_keys']:.1f} ms "
+            f"{shape}: dense {med['dense']:.2f} ms, kept {med['kept']:.2f} ms "
+            f"({med['dense'] / med['kept']:.2f}x), kept with its keys {med['kept_keys']:.2f} ms "
             f"({med['kept'] / med['kept_keys']:.2f}x)"
         )
     print("checks:", checks)

@@ -148,21 +148,25 @@ def enhanced_user_vectors(
     attn = torch.softmax(selected, dim=-1)
     # The first layer of Eq. 9's MLP on P^T SoftMax(.) + z^A: B * C * M weighted sums of K rows
     # of W_1 P^T, plus W_1 z^A + b_1 per interest.
-    if torch.is_grad_enabled():  # F.embedding's backward sums in a fixed order (deterministic)
+    first = F.linear(interests, fw.w1, fw.b1).unsqueeze(1)  # W_1 z^A + b_1, [B, 1, M, H_1]
+    if grad := torch.is_grad_enabled():  # F.embedding's backward sums in a fixed order
         h = attn @ F.embedding(keys.top, fw.first)  # [B, C, M, K] @ [B, C, K, H_1]
-    else:  # one call, faster for the service's single user
+        h = torch.relu(h + first)
+    else:  # one call on int32 rows, then in place: faster for the service's single user
+        rows = keys.top.to(torch.int32).unsqueeze(2).expand(b, c, m, k).reshape(-1)
         h = F.embedding_bag(
-            index.reshape(-1),
+            rows,
             fw.first,
-            torch.arange(0, b * c * m * k, k, device=index.device),
+            torch.arange(0, b * c * m * k, k, dtype=torch.int32, device=rows.device),
             mode="sum",
             per_sample_weights=attn.reshape(-1),
         ).view(b, c, m, -1)
-    h = torch.relu(h + F.linear(interests, fw.w1, fw.b1).unsqueeze(1))
+        h = torch.relu_(h.add_(first))
     for layer in fw.middle:
-        h = torch.relu(layer(h))
+        h = torch.relu(layer(h)) if grad else torch.relu_(layer(h))
     # Eq. 2 on the enhanced interests W_L h + b_L, without forming them.
-    logit = torch.sigmoid(F.linear(h, fw.key, fw.key_bias)) @ fw.v2  # [B, C, M]
+    key = F.linear(h, fw.key, fw.key_bias)
+    logit = (torch.sigmoid(key) if grad else torch.sigmoid_(key)) @ fw.v2  # [B, C, M]
     weights = torch.softmax(logit, dim=-1).unsqueeze(-1)  # [B, C, M, 1]
     fused = F.linear((weights * h).sum(2), fw.last_w, fw.last_b)
     if fw.prior is not None:
