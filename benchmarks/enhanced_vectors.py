@@ -36,6 +36,7 @@ from peace.nn.prototypes import Prototypes
 from peace.nn.user_encoder import AttentiveFusion
 
 RESULTS = Path(__file__).parent / "results" / "enhanced_vectors.json"
+SERVE_CALLS = 50  # rank requests per timing of the ``serve`` shape
 
 
 def main() -> None:
@@ -84,7 +85,7 @@ def main() -> None:
 
     @torch.no_grad()
     def serve(way: Callable) -> None:
-        for _ in range(50):
+        for _ in range(SERVE_CALLS):
             way(*request)
 
     # The same numbers every way (float rounding apart; the kept keys exactly).
@@ -109,12 +110,12 @@ def main() -> None:
                 t0 = time.perf_counter()
                 run(ways[name])
                 if r > 0:  # the first round warms up
-                    calls = 50 if shape == "serve" else 1
+                    calls = SERVE_CALLS if shape == "serve" else 1
                     times[shape][name].append((time.perf_counter() - t0) / calls)
     result: dict = {"machine": machine(), "threads": args.threads, "checks": checks, "shapes": {}}
     result["shapes"]["train"] = {"users": 512, "candidates": 5, "backward": True}
     result["shapes"]["score"] = {"users": args.users, "items": args.items, "backward": False}
-    result["shapes"]["serve"] = {"users": 1, "items": 200, "backward": False, "calls": 50}
+    result["shapes"]["serve"] = {"users": 1, "items": 200, "backward": False, "calls": SERVE_CALLS}
     for shape, by_way in times.items():
         med = {w: statistics.median(t) * 1e3 for w, t in by_way.items()}
         result["shapes"][shape].update(
