@@ -14,11 +14,19 @@ from typer.testing import CliRunner
 from peace.cli import app
 from peace.data.contract import write_dataset
 from peace.data.dataset import load_dataset
-from peace.eval.protocol import ZERO_SHOT_REFERENCES, aggregate, run_seed
+from peace.eval.protocol import ZERO_SHOT_REFERENCES, aggregate, chosen_splits, run_seed
 from peace.eval.zero_shot import against_difference, evaluate_run, pairs_summary, summary
 from peace.flows.checkpoints import CheckpointError
+from peace.flows.finetune import evaluate_per_user, ranking_task
 from peace.flows.pretrain import pretrain
 from peace.flows.pretrained import dataset_fingerprint, load_pretrained, source_items_fingerprint
+from peace.flows.rankers import (
+    RandomRanker,
+    TargetDomain,
+    ZeroShotRanker,
+    source_entity_prior,
+    zero_shot_profile,
+)
 
 REFERENCES = ZERO_SHOT_REFERENCES
 
@@ -89,6 +97,53 @@ def test_the_command_prints_and_writes_the_scores(toy_dir: Path, run, tmp_path: 
     assert "PEACE + 0.5 prior" in result.output
     bad = CliRunner().invoke(app, [*args[:-1], "nowhere"])
     assert bad.exit_code == 2 and "not target domains" in bad.output
+
+
+def test_the_validation_split_replaces_every_row(toy_dir: Path, run, tmp_path: Path) -> None:
+    folder, _ = run
+    ds = load_dataset(toy_dir)
+    pre = load_pretrained(folder, ds)
+    doc = evaluate_run(ds, pre, (), [0.5], references=("Random",), split="valid")
+    every = evaluate_run(ds, pre, (), [0.5], references=("Random",))
+    assert doc["settings"] == ["zero-shot-valid", "zero-shot-test"]
+    mine = {(r["model"], r["setting"], r["domain"], r["metric"]): r["mean"] for r in doc["rows"]}
+    rows = {(r["model"], r["setting"], r["domain"], r["metric"]): r["mean"] for r in every["rows"]}
+    # the test split's rows and the test of Random against PEACE are those of the default
+    test = {k: v for k, v in rows.items() if k[1] == "zero-shot-test"}
+    assert test and all(mine[k] == v for k, v in test.items())
+    assert doc["tests"] == every["tests"]
+    assert {k[1] for k in mine} == {"zero-shot-valid", "zero-shot-test"}
+    assert set(doc["per_user"]["PEACE + 0.5 prior"]) == {"zero-shot-valid", "zero-shot-test"}
+    # the first column: each domain's validation split, ranked as the normal ranker's is
+    cfg = pre.config
+    prior = source_entity_prior(ds, pre.cutoff, cfg.eval.zero_shot_prior_counts)
+    profile = zero_shot_profile(ds, cfg, pre.cutoff)
+    moved = 0
+    for d, split in chosen_splits(ds, cfg).items():
+        target, name = TargetDomain(ds, d), ds.domains[d]
+        task = ranking_task(split.valid, split.train)
+        zero = ZeroShotRanker(pre, target, cfg.eval.zero_shot_scorer, 0.5, prior, profile=profile)
+        for scorer, ranker in (
+            ("PEACE + 0.5 prior", zero),
+            ("Random", RandomRanker(target, cfg.seed)),
+        ):
+            value = evaluate_per_user(ranker, target, task, cfg.eval.ks, cfg.seed)["ndcg@10"]
+            assert mine[(scorer, "zero-shot-valid", name, "ndcg@10")] == float(value.mean())
+            kept = doc["per_user"][scorer]["zero-shot-valid"][name]
+            assert kept == [round(float(v), 4) for v in value]
+        key = ("PEACE + 0.5 prior", "zero-shot", name, "ndcg@10")
+        moved += rows[key] != mine[("PEACE + 0.5 prior", "zero-shot-valid", name, "ndcg@10")]
+    assert moved > 0
+    with pytest.raises(ValueError, match="expected all or valid"):
+        evaluate_run(ds, pre, (), [0.5], split="test")
+    # the command: --valid prints and writes valid / test; with --normal it is refused
+    out = tmp_path / "valid.json"
+    args = ["evaluate", "--data", str(toy_dir), "--run", str(folder), "--no-references"]
+    result = CliRunner().invoke(app, [*args, "--valid", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["settings"] == ["zero-shot-valid", "zero-shot-test"]
+    refused = CliRunner().invoke(app, [*args, "--valid", "--normal"])
+    assert refused.exit_code == 2 and "--valid is for the zero-shot rankers" in refused.output
 
 
 def test_a_run_is_tested_against_another(toy_dir: Path, run, tmp_path: Path) -> None:

@@ -467,6 +467,13 @@ def evaluate(
         help="With --normal: a [finetune] or [eval] value for the --run's ranker (not the "
         "--against run's), e.g. --set finetune.user_dropout=0.3.",
     ),
+    valid: bool = typer.Option(
+        False,
+        "--valid",
+        help="Score the zero-shot rankers on each domain's validation split instead of all of "
+        "its rows (valid / test, as --normal prints): a dataset's own targets without their "
+        "test rows in the first column.",
+    ),
 ) -> None:
     """Score a pre-trained run zero-shot on chosen domains, paired per user with references.
 
@@ -502,6 +509,8 @@ def evaluate(
         raise fail(f"--against names {len(bases)} runs for one --run: give one.")
     if set_ and not normal:
         raise fail("--set changes the normal ranker's head: pass it with --normal.")
+    if valid and normal:
+        raise fail("--valid is for the zero-shot rankers; --normal prints valid / test already.")
     if normal and prior_weights is not None:
         raise fail(
             "--prior-weights weighs the zero-shot score; the normal ranker reads the run's own "
@@ -545,6 +554,7 @@ def evaluate(
                     weights,
                     ZERO_SHOT_REFERENCES if references else (),
                     against=base,
+                    split="valid" if valid else "all",
                 )
         except (CheckpointError, ValueError, FileNotFoundError) as exc:
             raise fail(str(exc)) from exc

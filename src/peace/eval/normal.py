@@ -21,9 +21,9 @@ from typing import Any
 
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
-from peace.eval.protocol import Result, _concat, _record, chosen_splits
+from peace.eval.protocol import Result, _record, chosen_splits, split_task
 from peace.eval.zero_shot import against_name, check_unseen, scored_document
-from peace.flows.finetune import evaluate_per_user, fit_ranker, ranking_task
+from peace.flows.finetune import evaluate_per_user, fit_ranker
 from peace.flows.pretrained import Pretrained
 from peace.flows.rankers import PeaceRanker, TargetDomain, zero_shot_prior
 
@@ -80,8 +80,7 @@ def evaluate_normal(
         prior = zero_shot_prior(ds, run, cfg)
         for d, split in splits.items():
             target = TargetDomain(ds, d)
-            valid = ranking_task(split.valid, split.train)
-            test = ranking_task(split.test, _concat(split.train, split.valid))
+            valid, test = split_task(split, "valid"), split_task(split, "test")
             ranker = PeaceRanker(run, target, cfg, prior)
             fc = cfg.finetune
             fit_ranker(ranker, target, split.train, valid, fc, cfg.seed, cfg.eval.ks, show_progress)

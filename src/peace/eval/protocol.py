@@ -24,7 +24,7 @@ from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
 from peace.data.splits import TargetSplit, pretrain_cutoff, split_targets
-from peace.flows.finetune import evaluate_per_user, fit_ranker, ranking_task
+from peace.flows.finetune import RankingTask, evaluate_per_user, fit_ranker, ranking_task
 from peace.flows.pretrain import pretrain
 from peace.flows.pretrained import Pretrained
 from peace.flows.rankers import (
@@ -59,8 +59,9 @@ def variant_config(cfg: PeaceConfig, name: str) -> PeaceConfig:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **switches))
 
 
-#: settings whose per-user NDCG@10 is kept, for paired significance tests in the report
-PAIRED_SETTINGS = ("normal", "zero-shot-test")
+#: settings whose per-user NDCG@10 is kept, for paired significance tests in the report (and
+#: in ``peace evaluate --valid``'s output)
+PAIRED_SETTINGS = ("normal", "zero-shot-test", "zero-shot-valid")
 PER_USER = "per-user ndcg@10"
 """Key (in the metric slot of a :data:`Result`) of the per-user values of one seed."""
 
@@ -157,8 +158,7 @@ def run_seed(
         elif name in REFERENCES:
             for d, split in splits.items():
                 target = TargetDomain(ds, d)
-                valid = ranking_task(split.valid, split.train)
-                test = ranking_task(split.test, _concat(split.train, split.valid))
+                valid, test = split_task(split, "valid"), split_task(split, "test")
                 if name == "Popularity":
                     ranker = PopularityRanker(target, split.train)
                 else:
@@ -218,10 +218,39 @@ def target_history(ds: Dataset, cfg: PeaceConfig) -> dict[str, list[int]]:
     return out
 
 
+def split_task(split: TargetSplit, part: str) -> RankingTask:
+    """A target's ``"valid"`` or ``"test"`` split as a ranking task, the items of the earlier
+    splits excluded."""
+    if part == "valid":
+        return ranking_task(split.valid, split.train)
+    if part == "test":
+        return ranking_task(split.test, _concat(split.train, split.valid))
+    raise ValueError(f"split part {part!r}: expected valid or test.")
+
+
+def zero_shot_tasks(split: TargetSplit, valid: bool = False) -> dict[str, RankingTask]:
+    """The zero-shot settings' ranking tasks of a target domain: every row of the domain
+    (``zero-shot``), or with ``valid`` its validation split alone (``zero-shot-valid``, ranked as
+    the normal ranker's validation is: items of the training split excluded), and the normal
+    test split (``zero-shot-test``)."""
+    first = (
+        ("zero-shot-valid", split_task(split, "valid"))
+        if valid
+        else ("zero-shot", ranking_task(split.all))
+    )
+    return dict([first, ("zero-shot-test", split_task(split, "test"))])
+
+
 def reference_rows(
-    results: Result, name: str, ds: Dataset, splits: dict[int, TargetSplit], cfg: PeaceConfig
+    results: Result,
+    name: str,
+    ds: Dataset,
+    splits: dict[int, TargetSplit],
+    cfg: PeaceConfig,
+    valid: bool = False,
 ) -> None:
-    """The zero-shot rows of a reference that needs no learning (``ZERO_SHOT_REFERENCES``)."""
+    """The zero-shot rows of a reference that needs no learning (``ZERO_SHOT_REFERENCES``);
+    ``valid``: on the validation split in place of every row (:func:`zero_shot_tasks`)."""
     cutoff = pretrain_cutoff(split_targets(ds, cfg.eval.split), cfg.pretrain.cutoff)
     source = source_entity_counts(ds, cutoff)
     history = HistoryIndex(ds, cfg.model.history_length) if name == "Entity overlap" else None
@@ -236,8 +265,7 @@ def reference_rows(
             ranker = ProfilePriorRanker(target, profile)
         else:
             ranker = EntityOverlapRanker(target, history, source.users, source.num_users)
-        test = ranking_task(split.test, _concat(split.train, split.valid))
-        for setting, task in (("zero-shot", ranking_task(split.all)), ("zero-shot-test", test)):
+        for setting, task in zero_shot_tasks(split, valid).items():
             metrics = evaluate_per_user(ranker, target, task, cfg.eval.ks, cfg.seed)
             _record(results, name, setting, ds.domains[d], metrics)
 
@@ -262,35 +290,27 @@ def pretrained_rows(
     normal: bool = True,
     prior: tuple[float, Tensor | None] = (0.0, None),
     profile: tuple[float, Tensor | None] = (0.0, None),
+    zero_shot_valid: bool = False,
 ) -> float | None:
     """The zero-shot rows and/or the fine-tuned (normal) row of one pre-trained model;
     ``prior``: the zero-shot score's prior weight and source-entity prior (ZeroShotRanker and
     the normal head's affinity); ``profile``: the zero-shot score's profile weight and source
-    profile prior (ZeroShotRanker only). Returns the fine-tuned ranker's validation NDCG@10
-    (the kept epoch's), None without fine-tuning."""
+    profile prior (ZeroShotRanker only); ``zero_shot_valid``: the zero-shot ranker on the
+    validation split in place of every row (:func:`zero_shot_tasks`). Returns the fine-tuned
+    ranker's validation NDCG@10 (the kept epoch's), None without fine-tuning."""
     target = TargetDomain(ds, d)
     domain = ds.domains[d]
-    valid = ranking_task(split.valid, split.train)
-    test = ranking_task(split.test, _concat(split.train, split.valid))
+    tasks = zero_shot_tasks(split, zero_shot_valid) if zero_shot else {}
     if zero_shot:
         zero = ZeroShotRanker(pre, target, cfg.eval.zero_shot_scorer, *prior, profile=profile)
-        _record(
-            results,
-            name,
-            "zero-shot",
-            domain,
-            evaluate_per_user(zero, target, ranking_task(split.all), ks, cfg.seed),
-        )
-        _record(
-            results,
-            name,
-            "zero-shot-test",
-            domain,
-            evaluate_per_user(zero, target, test, ks, cfg.seed),
-        )
+        for setting, task in tasks.items():
+            metrics = evaluate_per_user(zero, target, task, ks, cfg.seed)
+            _record(results, name, setting, domain, metrics)
     if not normal:
         return None
+    test = tasks["zero-shot-test"] if zero_shot else split_task(split, "test")
     ranker = PeaceRanker(pre, target, cfg, prior)
+    valid = split_task(split, "valid")
     fitted = fit_ranker(
         ranker, target, split.train, valid, cfg.finetune, cfg.seed, ks, show_progress
     )

@@ -21,8 +21,8 @@ import numpy as np
 
 from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
-from peace.eval.protocol import PEACE_VARIANTS, chosen_splits, kept_ndcg
-from peace.flows.finetune import fit_ranker, ranking_task
+from peace.eval.protocol import PEACE_VARIANTS, chosen_splits, kept_ndcg, split_task
+from peace.flows.finetune import fit_ranker
 from peace.flows.pretrain import pretrain
 from peace.flows.pretrained import Pretrained
 from peace.flows.rankers import DeepFMRanker, PeaceRanker, TargetDomain, zero_shot_prior
@@ -132,7 +132,7 @@ def _valid_ndcg(
             ranker,
             target,
             split.train,
-            ranking_task(split.valid, split.train),
+            split_task(split, "valid"),
             cfg.finetune,
             cfg.seed,
             cfg.eval.ks,

@@ -37,6 +37,8 @@ from peace.flows.rankers import source_entity_prior, zero_shot_profile
 
 #: the settings scored: every row of the domain, and its normal test split alone
 SETTINGS = ("zero-shot", "zero-shot-test")
+#: with ``split="valid"``: the domain's validation split in place of every row
+VALID_SETTINGS = ("zero-shot-valid", "zero-shot-test")
 
 
 def scorer_name(weight: float) -> str:
@@ -61,6 +63,7 @@ def evaluate_run(
     references: Sequence[str] = ZERO_SHOT_REFERENCES,
     show_progress: bool = False,
     against: Pretrained | None = None,
+    split: str = "all",
 ) -> dict[str, Any]:
     """Zero-shot NDCG@10 (and the other metrics of ``eval.ks``) of ``pre`` on ``domains``.
 
@@ -73,6 +76,10 @@ def evaluate_run(
         against: another run of the same dataset (e.g. the preset's run of the same seed), scored
             with the first weight as the second scorer (:func:`against_name`), so the paired
             test compares the two runs on the same users.
+        split: ``"all"``, every row of each domain and its test split (:data:`SETTINGS`), or
+            ``"valid"``, its validation split and its test split (:data:`VALID_SETTINGS`): on a
+            dataset's own targets, a first column that reads no test row (docs/experiments.md
+            section 164).
 
     Returns:
         ``{"domains", "settings", "scorers", "seed", "rows", "per_user", "tests"}``: ``rows``
@@ -81,6 +88,9 @@ def evaluate_run(
         of ``zero-shot-test``
         (:func:`peace.eval.significance.domain_mean_test`).
     """
+    if split not in ("all", "valid"):
+        raise ValueError(f"split {split!r}: expected all or valid.")
+    valid = split == "valid"
     weights = [float(w) for w in weights]
     if not weights or len(set(weights)) != len(weights):
         raise ValueError(f"prior weights {weights}: give one or more distinct weights.")
@@ -116,11 +126,13 @@ def evaluate_run(
                 normal=False,
                 prior=(w, prior),
                 profile=zero_shot_profile(ds, run.config, run.cutoff),
+                zero_shot_valid=valid,
             )
     for name in references:
-        reference_rows(results, name, ds, splits, cfg)
+        reference_rows(results, name, ds, splits, cfg, valid)
     names = [name for name, _, _ in scored] + list(references)
-    return scored_document(ds, splits, results, names, SETTINGS, cfg.seed)
+    settings = VALID_SETTINGS if valid else SETTINGS
+    return scored_document(ds, splits, results, names, settings, cfg.seed)
 
 
 def scored_document(
