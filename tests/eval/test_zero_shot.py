@@ -103,7 +103,7 @@ def test_the_validation_split_replaces_every_row(toy_dir: Path, run, tmp_path: P
     folder, _ = run
     ds = load_dataset(toy_dir)
     pre = load_pretrained(folder, ds)
-    doc = evaluate_run(ds, pre, (), [0.5], references=("Random",), split="valid")
+    doc = evaluate_run(ds, pre, (), [0.5], references=("Random",), valid=True)
     every = evaluate_run(ds, pre, (), [0.5], references=("Random",))
     assert doc["settings"] == ["zero-shot-valid", "zero-shot-test"]
     mine = {(r["model"], r["setting"], r["domain"], r["metric"]): r["mean"] for r in doc["rows"]}
@@ -134,8 +134,6 @@ def test_the_validation_split_replaces_every_row(toy_dir: Path, run, tmp_path: P
         key = ("PEACE + 0.5 prior", "zero-shot", name, "ndcg@10")
         moved += rows[key] != mine[("PEACE + 0.5 prior", "zero-shot-valid", name, "ndcg@10")]
     assert moved > 0
-    with pytest.raises(ValueError, match="expected all or valid"):
-        evaluate_run(ds, pre, (), [0.5], split="test")
     # the command: --valid prints and writes valid / test; with --normal it is refused
     out = tmp_path / "valid.json"
     args = ["evaluate", "--data", str(toy_dir), "--run", str(folder), "--no-references"]

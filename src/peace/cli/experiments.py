@@ -554,7 +554,7 @@ def evaluate(
                     weights,
                     ZERO_SHOT_REFERENCES if references else (),
                     against=base,
-                    split="valid" if valid else "all",
+                    valid=valid,
                 )
         except (CheckpointError, ValueError, FileNotFoundError) as exc:
             raise fail(str(exc)) from exc

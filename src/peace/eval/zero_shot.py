@@ -37,7 +37,7 @@ from peace.flows.rankers import source_entity_prior, zero_shot_profile
 
 #: the settings scored: every row of the domain, and its normal test split alone
 SETTINGS = ("zero-shot", "zero-shot-test")
-#: with ``split="valid"``: the domain's validation split in place of every row
+#: with ``valid``: the domain's validation split in place of every row
 VALID_SETTINGS = ("zero-shot-valid", "zero-shot-test")
 
 
@@ -63,7 +63,7 @@ def evaluate_run(
     references: Sequence[str] = ZERO_SHOT_REFERENCES,
     show_progress: bool = False,
     against: Pretrained | None = None,
-    split: str = "all",
+    valid: bool = False,
 ) -> dict[str, Any]:
     """Zero-shot NDCG@10 (and the other metrics of ``eval.ks``) of ``pre`` on ``domains``.
 
@@ -76,21 +76,18 @@ def evaluate_run(
         against: another run of the same dataset (e.g. the preset's run of the same seed), scored
             with the first weight as the second scorer (:func:`against_name`), so the paired
             test compares the two runs on the same users.
-        split: ``"all"``, every row of each domain and its test split (:data:`SETTINGS`), or
-            ``"valid"``, its validation split and its test split (:data:`VALID_SETTINGS`): on a
-            dataset's own targets, a first column that reads no test row (docs/experiments.md
-            section 164).
+        valid: score each domain's validation split and its test split
+            (:data:`VALID_SETTINGS`) instead of every row and the test split (:data:`SETTINGS`):
+            on a dataset's own targets, a first column that reads no test row
+            (docs/experiments.md section 164).
 
     Returns:
         ``{"domains", "settings", "scorers", "seed", "rows", "per_user", "tests"}``: ``rows``
-        as the benchmark's (mean over users; one seed, the run's), ``per_user`` the test-split
-        NDCG@10 per user, ``tests`` each other scorer minus the first on the mean over domains
-        of ``zero-shot-test``
+        as the benchmark's (mean over users; one seed, the run's), ``per_user`` the per-user
+        NDCG@10 of the test split (and of the validation split with ``valid``), ``tests`` each
+        other scorer minus the first on the mean over domains of ``zero-shot-test``
         (:func:`peace.eval.significance.domain_mean_test`).
     """
-    if split not in ("all", "valid"):
-        raise ValueError(f"split {split!r}: expected all or valid.")
-    valid = split == "valid"
     weights = [float(w) for w in weights]
     if not weights or len(set(weights)) != len(weights):
         raise ValueError(f"prior weights {weights}: give one or more distinct weights.")
