@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import peace.flows.pretrain_cache as pretrain_cache
 from peace.baselines import FINE_TUNED, ZERO_SHOT
 from peace.cli import app
 from peace.data.dataset import load_dataset
@@ -370,3 +371,69 @@ def test_target_history_counts_each_test_users_training_rows(toy_dir: Path) -> N
         for u, n in zip(users, counts, strict=True):
             assert n == int((train["user"] == u).sum())
         assert any(counts) or len(train) == 0
+
+
+# --pretrain-cache (peace.flows.pretrain_cache): two seeds of two PEACE variants and a competitor
+CACHED = ("--seeds", "2", "--models", "PEACE,PEACE w/o CPL,SASRec")
+
+
+def _rows(out: Path) -> list[dict]:
+    return json.loads((out / "results.json").read_text())["rows"]
+
+
+def test_kept_pretrainings_give_the_same_rows(toy_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    runs: list[str] = []
+    plain = pretrain_cache.pretrain
+
+    def counted(ds, cfg, out=None, **kwargs):
+        runs.append(kwargs.get("architecture", "PEACE"))
+        return plain(ds, cfg, out, **kwargs)
+
+    monkeypatch.setattr(pretrain_cache, "pretrain", counted)
+    cache = tmp_path / "cache"
+    result = _bench(toy_dir, tmp_path / "plain", *CACHED)
+    assert result.exit_code == 0, result.output
+    # the searched candidates (seed 0) are reused as the runs of seed 0
+    assert sorted(runs) == ["PEACE"] * 4 + ["SASRec"] * 2
+    runs.clear()
+    result = _bench(toy_dir, tmp_path / "cold", *CACHED, "--pretrain-cache", str(cache))
+    assert result.exit_code == 0, result.output
+    assert sorted(runs) == ["PEACE"] * 4 + ["SASRec"] * 2
+    assert _rows(tmp_path / "cold") == _rows(tmp_path / "plain")
+    assert len(list(cache.iterdir())) == 4  # PEACE's variants; a competitor is not kept
+    runs.clear()
+    result = _bench(toy_dir, tmp_path / "warm", *CACHED, "--pretrain-cache", str(cache))
+    assert result.exit_code == 0, result.output
+    assert runs == ["SASRec"] * 2
+    assert _rows(tmp_path / "warm") == _rows(tmp_path / "plain")
+    # a key that only the heads read: PEACE is not pre-trained again, the rows move
+    runs.clear()
+    result = _bench(
+        toy_dir,
+        tmp_path / "head",
+        *CACHED,
+        "--pretrain-cache",
+        str(cache),
+        "--set",
+        "finetune.user_dropout=0.1",
+    )
+    assert result.exit_code == 0, result.output
+    assert runs == ["SASRec"] * 2
+    assert _rows(tmp_path / "head") != _rows(tmp_path / "plain")
+
+
+def test_worker_processes_share_kept_pretrainings(toy_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    models = ("--models", "PEACE,PEACE w/o GL", "--jobs", "2")
+    plain = _bench(toy_dir, tmp_path / "plain", *models)
+    assert plain.exit_code == 0, plain.output
+    cold = _bench(toy_dir, tmp_path / "cold", *models, "--pretrain-cache", str(cache))
+    assert cold.exit_code == 0, cold.output
+    # PEACE's search candidate (seed 0, kept as PEACE's run) and PEACE w/o GL's seed 0
+    kept = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cache.iterdir()}
+    assert len(kept) == 2
+    warm = _bench(toy_dir, tmp_path / "warm", *models, "--pretrain-cache", str(cache))
+    assert warm.exit_code == 0, warm.output
+    # loaded, not pre-trained again (that would write a new folder in place of the old)
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cache.iterdir()} == kept
+    assert _rows(tmp_path / "cold") == _rows(tmp_path / "plain") == _rows(tmp_path / "warm")

@@ -148,6 +148,14 @@ def benchmark(
         help="Where PEACE and its ablations pre-train: cpu or cuda[:N] (default: PEACE_DEVICE, "
         "else cpu). Competitors and fine-tuning run on the CPU.",
     ),
+    pretrain_cache: Path | None = typer.Option(
+        None,
+        "--pretrain-cache",
+        help="Keep every pre-training in this folder and load it instead of pre-training again "
+        "when the data, the model, the configuration less [finetune] and the zero-shot priors, "
+        "the seed, the pre-training code, torch and its thread count are all the same: an update "
+        "after a change that only the heads read fine-tunes only. Rows are the same either way.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Tables 2-3 and the ablation: every model, every target domain, several seeds."""
@@ -312,6 +320,7 @@ def benchmark(
         jobs=jobs,
         on_group=keep_group if jobs > 1 else None,
         zero_shot_only=zero_shot_only,
+        pretrain_cache=pretrain_cache,
     )
     moved = moved_curves(recorded_curves, doc.get("curves") or {}) if zero_shot_only else []
     if moved:  # other weights than the kept normal rows': keep the new rows aside, merge nothing

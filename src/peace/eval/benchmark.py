@@ -74,6 +74,7 @@ def run_benchmark(
     jobs: int = 1,
     on_group: Callable[[dict], None] | None = None,
     zero_shot_only: bool = False,
+    pretrain_cache: str | Path | None = None,
 ) -> dict:
     """Search, then run every model over ``seeds``; return the results document (no files).
 
@@ -82,14 +83,24 @@ def run_benchmark(
     process with that thread count, since every group seeds itself. ``on_group`` receives each
     group's document as soon as that group finishes, so a run stopped later keeps it.
     ``zero_shot_only``: the pre-trained models' zero-shot rows alone (no fine-tuning, no
-    fine-tuning search).
+    fine-tuning search). ``pretrain_cache``: a folder where every pre-training is kept and loaded
+    again when one repeats it (:mod:`peace.flows.pretrain_cache`): a change that only the heads or
+    the zero-shot score read then runs no pre-training again.
     """
     if zero_shot_only:
         finetune_candidates = []
     candidates = (pretrain_candidates, finetune_candidates, competitor_candidates)
     if jobs <= 1:
         return _run_models(
-            ds, cfg, seeds, models, show_progress, log, *candidates, normal=not zero_shot_only
+            ds,
+            cfg,
+            seeds,
+            models,
+            show_progress,
+            log,
+            *candidates,
+            normal=not zero_shot_only,
+            pretrain_cache=pretrain_cache,
         )
     import multiprocessing
     import os
@@ -105,7 +116,9 @@ def run_benchmark(
     ):
         searched = None
         if sum(any(m in PEACE_VARIANTS for m in g) for g in groups) > 1:
-            searched = search_peace_apart(pool, ds, cfg, seeds[0], candidates, threads, log, folder)
+            searched = search_peace_apart(
+                pool, ds, cfg, seeds[0], candidates, threads, log, folder, pretrain_cache
+            )
         futures = {
             pool.submit(
                 _run_group,
@@ -117,6 +130,7 @@ def run_benchmark(
                 candidates,
                 not zero_shot_only,
                 searched,
+                pretrain_cache,
             ): k
             for k, group in enumerate(groups)
         }
@@ -168,6 +182,7 @@ def _run_group(
     candidates: tuple,
     normal: bool = True,
     searched: tuple[dict, list[dict], str] | None = None,
+    pretrain_cache: str | Path | None = None,
 ) -> dict:
     """One worker process: load the dataset, run ``models``, return their document.
     ``searched``: PEACE's search (chosen values, trials, the chosen pre-training's run folder)."""
@@ -182,7 +197,16 @@ def _run_group(
         values, trials, run = searched
         found = (values, trials, load_pretrained(run, ds) if "PEACE" in models else None)
     return _run_models(
-        ds, cfg, seeds, models, False, log, *candidates, normal=normal, searched=found
+        ds,
+        cfg,
+        seeds,
+        models,
+        False,
+        log,
+        *candidates,
+        normal=normal,
+        searched=found,
+        pretrain_cache=pretrain_cache,
     )
 
 
@@ -197,12 +221,19 @@ def _worker(threads: int, root: str) -> Dataset:
 
 
 def _pretrain_candidate(
-    root: str, cfg: PeaceConfig, candidate: dict, out: str, threads: int
-) -> tuple[dict, float]:
+    root: str,
+    cfg: PeaceConfig,
+    candidate: dict,
+    out: str,
+    threads: int,
+    cache: str | Path | None = None,
+) -> tuple[dict, float, str]:
     """One worker process: pre-train PEACE with one search candidate into the run folder
-    ``out``; its search-log entry and selection key (:func:`peace.eval.search.pretrain_trial`)."""
-    entry, key, _ = pretrain_trial(_worker(threads, root), cfg, "PEACE", candidate, out=out)
-    return entry, key
+    ``out`` (or from or into the kept pre-trainings ``cache``); its search-log entry, selection
+    key (:func:`peace.eval.search.pretrain_trial`) and run folder."""
+    ds = _worker(threads, root)
+    entry, key, _, run = pretrain_trial(ds, cfg, "PEACE", candidate, out=out, cache=cache)
+    return entry, key, str(run)
 
 
 def _finetune_candidate(
@@ -224,21 +255,24 @@ def search_peace_apart(
     threads: int,
     log: Callable[[str], None],
     folder: str,
+    pretrain_cache: str | Path | None = None,
 ) -> tuple[dict, list[dict], str]:
     """PEACE's search (:func:`peace.eval.search.search`) with each stage's candidates side by
     side in ``pool``'s workers, the pre-trainings written under ``folder``: (chosen values, the
     trials in search order, the chosen pre-training's run folder). The same choice as searching
-    in one process: each candidate seeds itself, and ties go to the earlier candidate."""
+    in one process: each candidate seeds itself, and ties go to the earlier candidate. With
+    ``pretrain_cache`` the pre-trainings are kept there instead (:mod:`peace.flows.pretrain_cache`).
+    """
     pre_c, fin_c = candidates_or_defaults(candidates[0], candidates[1])
     base = dataclasses.replace(cfg, seed=seed)
     runs = [str(Path(folder) / f"pretrain-{k}") for k in range(len(pre_c))]
     done = [
-        pool.submit(_pretrain_candidate, ds.root, base, cand, run, threads)
+        pool.submit(_pretrain_candidate, ds.root, base, cand, run, threads, pretrain_cache)
         for cand, run in zip(pre_c, runs, strict=True)
     ]
     trials, keys = [], []
-    for cand, future in zip(pre_c, done, strict=True):
-        entry, key = future.result()
+    for k, (cand, future) in enumerate(zip(pre_c, done, strict=True)):
+        entry, key, runs[k] = future.result()
         log(f"search PEACE pre-training {cand}: {entry['criterion']} {entry['value']:.4f}")
         trials.append(entry)
         keys.append(key)
@@ -309,6 +343,7 @@ def _run_models(
     competitor_candidates: list[dict] | None,
     normal: bool = True,
     searched: tuple[dict, list[dict], Pretrained | None] | None = None,
+    pretrain_cache: str | Path | None = None,
 ) -> dict:
     t_start = time.perf_counter()
     base = dataclasses.replace(cfg, seed=seeds[0])
@@ -322,6 +357,7 @@ def _run_models(
         finetune_candidates,
         competitor_candidates,
         searched,
+        pretrain_cache,
     )
     per_seed = []
     curves: dict[str, list[dict]] = {}
@@ -353,6 +389,7 @@ def _run_models(
                 log=log,
                 pretrained=reuse,
                 normal=normal,
+                pretrain_cache=pretrain_cache,
             )
             seed_results.append(res)
             timings.setdefault(str(seed), {}).update({k: round(v, 1) for k, v in t.items()})

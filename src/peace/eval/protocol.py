@@ -16,6 +16,7 @@ import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from torch import Tensor
@@ -25,7 +26,7 @@ from peace.data.dataset import Dataset
 from peace.data.history import HistoryIndex
 from peace.data.splits import TargetSplit, pretrain_cutoff, split_targets
 from peace.flows.finetune import RankingTask, evaluate_per_user, fit_ranker, ranking_task
-from peace.flows.pretrain import pretrain
+from peace.flows.pretrain_cache import pretrain_or_load
 from peace.flows.pretrained import Pretrained
 from peace.flows.rankers import (
     DeepFMRanker,
@@ -103,12 +104,14 @@ def run_seed(
     log: Callable[[str], None] = print,
     pretrained: Pretrained | None = None,
     normal: bool = True,
+    pretrain_cache: str | Path | None = None,
 ) -> tuple[Result, dict]:
     """Every model of ``models`` on every target domain for ``cfg.seed``.
 
     ``pretrained`` stands in for the pre-training of a PEACE variant or competitor when it was
     already run with the same configuration and seed. ``normal=False`` skips the normal setting
-    of the pre-trained models (their zero-shot rows only: no fine-tuning).
+    of the pre-trained models (their zero-shot rows only: no fine-tuning). ``pretrain_cache``: a
+    folder of kept pre-trainings (:mod:`peace.flows.pretrain_cache`), loaded where they match.
     """
     results: Result = defaultdict(list)
     timings: dict[str, float] = {}
@@ -122,7 +125,7 @@ def run_seed(
             pre = (
                 pretrained
                 if pretrained is not None
-                else pretrain(ds, vcfg, show_progress=show_progress, architecture=architecture)
+                else pretrain_or_load(ds, vcfg, pretrain_cache, architecture, show_progress)[0]
             )
             timings[f"{name} pre-train"] = time.perf_counter() - t0
             log(f"[seed {cfg.seed}] {name}: pre-trained in {timings[f'{name} pre-train']:.1f}s")

@@ -23,7 +23,7 @@ from peace.config import PeaceConfig
 from peace.data.dataset import Dataset
 from peace.eval.protocol import PEACE_VARIANTS, chosen_splits, kept_ndcg, split_task
 from peace.flows.finetune import fit_ranker
-from peace.flows.pretrain import pretrain
+from peace.flows.pretrain_cache import pretrain_or_load
 from peace.flows.pretrained import Pretrained
 from peace.flows.rankers import DeepFMRanker, PeaceRanker, TargetDomain, zero_shot_prior
 from peace.models import COMPETITORS, FINE_TUNED
@@ -152,11 +152,13 @@ def search(
     finetune_candidates: list[dict] | None = None,
     competitor_candidates: list[dict] | None = None,
     searched: tuple[dict, list[dict], Pretrained | None] | None = None,
+    pretrain_cache: str | Path | None = None,
 ) -> tuple[dict[str, dict], list[dict], dict[str, Pretrained]]:
     """Choose hyper-parameters on validation data; return choices, the search log, and models.
 
     ``searched``: PEACE's search done beforehand, ``(chosen values, its trials, the chosen
-    pre-training or None)``, taken instead of searching PEACE again.
+    pre-training or None)``, taken instead of searching PEACE again. ``pretrain_cache``: a folder
+    of kept pre-trainings (:mod:`peace.flows.pretrain_cache`).
     """
     pre_c, fin_c = candidates_or_defaults(pretrain_candidates, finetune_candidates)
     chosen: dict[str, dict] = {}
@@ -169,7 +171,9 @@ def search(
         if pre is not None:
             cache["PEACE"] = pre
     elif any(m in PEACE_VARIANTS for m in models):
-        best = _search_pretraining(ds, cfg, "PEACE", pre_c, show_progress, log, trail)
+        best = _search_pretraining(
+            ds, cfg, "PEACE", pre_c, show_progress, log, trail, pretrain_cache
+        )
         chosen["PEACE"] = dict(best[1])
         cache["PEACE"] = best[2]
         peace_cfg = apply_values(cfg, chosen["PEACE"])
@@ -190,7 +194,7 @@ def search(
         COMPETITOR_PRETRAIN_CANDIDATES if competitor_candidates is None else competitor_candidates
     )
     for name in (m for m in models if m in COMPETITORS):
-        best = _search_pretraining(ds, cfg, name, comp_c, show_progress, log, trail)
+        best = _search_pretraining(ds, cfg, name, comp_c, show_progress, log, trail, pretrain_cache)
         chosen[name] = dict(best[1])
         cache[name] = best[2]
         if name not in FINE_TUNED:
@@ -236,13 +240,14 @@ def _search_pretraining(
     show_progress: bool,
     log: Callable[[str], None],
     trail: list[dict],
+    cache: str | Path | None = None,
 ) -> tuple[float, dict, Pretrained]:
     """Pre-train model ``name`` with each candidate; (criterion key, candidate, model) of the
     one :func:`choose` takes by :func:`pretrain_choice`'s key. Every candidate is logged and
-    added to ``trail``."""
+    added to ``trail``. ``cache``: a folder of kept pre-trainings."""
     entries, keys, best = [], [], None
     for cand in candidates:
-        entry, key, pre = pretrain_trial(ds, cfg, name, cand, show_progress)
+        entry, key, pre, _ = pretrain_trial(ds, cfg, name, cand, show_progress, cache=cache)
         log(f"search {name} pre-training {cand}: {entry['criterion']} {entry['value']:.4f}")
         entries.append(entry)
         keys.append(key)
@@ -259,13 +264,14 @@ def pretrain_trial(
     candidate: dict,
     show_progress: bool = False,
     out: str | Path | None = None,
-) -> tuple[dict, float, Pretrained]:
-    """Pre-train model ``name`` with one candidate (into the run folder ``out``, if given):
-    (its search-log entry, its :func:`pretrain_choice` key, lower is better, the model)."""
+    cache: str | Path | None = None,
+) -> tuple[dict, float, Pretrained, Path | None]:
+    """Pre-train model ``name`` with one candidate (into the run folder ``out``, if given; from
+    or into the folder of kept pre-trainings ``cache``, if given, :mod:`peace.flows.pretrain_cache`):
+    (its search-log entry, its :func:`pretrain_choice` key, lower is better, the model, its run
+    folder or None)."""
     t0 = time.perf_counter()
-    pre = pretrain(
-        ds, apply_values(cfg, candidate), out, show_progress=show_progress, architecture=name
-    )
+    pre, run = pretrain_or_load(ds, apply_values(cfg, candidate), cache, name, show_progress, out)
     criterion, value, loss = pretrain_choice(pre.log)
     entry = {
         "model": f"{name} (pre-training)",
@@ -274,7 +280,7 @@ def pretrain_trial(
         "value": value,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    return entry, loss, pre
+    return entry, loss, pre, run
 
 
 def finetune_trial(
