@@ -30,9 +30,10 @@ from peace.flows.pretrain import pretrain
 from peace.flows.pretrained import Pretrained, data_identity, load_pretrained
 from peace.utils import resolve_device
 
-# The package's files that pre-training runs: the data, the networks, the competitors and the
-# pre-training flow. A change anywhere else (heads, rankers, evaluation, service) keeps the key;
-# so does a new key of config.py's [finetune], whose values are not in the key (the others are).
+# The package's files that pre-training runs: the data, the networks (all of nn/, the heads of
+# Eq. 11-12 included), the competitors and the pre-training flow. A change anywhere else (the
+# fine-tuning flow, the rankers, evaluation, the service) keeps the key; so does a new key of
+# config.py's [finetune], whose values are not in the key (the other sections' are).
 PRETRAINING_CODE = (
     "models.py",
     "utils.py",
