@@ -406,6 +406,15 @@ def test_kept_pretrainings_give_the_same_rows(toy_dir: Path, tmp_path: Path, mon
     assert result.exit_code == 0, result.output
     assert runs == ["SASRec"] * 2
     assert _rows(tmp_path / "warm") == _rows(tmp_path / "plain")
+    # what was loaded says so: the search's trial and the timings (seconds of loading)
+    for folder, loaded in (("cold", False), ("warm", True)):
+        doc = json.loads((tmp_path / folder / "results.json").read_text())
+        (trial,) = [e for e in doc["search"] if e["model"] == "PEACE (pre-training)"]
+        assert trial.get("loaded", False) is loaded
+        steps = set(doc["timings"]["1"])
+        assert ("PEACE w/o CPL pre-train (loaded)" in steps) is loaded
+        assert ("PEACE w/o CPL pre-train" in steps) is not loaded
+        assert "SASRec pre-train" in steps
     # a key that only the heads read: PEACE is not pre-trained again, the rows move
     runs.clear()
     result = _bench(

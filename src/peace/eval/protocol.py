@@ -122,13 +122,18 @@ def run_seed(
             vcfg = variant_config(cfg, name) if name in PEACE_VARIANTS else cfg
             architecture = "PEACE" if name in PEACE_VARIANTS else name
             t0 = time.perf_counter()
-            pre = (
-                pretrained
-                if pretrained is not None
-                else pretrain_or_load(ds, vcfg, pretrain_cache, architecture, show_progress)[0]
-            )
-            timings[f"{name} pre-train"] = time.perf_counter() - t0
-            log(f"[seed {cfg.seed}] {name}: pre-trained in {timings[f'{name} pre-train']:.1f}s")
+            loaded = False
+            if pretrained is not None:
+                pre = pretrained
+            else:
+                pre, run, loaded = pretrain_or_load(
+                    ds, vcfg, pretrain_cache, architecture, show_progress
+                )
+            # a kept pre-training's time is its loading's: the report names it so
+            step = f"{name} pre-train (loaded)" if loaded else f"{name} pre-train"
+            timings[step] = time.perf_counter() - t0
+            done = f"loaded from {run}" if loaded else "pre-trained"
+            log(f"[seed {cfg.seed}] {name}: {done} in {timings[step]:.1f}s")
             if on_pretrained is not None:
                 on_pretrained(name, pre)
             # eval.zero_shot_prior weighs PEACE's own zero-shot score; a competitor keeps its own.

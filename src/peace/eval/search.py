@@ -269,9 +269,11 @@ def pretrain_trial(
     """Pre-train model ``name`` with one candidate (into the run folder ``out``, if given; from
     or into the folder of kept pre-trainings ``cache``, if given, :mod:`peace.flows.pretrain_cache`):
     (its search-log entry, its :func:`pretrain_choice` key, lower is better, the model, its run
-    folder or None)."""
+    folder or None). The entry of a kept pre-training says so (``loaded``): its seconds are the
+    loading's."""
     t0 = time.perf_counter()
-    pre, run = pretrain_or_load(ds, apply_values(cfg, candidate), cache, name, show_progress, out)
+    cand_cfg = apply_values(cfg, candidate)
+    pre, run, loaded = pretrain_or_load(ds, cand_cfg, cache, name, show_progress, out)
     criterion, value, loss = pretrain_choice(pre.log)
     entry = {
         "model": f"{name} (pre-training)",
@@ -280,6 +282,8 @@ def pretrain_trial(
         "value": value,
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    if loaded:
+        entry["loaded"] = True
     return entry, loss, pre, run
 
 

@@ -133,11 +133,10 @@ def pretrain_or_load(
     architecture: str = "PEACE",
     show_progress: bool = False,
     out: str | Path | None = None,
-) -> tuple[Pretrained, Path | None]:
+) -> tuple[Pretrained, Path | None, bool]:
     """:func:`cached_pretrain` with a cache (PEACE and its variants), else a plain pre-training
-    (into ``out``, if given): (the model, its run folder or None)."""
+    (into ``out``, if given): (the model, its run folder or None, whether it was loaded)."""
     if cache is not None and architecture == "PEACE":
-        pre, run, _ = cached_pretrain(ds, cfg, cache, architecture, show_progress)
-        return pre, run
+        return cached_pretrain(ds, cfg, cache, architecture, show_progress)
     pre = pretrain(ds, cfg, out, show_progress=show_progress, architecture=architecture)
-    return pre, None if out is None else Path(out)
+    return pre, None if out is None else Path(out), False
