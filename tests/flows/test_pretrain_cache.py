@@ -48,6 +48,7 @@ def test_second_call_loads_the_same_run(toy_dir: Path, tmp_path: Path, tiny_conf
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [run.name]  # no scratch
     again, run2, loaded = cached_pretrain(ds, cfg.override(["finetune.lr=0.5"]), tmp_path / "cache")
     assert loaded and run2 == run
+    assert again.config == cfg.override(["finetune.lr=0.5"])  # the caller's, as a new run's
     torch.testing.assert_close(again.entity_table(), first.entity_table(), rtol=0, atol=0)
     assert again.log == first.log
     assert len(again.states) == len(first.states) > 1

@@ -14,6 +14,7 @@ a run folder does not hold).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -105,14 +106,16 @@ def cached_pretrain(
     show_progress: bool = False,
 ) -> tuple[Pretrained, Path, bool]:
     """The pre-training of ``architecture`` with ``cfg``: loaded from ``cache`` when kept there,
-    else run and kept. Returns (the model, its run folder, whether it was loaded).
+    else run and kept. Returns (the model, its run folder, whether it was loaded). A loaded model
+    carries ``cfg``, as a new one does, not the configuration of the run that kept it (which may
+    differ in the keys that are not in the key).
 
     A new run is written to a folder of its own and renamed into place when finished, so an
     interrupted run leaves no entry, and two processes that run the same key keep one."""
     run = run_folder(cache, ds, cfg, architecture)
     if run.is_dir():
         try:
-            return load_pretrained(run, ds), run, True
+            return dataclasses.replace(load_pretrained(run, ds), config=cfg), run, True
         except CheckpointError:
             shutil.rmtree(run, ignore_errors=True)  # damaged: pre-train it again below
     run.parent.mkdir(parents=True, exist_ok=True)
