@@ -151,10 +151,11 @@ def benchmark(
     pretrain_cache: Path | None = typer.Option(
         None,
         "--pretrain-cache",
-        help="Keep every pre-training in this folder and load it instead of pre-training again "
-        "when the data, the model, the configuration less [finetune] and the zero-shot priors, "
-        "the seed, the pre-training code, torch and its thread count are all the same: an update "
-        "after a change that only the heads read fine-tunes only. Rows are the same either way.",
+        help="Keep every pre-training of PEACE and its variants in this folder and load it "
+        "instead of pre-training again when the data, the configuration less [finetune] and the "
+        "zero-shot priors, the seed, the pre-training code, torch and its thread count are all the "
+        "same: an update after a change that only the heads read fine-tunes only. Rows are the "
+        "same either way; competitors are pre-trained each time.",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
