@@ -83,9 +83,9 @@ def run_benchmark(
     process with that thread count, since every group seeds itself. ``on_group`` receives each
     group's document as soon as that group finishes, so a run stopped later keeps it.
     ``zero_shot_only``: the pre-trained models' zero-shot rows alone (no fine-tuning, no
-    fine-tuning search). ``pretrain_cache``: a folder where every pre-training is kept and loaded
-    again when one repeats it (:mod:`peace.flows.pretrain_cache`): a change that only the heads or
-    the zero-shot score read then runs no pre-training again.
+    fine-tuning search). ``pretrain_cache``: a folder where every pre-training of PEACE and its
+    variants is kept and loaded again when one repeats it (:mod:`peace.flows.pretrain_cache`): a
+    change that only the heads or the zero-shot score read then pre-trains only the competitors.
     """
     if zero_shot_only:
         finetune_candidates = []
