@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -53,3 +54,53 @@ def open_dataset(path: Path) -> Dataset:
         return load_dataset(path)
     except DataContractError as exc:
         raise fail(str(exc)) from exc
+
+
+class OutputError(ValueError):
+    """A folder or file that a command would write cannot be written there; says which and the
+    fix."""
+
+
+def writable_folder(path: Path, option: str = "--out") -> Path:
+    """Create the folder ``path`` (parents too) and check that it takes files, before any work.
+
+    A command that would write into a file's place, under a file, or into a folder it may not
+    write fails here with :class:`OutputError`, not after its training.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(
+            f"{option} {path}: a file is there, not a folder; give a folder path (it is created "
+            "if missing) or move the file away."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"{option} {path}: cannot create the folder ({exc.strerror}); give a folder path "
+            "whose parents are folders you can write to."
+        ) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"{option} {path}: the folder is not writable; give one you can write to or "
+            "change its permissions."
+        )
+    return path
+
+
+def output_folder(path: Path, option: str = "--out") -> Path:
+    """:func:`writable_folder`, or a clear failure (exit 2)."""
+    try:
+        return writable_folder(path, option)
+    except OutputError as exc:
+        raise fail(str(exc)) from exc
+
+
+def output_file(path: Path, option: str = "--out") -> Path:
+    """The file ``path`` writable (its folder created), or a clear failure before any work."""
+    if path.is_dir():
+        raise fail(
+            f"{option} {path}: a folder is there; give a file path, e.g. {path / 'scores.json'}."
+        )
+    output_folder(path.parent, f"{option} {path}: its folder")
+    return path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from peace.cli.common import console, fail, open_dataset
+from peace.cli.common import console, fail, open_dataset, output_folder
 from peace.data.contract import DataContractError
 
 app = typer.Typer(help="Create, import and check datasets.", no_args_is_help=True)
@@ -27,6 +27,7 @@ def synth(
     from peace.data.synthetic import generate
 
     t0 = time.perf_counter()
+    output_folder(out)
     try:
         summary = generate(out, seed=seed, size=size, progress=True)
     except ValueError as exc:
@@ -55,6 +56,7 @@ def import_movielens_cmd(
     """Import MovieLens-1M with its Satori knowledge graph."""
     from peace.data.importers.movielens import import_movielens
 
+    output_folder(out)
     try:
         report = import_movielens(movielens, kg, out, cut)
     except DataContractError as exc:
@@ -74,6 +76,7 @@ def import_recbole_cmd(
     from peace.data.importers.recbole import import_recbole
 
     target_list = [t.strip() for t in targets.split(",")] if targets else None
+    output_folder(out)
     try:
         report = import_recbole(
             atomic, out, domain_field=domain_field, domain_map=domain_map, targets=target_list

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from peace.cli.common import fail as _fail
-from peace.cli.common import load_config
+from peace.cli.common import load_config, writable_folder
 
 # Options declared once: those several deploy commands share, and a few short ones.
 Run = Annotated[Path, typer.Option("--run", help="Pre-training run folder.")]
@@ -119,6 +119,7 @@ def register(app: typer.Typer) -> None:
             config = out / "config.toml"  # a resumed run keeps its configuration
         cfg = load_config(config, set_, preset)
         with _reported():
+            writable_folder(out)
             ds = load_dataset(data, profile_bins=cfg.finetune.profile_bins)
             result = pretrain(
                 ds,
@@ -159,6 +160,7 @@ def register(app: typer.Typer) -> None:
         from peace.flows.offline_inference import export
 
         with _reported():
+            writable_folder(store, "--store")
             ds = load_dataset(_dataset_of(run, data))
             version = export(run, ds, store, as_of=as_of, kept_only=kept_only)
         typer.echo(f"published store version {version} in {store} (now CURRENT)")
@@ -182,6 +184,7 @@ def register(app: typer.Typer) -> None:
         from peace.flows.publish import finetune_and_publish
 
         with _reported():
+            writable_folder(store, "--store")
             ds = load_dataset(_dataset_of(run, data))
             result = finetune_and_publish(
                 run, ds, store, domain, show_progress=not quiet, overrides=list(set_ or [])

@@ -10,7 +10,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from peace.cli.common import SET_OPTION, config_option, console, load_config, open_dataset
+from peace.cli.common import (
+    SET_OPTION,
+    config_option,
+    console,
+    load_config,
+    open_dataset,
+    output_file,
+    output_folder,
+)
 from peace.eval.protocol import DEFAULT_MODELS, PEACE_VARIANTS, ZERO_SHOT_REFERENCES, run_protocol
 from peace.eval.results import METRICS, environment, results_table, write_results
 
@@ -39,7 +47,7 @@ def quickstart(
     """Pre-train, fine-tune every target domain, rank zero-shot, and compare with references."""
     t0 = time.perf_counter()
     cfg = load_config(config, set_, preset="quickstart")
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     if data is None:
         from peace.data.synthetic import generate
 
@@ -195,6 +203,9 @@ def benchmark(
         os.environ["PEACE_DEVICE"] = device  # read by every pre-training, worker processes too
     t0 = time.perf_counter()
     cfg = load_config(config, (QUICK if quick else []) + list(set_ or []), preset="benchmark")
+    output_folder(out)
+    if pretrain_cache is not None:
+        output_folder(pretrain_cache, "--pretrain-cache")
     if dev and models == "all":
         models = ",".join(DEV_MODELS)
     chosen_models = ALL_MODELS if models == "all" else tuple(m.strip() for m in models.split(","))
@@ -506,6 +517,8 @@ def evaluate(
     from peace.flows.checkpoints import CheckpointError
     from peace.flows.pretrained import load_pretrained
 
+    if out is not None:
+        output_file(out)
     runs = [Path(r.strip()) for r in run.split(",") if r.strip()]
     bases = [Path(r.strip()) for r in (against or "").split(",") if r.strip()]
     if not runs:
@@ -603,7 +616,6 @@ def evaluate(
         )
         result = {"dataset": str(data), "summary": pooled, "pairs": docs}
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         console.print(f"wrote {out}")
 
