@@ -109,6 +109,15 @@ def test_override_applies_in_order() -> None:
         ("model.graph_sampling=everything", ["expected one of ['full', 'sampled']"]),
         ("eval.zero_shot_scorer=dot", ["expected one of ['inner', 'inner-enhanced', 'decoder']"]),
         ("model=3", ["[model] must be a table"]),
+        ("model.dim=0", ["model.dim = 0", "expected an integer >= 1"]),
+        ("model.mlp_hidden=[64, 0]", ["model.mlp_hidden = [64, 0]", "an integer >= 1"]),
+        ("pretrain.batch_size=0", ["pretrain.batch_size = 0", "an integer >= 1"]),
+        ("pretrain.lr=-0.001", ["pretrain.lr = -0.001", "expected a number >= 0"]),
+        ("pretrain.tau=0", ["pretrain.tau = 0.0", "expected a number > 0"]),
+        ("model.entity_dropout=1", ["model.entity_dropout = 1.0", "a share in [0, 1)"]),
+        ("model.graph_max_item_share=0", ["a share in (0, 1]"]),
+        ("eval.split=[0.5, 0.2, 0.2]", ["eval.split = [0.5, 0.2, 0.2]", "must sum to 1"]),
+        ("eval.ks=[0, 10]", ["eval.ks = [0, 10]", "an integer >= 1"]),
     ],
 )
 def test_override_errors(assignment: str, words: list[str]) -> None:
@@ -129,6 +138,7 @@ def test_override_errors(assignment: str, words: list[str]) -> None:
         ("[pretrain]\ncutoff = true\n", ["pretrain.cutoff = True", "expected a string"]),
         ("model = 1\n", ["[model] must be a table"]),
         ("[model\ndim = 1\n", ["not valid TOML", "fix the syntax"]),
+        ("[finetune]\nepochs = -3\n", ["finetune.epochs = -3", "expected an integer >= 1"]),
     ],
 )
 def test_toml_errors_name_the_file_and_the_key(tmp_path: Path, text: str, words) -> None:
@@ -153,3 +163,23 @@ def test_dict_round_trip() -> None:
     data = cfg.to_dict()
     assert data["model"]["fanout"] == (4, 3)
     assert PeaceConfig.from_dict(data) == cfg
+
+
+def test_the_edges_of_each_range_load() -> None:
+    """The smallest values the ranges admit (frozen training at lr 0, no weight decay, no
+    negatives in fine-tuning, a whole-graph share of 1) are configurations, not errors."""
+    cfg = PeaceConfig().override(
+        [
+            "pretrain.lr=0.0",
+            "finetune.lr=0",
+            "finetune.neg_ratio=0",
+            "pretrain.max_steps=0",
+            "model.dropout=0",
+            "model.graph_max_item_share=1",
+            "model.dim=1",
+            "eval.split=[0.8, 0.1, 0.1]",
+        ]
+    )
+    assert cfg.model.dim == 1 and cfg.pretrain.lr == 0.0 and cfg.finetune.neg_ratio == 0
+    for name in ("benchmark", "quickstart"):  # the shipped presets lie in their ranges
+        PeaceConfig.preset(name)

@@ -369,6 +369,94 @@ class PeaceConfig:
         return PeaceConfig.from_dict(data, source="--set")
 
 
+# What each numeric key may hold: a value outside its range would fail deep inside a run (a
+# zero width or batch divides by zero, a negative learning rate stops Adam) or silently train
+# nonsense, so it fails at load, naming the key. Lists are checked element by element.
+_AT_LEAST_ONE = (lambda v: v >= 1, "an integer >= 1")
+_NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
+_POSITIVE = (lambda v: v > 0, "a number > 0")
+_SHARE = (lambda v: 0 <= v < 1, "a share in [0, 1)")
+RANGES: dict[str, tuple[Any, str]] = {
+    **dict.fromkeys(
+        [
+            "model.dim",
+            "model.gat_heads",
+            "model.history_length",
+            "model.n_interests",
+            "model.attention_dim",
+            "model.n_prototypes",
+            "model.top_k_prototypes",
+            "model.mlp_hidden",
+            "model.fanout",
+            "pretrain.batch_size",
+            "pretrain.epochs",
+            "finetune.batch_size",
+            "finetune.epochs",
+            "finetune.fm_dim",
+            "finetune.profile_bins",
+            "finetune.deepfm_hidden",
+            "eval.ks",
+        ],
+        _AT_LEAST_ONE,
+    ),
+    **dict.fromkeys(
+        [
+            "model.gnn_layers",
+            "model.degree_buckets",
+            "pretrain.lr",
+            "pretrain.weight_decay",
+            "pretrain.gamma",
+            "pretrain.neg_ratio",
+            "pretrain.max_steps",
+            "pretrain.neg_alpha",
+            "pretrain.served_weight",
+            "pretrain.universal_weight",
+            "pretrain.enhanced_weight",
+            "pretrain.served_sample",
+            "pretrain.eval_every",
+            "pretrain.patience",
+            "finetune.lr",
+            "finetune.weight_decay",
+            "finetune.patience",
+            "finetune.patience_steps",
+            "finetune.min_steps",
+            "finetune.neg_ratio",
+            "finetune.encoder_lr_scale",
+            "finetune.target_history",
+            "finetune.target_history_gap",
+            "eval.split",
+        ],
+        _NON_NEGATIVE,
+    ),
+    "pretrain.tau": _POSITIVE,
+    **dict.fromkeys(
+        [
+            "model.dropout",
+            "model.entity_dropout",
+            "pretrain.holdout_items",
+            "finetune.user_dropout",
+        ],
+        _SHARE,
+    ),
+    "model.graph_max_item_share": (lambda v: 0 < v <= 1, "a share in (0, 1]"),
+}
+
+
+def _check_range(key: str, value: Any, where: str) -> None:
+    rule = RANGES.get(key)
+    if rule is None:
+        return
+    accepts, expected = rule
+    for v in value if isinstance(value, tuple) else (value,):
+        if not accepts(v):
+            raise ConfigError(f"{where} = {_toml_value(value)}: expected {expected}.")
+    if key == "eval.split" and abs(sum(value) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"{where} = {_toml_value(value)}: the train, validation and test fractions must sum "
+            "to 1, e.g. [0.7, 0.15, 0.15]."
+        )
+
+
 def _build(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
@@ -387,7 +475,9 @@ def _build(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
                 raise ConfigError(f"{source}: [{prefix}{name}] must be a table.")
             kwargs[name] = _build(type(default), value, source, prefix=f"{prefix}{name}.")
         else:
-            kwargs[name] = _coerce(value, default, f"{source}: {prefix}{name}", hints[name])
+            where = f"{source}: {prefix}{name}"
+            kwargs[name] = _coerce(value, default, where, hints[name])
+            _check_range(prefix + name, kwargs[name], where)
     return cls(**kwargs)
 
 
