@@ -446,3 +446,22 @@ def test_worker_processes_share_kept_pretrainings(toy_dir: Path, tmp_path: Path)
     # loaded, not pre-trained again (that would write a new folder in place of the old)
     assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cache.iterdir()} == kept
     assert _rows(tmp_path / "cold") == _rows(tmp_path / "plain") == _rows(tmp_path / "warm")
+
+
+def test_settings_that_cannot_run_are_refused_before_any_work(
+    toy_dir: Path, tmp_path: Path
+) -> None:
+    """No seeds, or a target domain the dataset does not have: exit 2 with one line, nothing
+    pre-trained or written but the empty output folder."""
+    out = tmp_path / "out"
+    no_seeds = CliRunner().invoke(
+        app, ["benchmark", "--data", str(toy_dir), "--out", str(out)] + ["--seeds", "0"]
+    )
+    assert no_seeds.exit_code == 2 and "--seeds" in no_seeds.output
+    unknown = _bench(toy_dir, out, "--set", 'eval.domains=["t1", "nowhere"]')
+    assert unknown.exit_code == 2, unknown.output
+    assert unknown.output.startswith("error: eval.domains: ['nowhere'] are not target domains")
+    assert "t1" in unknown.output and "Traceback" not in unknown.output
+    assert list(out.iterdir()) == []
+    quick = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--seeds", "0"])
+    assert quick.exit_code == 2 and not (tmp_path / "q").exists()

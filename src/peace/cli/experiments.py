@@ -14,12 +14,21 @@ from peace.cli.common import (
     SET_OPTION,
     config_option,
     console,
+    fail,
     load_config,
     open_dataset,
     output_file,
     output_folder,
 )
-from peace.eval.protocol import DEFAULT_MODELS, PEACE_VARIANTS, ZERO_SHOT_REFERENCES, run_protocol
+from peace.config import PeaceConfig
+from peace.data.dataset import Dataset
+from peace.eval.protocol import (
+    DEFAULT_MODELS,
+    PEACE_VARIANTS,
+    ZERO_SHOT_REFERENCES,
+    chosen_splits,
+    run_protocol,
+)
 from peace.eval.results import METRICS, environment, results_table, write_results
 
 
@@ -36,10 +45,18 @@ def print_tables(rows: list[dict], title: str, seeds: int | None = None) -> None
         out.print(table)
 
 
+def known_domains(ds: Dataset, cfg: PeaceConfig) -> None:
+    """Refuse ``eval.domains`` that are not target domains of ``ds`` before any work."""
+    try:
+        chosen_splits(ds, cfg)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+
+
 def quickstart(
     out: Path = typer.Option(Path("quickstart"), "--out", help="Folder for data and results."),
     data: Path = typer.Option(None, "--data", help="Dataset folder (default: synthetic small)."),
-    seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0, 1, ...)."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Number of seeds (0, 1, ...)."),
     config: Path = config_option("quickstart"),
     set_: list[str] = SET_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -56,6 +73,7 @@ def quickstart(
             console.print(f"writing the synthetic platform (small, seed {cfg.seed}) to {data}")
             generate(data, seed=cfg.seed, size="small")
     ds = open_dataset(data)
+    known_domains(ds, cfg)
     cfg.save(out / "config.toml")
     seed_list = [cfg.seed + k for k in range(seeds)]
     rows, timings = run_protocol(
@@ -108,7 +126,7 @@ def benchmark(
         ..., "--data", help="Dataset folder (e.g. from `peace data import`)."
     ),
     out: Path = typer.Option(Path("reports/ml-1m"), "--out", help="Report folder."),
-    seeds: int = typer.Option(3, "--seeds", help="Number of seeds (base seed, +1, ...)."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Number of seeds (base seed, +1, ...)."),
     models: str = typer.Option("all", "--models", help="Comma-separated model names, or all."),
     jobs: int = typer.Option(
         1,
@@ -219,6 +237,7 @@ def benchmark(
         if not cfg.eval.domains:
             first = tuple(ds.domains[d] for d in ds.target_domains[:3])
             cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, domains=first))
+    known_domains(ds, cfg)
     seed_list = [cfg.seed + k for k in range(seeds)]
     if merge:
         import json
