@@ -183,3 +183,20 @@ def test_the_edges_of_each_range_load() -> None:
     assert cfg.model.dim == 1 and cfg.pretrain.lr == 0.0 and cfg.finetune.neg_ratio == 0
     for name in ("benchmark", "quickstart"):  # the shipped presets lie in their ranges
         PeaceConfig.preset(name)
+
+
+def test_peace_config_prints_what_config_reads(tmp_path: Path) -> None:
+    """`peace config`, which the unknown-key message points to, prints every key; its output
+    is a configuration file that loads to the same values."""
+    from typer.testing import CliRunner
+
+    from peace.cli import app
+
+    result = CliRunner().invoke(app, ["config", "--preset", "benchmark", "--set", "model.dim=32"])
+    assert result.exit_code == 0, result.output
+    path = _write(tmp_path, result.output)
+    expected = PeaceConfig.preset("benchmark").override(["model.dim=32"])
+    assert PeaceConfig.from_toml(path) == expected
+    assert "top_k_prototypes = 4" in result.output and "tune_user_mlp = true" in result.output
+    unknown = CliRunner().invoke(app, ["config", "--set", "model.nope=1"])
+    assert unknown.exit_code == 2 and "see `peace config`" in unknown.output
