@@ -190,7 +190,6 @@ def benchmark(
     import shlex
     import sys
 
-    from peace.cli.common import fail
     from peace.eval.benchmark import ALL_MODELS, run_benchmark
     from peace.eval.search import (
         COMPETITOR_PRETRAIN_CANDIDATES,
@@ -221,15 +220,15 @@ def benchmark(
         os.environ["PEACE_DEVICE"] = device  # read by every pre-training, worker processes too
     t0 = time.perf_counter()
     cfg = load_config(config, (QUICK if quick else []) + list(set_ or []), preset="benchmark")
-    output_folder(out)
-    if pretrain_cache is not None:
-        output_folder(pretrain_cache, "--pretrain-cache")
     if dev and models == "all":
         models = ",".join(DEV_MODELS)
     chosen_models = ALL_MODELS if models == "all" else tuple(m.strip() for m in models.split(","))
     unknown = [m for m in chosen_models if m not in ALL_MODELS]
     if unknown:
         raise fail(f"--models: unknown {unknown}; choose from {list(ALL_MODELS)} or all.")
+    output_folder(out)
+    if pretrain_cache is not None:
+        output_folder(pretrain_cache, "--pretrain-cache")
     ds = open_dataset(data)
     identity = data_identity(ds)  # recorded in results.json; --update and --merge compare it
     if dev:
@@ -433,7 +432,6 @@ def report(
     """
     import json
 
-    from peace.cli.common import fail
     from peace.config import PeaceConfig
     from peace.eval.benchmark import data_statistics
     from peace.eval.protocol import target_history
@@ -524,7 +522,6 @@ def evaluate(
     """
     import json
 
-    from peace.cli.common import fail
     from peace.eval.normal import evaluate_normal
     from peace.eval.zero_shot import (
         against_name,
