@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -429,6 +430,20 @@ def test_kept_pretrainings_give_the_same_rows(toy_dir: Path, tmp_path: Path, mon
     assert result.exit_code == 0, result.output
     assert runs == ["SASRec"] * 2
     assert _rows(tmp_path / "head") != _rows(tmp_path / "plain")
+    # the report's t-SNE vectors, when missing, come from the kept pre-trainings: the same ones
+    cold = tmp_path / "cold"
+    kept = dict(np.load(cold / "embeddings.npz"))
+    written = (cold / "REPORT.md").read_text()
+    (cold / "embeddings.npz").unlink()
+    runs.clear()
+    args = ["report", "--data", str(toy_dir), "--out", str(cold), "--pretrain-cache", str(cache)]
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert runs == []
+    again_kept = dict(np.load(cold / "embeddings.npz"))
+    assert kept.keys() == again_kept.keys()
+    assert all(np.array_equal(kept[k], again_kept[k]) for k in kept)
+    assert (cold / "REPORT.md").read_text() == written
 
 
 def test_worker_processes_share_kept_pretrainings(toy_dir: Path, tmp_path: Path) -> None:

@@ -278,7 +278,7 @@ def benchmark(
             for key in ("dataset", "seeds", "graph", "config", "data"):
                 doc.pop(key, None)
             embeddings = embeddings_for_report(
-                out, load_embeddings(folder), ds, cfg, doc, seed_list[0]
+                out, load_embeddings(folder), ds, cfg, doc, seed_list[0], pretrain_cache
             )
             _write_benchmark(out, ds, cfg, seed_list, doc, embeddings)
         return
@@ -379,7 +379,9 @@ def benchmark(
     }
     if previous is not None:
         doc = merge_update(previous, doc, run_entry)
-        embeddings = embeddings_for_report(out, embeddings, ds, cfg, doc, seed_list[0])
+        embeddings = embeddings_for_report(
+            out, embeddings, ds, cfg, doc, seed_list[0], pretrain_cache
+        )
     else:
         doc["runs"] = [run_entry]
         doc["commands"] = [command]
@@ -422,13 +424,20 @@ def _write_benchmark(out: Path, ds, cfg, seed_list: list[int], doc: dict, embedd
 def report(
     data: Path = typer.Option(..., "--data", help="The dataset folder the benchmark ran on."),
     out: Path = typer.Option(Path("reports/ml-1m"), "--out", help="Report folder."),
+    pretrain_cache: Path | None = typer.Option(
+        None,
+        "--pretrain-cache",
+        help="Where OUT/embeddings.npz is missing, load PEACE and PEACE w/o CPL from the "
+        "pre-trainings `peace benchmark --pretrain-cache` kept in this folder, where they match, "
+        "instead of pre-training them again.",
+    ),
 ) -> None:
     """Rewrite OUT/REPORT.md and its figures from OUT/results.json.
 
     Runs no model, unless OUT/embeddings.npz (the t-SNE section's vectors, not committed) is
     missing: then PEACE and PEACE w/o CPL are pre-trained again with the recorded choices, the
     first seed and the torch thread count of the run that made their rows (on a CPU the weights
-    depend on it), and the file is written for the next time.
+    depend on it), or loaded from --pretrain-cache, and the file is written for the next time.
     """
     import json
 
@@ -455,7 +464,7 @@ def report(
     except UpdateError as exc:
         raise fail(str(exc)) from exc
     seed = doc["seeds"][0]
-    embeddings = embeddings_for_report(out, {}, ds, cfg, doc, seed)
+    embeddings = embeddings_for_report(out, {}, ds, cfg, doc, seed, pretrain_cache)
     save_embeddings(out, embeddings)
     statistics, _ = data_statistics(ds)
     written = write_report(out, doc, statistics, embeddings, seed, target_history(ds, cfg))

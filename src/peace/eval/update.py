@@ -384,17 +384,20 @@ def embeddings_for_report(
     cfg: PeaceConfig,
     doc: dict,
     seed: int,
+    pretrain_cache: Path | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """This run's embeddings, completed from ``embeddings.npz`` or by pre-training again.
+    """This run's embeddings, completed from ``embeddings.npz``, from the pre-trainings kept in
+    ``pretrain_cache`` (:mod:`peace.flows.pretrain_cache`), or by pre-training again.
 
     A model pre-trained again runs with the torch thread count of the run that made its rows
     (:func:`recorded_threads`): on a CPU, sums split over another number of threads round
-    differently, and the weights, hence the t-SNE section, would differ from the record's."""
+    differently, and the weights, hence the t-SNE section, would differ from the record's. The
+    thread count is in the kept pre-trainings' key too, so the benchmark's own are found."""
     import torch
 
     from peace.eval.protocol import variant_config
     from peace.eval.search import apply_values
-    from peace.flows.pretrain import pretrain
+    from peace.flows.pretrain_cache import pretrain_or_load
 
     result = dict(embeddings)
     stored = load_embeddings(out)
@@ -410,7 +413,7 @@ def embeddings_for_report(
         threads = torch.get_num_threads()
         torch.set_num_threads(recorded_threads(doc, name) or threads)
         try:
-            pre = pretrain(ds, vcfg, show_progress=False)
+            pre = pretrain_or_load(ds, vcfg, pretrain_cache)[0]
             result[name] = (
                 pre.entity_table()[:-1].numpy(),
                 pre.model.prototypes.weight.detach().numpy().copy(),
