@@ -335,7 +335,7 @@ def test_report_embeddings_are_pre_trained_with_the_recorded_threads(
     import numpy as np
     import torch
 
-    import peace.flows.pretrain
+    import peace.flows.pretrain_cache
     from peace.eval.update import embeddings_for_report, recorded_threads
 
     env = {"threads": 1}
@@ -362,11 +362,11 @@ def test_report_embeddings_are_pre_trained_with_the_recorded_threads(
         def entity_table(self) -> torch.Tensor:
             return torch.zeros(3, 4)
 
-    def fake_pretrain(ds, cfg, show_progress=True):
+    def fake_pretrain(ds, cfg, out=None, show_progress=True, architecture="PEACE"):
         seen.append((torch.get_num_threads(), cfg.pretrain.lr))
         return Fake()
 
-    monkeypatch.setattr(peace.flows.pretrain, "pretrain", fake_pretrain)
+    monkeypatch.setattr(peace.flows.pretrain_cache, "pretrain", fake_pretrain)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
