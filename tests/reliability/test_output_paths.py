@@ -20,7 +20,16 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data = write_dataset(toy_tables(), root / "toy")
     blocker = root / "a-file"
     blocker.write_text("kept\n")
-    return {"root": root, "data": data, "file": blocker, "elsewhere": tmp_path_factory.mktemp("b")}
+    report = tmp_path_factory.mktemp("report")  # what `peace report` reads, as a benchmark left it
+    (report / "results.json").write_text("{}")
+    (report / "config.toml").write_text("")
+    return {
+        "root": root,
+        "data": data,
+        "file": blocker,
+        "elsewhere": tmp_path_factory.mktemp("b"),
+        "report": report,
+    }
 
 
 def commands(p: dict[str, Path]) -> list[tuple[list[str], str, Path]]:
@@ -46,6 +55,11 @@ def commands(p: dict[str, Path]) -> list[tuple[list[str], str, Path]]:
             file,
         ),
         (["quickstart", "--out", str(file)], "--out", file),
+        (
+            ["report", "--data", data, "--out", str(p["report"]), "--pretrain-cache", str(file)],
+            "--pretrain-cache",
+            file,
+        ),
         (["data", "synth", "--out", str(file)], "--out", file),
         (
             ["data", "import", "movielens", "--movielens", str(nowhere), "--kg", str(nowhere)]

@@ -456,6 +456,8 @@ def report(
     path = out / "results.json"
     if not path.is_file() or not (out / "config.toml").is_file():
         raise fail(f"{out}: no results.json and config.toml; run peace benchmark --out {out}.")
+    if pretrain_cache is not None:
+        output_folder(pretrain_cache, "--pretrain-cache")
     doc = json.loads(path.read_text())
     cfg = PeaceConfig.from_toml(out / "config.toml")
     ds = open_dataset(data)
