@@ -206,8 +206,15 @@ def test_update_refuses_another_configuration(toy_dir: Path, tmp_path: Path) -> 
     assert result.exit_code != 0
     assert "another configuration" in result.output and "model.dim" in result.output
     # Popularity fits nothing with [finetune]: its rows stay valid under another schedule.
+    doc = json.loads((out / "results.json").read_text())
+    here = doc["runs"][0]["environment"]
+    doc["runs"][0]["environment"] = {**here, "cpu_capability": "ANOTHER-ISA"}
+    doc["runs"][0]["models"] = ["Popularity", "DeepFM"]  # as if DeepFM had been recorded there
+    (out / "results.json").write_text(json.dumps(doc))
     kept = _bench(toy_dir, out, "--models", "DeepFM", "--update", "--set", "finetune.lr=0.5")
     assert kept.exit_code == 0, kept.output
+    said = " ".join(kept.output.split())
+    assert "note: the replaced rows may not repeat here" in said and "ANOTHER-ISA" in said
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert {r["model"] for r in rows} == {"Popularity", "DeepFM"}
     missing = _bench(toy_dir, tmp_path / "nothing", "--models", "DeepFM", "--update")

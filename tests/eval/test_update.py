@@ -401,6 +401,20 @@ def test_a_curve_that_does_not_repeat_names_the_machines_behind_it() -> None:
     said = machine_difference(runs, ["PEACE"], here)
     assert "AMD EPYC, kernels not recorded" in said and "kernels AVX2" in said
     assert "Intel Xeon" not in said  # SASRec's run made no PEACE row
+    assert "ATEN_CPU_CAPABILITY" not in said  # the recorded kernels are not known
     runs[0]["environment"] = dict(here)
     assert machine_difference(runs, ["PEACE"], here) == ""
     assert machine_difference(runs, ["Tiger"], here) == ""
+
+
+def test_a_record_of_lower_kernels_names_the_setting_that_runs_them() -> None:
+    """A record made with AVX2 kernels on a CPU of the same name as this AVX512 one: the
+    message names ATEN_CPU_CAPABILITY=avx2 (docs/experiments.md section 168); kernels this CPU
+    cannot run, or another CPU's, get no such advice."""
+    runs = [{"models": ["PEACE"], "environment": {"cpu": "AMD EPYC", "cpu_capability": "AVX2"}}]
+    said = machine_difference(runs, ["PEACE"], {"cpu": "AMD EPYC", "cpu_capability": "AVX512"})
+    assert said.endswith("with ATEN_CPU_CAPABILITY=avx2 set.")
+    higher = machine_difference(runs, ["PEACE"], {"cpu": "AMD EPYC", "cpu_capability": "DEFAULT"})
+    assert "kernels DEFAULT" in higher and "ATEN_CPU_CAPABILITY" not in higher
+    other = machine_difference(runs, ["PEACE"], {"cpu": "Intel Xeon", "cpu_capability": "AVX512"})
+    assert "Intel Xeon" in other and "ATEN_CPU_CAPABILITY" not in other

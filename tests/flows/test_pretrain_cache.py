@@ -21,6 +21,7 @@ def test_key_reads_what_pretraining_reads(toy_dir: Path, tiny_config) -> None:
         "eval.zero_shot_prior=0.5",
         "eval.zero_shot_profile_prior=0.5",
         'eval.zero_shot_prior_counts="users"',
+        'eval.domains=["a"]',
     ):
         assert pretraining_key(ds, tiny_config.override([same])) == key, same
     for other in (
@@ -38,6 +39,33 @@ def test_key_reads_what_pretraining_reads(toy_dir: Path, tiny_config) -> None:
         assert pretraining_key(ds, tiny_config) != key
     finally:
         torch.set_num_threads(threads)
+
+
+def test_key_reads_the_cpu_kernels(toy_dir: Path, tiny_config, monkeypatch) -> None:
+    """Torch's AVX512 kernels round otherwise than its AVX2 ones (docs/experiments.md section
+    168): a pre-training kept on one kind is not the one the other would run."""
+    ds = load_dataset(toy_dir)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    avx2 = pretraining_key(ds, tiny_config)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert pretraining_key(ds, tiny_config) != avx2
+
+
+def test_scored_domains_leave_the_pretraining_as_it_is(toy_dir: Path, tiny_config) -> None:
+    """The key leaves out eval.domains because the pre-training does not read it: its cut-off
+    comes from every target's split. Pre-trained with one target scored or all, the same run."""
+    from peace.eval.protocol import chosen_splits
+    from peace.flows.pretrain import pretrain
+
+    ds = load_dataset(toy_dir)
+    first = ds.domains[next(iter(chosen_splits(ds, tiny_config)))]
+    one = tiny_config.override([f'eval.domains=["{first}"]'])
+    assert len(chosen_splits(ds, one)) < len(chosen_splits(ds, tiny_config))
+    a = pretrain(ds, tiny_config, show_progress=False)
+    b = pretrain(ds, one, show_progress=False)
+    timeless = [[{k: v for k, v in e.items() if k != "seconds"} for e in r.log] for r in (a, b)]
+    assert a.cutoff == b.cutoff and timeless[0] == timeless[1]
+    torch.testing.assert_close(a.entity_table(), b.entity_table(), rtol=0, atol=0)
 
 
 def test_second_call_loads_the_same_run(toy_dir: Path, tmp_path: Path, tiny_config) -> None:

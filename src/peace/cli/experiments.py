@@ -304,6 +304,9 @@ def benchmark(
         except UpdateError as exc:
             raise fail(str(exc)) from exc
         recorded_curves = previous.pop("replaced_curves", {})
+        elsewhere = machine_difference(previous["runs"], list(chosen_models), environment())
+        if elsewhere and not zero_shot_only:  # --zero-shot-only stops on it where it matters
+            console.print(f"note: the replaced rows may not repeat here.{elsewhere}")
         if zero_shot_only:
             values = previous["chosen"].get("PEACE", {})
             pinned = [{k: v for k, v in values.items() if k.startswith("pretrain.")}]

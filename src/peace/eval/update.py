@@ -211,7 +211,8 @@ def moved_curves(recorded: dict[str, list[dict]], curves: dict[str, list[dict]])
 
 def machine_difference(runs: list[dict], models: list[str], now: dict) -> str:
     """A sentence on where the runs that recorded ``models`` ran, when that may be why their
-    pre-training does not repeat: another kind of CPU, or one whose kernels were not recorded."""
+    rows do not repeat: another kind of CPU, or one whose kernels were not recorded; and the
+    setting that runs the recorded kernels where this CPU has them too."""
     fields = ("cpu", "cpu_capability")
     then = [r.get("environment") or {} for r in runs if set(r.get("models") or []) & set(models)]
     kinds = {tuple(e.get(f, "not recorded") for f in fields) for e in then}
@@ -219,10 +220,20 @@ def machine_difference(runs: list[dict], models: list[str], now: dict) -> str:
     if not kinds or kinds == {here}:
         return ""
     recorded = "; ".join(f"{c}, kernels {k}" for c, k in sorted(kinds))
-    return (
-        f" The recorded pre-training ran on {recorded}; this one on {here[0]}, kernels "
+    said = (
+        f" The recorded runs of these models ran on {recorded}; this one on {here[0]}, kernels "
         f"{here[1]}: the same seed gives the same weights only on the same kind of CPU."
     )
+    # torch on an x86 CPU runs any kernel level up to its own (ATEN_CPU_CAPABILITY picks one)
+    levels = ("DEFAULT", "AVX2", "AVX512")
+    below = levels[: levels.index(here[1])] if here[1] in levels else ()
+    runnable = {k for c, k in kinds if c == here[0] and k in below}
+    if len(runnable) == 1:
+        said += (
+            " This CPU also runs the recorded kernels: run the command again with "
+            f"ATEN_CPU_CAPABILITY={runnable.pop().lower()} set."
+        )
+    return said
 
 
 def empty_document() -> dict:

@@ -1,7 +1,9 @@
 """Pre-training runs kept by what made them, so that a run that would repeat one loads it instead.
 
 On the CPU a pre-training repeats itself exactly: the same dataset, configuration (seed
-included), pre-training code, torch version and thread count give the same weights and log. A
+included), pre-training code, torch version, thread count and kernels (torch's CPU capability:
+an AVX512 machine's default kernels round otherwise than AVX2 ones) give the same weights and
+log. A
 change that only the heads or the zero-shot score read (a ``[finetune]`` key, the zero-shot
 priors) therefore need not pre-train again: ``peace benchmark --pretrain-cache DIR`` keeps every
 pre-training in ``DIR/<model>-<key>/`` (a run folder, :mod:`peace.flows.pretrained`) and loads it
@@ -49,10 +51,16 @@ PRETRAINING_CODE = (
     "flows/distributed.py",
 )
 
-# The [eval] keys that only the zero-shot score reads, after pre-training; the pre-training reads
-# eval.split (its cut-off), eval.zero_shot_states (which states it keeps) and
-# eval.zero_shot_scorer (its held-out ranking), so those stay in the key.
-SCORE_ONLY_EVAL_KEYS = ("zero_shot_prior", "zero_shot_prior_counts", "zero_shot_profile_prior")
+# The [eval] keys that pre-training does not read: which targets are scored (its cut-off comes
+# from every target domain's split, whichever eval.domains lists) and the zero-shot score's
+# priors, read after it. The pre-training reads eval.split (its cut-off), eval.zero_shot_states
+# (which states it keeps) and eval.zero_shot_scorer (its held-out ranking): those stay in the key.
+NOT_PRETRAINING_EVAL_KEYS = (
+    "domains",
+    "zero_shot_prior",
+    "zero_shot_prior_counts",
+    "zero_shot_profile_prior",
+)
 
 
 def code_fingerprint() -> str:
@@ -72,11 +80,12 @@ def code_fingerprint() -> str:
 
 def pretraining_key(ds: Dataset, cfg: PeaceConfig, architecture: str = "PEACE") -> str:
     """What a pre-training of ``architecture`` on ``ds`` with ``cfg`` depends on, hashed: the
-    dataset's identity, the configuration less ``[finetune]`` and :data:`SCORE_ONLY_EVAL_KEYS`,
-    the code, torch's version and thread count, and the device (competitors train on the CPU)."""
+    dataset's identity, the configuration less ``[finetune]`` and
+    :data:`NOT_PRETRAINING_EVAL_KEYS`, the code, torch's version, thread count and CPU
+    kernels, and the device (competitors train on the CPU)."""
     config = cfg.to_dict()
     config.pop("finetune")
-    for key in SCORE_ONLY_EVAL_KEYS:
+    for key in NOT_PRETRAINING_EVAL_KEYS:
         config["eval"].pop(key)
     device = resolve_device(None) if architecture == "PEACE" else torch.device("cpu")
     what = {
@@ -86,6 +95,7 @@ def pretraining_key(ds: Dataset, cfg: PeaceConfig, architecture: str = "PEACE") 
         "code": code_fingerprint(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "kernels": torch.backends.cpu.get_cpu_capability(),
         "device": device.type,
     }
     text = json.dumps(what, sort_keys=True, default=str)
