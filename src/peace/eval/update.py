@@ -221,8 +221,9 @@ def machine_difference(runs: list[dict], models: list[str], now: dict) -> str:
         return ""
     recorded = "; ".join(f"{c}, kernels {k}" for c, k in sorted(kinds))
     said = (
-        f" The recorded runs of these models ran on {recorded}; this one on {here[0]}, kernels "
-        f"{here[1]}: the same seed gives the same weights only on the same kind of CPU."
+        f" The recorded rows of these models were made on {recorded}; this run is on "
+        f"{here[0]}, kernels {here[1]}: the same seed gives the same weights only on the same "
+        "kind of CPU."
     )
     # torch on an x86 CPU runs any kernel level up to its own (ATEN_CPU_CAPABILITY picks one)
     levels = ("DEFAULT", "AVX2", "AVX512")

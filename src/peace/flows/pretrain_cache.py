@@ -3,11 +3,10 @@
 On the CPU a pre-training repeats itself exactly: the same dataset, configuration (seed
 included), pre-training code, torch version, thread count and kernels (torch's CPU capability:
 an AVX512 machine's default kernels round otherwise than AVX2 ones) give the same weights and
-log. A
-change that only the heads or the zero-shot score read (a ``[finetune]`` key, the zero-shot
-priors) therefore need not pre-train again: ``peace benchmark --pretrain-cache DIR`` keeps every
-pre-training in ``DIR/<model>-<key>/`` (a run folder, :mod:`peace.flows.pretrained`) and loads it
-when the key comes round again. The key hashes everything the pre-training reads
+log. A change that only the heads or the zero-shot score read (a ``[finetune]`` key, the
+zero-shot priors) therefore need not pre-train again: ``peace benchmark --pretrain-cache DIR``
+keeps every pre-training in ``DIR/<model>-<key>/`` (a run folder, :mod:`peace.flows.pretrained`)
+and loads it when the key comes round again. The key hashes everything the pre-training reads
 (:func:`pretraining_key`); anything else in it would only cost a miss, never a wrong hit. A kept
 run that fails its checksums is pre-trained again and replaced. PEACE and its variants are kept;
 a competitor is pre-trained each time (its model is built from the pre-training's records, which
