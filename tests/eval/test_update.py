@@ -407,6 +407,23 @@ def test_a_curve_that_does_not_repeat_names_the_machines_behind_it() -> None:
     assert machine_difference(runs, ["Tiger"], here) == ""
 
 
+def test_a_record_made_with_other_threads_names_their_number() -> None:
+    """Rows computed with one torch thread, replaced by a run with two on the same kind of CPU:
+    the message names the thread counts and PEACE_THREADS=1 (section 169's run took the second
+    and did not repeat the first); the same count says nothing, two recorded counts no setting."""
+    here = {"cpu": "AMD EPYC", "cpu_capability": "AVX2"}
+    runs = [{"models": ["ComiRec"], "environment": {**here, "threads": 1}}]
+    said = machine_difference(runs, ["ComiRec"], {**here, "threads": 2})
+    assert "with 1 torch thread(s) per process, this run with 2" in said
+    assert said.endswith("PEACE_THREADS=1 (without --jobs) computes with 1.")
+    assert "kernels" not in said  # the same CPU and kernels
+    assert machine_difference(runs, ["ComiRec"], {**here, "threads": 1}) == ""
+    runs.append({"models": ["ComiRec"], "environment": {**here, "threads": 4}})
+    both = machine_difference(runs, ["ComiRec"], {**here, "threads": 2})
+    assert "1 and 4 torch thread(s)" in both and "PEACE_THREADS" not in both
+    assert machine_difference(runs, ["SASRec"], {**here, "threads": 2}) == ""
+
+
 def test_a_record_of_lower_kernels_names_the_setting_that_runs_them() -> None:
     """A record made with AVX2 kernels on a CPU of the same name as this AVX512 one: the
     message names ATEN_CPU_CAPABILITY=avx2 (docs/experiments.md section 168); kernels this CPU

@@ -190,7 +190,7 @@ def benchmark(
     import shlex
     import sys
 
-    from peace.eval.benchmark import ALL_MODELS, run_benchmark
+    from peace.eval.benchmark import ALL_MODELS, run_benchmark, run_threads
     from peace.eval.search import (
         COMPETITOR_PRETRAIN_CANDIDATES,
         FINETUNE_CANDIDATES,
@@ -304,7 +304,8 @@ def benchmark(
         except UpdateError as exc:
             raise fail(str(exc)) from exc
         recorded_curves = previous.pop("replaced_curves", {})
-        elsewhere = machine_difference(previous["runs"], list(chosen_models), environment())
+        here = {**environment(), "threads": run_threads(jobs)}  # what the new rows use
+        elsewhere = machine_difference(previous["runs"], list(chosen_models), here)
         if elsewhere and not zero_shot_only:  # --zero-shot-only stops on it where it matters
             console.print(f"note: the replaced rows may not repeat here.{elsewhere}")
         if zero_shot_only:
@@ -366,7 +367,11 @@ def benchmark(
             f"weights than the kept normal rows. {out / 'results.json'} is unchanged (the new "
             f"rows are in {aside}); run the same command without --zero-shot-only to record "
             "both settings from the same pre-training."
-            + machine_difference(previous["runs"], list(chosen_models), environment())
+            + machine_difference(
+                previous["runs"],
+                list(chosen_models),
+                {**environment(), "threads": run_threads(jobs)},
+            )
         )
     embeddings = doc.pop("embeddings")
     doc.pop("seeds")

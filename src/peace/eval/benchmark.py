@@ -103,11 +103,10 @@ def run_benchmark(
             pretrain_cache=pretrain_cache,
         )
     import multiprocessing
-    import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     t_start = time.perf_counter()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = run_threads(jobs)
     groups = model_groups(models, jobs)
     context = multiprocessing.get_context("spawn")
     with (
@@ -208,6 +207,19 @@ def _run_group(
         searched=found,
         pretrain_cache=pretrain_cache,
     )
+
+
+def run_threads(jobs: int = 1) -> int:
+    """The torch threads that each process of :func:`run_benchmark` computes with: this
+    process's own for one job (the ``peace`` command sets them, ``PEACE_THREADS`` overrides),
+    the cores divided among ``jobs`` worker processes otherwise."""
+    if jobs <= 1:
+        import torch
+
+        return torch.get_num_threads()
+    import os
+
+    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def _worker(threads: int, root: str) -> Dataset:

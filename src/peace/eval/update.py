@@ -210,11 +210,32 @@ def moved_curves(recorded: dict[str, list[dict]], curves: dict[str, list[dict]])
 
 
 def machine_difference(runs: list[dict], models: list[str], now: dict) -> str:
-    """A sentence on where the runs that recorded ``models`` ran, when that may be why their
-    rows do not repeat: another kind of CPU, or one whose kernels were not recorded; and the
-    setting that runs the recorded kernels where this CPU has them too."""
-    fields = ("cpu", "cpu_capability")
+    """Sentences on how the runs that recorded ``models`` ran, where that may be why their rows
+    do not repeat: another kind of CPU, or one whose kernels were not recorded, and the setting
+    that runs the recorded kernels where this CPU has them too; another number of torch threads
+    per process (``now["threads"]``: what this run's rows are computed with)."""
     then = [r.get("environment") or {} for r in runs if set(r.get("models") or []) & set(models)]
+    return _kernel_difference(then, now) + _thread_difference(then, now)
+
+
+def _thread_difference(then: list[dict], now: dict) -> str:
+    recorded = sorted({int(e["threads"]) for e in then if e.get("threads")})
+    here = now.get("threads")
+    if not recorded or here is None or recorded == [here]:
+        return ""
+    counts = " and ".join(str(t) for t in recorded)
+    said = (
+        f" The recorded rows of these models were computed with {counts} torch thread(s) per "
+        f"process, this run with {here}: sums split over another number of threads round "
+        "differently."
+    )
+    if len(recorded) == 1:
+        said += f" PEACE_THREADS={recorded[0]} (without --jobs) computes with {recorded[0]}."
+    return said
+
+
+def _kernel_difference(then: list[dict], now: dict) -> str:
+    fields = ("cpu", "cpu_capability")
     kinds = {tuple(e.get(f, "not recorded") for f in fields) for e in then}
     here = tuple(now.get(f, "not recorded") for f in fields)
     if not kinds or kinds == {here}:
