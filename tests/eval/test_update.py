@@ -87,6 +87,24 @@ def test_a_search_merged_twice_is_listed_once() -> None:
     assert merge_update(first, other, run)["search"] == [trial, {**trial, "value": 0.127}]
 
 
+def test_a_merge_lists_the_kept_models_then_the_new_ones() -> None:
+    """The merged document's per-model entries keep one order, the kept models' then the new
+    ones', not the order of a set, which string hashing changes from process to process: the same
+    merge writes the same results.json."""
+    kept_names = [f"model {k}" for k in range(12)]
+    empty = {"rows": [], "search": [], "timings": {}, "variants": {}, "references": [], "runs": []}
+    kept = {
+        **empty,
+        "chosen": {m: {} for m in kept_names},
+        "per_user": {m: {"normal": {}} for m in kept_names},
+    }
+    new = {**empty, "chosen": {"new": {"finetune.lr": 0.01}}, "per_user": {"new": {"normal": {}}}}
+    run = {"command": "c", "models": ["new"], "wall_seconds": 1.0}
+    merged = merge_update(kept, new, run)
+    assert list(merged["chosen"]) == [*kept_names, "new"]
+    assert list(merged["per_user"]) == [*kept_names, "new"]
+
+
 def test_update_refuses_other_seeds(tmp_path: Path) -> None:
     cfg = PeaceConfig()
     path = tmp_path / "results.json"

@@ -367,12 +367,16 @@ def merge_update(previous: dict, new: dict, run: dict | list[dict]) -> dict:
     )
     out["search"] = join_search(previous["search"], new.get("search", []))
     old_chosen, new_chosen = previous["chosen"], new.get("chosen", {})
+    # models in a fixed order (the kept ones, then the new ones), so that the same merge writes
+    # the same file whatever the process's string hashing
     out["chosen"] = {
-        m: {**old_chosen.get(m, {}), **new_chosen.get(m, {})} for m in {*old_chosen, *new_chosen}
+        m: {**old_chosen.get(m, {}), **new_chosen.get(m, {})}
+        for m in dict.fromkeys([*old_chosen, *new_chosen])
     }
     old_users, new_users = previous.get("per_user", {}), new.get("per_user", {})
     out["per_user"] = {  # per model and setting: a zero-shot-only run keeps the normal ones
-        m: {**old_users.get(m, {}), **new_users.get(m, {})} for m in {*old_users, *new_users}
+        m: {**old_users.get(m, {}), **new_users.get(m, {})}
+        for m in dict.fromkeys([*old_users, *new_users])
     }
     out["curves"] = {**previous.get("curves", {}), **new.get("curves", {})}
     timings = {seed: dict(t) for seed, t in previous["timings"].items()}
