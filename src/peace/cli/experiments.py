@@ -285,6 +285,7 @@ def benchmark(
     previous = None
     recorded_curves: dict = {}
     pinned = None  # --update --zero-shot-only: pre-train with the kept rows' chosen values
+    here = {**environment(), "threads": run_threads(jobs)}  # what the new rows are computed on
     if update:
         if zero_shot_only and any(m not in PEACE_VARIANTS for m in chosen_models):
             raise fail(
@@ -304,7 +305,6 @@ def benchmark(
         except UpdateError as exc:
             raise fail(str(exc)) from exc
         recorded_curves = previous.pop("replaced_curves", {})
-        here = {**environment(), "threads": run_threads(jobs)}  # what the new rows use
         elsewhere = machine_difference(previous["runs"], list(chosen_models), here)
         if elsewhere and not zero_shot_only:  # --zero-shot-only stops on it where it matters
             console.print(f"note: the replaced rows may not repeat here.{elsewhere}")
@@ -367,11 +367,7 @@ def benchmark(
             f"weights than the kept normal rows. {out / 'results.json'} is unchanged (the new "
             f"rows are in {aside}); run the same command without --zero-shot-only to record "
             "both settings from the same pre-training."
-            + machine_difference(
-                previous["runs"],
-                list(chosen_models),
-                {**environment(), "threads": run_threads(jobs)},
-            )
+            + machine_difference(previous["runs"], list(chosen_models), here)
         )
     embeddings = doc.pop("embeddings")
     doc.pop("seeds")
