@@ -285,7 +285,8 @@ def benchmark(
     previous = None
     recorded_curves: dict = {}
     pinned = None  # --update --zero-shot-only: pre-train with the kept rows' chosen values
-    here = {**environment(), "threads": run_threads(jobs)}  # what the new rows are computed on
+    # where the new rows are computed: this process's threads, or each worker's with --jobs
+    here = {**environment(), "threads": run_threads(jobs)}
     if update:
         if zero_shot_only and any(m not in PEACE_VARIANTS for m in chosen_models):
             raise fail(
@@ -371,9 +372,7 @@ def benchmark(
         )
     embeddings = doc.pop("embeddings")
     doc.pop("seeds")
-    env = environment()
-    if "jobs" in doc:  # the rows come from worker processes with their own torch threads
-        env["threads"] = doc["jobs"]["threads_per_process"]
+    env = dict(here)  # with --jobs, the worker processes' threads, as the rows were computed
     run_entry = {
         "command": command,
         "models": list(chosen_models),
